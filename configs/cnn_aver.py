@@ -1,0 +1,38 @@
+"""Frame CNN with probability averaging ("CNN_Aver", Cui et al. Table 3).
+
+Trained on frames with the video's label (frame-level cross-entropy), evaluated on videos
+by averaging per-frame probabilities. Variants: ``demo``, ``tiny`` (tests), ``paper``
+(224x224 frames, up to 30 frames per video, Adam 1e-5, as in Cui et al.).
+"""
+from configs import common
+
+
+def _demo(c):
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 100, 100
+  c.input.update(image_size=64, batch_size=8, eval_batch_size=8)
+
+
+def _tiny(c):
+  c.dataset.config = 'tiny'
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 3
+  c.input.update(image_size=32, batch_size=4, eval_batch_size=4, max_frames=8,
+                 length_buckets=(4, 8), shuffle_buffer=8, video_shuffle_buffer=4)
+  c.model.update(width=4, levels=3)
+
+
+def _paper(c):
+  c.dataset.config = 'paper'
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 20000, 100, 1000, 1000
+  c.input.update(image_size=224, channels=3, batch_size=32, eval_batch_size=32,
+                 max_frames=30, length_buckets=(8, 16, 30))
+  c.model.update(width=64, levels=5)
+  c.optimizer.lr = 1e-5
+  c.schedule.name = 'constant'
+
+
+def get_config(arg: str | None = None):
+  c = common.base_config('classification')
+  c.model = common.ml_collections.ConfigDict(dict(name='cnn_aver', num_classes=2, width=16,
+                                                  levels=4))
+  c.task.frame_loss = True
+  return common.finalize(c, arg, {'demo': _demo, 'tiny': _tiny, 'paper': _paper})

@@ -1,0 +1,58 @@
+"""Shared config skeleton: every method's config starts from ``base_config``.
+
+Variants are chosen by the string after the colon: ``configs/unet.py:tiny``. ``paper``
+reproduces the paper's settings; ``tiny`` trains in a minute on a 2-core CPU (tests);
+``demo`` is the README quick start. Configs are locked: an override of a key that does
+not exist is an error naming the key.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config(task: str) -> ml_collections.ConfigDict:
+  """All keys a run reads, with defaults; method configs change values, never add keys."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.best_metric = 'mean_dice' if task == 'segmentation' else 'auc'
+  c.best_mode = 'max'
+
+  c.dataset = ml_collections.ConfigDict(dict(
+      name='usv_synthetic', config='small', data_dir='', manual_dir='',
+      train_split='train', eval_split='validation', test_split='test'))
+
+  c.input = ml_collections.ConfigDict(dict(
+      task=task, image_size=128, channels=1, batch_size=8, eval_batch_size=8,
+      clip_length=3,  # Segmentation: the target frame and its clip_length - 1 predecessors.
+      max_frames=16, length_buckets=(4, 8, 16),  # Classification sequences.
+      shuffle_buffer=512, video_shuffle_buffer=64, heatmap_sigma=0.0))
+  c.input.augment = ml_collections.ConfigDict(dict(
+      flip=True, crop_scale=0.8, brightness=0.1, contrast=0.1, speckle_prob=0.0,
+      speckle_looks=(20.0, 50.0)))
+
+  c.model = ml_collections.ConfigDict({'name': ''})
+  if task == 'segmentation':
+    c.task = ml_collections.ConfigDict(dict(bce_weight=1.0, dice_weight=1.0, threshold=0.5))
+  else:
+    c.task = ml_collections.ConfigDict(dict(frame_loss=False, threshold=0.5))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='adam', lr=1e-3, weight_decay=0.0, momentum=0.9, clip_norm=0.0, clip_value=0.0))
+  c.schedule = ml_collections.ConfigDict(dict(
+      name='cosine', warmup_steps=0, step_boundaries=(), step_factor=0.1))
+  return c
+
+
+def finalize(config: ml_collections.ConfigDict, arg: str | None, variants: dict) -> ml_collections.ConfigDict:
+  """Applies the variant named by ``arg`` (default: the first) and locks the config."""
+  name = arg or next(iter(variants))
+  if name not in variants:
+    raise ValueError(f'unknown config variant {name!r}; choose one of {sorted(variants)}.')
+  variants[name](config)
+  config.lock()
+  return config

@@ -1,0 +1,33 @@
+"""Flags and error handling shared by the entry points."""
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+from absl import logging
+
+from input_pipeline.builders.common import DatasetError
+from usvjax import parallel
+from usvjax.train import NonFiniteLossError
+
+COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '', 'host:port of process 0 for multi-process runs '
+    '(or set USVJAX_DISTRIBUTED=auto / run under SLURM to detect it).')
+NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Number of processes.')
+PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Index of this process.')
+
+# Errors whose message already says what is wrong and what to do: no traceback.
+USER_ERRORS = (DatasetError, NonFiniteLossError, FileNotFoundError, ValueError)
+
+
+def start_processes() -> None:
+  """Quiets library INFO logs (use --verbosity=0 to see them) and starts multi-process JAX."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  parallel.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
+
+
+def fail(error: Exception) -> None:
+  """Prints ``error`` as one clear line and exits with status 1."""
+  print(f'error: {error}', file=sys.stderr)
+  sys.exit(1)

@@ -1,0 +1,40 @@
+r"""Evaluates a checkpoint exactly on a split and writes a report.
+
+  python -m experiments.evaluate --config=configs/unet.py:demo --workdir=runs/unet \
+      [--checkpoint=best|latest|STEP] [--split=test] [--output_dir=DIR]
+
+Writes metrics.json, per_video.csv and pictures (segmentation overlays; ROC, PR and a
+confusion matrix for classification; training curves) and prints where.
+"""
+import json
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import common
+from usvjax import evaluate
+
+CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of the run.',
+                                         lock_config=True)
+WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory.')
+CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step.")
+SPLIT = flags.DEFINE_string('split', '', 'Split (default: config.dataset.test_split).')
+OUTPUT_DIR = flags.DEFINE_string('output_dir', '', 'Default: WORKDIR/eval_SPLIT_stepN.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  common.start_processes()
+  try:
+    metrics, directory = evaluate.evaluate_checkpoint(
+        CONFIG.value, WORKDIR.value, CHECKPOINT.value, SPLIT.value, OUTPUT_DIR.value)
+  except common.USER_ERRORS as e:
+    common.fail(e)
+  print(json.dumps(metrics, indent=2, sort_keys=True))
+  print(f'report written to {directory}')
+
+
+if __name__ == '__main__':
+  app.run(main)

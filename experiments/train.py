@@ -1,0 +1,33 @@
+r"""Trains a model from a config, resuming if the workdir holds checkpoints.
+
+  python -m experiments.train --config=configs/unet.py:demo --workdir=runs/unet \
+      [--config.optimizer.lr=3e-4 ...]
+
+Multi-host: start one process per host with --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I (or set USVJAX_DISTRIBUTED=auto, or run under SLURM).
+"""
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import common
+from usvjax import train
+
+CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file and variant.',
+                                         lock_config=True)
+WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  common.start_processes()
+  try:
+    metrics = train.train_and_evaluate(CONFIG.value, WORKDIR.value)
+  except common.USER_ERRORS as e:
+    common.fail(e)
+  print(f'validation: {metrics}')
+
+
+if __name__ == '__main__':
+  app.run(main)

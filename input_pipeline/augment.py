@@ -1,0 +1,80 @@
+"""Clip-consistent augmentation: one draw of every parameter per clip.
+
+Every frame of a clip and every mask get the same flip, the same crop box and the same
+brightness/contrast change, so the clip stays temporally coherent and masks stay aligned
+with frames. Speckle draws one look number L per clip; its noise is drawn per frame (speckle
+is a per-frame process). All randomness is stateless, from a per-example seed, so an
+example's augmentation depends only on (run seed, example position): a resumed run sees
+exactly the same augmented data as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import ml_collections
+import tensorflow as tf
+
+from input_pipeline import speckle
+
+
+def _split(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
+  return tf.unstack(tf.random.experimental.stateless_split(seed, n))
+
+
+def augment_clip(example: dict, seed: tf.Tensor, cfg: ml_collections.ConfigDict) -> dict:
+  """Augments ``frames`` [T, H, W, C] float in [0, 1], ``masks`` [T, H, W, 1], ``boxes`` [T, 4].
+
+  ``cfg`` fields: flip (bool), crop_scale (min area fraction; 1 disables), brightness,
+  contrast (max relative change; 0 disables), speckle_prob and speckle_looks (min, max).
+  """
+  seeds = _split(seed, 6)
+  frames, boxes = example['frames'], example.get('boxes')
+  masks = example.get('masks')
+  if cfg.flip and tf.random.stateless_uniform([], seeds[0]) < 0.5:
+    frames = tf.reverse(frames, axis=[2])
+    masks = None if masks is None else tf.reverse(masks, axis=[2])
+    if boxes is not None:
+      boxes = tf.stack([boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], axis=1)
+  if cfg.crop_scale < 1.0:
+    frames, masks, boxes = _random_crop(frames, masks, boxes, seeds[1], cfg.crop_scale)
+  if cfg.brightness > 0 or cfg.contrast > 0:
+    delta = tf.random.stateless_uniform([], seeds[2], -cfg.brightness, cfg.brightness)
+    factor = tf.random.stateless_uniform([], seeds[3], 1 - cfg.contrast, 1 + cfg.contrast)
+    mean = tf.reduce_mean(frames)
+    frames = tf.clip_by_value((frames - mean) * factor + mean + delta, 0.0, 1.0)
+  if cfg.speckle_prob > 0:
+    looks = tf.random.stateless_uniform([], seeds[4], *cfg.speckle_looks)
+    noisy = speckle.add_speckle(frames, looks, seeds[5])
+    use = tf.random.stateless_uniform([], tf.reverse(seeds[4], [0])) < cfg.speckle_prob
+    frames = tf.where(use, noisy, frames)
+  out = dict(example, frames=frames)
+  if masks is not None:
+    out['masks'] = masks
+  if boxes is not None:
+    out['boxes'] = boxes
+  return out
+
+
+def _random_crop(frames, masks, boxes, seed, min_scale):
+  """One random crop box (area in [min_scale, 1], aspect in [3/4, 4/3]) for the whole clip."""
+  s_area, s_aspect, s_y, s_x = _split(seed, 4)
+  area = tf.random.stateless_uniform([], s_area, min_scale, 1.0)
+  log_aspect = tf.random.stateless_uniform([], s_aspect, tf.math.log(3 / 4), tf.math.log(4 / 3))
+  aspect = tf.exp(log_aspect)
+  height = tf.minimum(tf.sqrt(area / aspect), 1.0)
+  width = tf.minimum(tf.sqrt(area * aspect), 1.0)
+  y0 = tf.random.stateless_uniform([], s_y) * (1 - height)
+  x0 = tf.random.stateless_uniform([], s_x) * (1 - width)
+  num = tf.shape(frames)[0]
+  crop = tf.tile([[y0, x0, y0 + height, x0 + width]], [num, 1])
+  size = tf.shape(frames)[1:3]
+  index = tf.range(num)
+  frames = tf.image.crop_and_resize(frames, crop, index, size, method='bilinear')
+  if masks is not None:
+    masks = tf.cast(tf.image.crop_and_resize(tf.cast(masks, tf.float32), crop, index, size,
+                                             method='nearest'), masks.dtype)
+  if boxes is not None:
+    scale = tf.stack([height, width, height, width])
+    offset = tf.stack([y0, x0, y0, x0])
+    cropped = tf.clip_by_value((boxes - offset) / scale, 0.0, 1.0)
+    empty = tf.reduce_all(boxes == 0, axis=1, keepdims=True)
+    boxes = tf.where(empty, tf.zeros_like(cropped), cropped)
+  return frames, masks, boxes

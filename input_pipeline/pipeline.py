@@ -1,0 +1,288 @@
+"""tf.data pipelines: per-process shards, clips, variable-length sequences, exact eval.
+
+Segmentation examples are **clips**: the target frame t and its K previous frames,
+``frames[T=K+1, H, W, C]`` ordered in time, **the target last** (index T-1). At the start
+of a video the missing previous frames are the first frame repeated (t-1 -> max(t-1, 0)),
+so every frame of every video is a target exactly once. ``masks[T, H, W, 1]`` and
+``boxes[T, 4]`` come with every clip frame.
+
+Classification examples are **sequences**: up to ``max_frames`` frames sampled uniformly
+over the whole video (all frames if it is shorter), padded to the smallest length bucket
+that holds the batch's longest sequence, with ``valid[B, T]`` marking real frames. A
+step function therefore compiles at most once per bucket.
+
+Training streams are infinite, shuffled with the run seed, and augmented with stateless
+randomness keyed by the example's position in the stream; resuming at step s skips
+s * local_batch encoded (not yet decoded) examples, so a resumed run sees exactly the data
+of an uninterrupted one. Evaluation streams are exact: every clip or video once, the last
+batch padded with examples whose ``valid`` is all False, and every process yields the same
+number of batches.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
+
+from input_pipeline import augment
+from input_pipeline import builders  # pylint: disable=unused-import  (registers builders)
+from input_pipeline.builders import common
+
+Batch = dict[str, np.ndarray]
+_ENCODED = ('frames', 'masks')
+
+
+def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder named by ``config.dataset``; prepares it on first use.
+
+  ``dataset.name`` is a registered builder (``usv_synthetic``, ``usv_frames_table``, ...),
+  ``dataset.config`` its config name, ``dataset.manual_dir`` the folder of a local layout.
+  """
+  kwargs = {'data_dir': dataset.data_dir or None}
+  if dataset.config:
+    kwargs['config'] = dataset.config
+  try:
+    builder = tfds.builder(dataset.name, **kwargs)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f'config.dataset.name={dataset.name!r} is not a known dataset: '
+                     f'use one of usv_synthetic, usv_davis, usv_flanet, usv_frames_table, '
+                     f'usv_video_table.') from e
+  if dataset.manual_dir:
+    common.require_dir(dataset.manual_dir, 'config.dataset.manual_dir',
+                       'Point config.dataset.manual_dir at the dataset folder.')
+  download_config = tfds.download.DownloadConfig(manual_dir=dataset.manual_dir or None)
+  builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def _process_split(builder, split: str) -> str:
+  if split not in builder.info.splits:
+    raise ValueError(f'split {split!r} not in dataset {builder.info.full_name}: it has '
+                     f'{sorted(builder.info.splits)}.')
+  return tfds.even_splits(split, n=jax.process_count(), drop_remainder=False)[
+      jax.process_index()]
+
+
+def _encoded_videos(builder, split: str) -> tf.data.Dataset:
+  """This process's videos, frames and masks still PNG-encoded."""
+  decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
+  return builder.as_dataset(split=_process_split(builder, split), decoders=decoders,
+                            shuffle_files=False)
+
+
+def _check_features(builder, task: str) -> None:
+  needed = {'segmentation': ('frames', 'masks'), 'classification': ('frames', 'label')}[task]
+  missing = [k for k in needed if k not in builder.info.features]
+  if missing:
+    raise ValueError(f'dataset {builder.info.full_name} has no {missing}: a {task} config '
+                     f'needs a dataset with {list(needed)}.')
+
+
+def _clips(video: dict, clip_length: int) -> tf.data.Dataset:
+  """All clips of a video: target t last, previous frames clamped at the first frame."""
+  num = tf.shape(video['frames'])[0]
+  target = tf.range(num)
+  index = tf.maximum(target[:, None] + tf.range(1 - clip_length, 1)[None, :], 0)
+  clips = {k: tf.gather(video[k], index) for k in ('frames', 'masks', 'boxes')}
+  clips['video_id'] = tf.fill([num], video['video_id'])
+  clips['frame_index'] = target
+  return tf.data.Dataset.from_tensor_slices(clips)
+
+
+def _sequence(video: dict, max_frames: int) -> dict:
+  """Up to ``max_frames`` frames sampled uniformly over the video (indices rounded)."""
+  num = tf.shape(video['frames'])[0]
+  count = tf.minimum(num, max_frames)
+  index = tf.cast(tf.round(tf.linspace(0.0, tf.cast(num - 1, tf.float32), count)), tf.int32)
+  return {'frames': tf.gather(video['frames'], index), 'label': video['label'],
+          'video_id': video['video_id']}
+
+
+def _decode(encoded: tf.Tensor, channels_stored: int) -> tf.Tensor:
+  return tf.map_fn(
+      lambda s: tf.io.decode_image(s, channels=channels_stored, expand_animations=False),
+      encoded, fn_output_signature=tf.TensorSpec([None, None, channels_stored], tf.uint8))
+
+
+def _frames_to_model(frames: tf.Tensor, size: int, channels: int) -> tf.Tensor:
+  """uint8 [T, h, w, c] -> float32 [T, size, size, channels] in [0, 1]."""
+  frames = tf.image.resize(tf.cast(frames, tf.float32) / 255.0, [size, size],
+                           method='bilinear', antialias=True)
+  have = frames.shape[-1]
+  if have == 3 and channels == 1:
+    frames = tf.image.rgb_to_grayscale(frames)
+  elif have == 1 and channels == 3:
+    frames = tf.image.grayscale_to_rgb(frames)
+  return tf.clip_by_value(frames, 0.0, 1.0)
+
+
+def gaussian_heatmaps(boxes: tf.Tensor, size: int, sigma: float) -> tf.Tensor:
+  """FLA-Net's location target: a Gaussian (peak 1, std ``sigma`` pixels) at each box centre.
+
+  Args:
+    boxes: [T, 4] normalised (ymin, xmin, ymax, xmax); an all-zero box means no lesion.
+  Returns:
+    float32 [T, size, size, 1]; all zeros where the box is empty.
+  """
+  cy = (boxes[:, 0] + boxes[:, 2]) / 2 * size
+  cx = (boxes[:, 1] + boxes[:, 3]) / 2 * size
+  grid = tf.range(size, dtype=tf.float32) + 0.5
+  dy = (grid[None, :] - cy[:, None]) ** 2
+  dx = (grid[None, :] - cx[:, None]) ** 2
+  heat = tf.exp(-(dy[:, :, None] + dx[:, None, :]) / (2 * sigma**2))
+  present = tf.cast(tf.reduce_any(boxes > 0, axis=1), tf.float32)
+  return (heat * present[:, None, None])[..., None]
+
+
+VIDEO_KEY_BYTES = 128
+
+
+def encode_key(video_id: tf.Tensor) -> tf.Tensor:
+  """A video id as uint8 [VIDEO_KEY_BYTES], zero-padded, so that it can travel with the
+  batch through device computations and cross-process gathers (longer ids are cut)."""
+  raw = tf.io.decode_raw(video_id, tf.uint8)[:VIDEO_KEY_BYTES]
+  return tf.pad(raw, [[0, VIDEO_KEY_BYTES - tf.shape(raw)[0]]])
+
+
+class _Preprocessor:
+  """Decodes, resizes and (for training) augments one clip or sequence."""
+
+  def __init__(self, config: ml_collections.ConfigDict, builder, train: bool):
+    self.input = config.input
+    self.train = train
+    self.seed = config.seed
+    self.channels_stored = builder.info.features['frames'].shape[-1]
+
+  def __call__(self, position: tf.Tensor, item: dict) -> dict:
+    cfg = self.input
+    out = {'frames': _frames_to_model(_decode(item['frames'], self.channels_stored),
+                                      cfg.image_size, cfg.channels)}
+    if 'masks' in item:
+      masks = tf.image.resize(_decode(item['masks'], 1), [cfg.image_size] * 2,
+                              method='nearest')
+      out.update(masks=tf.cast(masks > 0, tf.float32), boxes=item['boxes'])
+    if self.train:
+      seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(position, tf.int64)])
+      out = augment.augment_clip(out, tf.cast(seed, tf.int32), cfg.augment)
+    if cfg.heatmap_sigma > 0 and 'boxes' in out:
+      out['heatmaps'] = gaussian_heatmaps(out['boxes'], cfg.image_size, cfg.heatmap_sigma)
+    for key in ('label', 'frame_index'):
+      if key in item:
+        out[key] = item[key]
+    if not self.train:
+      out['video_key'] = encode_key(item['video_id'])
+    num = tf.shape(out['frames'])[0]
+    out['valid'] = tf.ones([num], tf.bool)
+    return out
+
+
+def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
+  """Encoded clips (segmentation) or sequences (classification) of this process."""
+  task = config.input.task
+  _check_features(builder, task)
+  videos = _encoded_videos(builder, split)
+  if train:
+    videos = videos.repeat().shuffle(config.input.video_shuffle_buffer, seed=config.seed)
+  if task == 'segmentation':
+    return videos.flat_map(lambda v: _clips(v, config.input.clip_length))
+  if max(config.input.length_buckets) < config.input.max_frames:
+    raise ValueError(f'config.input.length_buckets {list(config.input.length_buckets)} must '
+                     f'include a bucket >= config.input.max_frames={config.input.max_frames}.')
+  return videos.map(lambda v: _sequence(v, config.input.max_frames))
+
+
+def _batch(ds: tf.data.Dataset, config, batch_size: int, drop_remainder: bool):
+  if config.input.task == 'segmentation':
+    return ds.batch(batch_size, drop_remainder=drop_remainder)
+  buckets = sorted(config.input.length_buckets)
+  ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
+  return ds.map(lambda b: _pad_to_bucket(b, buckets))
+
+
+def _pad_to_bucket(batch: dict, buckets: list[int]) -> dict:
+  """Pads the time axis of a padded batch to the smallest bucket >= its length."""
+  length = tf.shape(batch['valid'])[1]
+  bucket = tf.reduce_min(tf.boolean_mask(buckets, tf.constant(buckets) >= length))
+  out = dict(batch)
+  for key in ('frames', 'valid'):
+    pad = [[0, 0], [0, bucket - length]] + [[0, 0]] * (len(batch[key].shape) - 2)
+    out[key] = tf.pad(batch[key], pad)
+  return out
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  if global_batch_size % jax.process_count():
+    raise ValueError(f'batch size {global_batch_size} is not divisible by the number of '
+                     f'processes {jax.process_count()}.')
+  return global_batch_size // jax.process_count()
+
+
+def train_batches(config: ml_collections.ConfigDict, builder, start_step: int = 0
+                  ) -> Iterator[Batch]:
+  """Infinite iterator of this process's training batches, starting at ``start_step``."""
+  batch_size = local_batch_size(config.input.batch_size)
+  items = _items(builder, config, config.dataset.train_split, train=True)
+  items = items.shuffle(config.input.shuffle_buffer, seed=config.seed + 1)
+  items = items.enumerate().skip(start_step * batch_size)
+  ds = items.map(_Preprocessor(config, builder, train=True),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = _batch(ds, config, batch_size, drop_remainder=True)
+  return ds.prefetch(2).as_numpy_iterator()
+
+
+def count_items(config: ml_collections.ConfigDict, builder, split: str) -> int:
+  """Clips or sequences of ``split`` on this process (cheap: frames are not decoded)."""
+  items = _items(builder, config, split, train=False)
+  return int(items.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+
+
+def eval_batches(config: ml_collections.ConfigDict, builder, split: str
+                 ) -> tuple[Iterator[Batch], int]:
+  """Exact evaluation batches of this process and how many there are.
+
+  Every clip/video of the split appears exactly once over all processes; padding examples
+  (and whole padding batches, so that every process runs the same number of steps) have
+  ``valid`` all False.
+  """
+  batch_size = local_batch_size(config.input.eval_batch_size)
+  count = count_items(config, builder, split)
+  local_batches = math.ceil(count / batch_size)
+  num_batches = local_batches
+  if jax.process_count() > 1:
+    num_batches = int(np.max(multihost_utils.process_allgather(np.int64(local_batches))))
+  ds = _items(builder, config, split, train=False).enumerate()
+  ds = ds.map(_Preprocessor(config, builder, train=False),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = _batch(ds, config, batch_size, drop_remainder=False).prefetch(2)
+
+  def generate():
+    template = None
+    for batch in ds.as_numpy_iterator():
+      template = batch
+      yield pad_batch(batch, batch_size)
+    for _ in range(num_batches - local_batches):
+      yield empty_batch(template, batch_size)
+  return generate(), num_batches
+
+
+def pad_batch(batch: Batch, batch_size: int) -> Batch:
+  """Pads the leading axis to ``batch_size`` with zeros (``valid`` False, ids empty)."""
+  have = len(batch['valid'])
+  if have == batch_size:
+    return batch
+  return {k: np.concatenate([v, np.zeros((batch_size - have,) + v.shape[1:], v.dtype)])
+          for k, v in batch.items()}
+
+
+def empty_batch(template: Batch | None, batch_size: int) -> Batch:
+  """A batch of padding only, shaped like ``template`` (a real batch of this split)."""
+  if template is None:
+    raise ValueError('this process has no evaluation examples: the split has fewer videos '
+                     'than there are processes; evaluate with fewer processes.')
+  return {k: np.zeros((batch_size,) + v.shape[1:], v.dtype) for k, v in template.items()}

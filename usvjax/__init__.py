@@ -1,0 +1,1 @@
+"""usvjax: breast-ultrasound video segmentation and classification in JAX/Flax."""

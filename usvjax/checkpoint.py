@@ -1,0 +1,68 @@
+"""Orbax checkpoints: keep the last K plus the best by a validation metric; resume.
+
+Orbax writes every checkpoint into a temporary directory and renames it only when the
+write is complete, so a crash or kill during a save leaves the previous checkpoint intact
+and loadable (a leftover temporary directory is ignored on restore).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+def create_manager(workdir: str, keep: int, best_metric: str = '', best_mode: str = 'max',
+                   read_only: bool = False) -> ocp.CheckpointManager:
+  """A manager for ``<workdir>/checkpoints``.
+
+  Args:
+    workdir: the run directory.
+    keep: how many of the latest checkpoints to keep.
+    best_metric: validation metric that ranks checkpoints ('' = no best tracking); the
+      best one is kept in addition to the latest ``keep``.
+    best_mode: 'max' or 'min' for ``best_metric``.
+    read_only: open for evaluation only.
+  """
+  keep_policies: list[Any] = [policies.LatestN(n=keep)]
+  best_fn = None
+  if best_metric:
+    best_fn = lambda metrics: metrics[best_metric]  # pylint: disable=unnecessary-lambda-assignment
+    keep_policies.append(policies.BestN(get_metric_fn=best_fn, reverse=best_mode == 'min', n=1,
+                                        keep_checkpoints_without_metrics=False))
+  options = ocp.CheckpointManagerOptions(
+      best_fn=best_fn, best_mode=best_mode, read_only=read_only,
+      preservation_policy=None if read_only else policies.AnyPreservationPolicy(keep_policies),
+      cleanup_tmp_directories=not read_only, enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
+                               options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any,
+         metrics: dict[str, float] | None = None) -> None:
+  manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
+  """Restores ``step`` into the structure, shapes and shardings of ``target``."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def resolve_step(manager: ocp.CheckpointManager, which: str) -> int:
+  """'latest', 'best' or a step number -> an existing step; a clear error otherwise."""
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {manager.directory}: train first, or pass '
+                            'the workdir of a finished run.')
+  if which == 'latest':
+    return manager.latest_step()
+  if which == 'best':
+    best = manager.best_step()
+    return manager.latest_step() if best is None else best
+  if not which.isdigit() or int(which) not in steps:
+    raise ValueError(f'checkpoint {which!r} not found in {manager.directory}; available: '
+                     f"{sorted(steps)}, 'latest' or 'best'.")
+  return int(which)

@@ -1,0 +1,108 @@
+"""Exact evaluation of a split, and the files a user reads afterwards.
+
+``evaluate_split`` runs the model over every clip/video of a split exactly once (padding
+masked out, see ``input_pipeline.pipeline.eval_batches``); every process gathers all
+predictions, so metrics are exact and identical on every process. ``write_report`` writes
+``metrics.json``, a per-video CSV and pictures (segmentation overlays; ROC and PR curves
+and a confusion matrix for classification).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from usvjax import parallel
+from usvjax import plots
+
+
+def evaluate_split(model, task, config: ml_collections.ConfigDict, builder, split: str,
+                   mesh: jax.sharding.Mesh, variables: dict):
+  """Evaluates ``variables`` on ``split``.
+
+  Returns:
+    (metrics dict, the task's evaluation object holding per-frame/per-video rows).
+  """
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  parallel.check_batch_size(config.input.eval_batch_size, mesh, 'eval batch size')
+  batches, num_batches = pipeline.eval_batches(config, builder, split)
+
+  @jax.jit
+  def eval_step(variables, batch):
+    outputs = model.apply(variables, batch, train=False)
+    return task.eval_outputs(outputs, batch)
+
+  evaluation = task.evaluator()
+  for batch in tqdm(batches, total=num_batches, desc=f'eval {split}', leave=False,
+                    disable=jax.process_index() != 0):
+    outputs = eval_step(variables, parallel.global_batch(batch, mesh))
+    evaluation.update(jax.tree.map(np.asarray, multihost_utils.process_allgather(
+        outputs, tiled=True)))
+  return evaluation.result(), evaluation
+
+
+def write_report(directory: str, metrics: dict, evaluation, task_name: str,
+                 class_names: list[str] | None = None, max_overlay_videos: int = 4) -> None:
+  """Writes metrics.json, per_video.csv and pictures into ``directory`` (process 0)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, 'metrics.json'), 'w') as f:
+    json.dump(metrics, f, indent=2, sort_keys=True)
+  rows = evaluation.video_rows()
+  with open(os.path.join(directory, 'per_video.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  if task_name == 'segmentation':
+    plots.overlays(evaluation.examples, directory, max_overlay_videos)
+  else:
+    probs, labels = evaluation.arrays()
+    plots.classification_curves(probs, labels, directory, class_names, metrics)
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
+                        split: str = '', output_dir: str = '') -> tuple[dict, str]:
+  """Restores a checkpoint of ``workdir`` and writes an exact report of ``split``.
+
+  Args:
+    config: the run's config.
+    workdir: the run directory (holds ``checkpoints/``).
+    which: 'best', 'latest' or a step number.
+    split: the split to evaluate (default ``config.dataset.test_split``).
+    output_dir: where to write (default ``<workdir>/eval_<split>_step<N>``).
+
+  Returns:
+    (metrics, output directory).
+  """
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  from usvjax import checkpoint, models, optim, state as state_lib, tasks  # pylint: disable=g-import-not-at-top
+  split = split or config.dataset.test_split
+  manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
+                                      config.best_mode, read_only=True)
+  step = checkpoint.resolve_step(manager, which)
+  mesh = parallel.create_mesh()
+  builder = pipeline.get_builder(config.dataset)
+  model, task = models.create_model(config.model), tasks.create_task(config)
+  batches, _ = pipeline.eval_batches(config, builder, split)
+  sample = parallel.global_batch(next(batches), mesh)
+  target = state_lib.init_state(model, optim.create_optimizer(config), sample, config.seed,
+                                mesh)
+  restored = checkpoint.restore(manager, step, target)
+  metrics, evaluation = evaluate_split(model, task, config, builder, split, mesh,
+                                       restored.variables())
+  metrics = dict(metrics, step=step, split=split, checkpoint=which)
+  output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')
+  class_names = None
+  if 'label' in builder.info.features:
+    class_names = builder.info.features['label'].names
+  write_report(output_dir, metrics, evaluation, config.input.task, class_names)
+  if jax.process_index() == 0:
+    plots.training_curves(workdir, output_dir)
+  return metrics, output_dir

@@ -1,0 +1,153 @@
+"""Exact, host-side evaluation metrics for segmentation and classification.
+
+Segmentation (per frame; ``prob`` in [0, 1], ``gt`` in {0, 1}; a pixel is predicted lesion
+when ``prob > threshold``, threshold 0.5 by default):
+
+* Dice = 2TP / (2TP + FP + FN), IoU (Jaccard) = TP / (TP + FP + FN),
+  precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = harmonic mean of precision
+  and recall (equal to Dice on non-empty frames), MAE = mean |prob - gt|.
+* **Empty-mask rule**: every ratio whose numerator and denominator are both 0 is 1
+  (nothing to find and nothing found is a perfect frame); so a frame with an empty mask
+  scores 1 if nothing is predicted and Dice = IoU = precision = F1 = 0 otherwise.
+* S-measure (alpha 0.5), mean E-measure (mean over the 256 thresholds) and weighted
+  F-measure (beta^2 = 1) come from pysodmetrics with ``normalize=False`` (probabilities
+  are used as they are, not min-max stretched per frame).
+* Results are averaged over frames (``mean_*``) and, separately, pooled over the dataset
+  (``pooled_dice`` / ``pooled_iou`` / ``pooled_precision`` / ``pooled_recall`` from the
+  summed TP, FP, FN); ``max_f`` is the maximum over thresholds of the frame-averaged
+  F-measure curve (beta^2 = 0.3, the salient-object convention of the video papers).
+
+Classification (scikit-learn): accuracy, precision, sensitivity (recall), specificity, F1,
+AUC (ROC) and AP. Binary: the positive class is 1 and a video is positive when
+p(class 1) >= threshold. Multi-class: the prediction is the arg-max, precision,
+sensitivity, specificity and F1 are macro averages over classes (one-vs-rest), AUC is
+one-vs-rest macro, AP the macro average over classes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import py_sod_metrics
+from sklearn import metrics as skm
+
+SEGMENTATION_KEYS = ('dice', 'iou', 'precision', 'recall', 'f1', 'mae', 's_measure',
+                     'e_measure', 'weighted_f')
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+  return 1.0 if denominator == 0 else numerator / denominator
+
+
+def confusion(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int]:
+  """(TP, FP, FN) pixel counts of ``prob > threshold`` against the binary ``gt``."""
+  pred = prob > threshold
+  gt = gt.astype(bool)
+  tp = int(np.count_nonzero(pred & gt))
+  return tp, int(np.count_nonzero(pred & ~gt)), int(np.count_nonzero(~pred & gt))
+
+
+def overlap_metrics(tp: int, fp: int, fn: int) -> dict[str, float]:
+  """Dice, IoU, precision, recall and F1 from pixel counts, with the empty-mask rule."""
+  precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+  return {
+      'dice': _ratio(2 * tp, 2 * tp + fp + fn),
+      'iou': _ratio(tp, tp + fp + fn),
+      'precision': precision,
+      'recall': recall,
+      'f1': 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall),
+  }
+
+
+class SegmentationEvaluator:
+  """Accumulates per-frame metrics over a dataset; ``result()`` summarises them."""
+
+  def __init__(self, threshold: float = 0.5):
+    self.threshold = threshold
+    self.rows: list[dict] = []
+    self.totals = np.zeros(3, np.int64)
+    self._fmeasure = py_sod_metrics.FmeasureV2(
+        {'fm': py_sod_metrics.FmeasureHandler(with_dynamic=True, with_adaptive=False,
+                                              beta=0.3)})
+
+  def update(self, prob: np.ndarray, gt: np.ndarray, **info) -> dict:
+    """Adds one frame: ``prob`` float [H, W], ``gt`` [H, W] in {0, 1}; returns its row."""
+    prob = np.asarray(prob, np.float64)
+    gt_bool = np.asarray(gt) > 0.5
+    counts = confusion(prob, gt_bool, self.threshold)
+    self.totals += counts
+    row = dict(info, **overlap_metrics(*counts))
+    row['mae'] = float(np.mean(np.abs(prob - gt_bool)))
+    row.update(_structure_metrics(prob, gt_bool))
+    self._fmeasure.step(prob, gt_bool, normalize=False)
+    self.rows.append(row)
+    return row
+
+  def result(self) -> dict[str, float]:
+    if not self.rows:
+      raise ValueError('no frames were evaluated.')
+    out = {f'mean_{k}': float(np.mean([r[k] for r in self.rows])) for k in SEGMENTATION_KEYS}
+    pooled = overlap_metrics(*self.totals)
+    out.update({f'pooled_{k}': float(pooled[k]) for k in ('dice', 'iou', 'precision', 'recall')})
+    out['max_f'] = float(np.max(self._fmeasure.get_results()['fm']['dynamic']))
+    out['num_frames'] = len(self.rows)
+    return out
+
+
+def _structure_metrics(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+  """S-measure, mean E-measure and weighted F-measure of one frame (pysodmetrics)."""
+  s, e, w = py_sod_metrics.Smeasure(), py_sod_metrics.Emeasure(), py_sod_metrics.WeightedFmeasure()
+  for metric in (s, e, w):
+    metric.step(prob, gt, normalize=False)
+  return {'s_measure': float(s.get_results()['sm']),
+          'e_measure': float(np.mean(e.get_results()['em']['curve'])),
+          'weighted_f': float(w.get_results()['wfm'])}
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray,
+                           threshold: float = 0.5) -> dict[str, float]:
+  """Metrics of video predictions.
+
+  Args:
+    probs: [N, K] class probabilities (rows sum to 1).
+    labels: [N] integer labels in [0, K).
+    threshold: binary decision threshold on p(class 1); ignored when K > 2.
+  """
+  probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+  num_classes = probs.shape[1]
+  if num_classes == 2:
+    preds = (probs[:, 1] >= threshold).astype(int)
+  else:
+    preds = probs.argmax(axis=1)
+  classes = list(range(num_classes))
+  matrix = skm.confusion_matrix(labels, preds, labels=classes)
+  specificity = []
+  for k in classes:
+    negatives = matrix.sum() - matrix[k].sum()
+    true_negatives = negatives - (matrix[:, k].sum() - matrix[k, k])
+    specificity.append(_ratio(true_negatives, negatives))
+  average = 'binary' if num_classes == 2 else 'macro'
+  out = {
+      'accuracy': skm.accuracy_score(labels, preds),
+      'precision': skm.precision_score(labels, preds, average=average, labels=classes,
+                                       zero_division=0),
+      'sensitivity': skm.recall_score(labels, preds, average=average, labels=classes,
+                                      zero_division=0),
+      'specificity': specificity[1] if num_classes == 2 else float(np.mean(specificity)),
+      'f1': skm.f1_score(labels, preds, average=average, labels=classes, zero_division=0),
+      'num_videos': len(labels),
+  }
+  out.update(_ranking_metrics(probs, labels))
+  return {k: float(v) for k, v in out.items()}
+
+
+def _ranking_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  """AUC and AP; NaN when the labels hold a single class (both are undefined then)."""
+  num_classes = probs.shape[1]
+  if len(np.unique(labels)) < 2:
+    return {'auc': float('nan'), 'ap': float('nan')}
+  if num_classes == 2:
+    return {'auc': skm.roc_auc_score(labels, probs[:, 1]),
+            'ap': skm.average_precision_score(labels, probs[:, 1])}
+  onehot = np.eye(num_classes)[labels]
+  return {'auc': skm.roc_auc_score(labels, probs, multi_class='ovr', average='macro',
+                                   labels=list(range(num_classes))),
+          'ap': skm.average_precision_score(onehot, probs, average='macro')}

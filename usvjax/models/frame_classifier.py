@@ -1,0 +1,41 @@
+"""Frame CNN with probability averaging: the "CNN_Aver" baseline of Cui et al. (Table 3).
+
+A 2-D CNN classifies every frame of a sequence independently; the video's class
+probabilities are the mean of the per-frame softmax probabilities over its real frames
+(``valid``), p_video = sum_t valid_t softmax(f(x_t)) / sum_t valid_t. Padded frames are
+computed (their shapes are static) but never contribute.
+
+Input ``frames`` [B, T, H, W, C], ``valid`` [B, T] bool. Outputs ``frame_logits``
+[B, T, K] and ``logits`` [B, K] = log p_video (so softmax(logits) = p_video).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from usvjax.models import layers
+
+
+def masked_mean(values: jnp.ndarray, valid: jnp.ndarray, axis: int = 1) -> jnp.ndarray:
+  """Mean of ``values`` over ``axis`` counting only ``valid`` entries (0 if none)."""
+  weights = valid.astype(values.dtype).reshape(valid.shape + (1,) * (values.ndim - valid.ndim))
+  total = jnp.sum(values * weights, axis=axis)
+  return total / jnp.maximum(jnp.sum(weights, axis=axis), 1.0)
+
+
+class FrameClassifier(nn.Module):
+  num_classes: int = 2
+  width: int = 16
+  levels: int = 4
+
+  @nn.compact
+  def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
+    frames, valid = batch['frames'], batch['valid']
+    b, t = frames.shape[:2]
+    x = frames.reshape((b * t,) + frames.shape[2:]) * 2.0 - 1.0
+    x = layers.ConvEncoder(self.width, self.levels)(x, train=train)[-1]
+    x = jnp.mean(x, axis=(1, 2))
+    frame_logits = nn.Dense(self.num_classes)(x).reshape(b, t, self.num_classes)
+    probs = masked_mean(jax.nn.softmax(frame_logits), valid)
+    return {'frame_logits': frame_logits, 'logits': jnp.log(jnp.maximum(probs, 1e-12))}

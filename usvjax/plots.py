@@ -1,0 +1,108 @@
+"""Pictures for people: segmentation overlays, ROC/PR curves, confusion matrices, curves."""
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+GROUND_TRUTH_RGB = (0, 255, 0)
+PREDICTION_RGB = (255, 40, 40)
+
+
+def overlay(frame: np.ndarray, mask: np.ndarray, prob: np.ndarray,
+            threshold: float = 0.5) -> np.ndarray:
+  """uint8 RGB [H, W, 3]: the frame with the ground-truth (green) and predicted (red) contours."""
+  image = np.clip(np.asarray(frame, np.float32) * 255, 0, 255).astype(np.uint8)
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  image = np.ascontiguousarray(image)
+  for binary, color in ((mask > 0.5, GROUND_TRUTH_RGB), (prob > threshold, PREDICTION_RGB)):
+    contours, _ = cv2.findContours(binary.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(image, contours, -1, color, 1)
+  return image
+
+
+def overlays(examples: dict[str, list[tuple]], directory: str, max_videos: int) -> list[str]:
+  """One PNG per video: its frames side by side with contours; returns the paths."""
+  paths = []
+  for video, frames in list(examples.items())[:max_videos]:
+    strip = np.concatenate([overlay(f, m, p) for _, f, m, p in frames], axis=1)
+    name = ''.join(c if c.isalnum() or c in '-_' else '_' for c in video)
+    path = os.path.join(directory, f'overlay_{name}.png')
+    cv2.imwrite(path, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+    paths.append(path)
+  return paths
+
+
+def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
+                          class_names: list[str] | None, metrics: dict) -> None:
+  """roc.png, pr.png (one-vs-rest per class when K > 2) and confusion_matrix.png."""
+  num_classes = probs.shape[1]
+  names = class_names or [str(k) for k in range(num_classes)]
+  positives = [1] if num_classes == 2 else list(range(num_classes))
+  for kind in ('roc', 'pr'):
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for k in positives:
+      target = (labels == k).astype(int)
+      if target.min() == target.max():
+        continue
+      if kind == 'roc':
+        x, y, _ = skm.roc_curve(target, probs[:, k])
+        ax.plot(x, y, label=f'{names[k]} (AUC {skm.roc_auc_score(target, probs[:, k]):.3f})')
+      else:
+        y, x, _ = skm.precision_recall_curve(target, probs[:, k])
+        ax.plot(x, y, label=f'{names[k]} (AP {skm.average_precision_score(target, probs[:, k]):.3f})')
+    ax.set_xlabel('false positive rate' if kind == 'roc' else 'recall')
+    ax.set_ylabel('true positive rate' if kind == 'roc' else 'precision')
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc='lower right' if kind == 'roc' else 'lower left')
+    ax.set_title(f"{kind.upper()} (accuracy {metrics.get('accuracy', float('nan')):.3f})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(directory, f'{kind}.png'), dpi=120)
+    plt.close(fig)
+  preds = probs.argmax(1)
+  if num_classes == 2 and 'threshold' in metrics:
+    preds = (probs[:, 1] >= metrics['threshold']).astype(int)
+  matrix = skm.confusion_matrix(labels, preds, labels=list(range(num_classes)), normalize='true')
+  skm.ConfusionMatrixDisplay(np.nan_to_num(matrix), display_labels=names).plot(
+      cmap='Blues', values_format='.2f')
+  plt.title('normalised confusion matrix')
+  plt.tight_layout()
+  plt.savefig(os.path.join(directory, 'confusion_matrix.png'), dpi=120)
+  plt.close('all')
+
+
+def training_curves(workdir: str, directory: str) -> str | None:
+  """curves.png from ``<workdir>/metrics.jsonl``: training loss and validation metrics."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  series: dict[str, list[tuple[int, float]]] = {}
+  for record in records:
+    for key, value in record.items():
+      if key != 'step' and (key == 'train/loss' or key.startswith('val/')):
+        series.setdefault(key, []).append((record['step'], value))
+  keys = ['train/loss'] + [k for k in ('val/mean_dice', 'val/accuracy', 'val/auc') if k in series]
+  keys = [k for k in keys if k in series]
+  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    steps, values = zip(*series[key])
+    ax.plot(steps, values, marker='.' if key.startswith('val/') else None)
+    ax.set_title(key)
+    ax.set_xlabel('step')
+  fig.tight_layout()
+  out = os.path.join(directory, 'curves.png')
+  fig.savefig(out, dpi=120)
+  plt.close(fig)
+  return out

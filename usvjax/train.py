@@ -1,0 +1,176 @@
+"""The one training loop: ``train_and_evaluate(config, workdir)`` for every model and task.
+
+The config names the model (``config.model``), the task (``config.input.task``), the data
+(``config.dataset``, ``config.input``) and the optimizer; this file never names a method.
+
+* Data parallel: ``jax.jit`` over a 1-D ``'data'`` mesh; parameters replicated, batches
+  sharded on their leading axis (see ``parallel``). The train state is donated.
+* RNG: one root key from ``config.seed``; ``fold_in(key, step)`` inside the step.
+* Checkpoints every ``checkpoint_every`` steps and at the end (last ``keep_checkpoints``
+  plus the best by ``config.best_metric``); a run restarted in the same workdir resumes
+  from the latest checkpoint, data stream included, and ends with the same parameters as
+  an uninterrupted run.
+* A non-finite loss stops the run with the step number; nothing after the last good
+  checkpoint is saved.
+* Logs: a tqdm progress bar (step, loss, frames/s), TensorBoard scalars and
+  ``metrics.jsonl`` in the workdir; only process 0 writes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from input_pipeline import pipeline
+from usvjax import checkpoint
+from usvjax import evaluate
+from usvjax import models
+from usvjax import optim
+from usvjax import parallel
+from usvjax import state as state_lib
+from usvjax import tasks
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite."""
+
+
+def make_train_step(model, task, tx: optax.GradientTransformation, seed: int):
+  """The (un-jitted) step: forward, task loss, gradients, optax update."""
+  root_key = jax.random.key(seed)
+
+  def train_step(state: state_lib.TrainState, batch: dict) -> tuple[state_lib.TrainState, dict]:
+    rng = jax.random.fold_in(root_key, state.step)
+
+    def loss_fn(params):
+      outputs, updates = model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, batch, train=True,
+          mutable=['batch_stats'], rngs={'dropout': rng})
+      loss, aux = task.loss(outputs, batch)
+      return loss, (aux, updates.get('batch_stats', state.batch_stats))
+
+    (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, dict(aux, loss=loss, grad_norm=optax.global_norm(grads))
+  return train_step
+
+
+def jit_train_step(train_step, mesh: jax.sharding.Mesh):
+  replicated = parallel.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, parallel.data_sharded(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+class Writer:
+  """TensorBoard scalars and a JSON-lines log in the workdir (process 0 only)."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    if self.enabled:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      os.makedirs(workdir, exist_ok=True)
+      self.summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # pylint: disable=consider-using-with
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with self.summary.as_default(step=step):
+      for name, value in scalars.items():
+        tf.summary.scalar(name, value)
+    self.jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
+    self.jsonl.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self.summary.flush()
+      self.jsonl.close()
+
+
+def _say(message: str) -> None:
+  """A line for the person running the job (process 0 only)."""
+  if jax.process_index() == 0:
+    tqdm.write(message)
+
+
+def _frames_per_batch(batch: dict) -> int:
+  return int(np.prod(batch['valid'].shape)) * jax.process_count()
+
+
+def _check_finite(loss: float, step: int, manager) -> None:
+  if not np.isfinite(loss):
+    last = manager.latest_step()
+    raise NonFiniteLossError(
+        f'loss is {loss} at step {step}. Training stopped; the last good checkpoint is '
+        f'step {last} in {manager.directory}. Lower config.optimizer.lr, enable '
+        'config.optimizer.clip_norm, or check the input data.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
+
+  Returns:
+    The validation metrics at the last step.
+  """
+  mesh = parallel.create_mesh()
+  parallel.check_batch_size(config.input.batch_size, mesh)
+  builder = pipeline.get_builder(config.dataset)
+  model, task = models.create_model(config.model), tasks.create_task(config)
+  tx = optim.create_optimizer(config)
+  manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
+                                      config.best_mode)
+  start_step = manager.latest_step() or 0
+  batches = pipeline.train_batches(config, builder, start_step)
+  first = next(batches)
+  state = state_lib.init_state(model, tx, parallel.global_batch(first, mesh), config.seed, mesh)
+  if start_step:
+    state = checkpoint.restore(manager, start_step, state)
+    _say(f'resumed from step {start_step} ({manager.directory})')
+  step_fn = jit_train_step(make_train_step(model, task, tx, config.seed), mesh)
+  writer = Writer(workdir)
+  evaluator = functools.partial(evaluate.evaluate_split, model, task, config, builder,
+                                config.dataset.eval_split, mesh)
+  eval_metrics: dict[str, float] = {}
+  progress = tqdm(total=config.total_steps, initial=start_step, desc='train', unit='step',
+                  disable=jax.process_index() != 0, dynamic_ncols=True)
+  batch, tick, frames = first, time.perf_counter(), 0
+  try:
+    for step in range(start_step + 1, config.total_steps + 1):
+      state, metrics = step_fn(state, parallel.global_batch(batch, mesh))
+      frames += _frames_per_batch(batch)
+      if step < config.total_steps:
+        batch = next(batches)  # Overlaps host input work with the device step.
+      loss = float(metrics['loss'])
+      _check_finite(loss, step, manager)
+      progress.update(1)
+      if step % config.log_every == 0 or step == config.total_steps:
+        elapsed = time.perf_counter() - tick
+        scalars = {f'train/{k}': float(v) for k, v in metrics.items()}
+        scalars['train/frames_per_second'] = frames / max(elapsed, 1e-9)
+        scalars['train/learning_rate'] = float(optim.learning_rate_schedule(config)(step - 1))
+        writer.write(step, scalars)
+        progress.set_postfix(loss=f'{loss:.4f}', fps=f"{scalars['train/frames_per_second']:.1f}")
+        tick, frames = time.perf_counter(), 0
+      evaluated = step % config.eval_every == 0 or step == config.total_steps
+      if evaluated:
+        eval_metrics, _ = evaluator(state.variables())
+        writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
+        _say(f'step {step} validation: ' + ', '.join(
+            f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(('mean_dice', 'pooled_dice', 'accuracy', 'auc'))))
+      if evaluated or step % config.checkpoint_every == 0:
+        checkpoint.save(manager, step, state, eval_metrics if evaluated else None)
+  finally:
+    progress.close()
+    writer.close()
+    manager.wait_until_finished()
+  return eval_metrics
