@@ -1,4 +1,4 @@
-"""tf.data pipelines: per-process shards, clips, variable-length sequences, exact eval.
+"""tf.data pipelines: per-process data, clips, variable-length sequences, exact eval.
 
 Segmentation examples are **clips**: the target frame t and its K previous frames,
 ``frames[T=K+1, H, W, C]`` ordered in time, **the target last** (index T-1). At the start
@@ -12,9 +12,11 @@ that holds the batch's longest sequence, with ``valid[B, T]`` marking real frame
 step function therefore compiles at most once per bucket.
 
 Training streams are infinite, shuffled with the run seed, and augmented with stateless
-randomness keyed by the example's position in the stream; resuming at step s skips
-s * local_batch encoded (not yet decoded) examples, so a resumed run sees exactly the data
-of an uninterrupted one. Evaluation streams are exact: every clip or video once, the last
+randomness keyed by the example's position in the stream. Every process walks the same
+stream of still-encoded items and decodes only its own slots of each global batch, so the
+global batches do not depend on the number of processes; resuming at step s skips
+s * global_batch encoded (not yet decoded) items, so a resumed run sees exactly the data of
+an uninterrupted one. Evaluation streams are exact: every clip or video once, the last
 batch padded with examples whose ``valid`` is all False, and every process yields the same
 number of batches.
 """
@@ -61,19 +63,16 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def _process_split(builder, split: str) -> str:
+def _encoded_videos(builder, split: str, shard: bool) -> tf.data.Dataset:
+  """The split's videos (this process's share if ``shard``), frames still PNG-encoded."""
+  decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
   if split not in builder.info.splits:
     raise ValueError(f'split {split!r} not in dataset {builder.info.full_name}: it has '
                      f'{sorted(builder.info.splits)}.')
-  return tfds.even_splits(split, n=jax.process_count(), drop_remainder=False)[
-      jax.process_index()]
-
-
-def _encoded_videos(builder, split: str) -> tf.data.Dataset:
-  """This process's videos, frames and masks still PNG-encoded."""
-  decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
-  return builder.as_dataset(split=_process_split(builder, split), decoders=decoders,
-                            shuffle_files=False)
+  if shard:
+    split = tfds.even_splits(split, n=jax.process_count(), drop_remainder=False)[
+        jax.process_index()]
+  return builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
 
 
 def _check_features(builder, task: str) -> None:
@@ -183,10 +182,14 @@ class _Preprocessor:
 
 
 def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
-  """Encoded clips (segmentation) or sequences (classification) of this process."""
+  """Encoded clips (segmentation) or sequences (classification).
+
+  Training streams hold every video of the split (each process then keeps its slots of
+  every global batch); evaluation streams hold this process's share of the videos.
+  """
   task = config.input.task
   _check_features(builder, task)
-  videos = _encoded_videos(builder, split)
+  videos = _encoded_videos(builder, split, shard=not train)
   if train:
     videos = videos.repeat().shuffle(config.input.video_shuffle_buffer, seed=config.seed)
   if task == 'segmentation':
@@ -225,11 +228,20 @@ def local_batch_size(global_batch_size: int) -> int:
 
 def train_batches(config: ml_collections.ConfigDict, builder, start_step: int = 0
                   ) -> Iterator[Batch]:
-  """Infinite iterator of this process's training batches, starting at ``start_step``."""
-  batch_size = local_batch_size(config.input.batch_size)
+  """Infinite iterator of this process's training batches, starting at ``start_step``.
+
+  Every process walks the same shuffled stream of encoded items; item i belongs to global
+  batch i // B at slot i % B, and process p decodes only the slots
+  [p * B_local, (p + 1) * B_local). The global batches, and so training, are therefore
+  identical for any number of processes and devices.
+  """
+  global_size = config.input.batch_size
+  batch_size = local_batch_size(global_size)
+  process = jax.process_index()
   items = _items(builder, config, config.dataset.train_split, train=True)
   items = items.shuffle(config.input.shuffle_buffer, seed=config.seed + 1)
-  items = items.enumerate().skip(start_step * batch_size)
+  items = items.enumerate().skip(start_step * global_size)
+  items = items.filter(lambda i, _: (i % global_size) // batch_size == process)
   ds = items.map(_Preprocessor(config, builder, train=True),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = _batch(ds, config, batch_size, drop_remainder=True)

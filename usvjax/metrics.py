@@ -11,7 +11,8 @@ when ``prob > threshold``, threshold 0.5 by default):
   scores 1 if nothing is predicted and Dice = IoU = precision = F1 = 0 otherwise.
 * S-measure (alpha 0.5), mean E-measure (mean over the 256 thresholds) and weighted
   F-measure (beta^2 = 1) come from pysodmetrics with ``normalize=False`` (probabilities
-  are used as they are, not min-max stretched per frame).
+  are used as they are, not min-max stretched per frame). On empty masks they keep
+  pysodmetrics' own conventions (an empty prediction there scores S = 1 and weighted F = 0).
 * Results are averaged over frames (``mean_*``) and, separately, pooled over the dataset
   (``pooled_dice`` / ``pooled_iou`` / ``pooled_precision`` / ``pooled_recall`` from the
   summed TP, FP, FN); ``max_f`` is the maximum over thresholds of the frame-averaged

@@ -1,0 +1,21 @@
+"""Test set-up: 4 virtual CPU devices (so sharding is exercised everywhere) and tiny data."""
+import os
+import sys
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory) -> str:
+  """A TFDS data_dir holding the prepared ``usv_synthetic/tiny`` dataset."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import input_pipeline.builders  # pylint: disable=g-import-not-at-top,unused-import
+  path = str(tmp_path_factory.mktemp('tfds'))
+  tfds.builder('usv_synthetic/tiny', data_dir=path).download_and_prepare()
+  return path

@@ -1,0 +1,117 @@
+"""Metrics: agreement with pysodmetrics, the empty-mask rule, hand-computed classification."""
+import numpy as np
+import py_sod_metrics
+import pytest
+
+from usvjax import metrics
+
+
+def _random_frame(rng, empty=False):
+  gt = np.zeros((40, 48), bool)
+  if not empty:
+    y, x = rng.integers(0, 25), rng.integers(0, 30)
+    gt[y:y + rng.integers(5, 15), x:x + rng.integers(5, 18)] = True
+  prob = np.clip(0.6 * gt + rng.uniform(0, 0.55, gt.shape), 0, 1)
+  return prob, gt
+
+
+def test_dice_iou_mae_agree_with_pysodmetrics():
+  rng = np.random.default_rng(0)
+  evaluator = metrics.SegmentationEvaluator()
+  handlers = {name: cls(with_dynamic=False, with_adaptive=False, with_binary=True,
+                        sample_based=True)
+              for name, cls in (('dice', py_sod_metrics.DICEHandler),
+                                ('iou', py_sod_metrics.IOUHandler))}
+  reference = py_sod_metrics.FmeasureV2(handlers)
+  mae = py_sod_metrics.MAE()
+  for _ in range(12):
+    prob, gt = _random_frame(rng)
+    row = evaluator.update(prob, gt)
+    single = py_sod_metrics.FmeasureV2({k: type(h)(with_dynamic=False, with_adaptive=False,
+                                                   with_binary=True, sample_based=True)
+                                        for k, h in handlers.items()})
+    single.step(prob, gt, normalize=False)
+    assert row['dice'] == pytest.approx(single.get_results()['dice']['binary'])
+    assert row['iou'] == pytest.approx(single.get_results()['iou']['binary'])
+    reference.step(prob, gt, normalize=False)
+    mae.step(prob, gt, normalize=False)
+  result = evaluator.result()
+  assert result['mean_dice'] == pytest.approx(reference.get_results()['dice']['binary'])
+  assert result['mean_iou'] == pytest.approx(reference.get_results()['iou']['binary'])
+  assert result['mean_mae'] == pytest.approx(mae.get_results()['mae'])
+  assert result['num_frames'] == 12
+
+
+def test_overlap_metrics_by_hand():
+  # 2x2 true square, prediction covers 3 of its 4 pixels and 1 outside.
+  gt = np.zeros((4, 4), bool)
+  gt[:2, :2] = True
+  prob = np.zeros((4, 4))
+  prob[0, 0] = prob[0, 1] = prob[1, 0] = prob[3, 3] = 0.9
+  tp, fp, fn = metrics.confusion(prob, gt)
+  assert (tp, fp, fn) == (3, 1, 1)
+  m = metrics.overlap_metrics(tp, fp, fn)
+  assert m['dice'] == pytest.approx(6 / 8)
+  assert m['iou'] == pytest.approx(3 / 5)
+  assert m['precision'] == m['recall'] == m['f1'] == pytest.approx(0.75)
+
+
+def test_empty_mask_rule():
+  empty = np.zeros((8, 8), bool)
+  assert metrics.overlap_metrics(*metrics.confusion(np.zeros((8, 8)), empty)) == {
+      'dice': 1.0, 'iou': 1.0, 'precision': 1.0, 'recall': 1.0, 'f1': 1.0}
+  false_alarm = np.zeros((8, 8))
+  false_alarm[0, 0] = 1.0
+  m = metrics.overlap_metrics(*metrics.confusion(false_alarm, empty))
+  assert m['dice'] == m['iou'] == m['precision'] == m['f1'] == 0.0
+  # A complete miss is 0 everywhere, F1 included (precision = recall = 0 there).
+  gt = np.zeros((8, 8), bool)
+  gt[4:, 4:] = True
+  m = metrics.overlap_metrics(*metrics.confusion(false_alarm, gt))
+  assert m == {'dice': 0.0, 'iou': 0.0, 'precision': 0.0, 'recall': 0.0, 'f1': 0.0}
+
+
+def test_pooled_differs_from_frame_mean():
+  evaluator = metrics.SegmentationEvaluator()
+  big = np.zeros((10, 10), bool)
+  big[:, :5] = True
+  evaluator.update(big.astype(float), big)  # Perfect on a large lesion.
+  small_gt = np.zeros((10, 10), bool)
+  small_gt[0, 0] = True
+  evaluator.update(np.zeros((10, 10)), small_gt)  # Misses a 1-pixel lesion.
+  result = evaluator.result()
+  assert result['mean_dice'] == pytest.approx(0.5)
+  assert result['pooled_dice'] == pytest.approx(100 / 101)
+  assert result['max_f'] == pytest.approx(0.5)  # F curve: 1 and 0, at every threshold.
+
+
+def test_binary_classification_by_hand():
+  probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+  labels = np.array([0, 1, 1, 0, 1])
+  m = metrics.classification_metrics(probs, labels)
+  # Predictions at 0.5: [0, 1, 0, 1, 1] -> TP=2, FP=1, FN=1, TN=1.
+  assert m['accuracy'] == pytest.approx(3 / 5)
+  assert m['precision'] == pytest.approx(2 / 3)
+  assert m['sensitivity'] == pytest.approx(2 / 3)
+  assert m['specificity'] == pytest.approx(1 / 2)
+  assert m['f1'] == pytest.approx(2 / 3)
+  # Positive scores 0.8, 0.4, 0.55 vs negative 0.1, 0.7: 4 of 6 pairs ordered.
+  assert m['auc'] == pytest.approx(4 / 6)
+  m = metrics.classification_metrics(probs, labels, threshold=0.75)
+  assert m['sensitivity'] == pytest.approx(1 / 3) and m['specificity'] == 1.0
+
+
+def test_multiclass_macro_metrics():
+  probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+  labels = np.array([0, 1, 2, 1])
+  m = metrics.classification_metrics(probs, labels)
+  assert m['accuracy'] == pytest.approx(3 / 4)
+  # Per class recall: 1, 1/2, 1 -> macro 5/6; specificity: 2/3, 1, 1 -> 8/9.
+  assert m['sensitivity'] == pytest.approx(5 / 6)
+  assert m['specificity'] == pytest.approx(8 / 9)
+  assert 0.0 <= m['auc'] <= 1.0 and 0.0 <= m['ap'] <= 1.0
+
+
+def test_single_class_labels_give_nan_auc():
+  m = metrics.classification_metrics(np.array([[0.3, 0.7], [0.8, 0.2]]), np.array([1, 1]))
+  assert np.isnan(m['auc']) and m['accuracy'] == 0.5
