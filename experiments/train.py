@@ -23,7 +23,7 @@ def main(argv):
   del argv
   common.start_processes()
   try:
-    metrics = train.train_and_evaluate(CONFIG.value, WORKDIR.value)
+    _, metrics = train.train_and_evaluate(CONFIG.value, WORKDIR.value)
   except common.USER_ERRORS as e:
     common.fail(e)
   print(f'validation: {metrics}')

@@ -19,6 +19,13 @@ def _split(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
   return tf.unstack(tf.random.experimental.stateless_split(seed, n))
 
 
+def _maybe(condition: tf.Tensor, transform, value: tf.Tensor | None) -> tf.Tensor | None:
+  """``transform(value)`` where ``condition`` holds, else ``value``; None passes through."""
+  if value is None:
+    return None
+  return tf.cond(condition, lambda: transform(value), lambda: value)
+
+
 def augment_clip(example: dict, seed: tf.Tensor, cfg: ml_collections.ConfigDict) -> dict:
   """Augments ``frames`` [T, H, W, C] float in [0, 1], ``masks`` [T, H, W, 1], ``boxes`` [T, 4].
 
@@ -28,11 +35,12 @@ def augment_clip(example: dict, seed: tf.Tensor, cfg: ml_collections.ConfigDict)
   seeds = _split(seed, 6)
   frames, boxes = example['frames'], example.get('boxes')
   masks = example.get('masks')
-  if cfg.flip and tf.random.stateless_uniform([], seeds[0]) < 0.5:
-    frames = tf.reverse(frames, axis=[2])
-    masks = None if masks is None else tf.reverse(masks, axis=[2])
-    if boxes is not None:
-      boxes = tf.stack([boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], axis=1)
+  if cfg.flip:
+    flip = tf.random.stateless_uniform([], seeds[0]) < 0.5
+    frames = _maybe(flip, lambda x: tf.reverse(x, axis=[2]), frames)
+    masks = _maybe(flip, lambda x: tf.reverse(x, axis=[2]), masks)
+    boxes = _maybe(flip, lambda b: tf.stack([b[:, 0], 1 - b[:, 3], b[:, 2], 1 - b[:, 1]], 1),
+                   boxes)
   if cfg.crop_scale < 1.0:
     frames, masks, boxes = _random_crop(frames, masks, boxes, seeds[1], cfg.crop_scale)
   if cfg.brightness > 0 or cfg.contrast > 0:

@@ -13,3 +13,11 @@ def load_config(name: str, data_dir: str, **overrides):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def flat_local(tree) -> dict:
+  """{'a/b/c': numpy array} of a pytree of replicated arrays, from this process's copy."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v.addressable_data(0))
+          for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -10,8 +10,8 @@ The config names the model (``config.model``), the task (``config.input.task``),
   plus the best by ``config.best_metric``); a run restarted in the same workdir resumes
   from the latest checkpoint, data stream included, and ends with the same parameters as
   an uninterrupted run.
-* A non-finite loss stops the run with the step number; nothing after the last good
-  checkpoint is saved.
+* A non-finite loss (or non-finite updated parameters) stops the run with the step
+  number, before anything of that step is saved: the last checkpoint stays good.
 * Logs: a tqdm progress bar (step, loss, frames/s), TensorBoard scalars and
   ``metrics.jsonl`` in the workdir; only process 0 writes.
 """
@@ -58,9 +58,11 @@ def make_train_step(model, task, tx: optax.GradientTransformation, seed: int):
 
     (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=batch_stats, opt_state=opt_state)
-    return new_state, dict(aux, loss=loss, grad_norm=optax.global_norm(grads))
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, dict(aux, loss=loss, grad_norm=optax.global_norm(grads),
+                           param_norm=optax.global_norm(params))
   return train_step
 
 
@@ -107,20 +109,30 @@ def _frames_per_batch(batch: dict) -> int:
   return int(np.prod(batch['valid'].shape)) * jax.process_count()
 
 
-def _check_finite(loss: float, step: int, manager) -> None:
-  if not np.isfinite(loss):
+def _check_finite(metrics: dict, step: int, manager) -> float:
+  """Returns the loss; stops the run if it or the updated parameters are not finite.
+
+  The loss of step s is computed from the parameters before the update, so the parameter
+  norm after the update is checked too: no checkpoint ever holds non-finite parameters.
+  """
+  loss, param_norm = float(metrics['loss']), float(metrics['param_norm'])
+  if not (np.isfinite(loss) and np.isfinite(param_norm)):
+    what = f'loss is {loss}' if not np.isfinite(loss) else 'parameters became non-finite'
     last = manager.latest_step()
+    kept = ('no checkpoint had been saved yet' if last is None else
+            f'the last good checkpoint is step {last} in {manager.directory}')
     raise NonFiniteLossError(
-        f'loss is {loss} at step {step}. Training stopped; the last good checkpoint is '
-        f'step {last} in {manager.directory}. Lower config.optimizer.lr, enable '
-        'config.optimizer.clip_norm, or check the input data.')
+        f'{what} at step {step}. Training stopped; {kept}. Lower config.optimizer.lr, '
+        'enable config.optimizer.clip_norm, or check the input data.')
+  return loss
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> tuple[state_lib.TrainState, dict[str, float]]:
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
 
   Returns:
-    The validation metrics at the last step.
+    The final train state (replicated) and the validation metrics at the last step.
   """
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
@@ -150,8 +162,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       frames += _frames_per_batch(batch)
       if step < config.total_steps:
         batch = next(batches)  # Overlaps host input work with the device step.
-      loss = float(metrics['loss'])
-      _check_finite(loss, step, manager)
+      loss = _check_finite(metrics, step, manager)
       progress.update(1)
       if step % config.log_every == 0 or step == config.total_steps:
         elapsed = time.perf_counter() - tick
@@ -173,4 +184,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress.close()
     writer.close()
     manager.wait_until_finished()
-  return eval_metrics
+  return state, eval_metrics

@@ -1,0 +1,200 @@
+"""The trainer: device-count invariance, exact resume, NaN stop, evaluation, CLI errors."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import helpers
+from input_pipeline import pipeline
+from usvjax import checkpoint
+from usvjax import evaluate
+from usvjax import models
+from usvjax import optim
+from usvjax import parallel
+from usvjax import state as state_lib
+from usvjax import tasks
+from usvjax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+  flat_a, flat_b = helpers.flat_local(a), helpers.flat_local(b)
+  assert flat_a.keys() == flat_b.keys()
+  for key in flat_a:
+    np.testing.assert_allclose(flat_a[key], flat_b[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def test_one_step_is_the_same_on_1_and_4_devices(data_dir):
+  assert jax.device_count() == 4
+  # SGD, because Adam's first step is ~lr * sign(g) and turns rounding noise in
+  # near-zero gradients into lr-sized differences.
+  config = helpers.load_config('unet', data_dir, **{'optimizer.name': 'sgd',
+                                                    'optimizer.lr': 0.1})
+  builder = pipeline.get_builder(config.dataset)
+  local = next(pipeline.train_batches(config, builder))
+  model, task = models.create_model(config.model), tasks.create_task(config)
+  tx = optim.create_optimizer(config)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = parallel.create_mesh(devices)
+    batch = parallel.global_batch(local, mesh)
+    state = state_lib.init_state(model, tx, batch, config.seed, mesh)
+    step = train.jit_train_step(train.make_train_step(model, task, tx, config.seed), mesh)
+    new_state, metrics = step(state, batch)
+    results.append((new_state, float(metrics['loss'])))
+  (one, loss_one), (four, loss_four) = results
+  assert loss_one == pytest.approx(loss_four, rel=1e-5)
+  _assert_trees_close(one.params, four.params)
+  _assert_trees_close(one.batch_stats, four.batch_stats)  # Global-batch BN statistics.
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_run(data_dir, tmp_path,
+                                                                      monkeypatch):
+  config = helpers.load_config('unet', data_dir)  # 6 steps, checkpoints at 3 and 6.
+  straight, _ = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  save = checkpoint.save
+
+  def save_then_die(manager, step, *args, **kwargs):
+    save(manager, step, *args, **kwargs)
+    if step == 3:
+      raise _Killed  # The same run, stopped right after its step-3 checkpoint.
+  monkeypatch.setattr(checkpoint, 'save', save_then_die)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  monkeypatch.setattr(checkpoint, 'save', save)
+  resumed, _ = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert int(resumed.step) == int(straight.step) == 6
+  _assert_trees_close(straight.params, resumed.params, rtol=1e-6, atol=1e-7)
+  _assert_trees_close(straight.opt_state, resumed.opt_state, rtol=1e-6, atol=1e-7)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path,
+                                                                         monkeypatch):
+  config = helpers.load_config('unet', data_dir, checkpoint_every=1)
+  make_batches = pipeline.train_batches
+
+  def poisoned(*args, **kwargs):
+    for step, batch in enumerate(make_batches(*args, **kwargs), start=1):
+      if step == 3:
+        batch = dict(batch, frames=np.full_like(batch['frames'], np.nan))
+      yield batch
+  monkeypatch.setattr(pipeline, 'train_batches', poisoned)
+  workdir = str(tmp_path / 'nan')
+  with pytest.raises(train.NonFiniteLossError,
+                     match='loss is nan at step 3.*last good checkpoint is step 2'):
+    train.train_and_evaluate(config, workdir)
+  manager = checkpoint.create_manager(workdir, 2, read_only=True)
+  assert manager.all_steps() == [1, 2]
+  mesh = parallel.create_mesh()
+  model = models.create_model(config.model)
+  target = state_lib.init_state(model, optim.create_optimizer(config), parallel.global_batch(
+      next(make_batches(config, pipeline.get_builder(config.dataset))), mesh), config.seed, mesh)
+  restored = checkpoint.restore(manager, 2, target)
+  assert int(restored.step) == 2
+  assert all(np.isfinite(v).all() for v in helpers.flat_local(restored.params).values())
+
+
+def test_non_finite_update_is_caught_before_it_is_saved(data_dir, tmp_path):
+  config = helpers.load_config('unet', data_dir, checkpoint_every=1, **{
+      'optimizer.name': 'sgd', 'optimizer.lr': float('inf')})
+  with pytest.raises(train.NonFiniteLossError,
+                     match='parameters became non-finite at step 1.*no checkpoint'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.create_manager(str(tmp_path), 2, read_only=True).all_steps() == []
+
+
+@pytest.mark.parametrize('name, rows_key', [('unet', 'num_frames'), ('cnn_aver', 'num_videos')])
+def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, rows_key):
+  config = helpers.load_config(name, data_dir, **{'input.eval_batch_size': 8})
+  workdir = str(tmp_path / name)
+  train.train_and_evaluate(config, workdir)
+  metrics, directory = evaluate.evaluate_checkpoint(config, workdir, 'best', 'test')
+  builder = pipeline.get_builder(config.dataset)
+  lengths = [len(ex['boxes']) for ex in tfds.as_numpy(builder.as_dataset(split='test'))]
+  expected = sum(lengths) if name == 'unet' else len(lengths)
+  assert expected % 8  # Not a multiple of the batch size.
+  assert metrics[rows_key] == expected
+  files = set(os.listdir(directory))
+  assert {'metrics.json', 'per_video.csv', 'curves.png'} <= files
+  if name == 'unet':
+    assert any(f.startswith('overlay_') for f in files)
+  else:
+    assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= files
+
+
+def _run(args, timeout=300, **popen):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+             TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--config.optimizer.lrr=1e-3'], 'lrr'),
+    (['--config.dataset.name=usv_frames_table', '--config.dataset.config=default',
+      '--config.dataset.manual_dir=/no/such/folder'], '/no/such/folder'),
+])
+def test_cli_errors_name_the_problem(data_dir, tmp_path, extra, message):
+  process = _run(['-m', 'experiments.train', '--config=configs/unet.py:tiny',
+                  f'--workdir={tmp_path}', f'--config.dataset.data_dir={data_dir}', *extra])
+  output, _ = process.communicate(timeout=300)
+  assert process.returncode != 0
+  assert message in output
+  assert 'Traceback' not in output or message == 'lrr'
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
+  args = ['-m', 'experiments.train', '--config=configs/unet.py:tiny', f'--workdir={tmp_path}',
+          f'--config.dataset.data_dir={data_dir}', '--config.total_steps=400',
+          '--config.checkpoint_every=5', '--config.eval_every=1000']
+  process = _run(args)
+  checkpoints = tmp_path / 'checkpoints'
+  deadline = time.time() + 240
+  while time.time() < deadline and not any(p.name.isdigit() for p in checkpoints.glob('*')):
+    time.sleep(0.2)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  saved = sorted(int(p.name) for p in checkpoints.glob('*') if p.name.isdigit())
+  assert saved, 'no checkpoint was written before the kill'
+  args[-3] = f'--config.total_steps={saved[-1] + 5}'
+  rerun = _run(args)
+  output, _ = rerun.communicate(timeout=300)
+  assert rerun.returncode == 0, output
+  assert f'resumed from step {saved[-1]}' in output
+  manager = checkpoint.create_manager(str(tmp_path), 2, read_only=True)
+  assert manager.latest_step() == saved[-1] + 5
+
+
+def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_path):
+  port = 20000 + os.getpid() % 20000
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
+  workers = [subprocess.Popen(
+      [sys.executable, 'tests/distributed_worker.py', str(i), '2', str(port),
+       str(tmp_path / 'multi'), data_dir, str(tmp_path / f'p{i}.npz')],
+      cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(2)]
+  outputs = [w.communicate(timeout=400)[0] for w in workers]
+  for worker, output in zip(workers, outputs):
+    assert worker.returncode == 0, output[-3000:]
+  config = helpers.load_config('unet', data_dir, total_steps=4, eval_every=4,
+                               checkpoint_every=4, **{'optimizer.name': 'sgd',
+                                                      'optimizer.lr': 0.1})
+  reference, metrics = train.train_and_evaluate(config, str(tmp_path / 'single'))
+  expected = helpers.flat_local(reference.params)
+  p0, p1 = (np.load(tmp_path / f'p{i}.npz') for i in range(2))
+  assert int(p0['num_frames']) == int(p1['num_frames']) == metrics['num_frames']
+  for key, value in expected.items():
+    np.testing.assert_array_equal(p0[key], p1[key], err_msg=key)
+    np.testing.assert_allclose(p0[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
