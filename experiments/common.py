@@ -20,6 +20,19 @@ PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Index of this process.')
 USER_ERRORS = (DatasetError, NonFiniteLossError, FileNotFoundError, ValueError)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a one-line error for a bad config override (unknown key,
+  wrong type) instead of a traceback. Pass as ``app.run(main, flags_parser=parse_flags)``."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    text = str(e).replace('\\n', '\n').replace("\\'", "'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = lines[-1].strip('\'"')
+    print(f'error: bad flag or config override: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
 def start_processes() -> None:
   """Quiets library INFO logs (use --verbosity=0 to see them) and starts multi-process JAX."""
   if not flags.FLAGS['verbosity'].present:

@@ -35,7 +35,8 @@ def create_manager(workdir: str, keep: int, best_metric: str = '', best_mode: st
   options = ocp.CheckpointManagerOptions(
       best_fn=best_fn, best_mode=best_mode, read_only=read_only,
       preservation_policy=None if read_only else policies.AnyPreservationPolicy(keep_policies),
-      cleanup_tmp_directories=not read_only, enable_async_checkpointing=False)
+      cleanup_tmp_directories=not read_only, enable_async_checkpointing=False,
+      create=not read_only, save_interval_steps=0 if read_only else 1)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                                options=options)
 

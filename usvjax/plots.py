@@ -17,16 +17,23 @@ PREDICTION_RGB = (255, 40, 40)
 
 
 def overlay(frame: np.ndarray, mask: np.ndarray, prob: np.ndarray,
-            threshold: float = 0.5) -> np.ndarray:
-  """uint8 RGB [H, W, 3]: the frame with the ground-truth (green) and predicted (red) contours."""
+            threshold: float = 0.5, min_size: int = 256) -> np.ndarray:
+  """uint8 RGB: the frame with the ground-truth (green) and predicted (red) contours.
+
+  Small frames are enlarged by an integer factor to at least ``min_size`` pixels high.
+  """
+  scale = max(1, min_size // frame.shape[0])
   image = np.clip(np.asarray(frame, np.float32) * 255, 0, 255).astype(np.uint8)
   if image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
-  image = np.ascontiguousarray(image)
+  size = (image.shape[1] * scale, image.shape[0] * scale)
+  image = np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+  mask = cv2.resize(np.asarray(mask, np.float32), size, interpolation=cv2.INTER_NEAREST)
+  prob = cv2.resize(np.asarray(prob, np.float32), size, interpolation=cv2.INTER_LINEAR)
   for binary, color in ((mask > 0.5, GROUND_TRUTH_RGB), (prob > threshold, PREDICTION_RGB)):
     contours, _ = cv2.findContours(binary.astype(np.uint8), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(image, contours, -1, color, 1)
+    cv2.drawContours(image, contours, -1, color, max(1, scale // 2))
   return image
 
 
