@@ -216,7 +216,11 @@ def _analytic_psf_fft(height: int, width: int, wavelength: float, axial_sigma: f
 
 def _probe_pose(t: np.ndarray, rng: np.random.Generator, width: int,
                 height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Smooth lateral/axial probe offsets (pixels) and rotation (radians) per frame."""
+  """Smooth lateral/axial probe offsets (pixels) and rotation (radians) per frame.
+
+  The axial offset is a small pressure change; it is used as |dz| so the probe stays on
+  the skin.
+  """
   def wave(amplitude):
     period = rng.uniform(12, 40)
     return amplitude * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
@@ -232,8 +236,7 @@ def _frame_to_world(dx: float, dz: float, angle: float, frame_hw: tuple[int, int
   c, s = np.cos(angle), np.sin(angle)
   rot = np.array([[c, -s], [s, c]], np.float32)
   frame_centre = np.array([frame_hw[1] / 2, 0.0], np.float32)  # Probe face centre.
-  world_centre = np.array([world_hw[1] / 2 + dx, (world_hw[0] - frame_hw[0]) / 2 + dz],
-                          np.float32)
+  world_centre = np.array([world_hw[1] / 2 + dx, abs(dz)], np.float32)  # Probe on the skin.
   return np.concatenate([rot, (world_centre - rot @ frame_centre)[:, None]], axis=1)
 
 
