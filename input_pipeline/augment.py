@@ -50,9 +50,8 @@ def augment_clip(example: dict, seed: tf.Tensor, cfg: ml_collections.ConfigDict)
     frames = tf.clip_by_value((frames - mean) * factor + mean + delta, 0.0, 1.0)
   if cfg.speckle_prob > 0:
     looks = tf.random.stateless_uniform([], seeds[4], *cfg.speckle_looks)
-    noisy = speckle.add_speckle(frames, looks, seeds[5])
     use = tf.random.stateless_uniform([], tf.reverse(seeds[4], [0])) < cfg.speckle_prob
-    frames = tf.where(use, noisy, frames)
+    frames = _maybe(use, lambda x: speckle.add_speckle(x, looks, seeds[5]), frames)
   out = dict(example, frames=frames)
   if masks is not None:
     out['masks'] = masks

@@ -109,10 +109,18 @@ def _decode(encoded: tf.Tensor, channels_stored: int) -> tf.Tensor:
       encoded, fn_output_signature=tf.TensorSpec([None, None, channels_stored], tf.uint8))
 
 
+def _resize(images: tf.Tensor, size: int, method: str) -> tf.Tensor:
+  """Resizes [T, h, w, c] to [T, size, size, c] (antialiased when shrinking); a no-op when
+  the images already have that size."""
+  same = tf.reduce_all(tf.shape(images)[1:3] == size)
+  return tf.cond(same, lambda: images,
+                 lambda: tf.image.resize(images, [size, size], method=method,
+                                         antialias=method == 'bilinear'))
+
+
 def _frames_to_model(frames: tf.Tensor, size: int, channels: int) -> tf.Tensor:
   """uint8 [T, h, w, c] -> float32 [T, size, size, channels] in [0, 1]."""
-  frames = tf.image.resize(tf.cast(frames, tf.float32) / 255.0, [size, size],
-                           method='bilinear', antialias=True)
+  frames = _resize(tf.cast(frames, tf.float32) / 255.0, size, 'bilinear')
   have = frames.shape[-1]
   if have == 3 and channels == 1:
     frames = tf.image.rgb_to_grayscale(frames)
@@ -163,8 +171,7 @@ class _Preprocessor:
     out = {'frames': _frames_to_model(_decode(item['frames'], self.channels_stored),
                                       cfg.image_size, cfg.channels)}
     if 'masks' in item:
-      masks = tf.image.resize(_decode(item['masks'], 1), [cfg.image_size] * 2,
-                              method='nearest')
+      masks = _resize(_decode(item['masks'], 1), cfg.image_size, 'nearest')
       out.update(masks=tf.cast(masks > 0, tf.float32), boxes=item['boxes'])
     if self.train:
       seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(position, tf.int64)])

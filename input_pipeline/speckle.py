@@ -10,6 +10,9 @@ import tensorflow as tf
 def add_speckle(images: tf.Tensor, looks: float | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Applies multiplicative Gamma noise.
 
+  One noise value per pixel is shared by all channels (grey frames stored as RGB get the
+  same speckle in every channel).
+
   Args:
     images: float32 [..., H, W, C] intensities in [0, 1].
     looks: the look number L > 0.
@@ -19,5 +22,6 @@ def add_speckle(images: tf.Tensor, looks: float | tf.Tensor, seed: tf.Tensor) ->
     Noisy images, same shape, clipped to [0, 1].
   """
   looks = tf.cast(looks, tf.float32)
-  noise = tf.random.stateless_gamma(tf.shape(images), seed=seed, alpha=looks) / looks
+  shape = tf.concat([tf.shape(images)[:-1], [1]], axis=0)
+  noise = tf.random.stateless_gamma(shape, seed=seed, alpha=looks) / looks
   return tf.clip_by_value(images * noise, 0.0, 1.0)

@@ -156,3 +156,5 @@ def test_speckle_has_mean_one_and_variance_one_over_looks(looks):
   noisy = speckle.add_speckle(level, looks, tf.constant([1, 2])).numpy() / 0.05
   assert noisy.mean() == pytest.approx(1.0, abs=0.01)
   assert noisy.var() == pytest.approx(1 / looks, rel=0.05)
+  rgb = speckle.add_speckle(tf.fill([8, 8, 3], 0.05), looks, tf.constant([1, 2])).numpy()
+  np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])  # One speckle field per pixel.
