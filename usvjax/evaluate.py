@@ -18,26 +18,36 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from input_pipeline import pipeline
+from usvjax import checkpoint
+from usvjax import models
+from usvjax import optim
 from usvjax import parallel
 from usvjax import plots
+from usvjax import state as state_lib
+from usvjax import tasks
 
 
-def evaluate_split(model, task, config: ml_collections.ConfigDict, builder, split: str,
+def make_eval_step(model, task):
+  """The jitted evaluation step: (variables, batch) -> the task's eval outputs.
+
+  Make it once per run: each new function would be compiled again.
+  """
+  @jax.jit
+  def eval_step(variables, batch):
+    return task.eval_outputs(model.apply(variables, batch, train=False), batch)
+  return eval_step
+
+
+def evaluate_split(eval_step, task, config: ml_collections.ConfigDict, builder, split: str,
                    mesh: jax.sharding.Mesh, variables: dict):
-  """Evaluates ``variables`` on ``split``.
+  """Evaluates ``variables`` on ``split`` with ``eval_step`` (from ``make_eval_step``).
 
   Returns:
     (metrics dict, the task's evaluation object holding per-frame/per-video rows).
   """
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   parallel.check_batch_size(config.input.eval_batch_size, mesh, 'eval batch size')
   batches, num_batches = pipeline.eval_batches(config, builder, split)
-
-  @jax.jit
-  def eval_step(variables, batch):
-    outputs = model.apply(variables, batch, train=False)
-    return task.eval_outputs(outputs, batch)
-
   evaluation = task.evaluator()
   for batch in tqdm(batches, total=num_batches, desc=f'eval {split}', leave=False,
                     disable=jax.process_index() != 0):
@@ -81,8 +91,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   Returns:
     (metrics, output directory).
   """
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
-  from usvjax import checkpoint, models, optim, state as state_lib, tasks  # pylint: disable=g-import-not-at-top
   split = split or config.dataset.test_split
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
                                       config.best_mode, read_only=True)
@@ -95,8 +103,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   target = state_lib.init_state(model, optim.create_optimizer(config), sample, config.seed,
                                 mesh)
   restored = checkpoint.restore(manager, step, target)
-  metrics, evaluation = evaluate_split(model, task, config, builder, split, mesh,
-                                       restored.variables())
+  metrics, evaluation = evaluate_split(make_eval_step(model, task), task, config, builder,
+                                       split, mesh, restored.variables())
   metrics = dict(metrics, step=step, split=split, checkpoint=which)
   output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')
   class_names = None

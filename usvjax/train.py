@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tensorflow as tf
 from tqdm import tqdm
 
 from input_pipeline import pipeline
@@ -78,7 +79,6 @@ class Writer:
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
     if self.enabled:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
       os.makedirs(workdir, exist_ok=True)
       self.summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
       self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # pylint: disable=consider-using-with
@@ -86,7 +86,6 @@ class Writer:
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     with self.summary.as_default(step=step):
       for name, value in scalars.items():
         tf.summary.scalar(name, value)
@@ -150,8 +149,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     _say(f'resumed from step {start_step} ({manager.directory})')
   step_fn = jit_train_step(make_train_step(model, task, tx, config.seed), mesh)
   writer = Writer(workdir)
-  evaluator = functools.partial(evaluate.evaluate_split, model, task, config, builder,
-                                config.dataset.eval_split, mesh)
+  evaluator = functools.partial(evaluate.evaluate_split, evaluate.make_eval_step(model, task),
+                                task, config, builder, config.dataset.eval_split, mesh)
   eval_metrics: dict[str, float] = {}
   progress = tqdm(total=config.total_steps, initial=start_step, desc='train', unit='step',
                   disable=jax.process_index() != 0, dynamic_ncols=True)
