@@ -1,0 +1,60 @@
+"""Optimizers and schedules from the config."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import helpers
+from usvjax import optim
+
+
+def _config(**overrides):
+  return helpers.load_config('unet', '', total_steps=100, **overrides)
+
+
+def test_warmup_then_cosine():
+  schedule = optim.learning_rate_schedule(_config(**{
+      'optimizer.lr': 1.0, 'schedule.name': 'cosine', 'schedule.warmup_steps': 10}))
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(5)) == pytest.approx(0.5)
+  assert float(schedule(10)) == pytest.approx(1.0)
+  assert float(schedule(55)) == pytest.approx(0.5, abs=1e-6)  # Half-way through the decay.
+  assert float(schedule(100)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_step_decay_multiplies_at_each_boundary():
+  schedule = optim.learning_rate_schedule(_config(**{
+      'optimizer.lr': 1.0, 'schedule.name': 'step', 'schedule.step_boundaries': (30, 60),
+      'schedule.step_factor': 0.1}))
+  assert [float(schedule(s)) for s in (29, 30, 59, 60)] == pytest.approx([1, 0.1, 0.1, 0.01])
+
+
+@pytest.mark.parametrize('clip, expected', [
+    ({'optimizer.clip_value': 0.5}, [-0.5, 0.5, 0.25]),
+    ({'optimizer.clip_norm': 1.0}, [-3 / 5.0249, 4 / 5.0249, 0.5 / 5.0249]),
+])
+def test_gradient_clipping_before_plain_sgd(clip, expected):
+  config = _config(**{'optimizer.name': 'sgd', 'optimizer.lr': 1.0, 'optimizer.momentum': 0.0,
+                      'schedule.name': 'constant', **clip})
+  tx = optim.create_optimizer(config)
+  params = jnp.zeros(3)
+  updates, _ = tx.update(jnp.array([-3.0, 4.0, 0.25 if 'optimizer.clip_value' in clip else 0.5]),
+                         tx.init(params), params)
+  np.testing.assert_allclose(-np.asarray(updates), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['adam', 'adamw', 'sgd', 'lars'])
+def test_every_optimizer_reduces_a_quadratic(name):
+  config = _config(**{'optimizer.name': name, 'optimizer.lr': 0.05,
+                      'optimizer.weight_decay': 1e-4, 'schedule.name': 'constant'})
+  tx = optim.create_optimizer(config)
+  params = jnp.array([1.0, -2.0])
+  state = tx.init(params)
+  for _ in range(20):
+    updates, state = tx.update(2 * params, state, params)
+    params = params + updates
+  assert float(jnp.sum(params**2)) < 5.0  # LARS scales its steps by a small trust ratio.
+
+
+def test_unknown_optimizer_is_named():
+  with pytest.raises(ValueError, match="'rmsprop'"):
+    optim.create_optimizer(_config(**{'optimizer.name': 'rmsprop'}))
