@@ -36,6 +36,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       speckle_looks=(20.0, 50.0)))
 
   c.model = ml_collections.ConfigDict({'name': ''})
+  # Pretrained weights: a folder written by experiments/convert_weights.py, loaded into the
+  # model's sub-module ``init.target`` (e.g. its ``backbone``) before training starts.
+  c.init = ml_collections.ConfigDict(dict(checkpoint='', target='backbone'))
   if task == 'segmentation':
     c.task = ml_collections.ConfigDict(dict(bce_weight=1.0, dice_weight=1.0, threshold=0.5))
   else:

@@ -1,5 +1,8 @@
 """Helpers shared by tests."""
 import importlib
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str, data_dir: str, **overrides):

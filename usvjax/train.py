@@ -147,6 +147,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if start_step:
     state = checkpoint.restore(manager, start_step, state)
     _say(f'resumed from step {start_step} ({manager.directory})')
+  elif config.init.checkpoint:
+    state = state_lib.load_pretrained(state, config.init.checkpoint, config.init.target)
+    state = jax.device_put(state, parallel.replicated(mesh))
+    _say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
   step_fn = jit_train_step(make_train_step(model, task, tx, config.seed), mesh)
   writer = Writer(workdir)
   evaluator = functools.partial(evaluate.evaluate_split, evaluate.make_eval_step(model, task),

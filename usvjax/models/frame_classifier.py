@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from usvjax.models import layers
+from usvjax.models.backbones import resnet
 
 
 def masked_mean(values: jnp.ndarray, valid: jnp.ndarray, axis: int = 1) -> jnp.ndarray:
@@ -25,17 +26,27 @@ def masked_mean(values: jnp.ndarray, valid: jnp.ndarray, axis: int = 1) -> jnp.n
 
 
 class FrameClassifier(nn.Module):
+  """``backbone`` 'conv' (a small conv encoder: ``width``, ``levels``) or a ResNet name
+  from ``backbones.resnet.ARCHITECTURES`` (``backbone_width`` multiplies its channels; the
+  frames are ImageNet-normalised, grey frames repeated to 3 channels)."""
   num_classes: int = 2
+  backbone: str = 'conv'
   width: int = 16
   levels: int = 4
+  backbone_width: float = 1.0
 
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     frames, valid = batch['frames'], batch['valid']
     b, t = frames.shape[:2]
-    x = frames.reshape((b * t,) + frames.shape[2:]) * 2.0 - 1.0
-    x = layers.ConvEncoder(self.width, self.levels)(x, train=train)[-1]
-    x = jnp.mean(x, axis=(1, 2))
+    x = frames.reshape((b * t,) + frames.shape[2:])
+    if self.backbone == 'conv':
+      x = layers.ConvEncoder(self.width, self.levels, name='backbone')(x * 2.0 - 1.0, train=train)
+      x = jnp.mean(x[-1], axis=(1, 2))
+    else:
+      x = jnp.broadcast_to(x, x.shape[:-1] + (3,)) if x.shape[-1] == 1 else x
+      x = resnet.ResNet(self.backbone, width=self.backbone_width, name='backbone')(
+          resnet.imagenet_normalize(x), train=train)['pooled']
     frame_logits = nn.Dense(self.num_classes)(x).reshape(b, t, self.num_classes)
     probs = masked_mean(jax.nn.softmax(frame_logits), valid)
     return {'frame_logits': frame_logits, 'logits': jnp.log(jnp.maximum(probs, 1e-12))}

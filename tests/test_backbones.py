@@ -1,0 +1,137 @@
+"""Backbones: parameter counts, parity with torchvision/timm, batch-statistics updates."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from usvjax.models.backbones import convert
+from usvjax.models.backbones import resnet
+
+torch = pytest.importorskip('torch')
+torchvision = pytest.importorskip('torchvision')
+timm = pytest.importorskip('timm')
+
+# Trunk parameters (the ImageNet classifier excluded) of the PyTorch references.
+REFERENCE_COUNTS = {'resnet18': 11_176_512, 'resnet34': 21_284_672, 'resnet50': 23_508_032,
+                    'res2net50_26w_4s': 23_650_120}
+STAGES = ('stride2', 'stride4', 'stride8', 'stride16', 'stride32')
+
+
+def _reference(arch):
+  torch.manual_seed(0)
+  if arch.startswith('res2net'):
+    model = timm.create_model(arch, pretrained=False)
+  else:
+    model = getattr(torchvision.models, arch)(weights=None)
+  generator = torch.Generator().manual_seed(1)
+  with torch.no_grad():  # Non-trivial norm parameters and statistics.
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.weight.uniform_(0.5, 1.5, generator=generator)
+        module.bias.uniform_(-0.2, 0.2, generator=generator)
+        module.running_mean.uniform_(-0.2, 0.2, generator=generator)
+        module.running_var.uniform_(0.5, 1.5, generator=generator)
+  return model
+
+
+def _torch_stages(model, x):
+  act = model.act1 if hasattr(model, 'act1') else model.relu
+  out = {'stride2': act(model.bn1(model.conv1(x)))}
+  h = model.maxpool(out['stride2'])
+  for stage in range(1, 5):
+    h = getattr(model, f'layer{stage}')(h)
+    out[f'stride{2 ** (stage + 1)}'] = h
+  return {k: v.detach().numpy().transpose(0, 2, 3, 1) for k, v in out.items()}
+
+
+def _flax_variables(arch, model, images):
+  flax_model = resnet.ResNet(arch)
+  variables = jax.jit(lambda x: flax_model.init(jax.random.key(0), x, train=False))(images)
+  variables, report = convert.convert({k: v.numpy() for k, v in model.state_dict().items()},
+                                      variables)
+  assert not report.missing and not report.mismatched, report.summary()
+  assert all(k.startswith('fc.') or k.endswith('num_batches_tracked') for k in report.unused)
+  return flax_model, variables
+
+
+@pytest.mark.parametrize('arch', sorted(REFERENCE_COUNTS))
+def test_full_size_parameter_count_matches_the_reference(arch):
+  shapes = jax.eval_shape(lambda: resnet.ResNet(arch).init(
+      jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False))
+  assert sum(x.size for x in jax.tree.leaves(shapes['params'])) == REFERENCE_COUNTS[arch]
+  outputs = jax.eval_shape(lambda: resnet.ResNet(arch).apply(
+      jax.tree.map(jnp.zeros_like, shapes), jnp.zeros((1, 224, 224, 3)), train=False))
+  assert [outputs[s].shape[1] for s in STAGES] == [112, 56, 28, 14, 7]
+  assert outputs['stride32'].shape[-1] == (512 if arch in ('resnet18', 'resnet34') else 2048)
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50', 'res2net50_26w_4s'])
+def test_every_stage_matches_pytorch_in_eval_mode(arch):
+  model = _reference(arch).eval()
+  x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+  images = x.numpy().transpose(0, 2, 3, 1)
+  flax_model, variables = _flax_variables(arch, model, images)
+  ours = jax.jit(lambda v, x: flax_model.apply(v, x, train=False))(variables, images)
+  theirs = _torch_stages(model, x)
+  for stage in STAGES:
+    error = np.linalg.norm(ours[stage] - theirs[stage]) / np.linalg.norm(theirs[stage])
+    assert error < 1e-4, (stage, error)
+
+
+def test_train_mode_batch_statistics_follow_pytorch():
+  model = _reference('resnet18').train()
+  x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+  images = x.numpy().transpose(0, 2, 3, 1)
+  flax_model, variables = _flax_variables('resnet18', model, images)
+  before = {k: v.clone() for k, v in model.state_dict().items()}
+  _torch_stages(model, x)  # One train-mode forward updates PyTorch's running statistics.
+  _, updates = flax_model.apply(variables, images, train=True, mutable=['batch_stats'])
+  stats = updates['batch_stats']
+  after = model.state_dict()
+  # Stem BatchNorm (n = 4 x 16 x 16 values per channel) and the last block's second one
+  # (n = 4 x 1 x 1): the means agree; PyTorch's running variance uses the unbiased batch
+  # variance, Flax's the biased one (the documented mapping).
+  for torch_name, flax_stats, n in (('bn1', stats['bn1']['norm'], 4 * 16 * 16),
+                                    ('layer4.1.bn2', stats['layer4_1']['bn2']['norm'], 4)):
+    np.testing.assert_allclose(flax_stats['mean'], after[f'{torch_name}.running_mean'].numpy(),
+                               rtol=1e-4, atol=1e-5)
+    old = before[f'{torch_name}.running_var'].numpy()
+    unbiased = (after[f'{torch_name}.running_var'].numpy() - 0.9 * old) / 0.1
+    np.testing.assert_allclose(flax_stats['var'], 0.9 * old + 0.1 * unbiased * (n - 1) / n,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_group_norm_model_loads_the_convolutions_and_says_so():
+  model = _reference('resnet18')
+  flax_model = resnet.ResNet('resnet18', norm='group', nonlocal_stages=(3, 4))
+  variables = flax_model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  new, report = convert.convert({k: v.numpy() for k, v in model.state_dict().items()}, variables)
+  assert any(k.endswith('running_mean') for k in report.unused)
+  assert any('nonlocal3' in k for k in report.missing)  # Non-local blocks stay as initialised.
+  np.testing.assert_allclose(new['params']['conv1']['kernel'],
+                             model.conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+  assert 'bn1.running_mean' in report.unused
+
+
+def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import helpers  # pylint: disable=g-import-not-at-top
+  from usvjax import train  # pylint: disable=g-import-not-at-top
+  model = _reference('resnet18')
+  torch.save(model.state_dict(), tmp_path / 'resnet18.pth')
+  converted = tmp_path / 'converted'
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.convert_weights', f'--weights={tmp_path}/resnet18.pth',
+       '--arch=resnet18', f'--output={converted}'], cwd=helpers.REPO, capture_output=True,
+      text=True, check=False)
+  assert result.returncode == 0, result.stdout + result.stderr
+  # 122 tensors: 100 trunk tensors, 20 num_batches_tracked and the ImageNet classifier.
+  assert 'loaded 100 tensors' in result.stdout and 'unused (22)' in result.stdout
+  config = helpers.load_config('cnn_aver', data_dir, total_steps=1, **{
+      'model.backbone': 'resnet18', 'init.checkpoint': str(converted),
+      'optimizer.lr': 0.0, 'input.image_size': 32})
+  state, _ = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  kernel = helpers.flat_local(state.params)['backbone/layer2_0/conv1/kernel']
+  np.testing.assert_array_equal(kernel,
+                                model.layer2[0].conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
