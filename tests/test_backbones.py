@@ -135,3 +135,55 @@ def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, t
   kernel = helpers.flat_local(state.params)['backbone/layer2_0/conv1/kernel']
   np.testing.assert_array_equal(kernel,
                                 model.layer2[0].conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+
+
+def test_non_local_block_follows_the_embedded_gaussian_equations():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 3, 4, 6)).astype(np.float32)
+  block = resnet.NonLocalBlock()
+  variables = block.init(jax.random.key(0), x, train=False)
+  params = jax.tree.map(lambda v: rng.standard_normal(v.shape).astype(np.float32) * 0.5,
+                        variables['params'])
+  out = block.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=False)
+  conv = lambda name, v: v @ params[name]['kernel'][0, 0] + params[name]['bias']  # 1x1 conv.
+  flat = x.reshape(2, 12, 6)
+  theta, phi, g = conv('theta', flat), conv('phi', flat), conv('g', flat)
+  logits = np.einsum('bic,bjc->bij', theta, phi)
+  attention = np.exp(logits - logits.max(-1, keepdims=True))
+  attention /= attention.sum(-1, keepdims=True)
+  wy = conv('W', attention @ g)
+  norm = params['W_norm']['norm']  # Eval-mode BatchNorm with running mean 0, variance 1.
+  expected = flat + wy / np.sqrt(1 + 1e-5) * norm['scale'] + norm['bias']
+  np.testing.assert_allclose(np.asarray(out).reshape(2, 12, 6), expected, rtol=1e-4, atol=1e-4)
+  # With the initial (zero) norm scale the block is the identity.
+  np.testing.assert_allclose(block.apply(variables, x, train=False), x, atol=1e-6)
+
+
+def test_tiny_width_group_norm_and_frozen_batch_norm_options():
+  x = jnp.ones((2, 32, 32, 3))
+  tiny = resnet.ResNet('resnet18', width=0.125, norm='group', groups=4, nonlocal_stages=(3, 4))
+  variables = jax.jit(lambda x: tiny.init(jax.random.key(0), x, train=False))(x)
+  assert 'batch_stats' not in variables and 'nonlocal4' in variables['params']
+  out = jax.jit(lambda v, x: tiny.apply(v, x, train=True))(variables, x)
+  assert out['stride32'].shape == (2, 1, 1, 64) and out['stride2'].shape == (2, 16, 16, 8)
+  frozen = resnet.ResNet('resnet18', width=0.125, frozen_norm=True)
+  variables = jax.jit(lambda x: frozen.init(jax.random.key(0), x, train=False))(x)
+  _, updates = jax.jit(lambda v, x: frozen.apply(v, x, train=True, mutable=['batch_stats']))(
+      variables, x * 3.0)
+  jax.tree.map(np.testing.assert_array_equal, updates['batch_stats'], variables['batch_stats'])
+
+
+def test_pth_and_safetensors_files_read_the_same(tmp_path):
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+  state = {k: v for k, v in _reference('resnet18').state_dict().items()
+           if not k.endswith('num_batches_tracked')}
+  torch.save({'state_dict': {f'module.{k}': v for k, v in state.items()}}, tmp_path / 'w.pth')
+  save_file(state, str(tmp_path / 'w.safetensors'))
+  from_pth = convert.load_state_dict(str(tmp_path / 'w.pth'))  # DataParallel prefix removed.
+  from_safetensors = convert.load_state_dict(str(tmp_path / 'w.safetensors'))
+  assert from_pth.keys() == from_safetensors.keys() == state.keys()
+  for key, value in state.items():
+    np.testing.assert_array_equal(from_pth[key], value.numpy())
+    np.testing.assert_array_equal(from_safetensors[key], value.numpy())
+  with pytest.raises(FileNotFoundError, match='nothing.pth'):
+    convert.load_state_dict(str(tmp_path / 'nothing.pth'))
