@@ -87,61 +87,56 @@ class NonLocalBlock(nn.Module):
     return x + _Norm(self.norm, self.groups, self.frozen_norm, zero_init=True, name='W_norm')(y, train)
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions (ResNet-18/34). Expansion 1."""
+class _Block(nn.Module):
+  """Fields shared by the residual blocks; ``planes`` is the block's inner width."""
   planes: int
   stride: int = 1
   norm: str = 'batch'
   groups: int = 32
   frozen_norm: bool = False
+
+  def make_norm(self, name: str) -> _Norm:
+    return _Norm(self.norm, self.groups, self.frozen_norm, name=name)
+
+
+class BasicBlock(_Block):
+  """Two 3x3 convolutions (ResNet-18/34). Expansion 1."""
   expansion = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    norm = lambda name: _Norm(self.norm, self.groups, self.frozen_norm, name=name)  # pylint: disable=unnecessary-lambda-assignment
-    out = nn.relu(norm('bn1')(_conv(self.planes, 3, self.stride, 'conv1')(x), train))
-    out = norm('bn2')(_conv(self.planes, 3, 1, 'conv2')(out), train)
+    out = nn.relu(self.make_norm('bn1')(_conv(self.planes, 3, self.stride, 'conv1')(x), train))
+    out = self.make_norm('bn2')(_conv(self.planes, 3, 1, 'conv2')(out), train)
     return nn.relu(out + _shortcut(self, x, self.planes, train))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1, 3x3 (strided, torchvision v1.5), 1x1 x4 (ResNet-50). Expansion 4."""
-  planes: int
-  stride: int = 1
-  norm: str = 'batch'
-  groups: int = 32
-  frozen_norm: bool = False
   expansion = 4
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    norm = lambda name: _Norm(self.norm, self.groups, self.frozen_norm, name=name)  # pylint: disable=unnecessary-lambda-assignment
-    out = nn.relu(norm('bn1')(_conv(self.planes, 1, 1, 'conv1')(x), train))
-    out = nn.relu(norm('bn2')(_conv(self.planes, 3, self.stride, 'conv2')(out), train))
-    out = norm('bn3')(_conv(self.planes * 4, 1, 1, 'conv3')(out), train)
+    out = nn.relu(self.make_norm('bn1')(_conv(self.planes, 1, 1, 'conv1')(x), train))
+    out = nn.relu(self.make_norm('bn2')(_conv(self.planes, 3, self.stride, 'conv2')(out), train))
+    out = self.make_norm('bn3')(_conv(self.planes * 4, 1, 1, 'conv3')(out), train)
     return nn.relu(out + _shortcut(self, x, self.planes * 4, train))
 
 
-class Bottle2neck(nn.Module):
+class Bottle2neck(_Block):
   """Res2Net bottleneck (Gao et al. 2019; timm ``Bottle2neck``), ``scale`` splits.
 
   The 1x1 output (width * scale channels) is split into ``scale`` groups; group k > 0 gets
   a 3x3 conv of (its split + the previous group's output), except in the first block of a
   stage, where each split is convolved alone and the last split is average-pooled.
   """
-  planes: int
-  stride: int = 1
   base_width: int = 26
   scale: int = 4
   first: bool = False
-  norm: str = 'batch'
-  groups: int = 32
-  frozen_norm: bool = False
   expansion = 4
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    norm = lambda name: _Norm(self.norm, self.groups, self.frozen_norm, name=name)  # pylint: disable=unnecessary-lambda-assignment
+    norm = self.make_norm
     width = int(math.floor(self.planes * self.base_width / 64.0))
     out = nn.relu(norm('bn1')(_conv(width * self.scale, 1, 1, 'conv1')(x), train))
     splits = jnp.split(out, self.scale, axis=-1)
@@ -159,12 +154,12 @@ class Bottle2neck(nn.Module):
     return nn.relu(out + _shortcut(self, x, self.planes * 4, train))
 
 
-def _shortcut(block: nn.Module, x: jnp.ndarray, features: int, train: bool) -> jnp.ndarray:
+def _shortcut(block: _Block, x: jnp.ndarray, features: int, train: bool) -> jnp.ndarray:
   """Identity, or 1x1 strided conv + norm when the shape changes (``downsample``)."""
   if block.stride == 1 and x.shape[-1] == features:
     return x
   x = _conv(features, 1, block.stride, 'downsample_0')(x)
-  return _Norm(block.norm, block.groups, block.frozen_norm, name='downsample_1')(x, train)
+  return block.make_norm('downsample_1')(x, train)
 
 
 ARCHITECTURES = {
