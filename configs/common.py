@@ -37,8 +37,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict({'name': ''})
   # Pretrained weights: a folder written by experiments/convert_weights.py, loaded into the
-  # model's sub-module ``init.target`` (e.g. its ``backbone``) before training starts.
-  c.init = ml_collections.ConfigDict(dict(checkpoint='', target='backbone'))
+  # model's sub-module ``init.target`` ('/'-separated path) before training starts.
+  c.init = ml_collections.ConfigDict(dict(checkpoint='', target='encoder/backbone'))
   if task == 'segmentation':
     c.task = ml_collections.ConfigDict(dict(bce_weight=1.0, dice_weight=1.0, threshold=0.5))
   else:

@@ -132,7 +132,7 @@ def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, t
       'model.backbone': 'resnet18', 'init.checkpoint': str(converted),
       'optimizer.lr': 0.0, 'input.image_size': 32})
   state, _ = train.train_and_evaluate(config, str(tmp_path / 'run'))
-  kernel = helpers.flat_local(state.params)['backbone/layer2_0/conv1/kernel']
+  kernel = helpers.flat_local(state.params)['encoder/backbone/layer2_0/conv1/kernel']
   np.testing.assert_array_equal(kernel,
                                 model.layer2[0].conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
 

@@ -37,25 +37,30 @@ def init_state(model, tx: optax.GradientTransformation, batch: dict, seed: int,
 
 
 def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> TrainState:
-  """Loads converted weights (``experiments/convert_weights.py``) into ``params[target]``
-  and ``batch_stats[target]``; every variable of the target must be there, shape for shape.
+  """Loads converted weights (``experiments/convert_weights.py``) into the sub-module
+  ``target`` ('/'-separated path, e.g. 'encoder/backbone') of params and batch_stats;
+  every variable of the target must be there, shape for shape.
   """
   from usvjax.models.backbones import convert  # pylint: disable=g-import-not-at-top
-  if target not in state.params:
-    raise ValueError(f'config.init.target={target!r} is not a sub-module of the model; it has '
-                     f'{sorted(state.params)}.')
+  prefix = tuple(target.split('/'))
+  params = traverse_util.flatten_dict(state.params)
+  if not any(path[:len(prefix)] == prefix for path in params):
+    top = sorted({'/'.join(p[:len(prefix)]) for p in params})
+    raise ValueError(f'config.init.target={target!r} is not a sub-module of the model; '
+                     f'candidates: {top}.')
   pretrained = convert.load_converted(checkpoint_dir)
   updated = {}
   for collection in ('params', 'batch_stats'):
-    ours = traverse_util.flatten_dict(getattr(state, collection).get(target, {}))
+    ours = traverse_util.flatten_dict(getattr(state, collection))
     theirs = traverse_util.flatten_dict(pretrained.get(collection, {}))
-    problems = ['/'.join(path) for path, leaf in ours.items()
-                if path not in theirs or theirs[path].shape != leaf.shape]
+    targets = {path: path[len(prefix):] for path in ours if path[:len(prefix)] == prefix}
+    problems = ['/'.join(inner) for path, inner in targets.items()
+                if inner not in theirs or theirs[inner].shape != ours[path].shape]
     if problems:
       raise ValueError(f'pretrained checkpoint {checkpoint_dir!r} does not fit the model\'s '
                        f'{target!r} (e.g. {problems[:4]}); convert weights of the same '
                        'architecture and normalisation.')
-    loaded = {path: jnp.asarray(theirs[path], leaf.dtype) for path, leaf in ours.items()}
-    updated[collection] = dict(getattr(state, collection),
-                               **{target: traverse_util.unflatten_dict(loaded)})
+    for path, inner in targets.items():
+      ours[path] = jnp.asarray(theirs[inner], ours[path].dtype)
+    updated[collection] = traverse_util.unflatten_dict(ours)
   return state.replace(**updated)

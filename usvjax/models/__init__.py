@@ -8,12 +8,14 @@ from __future__ import annotations
 import flax.linen as nn
 import ml_collections
 
+from usvjax.models.cnn_lstm import CNNLSTM
 from usvjax.models.frame_classifier import FrameClassifier
 from usvjax.models.unet import UNet
 
 MODELS: dict[str, type[nn.Module]] = {
     'unet': UNet,
     'cnn_aver': FrameClassifier,
+    'cnn_lstm': CNNLSTM,
 }
 
 

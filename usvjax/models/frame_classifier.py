@@ -25,19 +25,21 @@ def masked_mean(values: jnp.ndarray, valid: jnp.ndarray, axis: int = 1) -> jnp.n
   return total / jnp.maximum(jnp.sum(weights, axis=axis), 1.0)
 
 
-class FrameClassifier(nn.Module):
-  """``backbone`` 'conv' (a small conv encoder: ``width``, ``levels``) or a ResNet name
-  from ``backbones.resnet.ARCHITECTURES`` (``backbone_width`` multiplies its channels; the
-  frames are ImageNet-normalised, grey frames repeated to 3 channels)."""
-  num_classes: int = 2
+class FrameEncoder(nn.Module):
+  """Per-frame features [B, T, D] of frames [B, T, H, W, C], one 2-D CNN for every frame.
+
+  ``backbone`` 'conv' (a small conv encoder: ``width``, ``levels``) or a ResNet name from
+  ``backbones.resnet.ARCHITECTURES`` (``backbone_width`` multiplies its channels; frames
+  are ImageNet-normalised, grey frames repeated to 3 channels). Features are globally
+  average-pooled.
+  """
   backbone: str = 'conv'
   width: int = 16
   levels: int = 4
   backbone_width: float = 1.0
 
   @nn.compact
-  def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
-    frames, valid = batch['frames'], batch['valid']
+  def __call__(self, frames: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     b, t = frames.shape[:2]
     x = frames.reshape((b * t,) + frames.shape[2:])
     if self.backbone == 'conv':
@@ -47,6 +49,27 @@ class FrameClassifier(nn.Module):
       x = jnp.broadcast_to(x, x.shape[:-1] + (3,)) if x.shape[-1] == 1 else x
       x = resnet.ResNet(self.backbone, width=self.backbone_width, name='backbone')(
           resnet.imagenet_normalize(x), train=train)['pooled']
-    frame_logits = nn.Dense(self.num_classes)(x).reshape(b, t, self.num_classes)
-    probs = masked_mean(jax.nn.softmax(frame_logits), valid)
-    return {'frame_logits': frame_logits, 'logits': jnp.log(jnp.maximum(probs, 1e-12))}
+    return x.reshape(b, t, -1)
+
+
+def average_frame_probabilities(frame_logits: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+  """log of the mean softmax over the valid frames: [B, T, K], [B, T] -> [B, K]."""
+  probs = masked_mean(jax.nn.softmax(frame_logits), valid)
+  return jnp.log(jnp.maximum(probs, 1e-12))
+
+
+class FrameClassifier(nn.Module):
+  """Frame CNN (see ``FrameEncoder``) + a linear classifier per frame, probabilities averaged."""
+  num_classes: int = 2
+  backbone: str = 'conv'
+  width: int = 16
+  levels: int = 4
+  backbone_width: float = 1.0
+
+  @nn.compact
+  def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
+    features = FrameEncoder(self.backbone, self.width, self.levels, self.backbone_width,
+                            name='encoder')(batch['frames'], train=train)
+    frame_logits = nn.Dense(self.num_classes)(features)
+    return {'frame_logits': frame_logits,
+            'logits': average_frame_probabilities(frame_logits, batch['valid'])}
