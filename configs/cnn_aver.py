@@ -9,19 +9,6 @@ Cui et al.; convert ImageNet weights with experiments/convert_weights.py and pas
 from configs import common
 
 
-def _demo(c):
-  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 100, 100
-  c.input.update(image_size=64, batch_size=8, eval_batch_size=8)
-
-
-def _tiny(c):
-  c.dataset.config = 'tiny'
-  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 3
-  c.input.update(image_size=32, batch_size=4, eval_batch_size=4, max_frames=8,
-                 length_buckets=(4, 8), shuffle_buffer=8, video_shuffle_buffer=4)
-  c.model.update(width=4, levels=3)
-
-
 def _paper(c):
   c.dataset.config = 'paper'
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 20000, 100, 1000, 1000
@@ -37,4 +24,5 @@ def get_config(arg: str | None = None):
   c.model = common.ml_collections.ConfigDict(dict(
       name='cnn_aver', num_classes=2, backbone='conv', width=16, levels=4, backbone_width=1.0))
   c.task.frame_loss = True
-  return common.finalize(c, arg, {'demo': _demo, 'tiny': _tiny, 'paper': _paper})
+  return common.finalize(c, arg, {'demo': common.classification_demo,
+                                 'tiny': common.classification_tiny, 'paper': _paper})

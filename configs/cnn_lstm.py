@@ -9,17 +9,10 @@ hidden 256, Adam 1e-5).
 from configs import common
 
 
-def _demo(c):
-  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 100, 100
-  c.input.update(image_size=64, batch_size=8, eval_batch_size=8)
-
-
 def _tiny(c):
-  c.dataset.config = 'tiny'
-  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 4, 2, 4, 4
-  c.input.update(image_size=32, batch_size=4, eval_batch_size=4, max_frames=8,
-                 length_buckets=(4, 8), shuffle_buffer=8, video_shuffle_buffer=4)
-  c.model.update(width=4, levels=3, hidden=8)
+  common.classification_tiny(c)
+  c.total_steps, c.eval_every, c.checkpoint_every = 4, 4, 4
+  c.model.hidden = 8
 
 
 def _paper(c):
@@ -37,4 +30,5 @@ def get_config(arg: str | None = None):
   c.model = common.ml_collections.ConfigDict(dict(
       name='cnn_lstm', num_classes=2, hidden=256, backbone='conv', width=16, levels=4,
       backbone_width=1.0))
-  return common.finalize(c, arg, {'demo': _demo, 'tiny': _tiny, 'paper': _paper})
+  return common.finalize(c, arg, {'demo': common.classification_demo,
+                                 'tiny': _tiny, 'paper': _paper})

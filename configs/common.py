@@ -59,3 +59,18 @@ def finalize(config: ml_collections.ConfigDict, arg: str | None, variants: dict)
   variants[name](config)
   config.lock()
   return config
+
+
+def classification_demo(c: ml_collections.ConfigDict) -> None:
+  """The ``demo`` variant shared by the video classifiers: minutes on a CPU."""
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 100, 100
+  c.input.update(image_size=64, batch_size=8, eval_batch_size=8)
+
+
+def classification_tiny(c: ml_collections.ConfigDict) -> None:
+  """The ``tiny`` variant shared by the video classifiers: seconds, for tests."""
+  c.dataset.config = 'tiny'
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 3
+  c.input.update(image_size=32, batch_size=4, eval_batch_size=4, max_frames=8,
+                 length_buckets=(4, 8), shuffle_buffer=8, video_shuffle_buffer=4)
+  c.model.update(width=4, levels=3)

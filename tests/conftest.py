@@ -8,6 +8,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+# timm imports torch._dynamo, which loads triton's native library; loaded after TensorFlow's,
+# it segfaults the process. Importing it first (before any test module imports TensorFlow)
+# makes the suite independent of test order.
+try:
+  import timm  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+except ImportError:
+  pass
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -36,22 +36,13 @@ class MaskedLSTM(nn.Module):
     return carry, outputs
 
 
-class CNNLSTM(nn.Module):
-  num_classes: int = 2
+class CNNLSTM(frame_classifier.VideoClassifierBase):
   hidden: int = 256
-  backbone: str = 'conv'
-  width: int = 16
-  levels: int = 4
-  backbone_width: float = 1.0
 
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     valid = batch['valid']
-    features = batch.get('features')
-    if features is None:
-      features = frame_classifier.FrameEncoder(self.backbone, self.width, self.levels,
-                                               self.backbone_width, name='encoder')(
-                                                   batch['frames'], train=train)
+    features = self.frame_features(batch, train)
     lengths = jnp.sum(valid, axis=1).astype(jnp.int32)
     (_, hidden), outputs = MaskedLSTM(self.hidden, name='lstm')(features, lengths)
     frame_logits = nn.Dense(self.num_classes, name='classifier')(outputs)

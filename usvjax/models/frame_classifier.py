@@ -58,18 +58,28 @@ def average_frame_probabilities(frame_logits: jnp.ndarray, valid: jnp.ndarray) -
   return jnp.log(jnp.maximum(probs, 1e-12))
 
 
-class FrameClassifier(nn.Module):
-  """Frame CNN (see ``FrameEncoder``) + a linear classifier per frame, probabilities averaged."""
+class VideoClassifierBase(nn.Module):
+  """Fields of the video classifiers that encode frames with a ``FrameEncoder``."""
   num_classes: int = 2
   backbone: str = 'conv'
   width: int = 16
   levels: int = 4
   backbone_width: float = 1.0
 
+  def frame_features(self, batch: dict[str, jnp.ndarray], train: bool) -> jnp.ndarray:
+    """``batch['features']`` [B, T, D] if given (cached), else the encoded frames."""
+    if 'features' in batch:
+      return batch['features']
+    return FrameEncoder(self.backbone, self.width, self.levels, self.backbone_width,
+                        name='encoder')(batch['frames'], train=train)
+
+
+class FrameClassifier(VideoClassifierBase):
+  """Frame CNN (see ``FrameEncoder``) + a linear classifier per frame, probabilities averaged."""
+
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
-    features = FrameEncoder(self.backbone, self.width, self.levels, self.backbone_width,
-                            name='encoder')(batch['frames'], train=train)
+    features = self.frame_features(batch, train)
     frame_logits = nn.Dense(self.num_classes)(features)
     return {'frame_logits': frame_logits,
             'logits': average_frame_probabilities(frame_logits, batch['valid'])}
