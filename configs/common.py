@@ -25,6 +25,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.dataset = ml_collections.ConfigDict(dict(
       name='usv_synthetic', config='small', data_dir='', manual_dir='',
       train_split='train', eval_split='validation', test_split='test'))
+  # k-fold cross-validation (experiments/cross_validate.py sets these): with num > 0,
+  # training and evaluation both draw from train_split, split by video into num folds.
+  c.dataset.folds = ml_collections.ConfigDict(dict(num=0, index=0, seed=0))
 
   c.input = ml_collections.ConfigDict(dict(
       task=task, image_size=128, channels=1, batch_size=8, eval_batch_size=8,

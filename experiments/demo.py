@@ -55,7 +55,7 @@ def main(argv):
   try:
     print(f'Training the image U-Net on synthetic ultrasound video in {workdir} ...')
     train.train_and_evaluate(config, workdir)
-    test_metrics, _ = evaluate.evaluate_checkpoint(config, workdir, 'best', '', report)
+    test_metrics = evaluate.evaluate_checkpoint(config, workdir, 'best', '', report).metrics
     baselines = trivial_baselines(config, pipeline.get_builder(config.dataset))
   except common.USER_ERRORS as e:
     common.fail(e)

@@ -28,12 +28,12 @@ def main(argv):
   del argv
   common.start_processes()
   try:
-    metrics, directory = evaluate.evaluate_checkpoint(
-        CONFIG.value, WORKDIR.value, CHECKPOINT.value, SPLIT.value, OUTPUT_DIR.value)
+    report = evaluate.evaluate_checkpoint(CONFIG.value, WORKDIR.value, CHECKPOINT.value,
+                                          SPLIT.value, OUTPUT_DIR.value)
   except common.USER_ERRORS as e:
     common.fail(e)
-  print(json.dumps(metrics, indent=2, sort_keys=True))
-  print(f'report written to {directory}')
+  print(json.dumps(report.metrics, indent=2, sort_keys=True))
+  print(f'report written to {report.directory}')
 
 
 if __name__ == '__main__':

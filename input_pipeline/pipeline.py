@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from input_pipeline import augment
 from input_pipeline import builders  # pylint: disable=unused-import  (registers builders)
 from input_pipeline.builders import common
+from input_pipeline.builders import splits as splits_lib
 
 Batch = dict[str, np.ndarray]
 _ENCODED = ('frames', 'masks')
@@ -192,11 +193,21 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
   """Encoded clips (segmentation) or sequences (classification).
 
   Training streams hold every video of the split (each process then keeps its slots of
-  every global batch); evaluation streams hold this process's share of the videos.
+  every global batch); evaluation streams hold this process's share of the videos. With
+  ``config.dataset.folds.num`` = k > 0 (k-fold cross-validation) both come from
+  ``train_split``: training uses the videos outside fold ``folds.index``, evaluation the
+  videos inside it, whatever split is asked for.
   """
   task = config.input.task
   _check_features(builder, task)
+  folds = config.dataset.folds
+  if folds.num:
+    split = config.dataset.train_split
   videos = _encoded_videos(builder, split, shard=not train)
+  if folds.num:
+    table = _fold_table(builder, split, folds.num, folds.seed)
+    in_fold = lambda v: tf.equal(table.lookup(v['video_id']), folds.index)  # pylint: disable=unnecessary-lambda-assignment
+    videos = videos.filter(lambda v: tf.logical_not(in_fold(v)) if train else in_fold(v))
   if train:
     videos = videos.repeat().shuffle(config.input.video_shuffle_buffer, seed=config.seed)
   if task == 'segmentation':
@@ -205,6 +216,29 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
     raise ValueError(f'config.input.length_buckets {list(config.input.length_buckets)} must '
                      f'include a bucket >= config.input.max_frames={config.input.max_frames}.')
   return videos.map(lambda v: _sequence(v, config.input.max_frames))
+
+
+def fold_assignment(builder, split: str, num_folds: int, seed: int) -> dict[str, int]:
+  """{video_id: fold} for k-fold cross-validation: folds by video (never by frame),
+  stratified by label when the dataset has labels, fixed by ``seed``."""
+  decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
+  has_label = 'label' in builder.info.features
+  ids, labels = [], []
+  for video in builder.as_dataset(split=split, decoders=decoders).as_numpy_iterator():
+    ids.append(video['video_id'].decode())
+    labels.append(int(video['label']) if has_label else 0)
+  if len(ids) < num_folds:
+    raise ValueError(f'{len(ids)} videos in {split!r} cannot make {num_folds} folds.')
+  folds = splits_lib.split_videos(ids, [(str(k), 1.0) for k in range(num_folds)], seed,
+                                  labels=labels)
+  return {video: int(fold) for video, fold in folds.items()}
+
+
+def _fold_table(builder, split: str, num_folds: int, seed: int) -> tf.lookup.StaticHashTable:
+  folds = fold_assignment(builder, split, num_folds, seed)
+  return tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(list(folds), list(folds.values()),
+                                          key_dtype=tf.string, value_dtype=tf.int64), -1)
 
 
 def _batch(ds: tf.data.Dataset, config, batch_size: int, drop_remainder: bool):

@@ -119,7 +119,7 @@ def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, r
   config = helpers.load_config(name, data_dir, **{'input.eval_batch_size': 8})
   workdir = str(tmp_path / name)
   train.train_and_evaluate(config, workdir)
-  metrics, directory = evaluate.evaluate_checkpoint(config, workdir, 'best', 'test')
+  metrics, _, directory = evaluate.evaluate_checkpoint(config, workdir, 'best', 'test')
   builder = pipeline.get_builder(config.dataset)
   lengths = [len(ex['boxes']) for ex in tfds.as_numpy(builder.as_dataset(split='test'))]
   expected = sum(lengths) if name == 'unet' else len(lengths)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -77,8 +78,14 @@ def write_report(directory: str, metrics: dict, evaluation, task_name: str,
     plots.classification_curves(probs, labels, directory, class_names, metrics)
 
 
+class Report(NamedTuple):
+  metrics: dict
+  evaluation: Any  # The task's evaluation object (per-frame / per-video rows).
+  directory: str
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
-                        split: str = '', output_dir: str = '') -> tuple[dict, str]:
+                        split: str = '', output_dir: str = '') -> Report:
   """Restores a checkpoint of ``workdir`` and writes an exact report of ``split``.
 
   Args:
@@ -89,7 +96,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
     output_dir: where to write (default ``<workdir>/eval_<split>_step<N>``).
 
   Returns:
-    (metrics, output directory).
+    The metrics, the evaluation object and the directory of the written report.
   """
   split = split or config.dataset.test_split
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
@@ -113,4 +120,4 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   write_report(output_dir, metrics, evaluation, config.input.task, class_names)
   if jax.process_index() == 0:
     plots.training_curves(workdir, output_dir)
-  return metrics, output_dir
+  return Report(metrics, evaluation, output_dir)

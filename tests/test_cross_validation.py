@@ -1,0 +1,40 @@
+"""k-fold cross-validation: folds by video, stratified, and the end-to-end run."""
+import collections
+import json
+import os
+
+import tensorflow_datasets as tfds
+
+import helpers
+from input_pipeline import pipeline
+from usvjax import cross_validation
+
+
+def test_folds_never_share_a_video_and_keep_label_ratios(data_dir):
+  config = helpers.load_config('cnn_aver', data_dir)
+  builder = pipeline.get_builder(config.dataset)
+  split = 'train+validation+test'
+  folds = pipeline.fold_assignment(builder, split, 4, seed=3)
+  labels = {ex['video_id'].decode(): int(ex['label'])
+            for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+  assert set(folds) == set(labels) and set(folds.values()) == {0, 1, 2, 3}
+  per_fold = collections.Counter((folds[v], labels[v]) for v in labels)
+  totals = collections.Counter(labels.values())
+  for fold in range(4):
+    for label, total in totals.items():
+      assert abs(per_fold[(fold, label)] - total / 4) <= 1  # Stratified.
+  assert pipeline.fold_assignment(builder, split, 4, seed=3) == folds  # Fixed by the seed.
+  assert pipeline.fold_assignment(builder, split, 4, seed=4) != folds
+
+
+def test_two_fold_cross_validation_runs_end_to_end(data_dir, tmp_path):
+  config = helpers.load_config('cnn_aver', data_dir, total_steps=2, eval_every=2,
+                               checkpoint_every=2)
+  summary = cross_validation.run(config, str(tmp_path), num_folds=2, seed=0)
+  assert [int(f['num_videos']) for f in summary['folds']] == [6, 6]  # 12 training videos.
+  assert summary['pooled']['num_videos'] == 12
+  assert {'cv_results.json', 'cv_table.md', 'roc.png', 'pr.png',
+          'confusion_matrix.png'} <= set(os.listdir(tmp_path))
+  with open(tmp_path / 'cv_results.json') as f:
+    assert json.load(f)['num_folds'] == 2
+  assert 'mean ± std' in (tmp_path / 'cv_table.md').read_text()
