@@ -67,9 +67,11 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 def _encoded_videos(builder, split: str, shard: bool) -> tf.data.Dataset:
   """The split's videos (this process's share if ``shard``), frames still PNG-encoded."""
   decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
-  if split not in builder.info.splits:
-    raise ValueError(f'split {split!r} not in dataset {builder.info.full_name}: it has '
-                     f'{sorted(builder.info.splits)}.')
+  unknown = [part for part in split.split('+')
+             if part.split('[')[0].strip() not in builder.info.splits]
+  if unknown:
+    raise ValueError(f'split {unknown[0]!r} not in dataset {builder.info.full_name}: it has '
+                     f'{sorted(builder.info.splits)} (combine them with +).')
   if shard:
     split = tfds.even_splits(split, n=jax.process_count(), drop_remainder=False)[
         jax.process_index()]

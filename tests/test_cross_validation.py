@@ -29,10 +29,10 @@ def test_folds_never_share_a_video_and_keep_label_ratios(data_dir):
 
 def test_two_fold_cross_validation_runs_end_to_end(data_dir, tmp_path):
   config = helpers.load_config('cnn_aver', data_dir, total_steps=2, eval_every=2,
-                               checkpoint_every=2)
+                               checkpoint_every=2, **{'dataset.train_split': 'train+validation'})
   summary = cross_validation.run(config, str(tmp_path), num_folds=2, seed=0)
-  assert [int(f['num_videos']) for f in summary['folds']] == [6, 6]  # 12 training videos.
-  assert summary['pooled']['num_videos'] == 12
+  assert [int(f['num_videos']) for f in summary['folds']] == [8, 8]  # 12 + 4 videos.
+  assert summary['pooled']['num_videos'] == 16
   assert {'cv_results.json', 'cv_table.md', 'roc.png', 'pr.png',
           'confusion_matrix.png'} <= set(os.listdir(tmp_path))
   with open(tmp_path / 'cv_results.json') as f:

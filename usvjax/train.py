@@ -105,7 +105,8 @@ def _say(message: str) -> None:
 
 
 def _frames_per_batch(batch: dict) -> int:
-  return int(np.prod(batch['valid'].shape)) * jax.process_count()
+  """Real (not padding) frames in the global batch, estimated from this process's share."""
+  return int(np.sum(batch['valid'])) * jax.process_count()
 
 
 def _check_finite(metrics: dict, step: int, manager) -> float:
