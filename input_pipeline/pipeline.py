@@ -220,9 +220,23 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
   return videos.map(lambda v: _sequence(v, config.input.max_frames))
 
 
+_FOLDS_CACHE: dict[tuple, dict[str, int]] = {}
+
+
 def fold_assignment(builder, split: str, num_folds: int, seed: int) -> dict[str, int]:
   """{video_id: fold} for k-fold cross-validation: folds by video (never by frame),
-  stratified by label when the dataset has labels, fixed by ``seed``."""
+  stratified by label when the dataset has labels, fixed by ``seed``.
+
+  Computed once per (dataset, split, folds, seed) and process: every training stream,
+  count and evaluation of a fold needs it, and it reads the whole split.
+  """
+  key = (str(builder.data_path), split, num_folds, seed)
+  if key not in _FOLDS_CACHE:
+    _FOLDS_CACHE[key] = _assign_folds(builder, split, num_folds, seed)
+  return _FOLDS_CACHE[key]
+
+
+def _assign_folds(builder, split: str, num_folds: int, seed: int) -> dict[str, int]:
   decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
   has_label = 'label' in builder.info.features
   ids, labels = [], []

@@ -76,4 +76,5 @@ def _write(summary, workdir, probs, labels, config) -> None:
     f.write(markdown_table(summary))
   builder = pipeline.get_builder(config.dataset)
   class_names = builder.info.features['label'].names
-  plots.classification_curves(probs, labels, workdir, class_names, summary['pooled'])
+  plots.classification_curves(probs, labels, workdir, class_names, summary['pooled'],
+                              config.task.threshold)

@@ -75,7 +75,8 @@ def write_report(directory: str, metrics: dict, evaluation, task_name: str,
     plots.overlays(evaluation.examples, directory, max_overlay_videos)
   else:
     probs, labels = evaluation.arrays()
-    plots.classification_curves(probs, labels, directory, class_names, metrics)
+    plots.classification_curves(probs, labels, directory, class_names, metrics,
+                                evaluation.threshold)
 
 
 class Report(NamedTuple):

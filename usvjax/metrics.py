@@ -103,6 +103,15 @@ def _structure_metrics(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
           'weighted_f': float(w.get_results()['wfm'])}
 
 
+def class_predictions(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+  """Predicted classes of [N, K] probabilities: p(class 1) >= threshold when K = 2, else
+  the arg-max."""
+  probs = np.asarray(probs)
+  if probs.shape[1] == 2:
+    return (probs[:, 1] >= threshold).astype(int)
+  return probs.argmax(axis=1)
+
+
 def classification_metrics(probs: np.ndarray, labels: np.ndarray,
                            threshold: float = 0.5) -> dict[str, float]:
   """Metrics of video predictions.
@@ -114,10 +123,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray,
   """
   probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
   num_classes = probs.shape[1]
-  if num_classes == 2:
-    preds = (probs[:, 1] >= threshold).astype(int)
-  else:
-    preds = probs.argmax(axis=1)
+  preds = class_predictions(probs, threshold)
   classes = list(range(num_classes))
   matrix = skm.confusion_matrix(labels, preds, labels=classes)
   specificity = []

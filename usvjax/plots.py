@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from usvjax import metrics as metrics_lib  # pylint: disable=wrong-import-position
+
 GROUND_TRUTH_RGB = (0, 255, 0)
 PREDICTION_RGB = (255, 40, 40)
 
@@ -50,7 +52,8 @@ def overlays(examples: dict[str, list[tuple]], directory: str, max_videos: int) 
 
 
 def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
-                          class_names: list[str] | None, metrics: dict) -> None:
+                          class_names: list[str] | None, metrics: dict,
+                          threshold: float = 0.5) -> None:
   """roc.png, pr.png (one-vs-rest per class when K > 2) and confusion_matrix.png."""
   num_classes = probs.shape[1]
   names = class_names or [str(k) for k in range(num_classes)]
@@ -76,9 +79,7 @@ def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
     fig.tight_layout()
     fig.savefig(os.path.join(directory, f'{kind}.png'), dpi=120)
     plt.close(fig)
-  preds = probs.argmax(1)
-  if num_classes == 2 and 'threshold' in metrics:
-    preds = (probs[:, 1] >= metrics['threshold']).astype(int)
+  preds = metrics_lib.class_predictions(probs, threshold)
   matrix = skm.confusion_matrix(labels, preds, labels=list(range(num_classes)), normalize='true')
   skm.ConfusionMatrixDisplay(np.nan_to_num(matrix), display_labels=names).plot(
       cmap='Blues', values_format='.2f')
