@@ -32,7 +32,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.input = ml_collections.ConfigDict(dict(
       task=task, image_size=128, channels=1, batch_size=8, eval_batch_size=8,
       clip_length=3,  # Segmentation: the target frame and its clip_length - 1 predecessors.
-      max_frames=16, length_buckets=(4, 8, 16),  # Classification sequences.
+      # Classification sequences: max_frames sampled uniformly, 'up_to' (all frames of a
+      # shorter video) or 'exact' (frames of a shorter video repeat).
+      max_frames=16, length_buckets=(4, 8, 16), sampling='up_to',
       shuffle_buffer=512, video_shuffle_buffer=64, heatmap_sigma=0.0))
   c.input.augment = ml_collections.ConfigDict(dict(
       flip=True, crop_scale=0.8, brightness=0.1, contrast=0.1, speckle_prob=0.0,

@@ -6,10 +6,15 @@ of a video the missing previous frames are the first frame repeated (t-1 -> max(
 so every frame of every video is a target exactly once. ``masks[T, H, W, 1]`` and
 ``boxes[T, 4]`` come with every clip frame.
 
-Classification examples are **sequences**: up to ``max_frames`` frames sampled uniformly
-over the whole video (all frames if it is shorter), padded to the smallest length bucket
-that holds the batch's longest sequence, with ``valid[B, T]`` marking real frames. A
-step function therefore compiles at most once per bucket.
+Classification examples are **sequences** of ``frames`` (or of cached per-frame
+``features`` [n, D], see ``usvjax.feature_cache``) sampled uniformly over the whole video:
+frame i of n sampled from a video of N frames is the one at the centre of the i-th of n
+equal segments, floor((i + 1/2) N / n), so one frame is the middle frame and the ends,
+where the lesion is often out of view, are never favoured. ``input.sampling`` 'up_to'
+takes n = min(N, max_frames) (all frames of a short video); 'exact' takes n = max_frames
+(frames of a shorter video repeat: Cui et al.'s equal-frame datasets). Sequences are
+padded to the smallest length bucket that holds the batch's longest one, with
+``valid[B, T]`` marking real frames, so a step function compiles at most once per bucket.
 
 Training streams are infinite, shuffled with the run seed, and augmented with stateless
 randomness keyed by the example's position in the stream. Every process walks the same
@@ -78,8 +83,14 @@ def _encoded_videos(builder, split: str, shard: bool) -> tf.data.Dataset:
   return builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
 
 
+def _sequence_key(builder) -> str:
+  """What a classification sequence is made of: cached 'features' if the dataset has them."""
+  return 'features' if 'features' in builder.info.features else 'frames'
+
+
 def _check_features(builder, task: str) -> None:
-  needed = {'segmentation': ('frames', 'masks'), 'classification': ('frames', 'label')}[task]
+  needed = {'segmentation': ('frames', 'masks'),
+            'classification': (_sequence_key(builder), 'label')}[task]
   missing = [k for k in needed if k not in builder.info.features]
   if missing:
     raise ValueError(f'dataset {builder.info.full_name} has no {missing}: a {task} config '
@@ -97,12 +108,20 @@ def _clips(video: dict, clip_length: int) -> tf.data.Dataset:
   return tf.data.Dataset.from_tensor_slices(clips)
 
 
-def _sequence(video: dict, max_frames: int) -> dict:
-  """Up to ``max_frames`` frames sampled uniformly over the video (indices rounded)."""
-  num = tf.shape(video['frames'])[0]
-  count = tf.minimum(num, max_frames)
-  index = tf.cast(tf.round(tf.linspace(0.0, tf.cast(num - 1, tf.float32), count)), tf.int32)
-  return {'frames': tf.gather(video['frames'], index), 'label': video['label'],
+SAMPLINGS = ('up_to', 'exact')
+
+
+def uniform_indices(num: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+  """int32 [count]: the centre frame of each of ``count`` equal segments of ``num`` frames."""
+  centres = (tf.range(count, dtype=tf.float64) + 0.5) * tf.cast(num, tf.float64)
+  return tf.cast(tf.math.floor(centres / tf.cast(count, tf.float64)), tf.int32)
+
+
+def _sequence(video: dict, key: str, max_frames: int, sampling: str) -> dict:
+  """``max_frames`` frames (``sampling`` 'exact') or up to that many ('up_to') of ``key``."""
+  num = tf.shape(video[key])[0]
+  count = max_frames if sampling == 'exact' else tf.minimum(num, max_frames)
+  return {key: tf.gather(video[key], uniform_indices(num, count)), 'label': video['label'],
           'video_id': video['video_id']}
 
 
@@ -167,10 +186,15 @@ class _Preprocessor:
     self.input = config.input
     self.train = train
     self.seed = config.seed
-    self.channels_stored = builder.info.features['frames'].shape[-1]
+    self.key = _sequence_key(builder)
+    if self.key == 'frames':
+      self.channels_stored = builder.info.features['frames'].shape[-1]
 
   def __call__(self, position: tf.Tensor, item: dict) -> dict:
     cfg = self.input
+    if self.key == 'features':  # Cached CNN features: nothing to decode or augment.
+      out = {'features': item['features'], 'label': item['label']}
+      return self._finish(out, item)
     out = {'frames': _frames_to_model(_decode(item['frames'], self.channels_stored),
                                       cfg.image_size, cfg.channels)}
     if 'masks' in item:
@@ -184,10 +208,12 @@ class _Preprocessor:
     for key in ('label', 'frame_index'):
       if key in item:
         out[key] = item[key]
+    return self._finish(out, item)
+
+  def _finish(self, out: dict, item: dict) -> dict:
     if not self.train:
       out['video_key'] = encode_key(item['video_id'])
-    num = tf.shape(out['frames'])[0]
-    out['valid'] = tf.ones([num], tf.bool)
+    out['valid'] = tf.ones([tf.shape(out[self.key])[0]], tf.bool)
     return out
 
 
@@ -214,10 +240,14 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
     videos = videos.repeat().shuffle(config.input.video_shuffle_buffer, seed=config.seed)
   if task == 'segmentation':
     return videos.flat_map(lambda v: _clips(v, config.input.clip_length))
-  if max(config.input.length_buckets) < config.input.max_frames:
-    raise ValueError(f'config.input.length_buckets {list(config.input.length_buckets)} must '
-                     f'include a bucket >= config.input.max_frames={config.input.max_frames}.')
-  return videos.map(lambda v: _sequence(v, config.input.max_frames))
+  cfg = config.input
+  if max(cfg.length_buckets) < cfg.max_frames:
+    raise ValueError(f'config.input.length_buckets {list(cfg.length_buckets)} must '
+                     f'include a bucket >= config.input.max_frames={cfg.max_frames}.')
+  if cfg.sampling not in SAMPLINGS:
+    raise ValueError(f'config.input.sampling={cfg.sampling!r}: use one of {SAMPLINGS}.')
+  key = _sequence_key(builder)
+  return videos.map(lambda v: _sequence(v, key, cfg.max_frames, cfg.sampling))
 
 
 _FOLDS_CACHE: dict[tuple, dict[str, int]] = {}
@@ -270,7 +300,7 @@ def _pad_to_bucket(batch: dict, buckets: list[int]) -> dict:
   length = tf.shape(batch['valid'])[1]
   bucket = tf.reduce_min(tf.boolean_mask(buckets, tf.constant(buckets) >= length))
   out = dict(batch)
-  for key in ('frames', 'valid'):
+  for key in ({'frames', 'features', 'valid'} & set(batch)):
     pad = [[0, 0], [0, bucket - length]] + [[0, 0]] * (len(batch[key].shape) - 2)
     out[key] = tf.pad(batch[key], pad)
   return out

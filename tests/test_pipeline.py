@@ -108,6 +108,16 @@ def test_classification_eval_is_exact_and_padded_to_buckets(data_dir, builder):
   assert videos == {v: min(n, config.input.max_frames) for v, n in lengths.items()}
 
 
+@pytest.mark.parametrize('num,count,expected', [
+    (9, 1, [4]),  # One frame: the middle one (Key_Frame).
+    (5, 5, [0, 1, 2, 3, 4]),  # All frames.
+    (10, 4, [1, 3, 6, 8]),  # Segment centres: the ends are not favoured.
+    (3, 6, [0, 0, 1, 1, 2, 2]),  # 'exact' sampling of a short video repeats frames.
+])
+def test_uniform_sampling_takes_segment_centres(num, count, expected):
+  assert pipeline.uniform_indices(num, count).numpy().tolist() == expected
+
+
 def test_train_step_compiles_once_per_bucket(data_dir, builder):
   config = helpers.load_config('cnn_aver', data_dir, **{
       'input.max_frames': 8, 'input.length_buckets': (4, 6, 8), 'input.batch_size': 1})

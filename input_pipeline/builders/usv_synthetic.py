@@ -1,7 +1,9 @@
 """TFDS builder ``usv_synthetic``: videos from the B-mode simulator (the embedded default).
 
 Configs differ in frame size, video length and the number of videos per split:
-``tiny`` (64x64, for tests), ``small`` (128x128, the README demo), ``paper`` (352x352).
+``tiny`` (64x64, for tests), ``small`` (128x128, the README demo), ``paper`` (352x352),
+``variable`` (64x64 videos of 1 to 30 frames, the lengths of Cui et al.'s variable-frame
+dataset).
 Any :class:`SyntheticConfig` can be passed as ``config=`` for other sizes. Splits use
 disjoint simulator seeds, so no video appears in two splits.
 """
@@ -39,6 +41,8 @@ class UsvSynthetic(tfds.core.GeneratorBasedBuilder):
       SyntheticConfig(name='small'),
       SyntheticConfig(name='paper', height=352, width=352, min_frames=10, max_frames=30,
                       num_videos=(('train', 160), ('validation', 20), ('test', 40))),
+      SyntheticConfig(name='variable', height=64, width=64, min_frames=1, max_frames=30,
+                      num_videos=(('train', 60), ('validation', 12), ('test', 24))),
   ]
   DEFAULT_CONFIG_NAME = 'small'
 
