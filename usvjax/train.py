@@ -62,8 +62,8 @@ def make_train_step(model, task, tx: optax.GradientTransformation, seed: int):
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
-    return new_state, dict(aux, loss=loss, grad_norm=optax.global_norm(grads),
-                           param_norm=optax.global_norm(params))
+    return new_state, dict(aux, loss=loss, grad_norm=optax.tree.norm(grads),
+                           param_norm=optax.tree.norm(params))
   return train_step
 
 
@@ -98,7 +98,7 @@ class Writer:
       self.jsonl.close()
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
   """A line for the person running the job (process 0 only)."""
   if jax.process_index() == 0:
     tqdm.write(message)
@@ -147,11 +147,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state = state_lib.init_state(model, tx, parallel.global_batch(first, mesh), config.seed, mesh)
   if start_step:
     state = checkpoint.restore(manager, start_step, state)
-    _say(f'resumed from step {start_step} ({manager.directory})')
+    say(f'resumed from step {start_step} ({manager.directory})')
   elif config.init.checkpoint:
     state = state_lib.load_pretrained(state, config.init.checkpoint, config.init.target)
     state = jax.device_put(state, parallel.replicated(mesh))
-    _say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
+    say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
   step_fn = jit_train_step(make_train_step(model, task, tx, config.seed), mesh)
   writer = Writer(workdir)
   evaluator = functools.partial(evaluate.evaluate_split, evaluate.make_eval_step(model, task),
@@ -180,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if evaluated:
         eval_metrics, _ = evaluator(state.variables())
         writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
-        _say(f'step {step} validation: ' + ', '.join(
+        say(f'step {step} validation: ' + ', '.join(
             f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(('mean_dice', 'pooled_dice', 'accuracy', 'auc'))))
       if evaluated or step % config.checkpoint_every == 0:
         checkpoint.save(manager, step, state, eval_metrics if evaluated else None)

@@ -1,12 +1,22 @@
-"""Frame CNN with probability averaging: the "CNN_Aver" baseline of Cui et al. (Table 3).
+"""Frame CNN of Cui et al. (Sec. 3.2) and its video rules CNN_Aver and CNN_Vote (Table 3).
 
-A 2-D CNN classifies every frame of a sequence independently; the video's class
-probabilities are the mean of the per-frame softmax probabilities over its real frames
-(``valid``), p_video = sum_t valid_t softmax(f(x_t)) / sum_t valid_t. Padded frames are
-computed (their shapes are static) but never contribute.
+A 2-D CNN classifies every frame of a sequence independently: backbone features (the
+512-d average-pooled ResNet-18 output in the paper, returned as ``features`` for the
+feature cache), then fully-connected layers of widths ``head`` with ReLU, then a linear
+layer to the K classes (the paper's "three fully-connected layers" down to 2 classes is
+``head=(256, 128)``; it does not give the widths, so halving steps are our choice).
+Per-frame logits become the video's class probabilities by ``aggregation``:
 
-Input ``frames`` [B, T, H, W, C], ``valid`` [B, T] bool. Outputs ``frame_logits``
-[B, T, K] and ``logits`` [B, K] = log p_video (so softmax(logits) = p_video).
+* 'average' (CNN_Aver): p_video = sum_t valid_t softmax(f(x_t)) / sum_t valid_t.
+* 'vote' (CNN_Vote): the fraction of real frames whose arg-max is each class,
+  p_video[k] = sum_t valid_t [argmax f(x_t) = k] / sum_t valid_t; the predicted class is
+  the arg-max of the votes (a tie goes to the lower class index, benign).
+
+Padded frames are computed (their shapes are static) but never contribute. Training uses
+the per-frame loss (``config.task.frame_loss``), so the rule only matters at evaluation.
+
+Input ``frames`` [B, T, H, W, C], ``valid`` [B, T] bool. Outputs ``features`` [B, T, D],
+``frame_logits`` [B, T, K] and ``logits`` [B, K] = log p_video (softmax(logits) = p_video).
 """
 from __future__ import annotations
 
@@ -58,6 +68,15 @@ def average_frame_probabilities(frame_logits: jnp.ndarray, valid: jnp.ndarray) -
   return jnp.log(jnp.maximum(probs, 1e-12))
 
 
+def frame_votes(frame_logits: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+  """log of each class's share of the valid frames' arg-max votes: [B, T, K] -> [B, K]."""
+  votes = jax.nn.one_hot(jnp.argmax(frame_logits, -1), frame_logits.shape[-1])
+  return jnp.log(jnp.maximum(masked_mean(votes, valid), 1e-12))
+
+
+AGGREGATIONS = {'average': average_frame_probabilities, 'vote': frame_votes}
+
+
 class VideoClassifierBase(nn.Module):
   """Fields of the video classifiers that encode frames with a ``FrameEncoder``."""
   num_classes: int = 2
@@ -75,11 +94,19 @@ class VideoClassifierBase(nn.Module):
 
 
 class FrameClassifier(VideoClassifierBase):
-  """Frame CNN (see ``FrameEncoder``) + a linear classifier per frame, probabilities averaged."""
+  """Frame CNN (see ``FrameEncoder``), an MLP head per frame, and a video rule."""
+  head: tuple[int, ...] = ()
+  aggregation: str = 'average'
 
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
+    if self.aggregation not in AGGREGATIONS:
+      raise ValueError(f'config.model.aggregation={self.aggregation!r}: use one of '
+                       f'{sorted(AGGREGATIONS)}.')
     features = self.frame_features(batch, train)
-    frame_logits = nn.Dense(self.num_classes)(features)
-    return {'frame_logits': frame_logits,
-            'logits': average_frame_probabilities(frame_logits, batch['valid'])}
+    x = features
+    for i, width in enumerate(self.head):
+      x = nn.relu(nn.Dense(width, name=f'head_{i}')(x))
+    frame_logits = nn.Dense(self.num_classes, name='classifier')(x)
+    return {'features': features, 'frame_logits': frame_logits,
+            'logits': AGGREGATIONS[self.aggregation](frame_logits, batch['valid'])}
