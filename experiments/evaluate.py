@@ -4,7 +4,9 @@ r"""Evaluates a checkpoint exactly on a split and writes a report.
       [--checkpoint=best|latest|STEP] [--split=test] [--output_dir=DIR]
 
 Writes metrics.json, per_video.csv and pictures (segmentation overlays; ROC, PR and a
-confusion matrix for classification; training curves) and prints where.
+confusion matrix for classification; training curves) and prints where. A two-stage run
+(configs/cnn_lstm.py) gets one report per row (CNN_Vote, CNN_Aver, Key_Frame, equal- and
+variable-frame CNN-LSTM) in OUTPUT_DIR/<row> and a comparison table.
 """
 import json
 
@@ -14,6 +16,8 @@ from ml_collections import config_flags
 
 from experiments import common
 from usvjax import evaluate
+from usvjax import tables
+from usvjax import two_stage
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of the run.',
                                          lock_config=True)
@@ -28,6 +32,12 @@ def main(argv):
   del argv
   common.start_processes()
   try:
+    if two_stage.is_two_stage(CONFIG.value):
+      reports = two_stage.evaluate(CONFIG.value, WORKDIR.value, SPLIT.value, CHECKPOINT.value,
+                                   OUTPUT_DIR.value)
+      print(tables.metrics_table({row: r.metrics for row, r in reports.items()}))
+      print(f'reports written to {", ".join(r.directory for r in reports.values())}')
+      return
     report = evaluate.evaluate_checkpoint(CONFIG.value, WORKDIR.value, CHECKPOINT.value,
                                           SPLIT.value, OUTPUT_DIR.value)
   except common.USER_ERRORS as e:

@@ -3,6 +3,9 @@ r"""Trains a model from a config, resuming if the workdir holds checkpoints.
   python -m experiments.train --config=configs/unet.py:demo --workdir=runs/unet \
       [--config.optimizer.lr=3e-4 ...]
 
+A two-stage config (configs/cnn_lstm.py) trains its frame CNN, caches its features and
+trains the LSTMs on them, each stage in a sub-directory of the workdir.
+
 Multi-host: start one process per host with --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I (or set USVJAX_DISTRIBUTED=auto, or run under SLURM).
 """
@@ -12,6 +15,7 @@ from ml_collections import config_flags
 
 from experiments import common
 from usvjax import train
+from usvjax import two_stage
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file and variant.',
                                          lock_config=True)
@@ -23,7 +27,10 @@ def main(argv):
   del argv
   common.start_processes()
   try:
-    _, metrics = train.train_and_evaluate(CONFIG.value, WORKDIR.value)
+    if two_stage.is_two_stage(CONFIG.value):
+      metrics = two_stage.train_and_evaluate(CONFIG.value, WORKDIR.value)
+    else:
+      _, metrics = train.train_and_evaluate(CONFIG.value, WORKDIR.value)
   except common.USER_ERRORS as e:
     common.fail(e)
   print(f'validation: {metrics}')

@@ -1,7 +1,18 @@
-"""The variable-frame CNN-LSTM: padding never changes a real step or the prediction."""
+"""The variable-frame CNN-LSTM: padding never changes a real step or the prediction; the
+frame CNN's video rules; the two-stage run with its feature cache and cross-validation."""
+import csv
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tensorflow_datasets as tfds
+
+import helpers
+from input_pipeline import pipeline
+from usvjax import cross_validation
+from usvjax import two_stage
 
 from usvjax.models import cnn_lstm
 from usvjax.models import frame_classifier
@@ -38,10 +49,70 @@ def test_video_probability_is_the_mean_of_the_real_frames_only():
   np.testing.assert_allclose(probs[0], (p + p[::-1]) / 2, rtol=1e-6)
 
 
-def test_tiny_config_trains_and_evaluates(data_dir, tmp_path):
-  import helpers  # pylint: disable=g-import-not-at-top
-  from usvjax import train  # pylint: disable=g-import-not-at-top
-  config = helpers.load_config('cnn_lstm', data_dir)
-  state, metrics = train.train_and_evaluate(config, str(tmp_path))
-  assert int(state.step) == config.total_steps
-  assert metrics['num_videos'] == 4 and 0.0 <= metrics['accuracy'] <= 1.0
+def test_votes_count_real_frames_and_ties_go_to_the_first_class():
+  frame_logits = jnp.array([[[0.0, 1.0], [0.0, 2.0], [3.0, 0.0], [9.0, 0.0]],
+                            [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])
+  valid = jnp.array([[True, True, True, False], [True, True, False, False]])
+  votes = jnp.exp(frame_classifier.frame_votes(frame_logits, valid))
+  np.testing.assert_allclose(votes, [[1 / 3, 2 / 3], [0.5, 0.5]], rtol=1e-6)
+  assert jnp.argmax(votes, -1).tolist() == [1, 0]
+
+
+def test_paper_frame_cnn_is_resnet18_then_three_fully_connected_layers():
+  config = helpers.load_config('cnn_lstm', '')
+  config = two_stage.frame_cnn_config(config)
+  config.model.update(backbone='resnet18', head=(256, 128))
+  model = frame_classifier.FrameClassifier(**{k: v for k, v in config.model.items()
+                                              if k != 'name'})
+  batch = {'frames': jnp.zeros((1, 2, 224, 224, 3)), 'valid': jnp.ones((1, 2), bool)}
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
+  dense = {name: variables['params'][name]['kernel'].shape
+           for name in ('head_0', 'head_1', 'classifier')}
+  assert dense == {'head_0': (512, 256), 'head_1': (256, 128), 'classifier': (128, 2)}
+  out = jax.eval_shape(lambda v: model.apply(v, batch, train=False), variables)
+  assert out['features'].shape == (1, 2, 512) and out['logits'].shape == (1, 2)
+
+
+def _source_lengths(data_dir, split):
+  builder = tfds.builder('usv_synthetic/variable', data_dir=data_dir)
+  return {ex['video_id'].decode(): (len(ex['frames']), int(ex['label']))
+          for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+
+
+def test_two_stage_cross_validation_end_to_end(data_dir, tmp_path):
+  config = helpers.load_config('cnn_lstm', data_dir, total_steps=2, eval_every=2,
+                               checkpoint_every=2,
+                               **{'dataset.train_split': 'train+validation',
+                                  'frame_cnn.total_steps': 2, 'frame_cnn.eval_every': 2,
+                                  'frame_cnn.checkpoint_every': 2})
+  summary = cross_validation.run(config, str(tmp_path), num_folds=2, seed=0)
+  assert list(summary['methods']) == list(two_stage.ROWS)
+  for result in summary['methods'].values():
+    assert [int(f['num_videos']) for f in result['folds']] == [36, 36]  # 60 + 12 videos.
+  # The held-out folds partition the videos; every row scores the same ones.
+  held_out = []
+  for fold in range(2):
+    ids = {}
+    for row in two_stage.ROWS:
+      with open(tmp_path / f'fold_{fold}' / 'held_out' / row / 'per_video.csv') as f:
+        ids[row] = {r['video_id']: int(r['num_frames']) for r in csv.DictReader(f)}
+    assert all(set(v) == set(ids['cnn_aver']) for v in ids.values())
+    assert set(ids['key_frame'].values()) == {1}
+    assert set(ids['equal_frame_lstm'].values()) == {config.equal_frames}
+    held_out.append(ids['variable_frame_lstm'])
+  source = {**_source_lengths(data_dir, 'train'), **_source_lengths(data_dir, 'validation')}
+  assert not set(held_out[0]) & set(held_out[1])
+  assert {**held_out[0], **held_out[1]} == {v: n for v, (n, _) in source.items()}
+  # The cache of fold 0: every video of every split, its length and label, from the frame
+  # CNN's final checkpoint.
+  cache_dir = tmp_path / 'fold_0' / 'features'
+  info = json.loads((cache_dir / 'cache.json').read_text())
+  assert info['source']['step'] == 2 and info['dim'] == 16
+  cache = tfds.builder('usv_features', data_dir=str(cache_dir))
+  cached = {ex['video_id'].decode(): (len(ex['features']), int(ex['label']))
+            for ex in tfds.as_numpy(cache.as_dataset(split='train'))}
+  assert cached == _source_lengths(data_dir, 'train')
+  assert {'cv_results.json', 'cv_table.md'} <= set(os.listdir(tmp_path))
+  assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= set(
+      os.listdir(tmp_path / 'variable_frame_lstm'))
+  assert 'key_frame' in (tmp_path / 'cv_table.md').read_text()

@@ -31,10 +31,11 @@ def test_two_fold_cross_validation_runs_end_to_end(data_dir, tmp_path):
   config = helpers.load_config('cnn_aver', data_dir, total_steps=2, eval_every=2,
                                checkpoint_every=2, **{'dataset.train_split': 'train+validation'})
   summary = cross_validation.run(config, str(tmp_path), num_folds=2, seed=0)
-  assert [int(f['num_videos']) for f in summary['folds']] == [8, 8]  # 12 + 4 videos.
-  assert summary['pooled']['num_videos'] == 16
-  assert {'cv_results.json', 'cv_table.md', 'roc.png', 'pr.png',
-          'confusion_matrix.png'} <= set(os.listdir(tmp_path))
+  result = summary['methods']['cnn_aver']
+  assert [int(f['num_videos']) for f in result['folds']] == [8, 8]  # 12 + 4 videos.
+  assert result['pooled']['num_videos'] == 16 and len(summary['fold_seconds']) == 2
+  assert {'cv_results.json', 'cv_table.md'} <= set(os.listdir(tmp_path))
+  assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= set(os.listdir(tmp_path / 'cnn_aver'))
   with open(tmp_path / 'cv_results.json') as f:
     assert json.load(f)['num_folds'] == 2
   assert 'mean ± std' in (tmp_path / 'cv_table.md').read_text()

@@ -5,16 +5,21 @@ Folds come from ``input_pipeline.pipeline.fold_assignment`` over ``config.datase
 fixed by the seed. For fold i the model trains on the other folds and its final checkpoint
 is evaluated on fold i (periodic validation during training also reports fold i, for the
 curves; picking the best checkpoint on it would leak the held-out fold, so it is not used).
-Runs live in ``<workdir>/fold_<i>`` and resume like any run, so an interrupted
-cross-validation continues where it stopped.
+A two-stage config (``usvjax.two_stage``) trains its frame CNN, feature cache and LSTMs per
+fold, so no feature comes from a CNN that saw the held-out videos, and scores every row
+of ``two_stage.ROWS``; any other config is one row named after its model. Runs live in
+``<workdir>/fold_<i>`` and resume like any run, so an interrupted cross-validation
+continues where it stopped.
 
-Writes ``cv_results.json`` (per fold and mean ± sample std), ``cv_table.md``, and ROC, PR
-and normalised confusion-matrix PNGs of all folds' held-out predictions pooled.
+Writes ``cv_results.json`` (per row: per fold, mean ± sample std, pooled), ``cv_table.md``,
+and per row ``<workdir>/<row>/`` ROC, PR and normalised confusion-matrix PNGs of all folds'
+held-out predictions pooled.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import jax
 import ml_collections
@@ -24,57 +29,89 @@ from input_pipeline import pipeline
 from usvjax import evaluate
 from usvjax import metrics as metrics_lib
 from usvjax import plots
+from usvjax import tables
 from usvjax import train
+from usvjax import two_stage
 
-KEYS = ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1', 'auc', 'ap')
+KEYS = tables.CLASSIFICATION_KEYS
+
+
+def _fold_reports(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
+  """Trains one fold and scores its final checkpoint(s) on the held-out videos."""
+  held_out = os.path.join(fold_dir, 'held_out')
+  if two_stage.is_two_stage(config):
+    two_stage.train_and_evaluate(config, fold_dir, which='latest')
+    return two_stage.evaluate(config, fold_dir, config.dataset.train_split, 'latest', held_out)
+  train.train_and_evaluate(config, fold_dir)
+  return {config.model.name: evaluate.evaluate_checkpoint(
+      config, fold_dir, 'latest', config.dataset.train_split, held_out)}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
         seed: int = 0) -> dict:
-  """Trains and evaluates every fold; returns {'folds': [...], 'mean': ..., 'std': ...}."""
+  """Trains and evaluates every fold.
+
+  Returns:
+    {'methods': {row: {'folds': [...], 'mean', 'std', 'pooled'}}, 'num_folds', 'seed',
+    'fold_seconds': [...]} (a resumed fold's time counts only what this call did).
+  """
   if config.input.task != 'classification':
     raise ValueError('cross-validation is for classification configs '
                      f'(config.input.task={config.input.task!r}).')
-  folds, probs, labels = [], [], []
+  rows: dict[str, list] = {}
+  seconds = []
   for index in range(num_folds):
+    start = time.perf_counter()
     fold_config = config.copy_and_resolve_references()
     fold_config.dataset.folds.update(num=num_folds, index=index, seed=seed)
-    fold_dir = os.path.join(workdir, f'fold_{index}')
-    train.train_and_evaluate(fold_config, fold_dir)
-    report = evaluate.evaluate_checkpoint(fold_config, fold_dir, 'latest',
-                                          config.dataset.train_split,
-                                          os.path.join(fold_dir, 'held_out'))
-    folds.append({k: report.metrics[k] for k in KEYS + ('num_videos',)})
-    fold_probs, fold_labels = report.evaluation.arrays()
-    probs.append(fold_probs)
-    labels.append(fold_labels)
-  table = np.array([[fold[k] for k in KEYS] for fold in folds])
-  summary = {'folds': folds, 'num_folds': num_folds, 'seed': seed,
-             'mean': dict(zip(KEYS, np.nanmean(table, axis=0).tolist())),
-             'std': dict(zip(KEYS, np.nanstd(table, axis=0, ddof=1).tolist())),
-             'pooled': metrics_lib.classification_metrics(
-                 np.concatenate(probs), np.concatenate(labels), config.task.threshold)}
+    for row, report in _fold_reports(fold_config, os.path.join(workdir, f'fold_{index}')).items():
+      rows.setdefault(row, []).append(report)
+    seconds.append(time.perf_counter() - start)
+    train.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')
+  summary = {'num_folds': num_folds, 'seed': seed, 'fold_seconds': seconds,
+             'methods': {row: _summarise(reports, config.task.threshold)
+                         for row, reports in rows.items()}}
   if jax.process_index() == 0:
-    _write(summary, workdir, np.concatenate(probs), np.concatenate(labels), config)
+    _write(summary, workdir, rows, config)
   return summary
 
 
+def _pooled(reports: list[evaluate.Report]) -> tuple[np.ndarray, np.ndarray]:
+  arrays = [report.evaluation.arrays() for report in reports]
+  return np.concatenate([p for p, _ in arrays]), np.concatenate([l for _, l in arrays])
+
+
+def _summarise(reports: list[evaluate.Report], threshold: float) -> dict:
+  folds = [{k: report.metrics[k] for k in KEYS + ('num_videos',)} for report in reports]
+  table = np.array([[fold[k] for k in KEYS] for fold in folds])
+  return {'folds': folds,
+          'mean': dict(zip(KEYS, np.nanmean(table, axis=0).tolist())),
+          'std': dict(zip(KEYS, np.nanstd(table, axis=0, ddof=1).tolist())),
+          'pooled': metrics_lib.classification_metrics(*_pooled(reports), threshold)}
+
+
+def _mean_std(result: dict, key: str) -> str:
+  return f'{result["mean"][key]:.3f} ± {result["std"][key]:.3f}'
+
+
 def markdown_table(summary: dict) -> str:
-  header = '| fold | videos | ' + ' | '.join(KEYS) + ' |\n|' + '---|' * (len(KEYS) + 2) + '\n'
-  rows = [f'| {i} | {int(f["num_videos"])} | ' + ' | '.join(f'{f[k]:.3f}' for k in KEYS) + ' |'
-          for i, f in enumerate(summary['folds'])]
-  rows.append('| mean ± std | | ' + ' | '.join(
-      f'{summary["mean"][k]:.3f} ± {summary["std"][k]:.3f}' for k in KEYS) + ' |')
-  return header + '\n'.join(rows) + '\n'
+  """A comparison of the rows (mean ± std over folds), then each row's folds."""
+  methods = summary['methods']
+  text = tables.markdown({row: [_mean_std(result, k) for k in KEYS]
+                          for row, result in methods.items()}, KEYS, 'method (mean ± std)')
+  for row, result in methods.items():
+    folds = {f'{i} ({int(f["num_videos"])} videos)': f for i, f in enumerate(result['folds'])}
+    text += f'\n{row}\n\n' + tables.metrics_table(folds, KEYS, 'fold')
+  return text
 
 
-def _write(summary, workdir, probs, labels, config) -> None:
+def _write(summary: dict, workdir: str, rows: dict, config) -> None:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'cv_results.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   with open(os.path.join(workdir, 'cv_table.md'), 'w') as f:
     f.write(markdown_table(summary))
-  builder = pipeline.get_builder(config.dataset)
-  class_names = builder.info.features['label'].names
-  plots.classification_curves(probs, labels, workdir, class_names, summary['pooled'],
-                              config.task.threshold)
+  class_names = pipeline.get_builder(config.dataset).info.features['label'].names
+  for row, reports in rows.items():
+    plots.classification_curves(*_pooled(reports), os.path.join(workdir, row), class_names,
+                                summary['methods'][row]['pooled'], config.task.threshold)

@@ -85,6 +85,20 @@ class Report(NamedTuple):
   directory: str
 
 
+def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str, model,
+                      builder, split: str, mesh: jax.sharding.Mesh) -> tuple[dict, int]:
+  """The variables of checkpoint ``which`` ('best', 'latest' or a step) of ``workdir``,
+  replicated over ``mesh``, and its step. A batch of ``split`` gives the input shapes."""
+  manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
+                                      config.best_mode, read_only=True)
+  step = checkpoint.resolve_step(manager, which)
+  batches, _ = pipeline.eval_batches(config, builder, split)
+  sample = parallel.global_batch(next(batches), mesh)
+  target = state_lib.init_state(model, optim.create_optimizer(config), sample, config.seed,
+                                mesh)
+  return checkpoint.restore(manager, step, target).variables(), step
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
                         split: str = '', output_dir: str = '') -> Report:
   """Restores a checkpoint of ``workdir`` and writes an exact report of ``split``.
@@ -100,19 +114,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
     The metrics, the evaluation object and the directory of the written report.
   """
   split = split or config.dataset.test_split
-  manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
-                                      config.best_mode, read_only=True)
-  step = checkpoint.resolve_step(manager, which)
   mesh = parallel.create_mesh()
   builder = pipeline.get_builder(config.dataset)
   model, task = models.create_model(config.model), tasks.create_task(config)
-  batches, _ = pipeline.eval_batches(config, builder, split)
-  sample = parallel.global_batch(next(batches), mesh)
-  target = state_lib.init_state(model, optim.create_optimizer(config), sample, config.seed,
-                                mesh)
-  restored = checkpoint.restore(manager, step, target)
+  variables, step = restore_variables(config, workdir, which, model, builder, split, mesh)
   metrics, evaluation = evaluate_split(make_eval_step(model, task), task, config, builder,
-                                       split, mesh, restored.variables())
+                                       split, mesh, variables)
   metrics = dict(metrics, step=step, split=split, checkpoint=which)
   output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')
   class_names = None

@@ -55,6 +55,7 @@ def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
                           class_names: list[str] | None, metrics: dict,
                           threshold: float = 0.5) -> None:
   """roc.png, pr.png (one-vs-rest per class when K > 2) and confusion_matrix.png."""
+  os.makedirs(directory, exist_ok=True)
   num_classes = probs.shape[1]
   names = class_names or [str(k) for k in range(num_classes)]
   positives = [1] if num_classes == 2 else list(range(num_classes))

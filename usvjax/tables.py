@@ -1,0 +1,21 @@
+"""Markdown tables of metrics: one row per method (or fold), one column per metric."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+CLASSIFICATION_KEYS = ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1', 'auc',
+                       'ap')
+
+
+def markdown(rows: dict[str, Sequence[str]], columns: Sequence[str], first: str) -> str:
+  """A markdown table: header ``first | columns``, then ``name | cells`` per row."""
+  lines = [f'| {first} | ' + ' | '.join(columns) + ' |', '|' + '---|' * (len(columns) + 1)]
+  lines += [f'| {name} | ' + ' | '.join(cells) + ' |' for name, cells in rows.items()]
+  return '\n'.join(lines) + '\n'
+
+
+def metrics_table(rows: dict[str, dict[str, float]],
+                  keys: Sequence[str] = CLASSIFICATION_KEYS, first: str = 'method') -> str:
+  """``markdown`` of {name: metrics}, values to 3 decimals."""
+  return markdown({name: [f'{m[k]:.3f}' for k in keys] for name, m in rows.items()}, keys,
+                  first)
