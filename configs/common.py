@@ -45,7 +45,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   # model's sub-module ``init.target`` ('/'-separated path) before training starts.
   c.init = ml_collections.ConfigDict(dict(checkpoint='', target='encoder/backbone'))
   if task == 'segmentation':
-    c.task = ml_collections.ConfigDict(dict(bce_weight=1.0, dice_weight=1.0, threshold=0.5))
+    c.task = ml_collections.ConfigDict(dict(
+        bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, heatmap_weight=0.0,
+        contrastive_weight=0.0, contrastive_margin=1e-3, threshold=0.5))
   else:
     c.task = ml_collections.ConfigDict(dict(frame_loss=False, threshold=0.5))
 
@@ -57,11 +59,12 @@ def base_config(task: str) -> ml_collections.ConfigDict:
 
 
 def finalize(config: ml_collections.ConfigDict, arg: str | None, variants: dict) -> ml_collections.ConfigDict:
-  """Applies the variant named by ``arg`` (default: the first) and locks the config."""
-  name = arg or next(iter(variants))
-  if name not in variants:
-    raise ValueError(f'unknown config variant {name!r}; choose one of {sorted(variants)}.')
-  variants[name](config)
+  """Applies the variants named by ``arg`` (comma-separated, in order; default: the first
+  one) and locks the config."""
+  for name in (arg or next(iter(variants))).split(','):
+    if name not in variants:
+      raise ValueError(f'unknown config variant {name!r}; choose from {sorted(variants)}.')
+    variants[name](config)
   config.lock()
   return config
 

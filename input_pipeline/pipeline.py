@@ -213,6 +213,9 @@ class _Preprocessor:
   def _finish(self, out: dict, item: dict) -> dict:
     if not self.train:
       out['video_key'] = encode_key(item['video_id'])
+    # Tells examples of different videos apart inside a step (contrastive negatives).
+    out['video_hash'] = tf.cast(tf.strings.to_hash_bucket_fast(item['video_id'], 2**31 - 1),
+                                tf.int32)
     out['valid'] = tf.ones([tf.shape(out[self.key])[0]], tf.bool)
     return out
 

@@ -21,6 +21,32 @@ def soft_dice(logits: jnp.ndarray, targets: jnp.ndarray, smooth: float = 1.0) ->
   return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
 
 
+def soft_iou(logits: jnp.ndarray, targets: jnp.ndarray, smooth: float = 1.0) -> jnp.ndarray:
+  """1 - (sum(p y) + s) / (sum(p) + sum(y) - sum(p y) + s) per example: -> [B]."""
+  probs = jax.nn.sigmoid(logits)
+  axes = tuple(range(1, probs.ndim))
+  intersection = jnp.sum(probs * targets, axis=axes)
+  union = jnp.sum(probs, axis=axes) + jnp.sum(targets, axis=axes) - intersection
+  return 1.0 - (intersection + smooth) / (union + smooth)
+
+
+def mean_squared_error(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """Mean over all but the first axis of (a - b)^2: [B, ...] -> [B]."""
+  return jnp.mean((a - b) ** 2, axis=tuple(range(1, a.ndim)))
+
+
+def location_contrastive(heatmap: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray,
+                         margin: float) -> jnp.ndarray:
+  """FLA-Net's location-based contrastive (triplet) loss, Eq. (1) of Lin et al.:
+  max(MSE(H_t, H_{t-1}) - MSE(H_t, N_t) + margin, 0) per example: [B, H, W, 1] -> [B].
+
+  ``positive`` is the heatmap of a neighbouring frame of the same video, ``negative`` that
+  of a frame of another video (see ``tasks.segmentation`` for how they are drawn).
+  """
+  return jnp.maximum(mean_squared_error(heatmap, positive)
+                     - mean_squared_error(heatmap, negative) + margin, 0.0)
+
+
 def softmax_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
   """Cross-entropy of integer labels: logits [..., K], labels [...] -> [...]."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -9,6 +9,7 @@ import flax.linen as nn
 import ml_collections
 
 from usvjax.models.cnn_lstm import CNNLSTM
+from usvjax.models.flanet import FLANet
 from usvjax.models.frame_classifier import FrameClassifier
 from usvjax.models.unet import UNet
 
@@ -16,6 +17,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'unet': UNet,
     'cnn_aver': FrameClassifier,
     'cnn_lstm': CNNLSTM,
+    'flanet': FLANet,
 }
 
 

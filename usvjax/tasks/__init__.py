@@ -23,4 +23,4 @@ def create_task(config: ml_collections.ConfigDict):
   name = config.input.task
   if name not in TASKS:
     raise ValueError(f'config.input.task={name!r}: use one of {sorted(TASKS)}.')
-  return TASKS[name](config.task)
+  return TASKS[name](config.task, config.input.batch_size)

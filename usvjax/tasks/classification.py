@@ -19,7 +19,8 @@ from usvjax.tasks.segmentation import decode_key
 
 class ClassificationTask:
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int):
+    del batch_size  # Any batch size works.
     self.config = config
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:

@@ -1,8 +1,19 @@
 """Video segmentation task: the loss on the target frame and exact per-frame metrics.
 
 The target frame is the last frame of a clip (index -1). ``outputs['logits']`` is
-[B, H, W, 1]. Loss = ``bce_weight`` * BCE + ``dice_weight`` * soft Dice, averaged over the
-valid examples of the batch.
+[B, H, W, 1]. Loss = ``bce_weight`` * BCE + ``dice_weight`` * soft Dice + ``iou_weight`` *
+soft IoU, averaged over the valid examples of the batch, plus, for models with a
+localisation heatmap (FLA-Net, Eq. 2 of Lin et al.):
+
+* ``heatmap_weight`` * MSE(H_t, G^H_t), G^H_t the Gaussian at the box centre of the target
+  frame (``batch['heatmaps']``, made when ``config.input.heatmap_sigma`` > 0);
+* ``contrastive_weight`` * the location-based contrastive loss (``losses.location_contrastive``,
+  margin ``contrastive_margin``). Positive: H_{t-1}, the model's heatmap of the previous
+  frame of the same clip (``outputs['previous_heatmap']``: train on clips of 4 frames).
+  Negative: H_t of the next example of the global batch (cyclically), used only when it
+  comes from another video (``batch['video_hash']``); the term is the mean over such
+  pairs, so a batch needs at least two examples (checked when the task is made) and, in
+  practice, several videos (the training stream shuffles clips across videos).
 """
 from __future__ import annotations
 
@@ -17,21 +28,61 @@ from usvjax import metrics
 
 class SegmentationTask:
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int):
     self.config = config
+    if config.contrastive_weight and batch_size < 2:
+      raise ValueError(f'config.task.contrastive_weight > 0 needs negatives from other videos '
+                       f'in the batch: config.input.batch_size is {batch_size}, use >= 2.')
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
+    cfg = self.config
     logits, target = outputs['logits'], batch['masks'][:, -1]
     weights = batch['valid'][:, -1]
-    bce = losses.weighted_mean(losses.sigmoid_bce(logits, target), weights)
-    dice = losses.weighted_mean(losses.soft_dice(logits, target), weights)
-    total = self.config.bce_weight * bce + self.config.dice_weight * dice
+    parts = {name: losses.weighted_mean(fn(logits, target), weights) for name, fn in
+             (('bce', losses.sigmoid_bce), ('soft_dice_loss', losses.soft_dice),
+              ('soft_iou_loss', losses.soft_iou))}
+    total = (cfg.bce_weight * parts['bce'] + cfg.dice_weight * parts['soft_dice_loss']
+             + cfg.iou_weight * parts['soft_iou_loss'])
+    if cfg.heatmap_weight:
+      parts['heatmap_mse'] = losses.weighted_mean(losses.mean_squared_error(
+          self._output(outputs, 'heatmap'), self._heatmap_target(batch)), weights)
+      total += cfg.heatmap_weight * parts['heatmap_mse']
+    if cfg.contrastive_weight:
+      parts['contrastive'], parts['contrastive_pairs'] = self._contrastive(outputs, batch)
+      total += cfg.contrastive_weight * parts['contrastive']
     hard = (logits > 0).astype(jnp.float32)
     inter = jnp.sum(hard * target, axis=(1, 2, 3))
     size = jnp.sum(hard, axis=(1, 2, 3)) + jnp.sum(target, axis=(1, 2, 3))
     batch_dice = losses.weighted_mean(jnp.where(size > 0, 2 * inter / jnp.maximum(size, 1), 1.0),
                                       weights)
-    return total, {'bce': bce, 'soft_dice_loss': dice, 'dice': batch_dice}
+    return total, dict(parts, dice=batch_dice)
+
+  @staticmethod
+  def _output(outputs: dict, name: str) -> jnp.ndarray:
+    if name not in outputs:
+      raise ValueError(f'the model gives no {name!r} (outputs: {sorted(outputs)}): set the '
+                       'matching config.task weight to 0, enable the localisation branch, or '
+                       'for previous_heatmap train on clips of config.input.clip_length=4.')
+    return outputs[name]
+
+  @staticmethod
+  def _heatmap_target(batch: dict) -> jnp.ndarray:
+    if 'heatmaps' not in batch:
+      raise ValueError('config.task.heatmap_weight > 0 needs heatmap targets: set '
+                       'config.input.heatmap_sigma > 0.')
+    return batch['heatmaps'][:, -1]
+
+  def _contrastive(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The contrastive term and the fraction of examples that found a negative."""
+    heatmap = self._output(outputs, 'heatmap')
+    valid = batch['valid'][:, -1]
+    pairs = (valid & jnp.roll(valid, 1, axis=0)
+             & (batch['video_hash'] != jnp.roll(batch['video_hash'], 1, axis=0)))
+    per_example = losses.location_contrastive(
+        heatmap, self._output(outputs, 'previous_heatmap'), jnp.roll(heatmap, 1, axis=0),
+        self.config.contrastive_margin)
+    return (losses.weighted_mean(per_example, pairs),
+            jnp.sum(pairs) / jnp.maximum(jnp.sum(valid), 1))
 
   def eval_outputs(self, outputs: dict, batch: dict) -> dict:
     """Everything the host evaluator needs, per example (computed on device)."""

@@ -1,0 +1,78 @@
+"""FLA-Net (Lin et al., MICCAI 2023): ``usvjax/models/flanet.py``.
+
+Loss (Eq. 2): contrastive + MSE(heatmap) + BCE + IoU, all weights 1. Clips of 4 frames
+(I_{t-3}..I_t) in training so the contrastive loss has H_{t-1}; the model itself uses 3.
+
+Variants (combine with commas, e.g. ``configs/flanet.py:tiny,basic``):
+
+* ``paper``: 352x352, Res2Net-50 26w4s (initialise it from ImageNet: convert the weights
+  with experiments/convert_weights.py, pass ``--config.init.checkpoint=DIR``), Adam 5e-5,
+  batch 24, 100 epochs (the paper's 230 training videos hold about 13,800 frames: 575
+  steps per epoch, 57,500 steps), heatmap sigma 5 pixels.
+* ``released_code``: the released code's choices on top of ``paper``: FFA on the stride-16
+  features only, after a 1/8 temporal channel shift, added to the current frame's
+  features; heatmap sigma 10; no contrastive loss (it is not in that code).
+* ``demo`` (minutes on a CPU), ``tiny`` (tests; a narrow Res2Net at 64x64).
+* Table 3 ablations: ``basic`` (concat + 1x1 conv instead of FFA, no localisation branch),
+  ``fla`` (Basic+FLA), ``lb`` (Basic+LB), ``fla_lb`` (Basic+FLA+LB), ``full`` (all of it,
+  the default).
+"""
+import ml_collections
+
+from configs import common
+
+
+def _paper(c):
+  c.dataset.config = 'paper'
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 57500, 100, 2875, 2875
+  c.input.update(image_size=352, channels=3, batch_size=24, eval_batch_size=24,
+                 heatmap_sigma=5.0)
+  c.optimizer.lr = 5e-5
+  c.schedule.name = 'constant'
+
+
+def _released_code(c):
+  _paper(c)
+  c.model.update(ffa_levels=('stride16',), ffa_combine='add', temporal_shift=0.125)
+  c.input.update(heatmap_sigma=10.0, clip_length=3)
+  c.task.contrastive_weight = 0.0
+
+
+def _demo(c):
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 100, 100
+  c.input.update(image_size=64, batch_size=8, eval_batch_size=8, heatmap_sigma=2.0)
+  c.model.update(backbone_width=0.125, decoder_channels=(64, 32, 16, 8))
+
+
+def _tiny(c):
+  c.dataset.config = 'tiny'
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 3
+  c.input.update(image_size=32, batch_size=4, eval_batch_size=4, shuffle_buffer=32,
+                 video_shuffle_buffer=4, heatmap_sigma=1.5)
+  c.model.update(backbone_width=0.0625, decoder_channels=(16, 8, 8, 4), groups=4)
+
+
+def _ablation(aggregation: str, localization: bool, contrastive: bool):
+  def apply(c):
+    c.model.update(aggregation=aggregation, localization=localization)
+    c.task.update(heatmap_weight=1.0 if localization else 0.0,
+                  contrastive_weight=1.0 if contrastive else 0.0)
+    c.input.clip_length = 4 if contrastive else 3
+  return apply
+
+
+def get_config(arg: str | None = None):
+  c = common.base_config('segmentation')
+  c.model = ml_collections.ConfigDict(dict(
+      name='flanet', backbone='res2net50_26w_4s', backbone_width=1.0,
+      decoder_channels=(256, 128, 64, 32), aggregation='ffa', ffa_levels=('stride32',),
+      ffa_combine='replace', ffa_reduction=16, temporal_shift=0.0, localization=True,
+      groups=32))
+  c.input.update(clip_length=4, heatmap_sigma=5.0)
+  c.task.update(bce_weight=1.0, dice_weight=0.0, iou_weight=1.0, heatmap_weight=1.0,
+                contrastive_weight=1.0)
+  return common.finalize(c, arg, {
+      'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'released_code': _released_code,
+      'basic': _ablation('concat', False, False), 'fla': _ablation('ffa', False, False),
+      'lb': _ablation('concat', True, False), 'fla_lb': _ablation('ffa', True, False),
+      'full': _ablation('ffa', True, True)})

@@ -1,0 +1,183 @@
+"""FLA-Net: the FFA module against a NumPy evaluation of the paper's equations, the
+location-based contrastive loss, and the model's configurations."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import flanet as flanet_config
+from usvjax import losses
+from usvjax import models
+from usvjax.models import flanet
+from usvjax.tasks.segmentation import SegmentationTask
+
+
+def _spectrum(f):
+  x = np.fft.rfft2(f, axes=(1, 2), norm='ortho')
+  return np.concatenate([x.real, x.imag], axis=-1)
+
+
+def _layer_norm(x, p, eps=1e-6):
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * p['scale'] + p['bias']
+
+
+def _group_norm(x, p, groups, eps=1e-6):
+  b, h, w, c = x.shape
+  g = x.reshape(b, h, w, groups, c // groups)
+  mean, var = g.mean((1, 2, 4), keepdims=True), g.var((1, 2, 4), keepdims=True)
+  return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape) * p['scale'] + p['bias']
+
+
+def _conv3x3(x, p):
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h, w = x.shape[1:3]
+  return sum(padded[:, dy:dy + h, dx:dx + w] @ p['kernel'][dy, dx]
+             for dy in range(3) for dx in range(3)) + p['bias']
+
+
+def _ffa_numpy(params, f_t, f_1, f_2, groups):
+  """o_t = BConv(z1 + z2), z_i = iFFT(CA([x_t, x_k]) * [x_t, x_k]) (Lin et al. Sec. 3.1)."""
+  x_t, h, w = _spectrum(f_t), f_t.shape[1], f_t.shape[2]
+  z = 0.0
+  for name, f_k in (('attention1', f_1), ('attention2', f_2)):
+    group = np.concatenate([x_t, _spectrum(f_k)], axis=-1)
+    p = params[name]
+    hidden = np.maximum(_layer_norm(group, p['norm']) @ p['conv1']['kernel'] + p['conv1']['bias'], 0)
+    attention = 1 / (1 + np.exp(-(hidden @ p['conv2']['kernel'] + p['conv2']['bias'])))
+    y = attention * group
+    c = f_t.shape[-1]
+    real = np.concatenate([y[..., :c], y[..., 2 * c:3 * c]], axis=-1)
+    imag = np.concatenate([y[..., c:2 * c], y[..., 3 * c:]], axis=-1)
+    z = z + np.fft.irfft2(real + 1j * imag, s=(h, w), axes=(1, 2), norm='ortho')
+  p = params['bconv']
+  return np.maximum(_group_norm(_conv3x3(z, p['conv']), p['norm'], groups), 0)
+
+
+def test_ffa_matches_the_papers_equations_in_numpy():
+  rng = np.random.default_rng(0)
+  f_t, f_1, f_2 = (rng.standard_normal((2, 6, 5, 4)).astype(np.float32) for _ in range(3))
+  module = flanet.FFA(reduction=2, groups=2)
+  variables = module.init(jax.random.key(1), f_t, f_1, f_2)
+  # Random (non-default) normalisation parameters, so that every term is exercised.
+  variables = jax.tree.map(lambda v: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype),
+                           variables)
+  ours = module.apply(variables, f_t, f_1, f_2)
+  params = jax.tree.map(np.asarray, variables['params'])
+  expected = _ffa_numpy(params, f_t.astype(np.float64), f_1, f_2, groups=2)
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+  # Aggregation uses the neighbours: changing f_{t-1} changes o_t.
+  assert not np.allclose(module.apply(variables, f_t, f_2, f_2), ours, atol=1e-4)
+
+
+def test_contrastive_loss_is_zero_beyond_the_margin_and_linear_below_it():
+  anchor = jnp.zeros((1, 2, 2, 1))
+  far = jnp.ones((1, 2, 2, 1))  # MSE 1 from the anchor.
+  # Positive closer than the negative by more than the margin: no loss.
+  assert float(losses.location_contrastive(anchor, anchor, far, 0.5)[0]) == 0.0
+  # Otherwise max(MSE(a, p) - MSE(a, n) + margin, 0): linear in the positive's distance.
+  for d in (0.6, 0.8, 1.0):
+    positive = jnp.full((1, 2, 2, 1), np.sqrt(d))  # MSE d from the anchor.
+    value = float(losses.location_contrastive(anchor, positive, far, 0.5)[0])
+    assert value == pytest.approx(d - 1.0 + 0.5, abs=1e-6)
+
+
+def test_contrastive_negatives_come_only_from_other_videos():
+  config = flanet_config.get_config('tiny').task
+  config.unlock()
+  config.update(bce_weight=0.0, iou_weight=0.0, heatmap_weight=0.0, contrastive_margin=0.0)
+  task = SegmentationTask(config, batch_size=3)
+  heat = jnp.array([0.0, 1.0, 3.0])[:, None, None, None] * jnp.ones((3, 2, 2, 1))
+  outputs = {'logits': jnp.zeros((3, 2, 2, 1)), 'heatmap': heat,
+             'previous_heatmap': jnp.zeros((3, 2, 2, 1))}
+  batch = {'masks': jnp.zeros((3, 1, 2, 2, 1)), 'valid': jnp.ones((3, 1), bool),
+           'video_hash': jnp.array([7, 7, 9])}
+  _, parts = task.loss(outputs, batch)
+  # Example i's negative is example i-1. Pair (1, 0) is one video and is skipped; pairs
+  # (0, 2) and (2, 1): max(h_i^2 - (h_i - h_neg)^2, 0) = max(0 - 9, 0), max(9 - 4, 0).
+  assert float(parts['contrastive']) == pytest.approx((0.0 + 5.0) / 2)
+  assert float(parts['contrastive_pairs']) == pytest.approx(2 / 3)
+  with pytest.raises(ValueError, match='batch_size'):
+    SegmentationTask(config, batch_size=1)
+
+
+def test_temporal_shift_moves_channel_slices_between_frames():
+  x = jnp.arange(3 * 8, dtype=jnp.float32).reshape(1, 3, 1, 1, 8)
+  y = flanet.temporal_shift(x, 0.125)
+  np.testing.assert_array_equal(y[0, 1, 0, 0, 0], x[0, 0, 0, 0, 0])  # From t-1.
+  np.testing.assert_array_equal(y[0, 1, 0, 0, 1], x[0, 2, 0, 0, 1])  # From t+1.
+  assert y[0, 0, 0, 0, 0] == 0 and y[0, 2, 0, 0, 1] == 0
+  np.testing.assert_array_equal(y[..., 2:], x[..., 2:])
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(tree))
+
+
+def _ffa_parameters(c: int, reduction: int) -> int:
+  """Two CAs on 4c channels (LayerNorm, 1x1 convs 4c -> 4c/r -> 4c) and BConv 2c -> c."""
+  attention = 2 * 4 * c + (4 * c * (4 * c // reduction) + 4 * c // reduction) + (
+      4 * c // reduction * 4 * c + 4 * c)
+  return 2 * attention + (9 * 2 * c * c + c) + 2 * c
+
+
+@pytest.mark.parametrize('variant,level,channels', [('paper', 'stride32', 2048),
+                                                    ('released_code', 'stride16', 1024)])
+def test_full_size_model_has_one_ffa_on_top_of_res2net50(variant, level, channels):
+  config = flanet_config.get_config(variant)
+  model = models.create_model(config.model)
+  batch = {'frames': jnp.zeros((1, config.input.clip_length, 352, 352, 3))}
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))['params']
+  assert _count(params['encoder']) == 23_650_120  # timm res2net50_26w_4s without its fc.
+  assert [k for k in params if k.startswith('fusions')] == [f'fusions_{level}']
+  assert _count(params[f'fusions_{level}']) == _ffa_parameters(channels, 16)
+  print(f'{variant}: {_count(params):,} parameters')  # Reported in the notes.
+
+
+@pytest.mark.parametrize('ablation,outputs', [
+    ('basic', {'logits'}), ('fla', {'logits'}), ('lb', {'logits', 'heatmap'}),
+    ('fla_lb', {'logits', 'heatmap'}), ('full', {'logits', 'heatmap', 'previous_heatmap'})])
+def test_table3_ablations_switch_modules(ablation, outputs):
+  config = flanet_config.get_config(f'tiny,{ablation}')
+  model = models.create_model(config.model)
+  batch = {'frames': jnp.zeros((2, config.input.clip_length, 32, 32, 1))}
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
+  out = jax.eval_shape(lambda v: model.apply(v, batch, train=True, mutable=['batch_stats'])[0],
+                       variables)
+  assert set(out) == outputs
+  names = set(variables['params'])
+  assert ('localisation' in names) == ('heatmap' in outputs)
+  fuse = variables['params']['fusions_stride32']
+  assert ('bconv' in fuse) == (config.model.aggregation == 'ffa')
+
+
+def test_every_part_of_the_full_model_learns_from_the_total_loss():
+  """One jitted gradient of Eq. 2 (a narrow ResNet-18 encoder keeps compilation short):
+  the FFA, both decoder branches and the encoder all get gradient."""
+  config = flanet_config.get_config('tiny')
+  config.model.backbone = 'resnet18'
+  model = models.create_model(config.model)
+  task = SegmentationTask(config.task, config.input.batch_size)
+  rng = np.random.default_rng(0)
+  masks = np.zeros((4, 4, 32, 32, 1), np.float32)
+  masks[:, :, 8:20, 10:22] = 1.0
+  batch = {'frames': jnp.asarray(rng.random((4, 4, 32, 32, 1), np.float32)),
+           'masks': jnp.asarray(masks), 'valid': jnp.ones((4, 4), bool),
+           'heatmaps': jnp.asarray(rng.random((4, 4, 32, 32, 1), np.float32)),
+           'video_hash': jnp.arange(4)}
+  variables = model.init(jax.random.key(0), batch, train=False)
+
+  @jax.jit
+  def grads(params):
+    def loss_fn(p):
+      outputs, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, batch,
+                               train=True, mutable=['batch_stats'])
+      return task.loss(outputs, batch)
+    return jax.grad(loss_fn, has_aux=True)(params)
+
+  g, parts = grads(variables['params'])
+  assert {'bce', 'soft_iou_loss', 'heatmap_mse', 'contrastive'} <= set(parts)
+  assert float(parts['contrastive_pairs']) == 1.0
+  for name in ('encoder', 'fusions_stride32', 'segmentation', 'localisation', 'fuse_last',
+               'heatmap_head'):
+    assert float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(g[name]))) > 0, name
