@@ -69,6 +69,7 @@ def get_config(arg: str | None = None):
       ffa_combine='replace', ffa_reduction=16, temporal_shift=0.0, localization=True,
       groups=32))
   c.input.update(clip_length=4, heatmap_sigma=5.0)
+  c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   c.task.update(bce_weight=1.0, dice_weight=0.0, iou_weight=1.0, heatmap_weight=1.0,
                 contrastive_weight=1.0)
   return common.finalize(c, arg, {

@@ -6,7 +6,6 @@ Both run in eval mode on the CPU with the same weights; times are the median of 
 runs after --warmup runs (compilation excluded and reported separately). Needs the test
 requirements (torch, torchvision, timm).
 """
-import statistics
 import time
 
 import jax
@@ -15,6 +14,7 @@ import torch
 from absl import app
 from absl import flags
 
+from experiments import common
 from usvjax.models.backbones import convert
 from usvjax.models.backbones import resnet
 
@@ -23,17 +23,6 @@ SIZE = flags.DEFINE_integer('size', 352, 'Input height and width.')
 BATCH = flags.DEFINE_integer('batch', 1, 'Batch size.')
 WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed runs.')
 REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed runs.')
-
-
-def median_seconds(fn) -> float:
-  for _ in range(WARMUP.value):
-    fn()
-  times = []
-  for _ in range(REPEATS.value):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def reference(arch: str) -> torch.nn.Module:
@@ -57,10 +46,11 @@ def main(argv):
   start = time.perf_counter()
   compiled = forward.lower(variables, images).compile()
   compile_s = time.perf_counter() - start
-  ours = median_seconds(lambda: compiled(variables, images).block_until_ready())
+  ours = common.median_seconds(lambda: compiled(variables, images).block_until_ready(),
+                              WARMUP.value, REPEATS.value)
   with torch.no_grad():
-    theirs = median_seconds(lambda: torch_model.forward_features(x) if hasattr(
-        torch_model, 'forward_features') else torch_model(x))
+    theirs = common.median_seconds(lambda: torch_model.forward_features(x) if hasattr(
+        torch_model, 'forward_features') else torch_model(x), WARMUP.value, REPEATS.value)
   print(f'{ARCH.value} forward, {BATCH.value}x{SIZE.value}x{SIZE.value}, CPU '
         f'({jax.device_count()} JAX devices, torch threads {torch.get_num_threads()}):')
   print(f'  usvjax (jit): {ours * 1e3:.1f} ms   compile {compile_s:.1f} s')

@@ -9,6 +9,7 @@ from configs import flanet as flanet_config
 from usvjax import losses
 from usvjax import models
 from usvjax.models import flanet
+from usvjax.models.backbones import resnet
 from usvjax.tasks.segmentation import SegmentationTask
 
 
@@ -129,6 +130,11 @@ def test_full_size_model_has_one_ffa_on_top_of_res2net50(variant, level, channel
   batch = {'frames': jnp.zeros((1, config.input.clip_length, 352, 352, 3))}
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))['params']
   assert _count(params['encoder']) == 23_650_120  # timm res2net50_26w_4s without its fc.
+  # Converted ImageNet weights of the plain backbone fit config.init.target='encoder'.
+  backbone = resnet.ResNet('res2net50_26w_4s')
+  alone = jax.eval_shape(lambda: backbone.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                                               train=False))['params']
+  assert jax.tree.structure(alone) == jax.tree.structure(params[config.init.target])
   assert [k for k in params if k.startswith('fusions')] == [f'fusions_{level}']
   assert _count(params[f'fusions_{level}']) == _ffa_parameters(channels, 16)
   print(f'{variant}: {_count(params):,} parameters')  # Reported in the notes.
