@@ -155,35 +155,3 @@ def test_table3_ablations_switch_modules(ablation, outputs):
   assert ('localisation' in names) == ('heatmap' in outputs)
   fuse = variables['params']['fusions_stride32']
   assert ('bconv' in fuse) == (config.model.aggregation == 'ffa')
-
-
-def test_every_part_of_the_full_model_learns_from_the_total_loss():
-  """One jitted gradient of Eq. 2 (a narrow ResNet-18 encoder keeps compilation short):
-  the FFA, both decoder branches and the encoder all get gradient."""
-  config = flanet_config.get_config('tiny')
-  config.model.backbone = 'resnet18'
-  model = models.create_model(config.model)
-  task = SegmentationTask(config.task, config.input.batch_size)
-  rng = np.random.default_rng(0)
-  masks = np.zeros((4, 4, 32, 32, 1), np.float32)
-  masks[:, :, 8:20, 10:22] = 1.0
-  batch = {'frames': jnp.asarray(rng.random((4, 4, 32, 32, 1), np.float32)),
-           'masks': jnp.asarray(masks), 'valid': jnp.ones((4, 4), bool),
-           'heatmaps': jnp.asarray(rng.random((4, 4, 32, 32, 1), np.float32)),
-           'video_hash': jnp.arange(4)}
-  variables = model.init(jax.random.key(0), batch, train=False)
-
-  @jax.jit
-  def grads(params):
-    def loss_fn(p):
-      outputs, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, batch,
-                               train=True, mutable=['batch_stats'])
-      return task.loss(outputs, batch)
-    return jax.grad(loss_fn, has_aux=True)(params)
-
-  g, parts = grads(variables['params'])
-  assert {'bce', 'soft_iou_loss', 'heatmap_mse', 'contrastive'} <= set(parts)
-  assert float(parts['contrastive_pairs']) == 1.0
-  for name in ('encoder', 'fusions_stride32', 'segmentation', 'localisation', 'fuse_last',
-               'heatmap_head'):
-    assert float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(g[name]))) > 0, name

@@ -1,0 +1,41 @@
+"""Every video segmentation model learns, in every part, from its config's loss."""
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from usvjax import models
+from usvjax import tasks
+
+
+@pytest.mark.parametrize('name', ['flanet', 'dsanet'])
+def test_every_module_gets_gradient_from_the_loss(name):
+  """One jitted gradient of the tiny config's loss (a narrow ResNet-18 encoder keeps the
+  compilation short): no module is cut off from the loss."""
+  config = importlib.import_module(f'configs.{name}').get_config('tiny')
+  config.model.backbone = 'resnet18'
+  model, task = models.create_model(config.model), tasks.create_task(config)
+  rng = np.random.default_rng(0)
+  b, t, s = config.input.batch_size, config.input.clip_length, config.input.image_size
+  masks = np.zeros((b, t, s, s, 1), np.float32)
+  masks[:, :, 8:20, 10:22] = 1.0
+  batch = {'frames': jnp.asarray(rng.random((b, t, s, s, 1), np.float32)),
+           'masks': jnp.asarray(masks), 'valid': jnp.ones((b, t), bool),
+           'heatmaps': jnp.asarray(rng.random((b, t, s, s, 1), np.float32)),
+           'video_hash': jnp.arange(b)}
+  variables = model.init(jax.random.key(0), batch, train=False)
+
+  @jax.jit
+  def gradients(params):
+    def loss_fn(p):
+      outputs, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, batch,
+                               train=True, mutable=['batch_stats'])
+      return task.loss(outputs, batch)
+    return jax.grad(loss_fn, has_aux=True)(params)
+
+  grads, parts = gradients(variables['params'])
+  assert all(np.isfinite(float(v)) for v in parts.values())
+  for module, tree in grads.items():
+    assert float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(tree))) > 0, module
