@@ -46,8 +46,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.init = ml_collections.ConfigDict(dict(checkpoint='', target='encoder/backbone'))
   if task == 'segmentation':
     c.task = ml_collections.ConfigDict(dict(
-        bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, heatmap_weight=0.0,
-        contrastive_weight=0.0, contrastive_margin=1e-3, threshold=0.5))
+        bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0, wiou_weight=0.0,
+        aux_weight=0.0, heatmap_weight=0.0, contrastive_weight=0.0, contrastive_margin=1e-3,
+        threshold=0.5))
   else:
     c.task = ml_collections.ConfigDict(dict(frame_loss=False, threshold=0.5))
 

@@ -1,6 +1,5 @@
 """The variable-frame CNN-LSTM: padding never changes a real step or the prediction; the
 frame CNN's video rules; the two-stage run with its feature cache and cross-validation."""
-import csv
 import json
 import os
 
@@ -79,40 +78,39 @@ def _source_lengths(data_dir, split):
           for ex in tfds.as_numpy(builder.as_dataset(split=split))}
 
 
-def test_two_stage_cross_validation_end_to_end(data_dir, tmp_path):
+def test_a_two_stage_fold_trains_caches_and_scores_every_row(data_dir, tmp_path):
+  """One fold of a 2-fold cross-validation, exactly as ``cross_validation.run`` runs it."""
   config = helpers.load_config('cnn_lstm', data_dir, total_steps=2, eval_every=2,
                                checkpoint_every=2,
                                **{'dataset.train_split': 'train+validation',
+                                  'dataset.folds.num': 2, 'dataset.folds.index': 0,
                                   'frame_cnn.total_steps': 2, 'frame_cnn.eval_every': 2,
                                   'frame_cnn.checkpoint_every': 2})
-  summary = cross_validation.run(config, str(tmp_path), num_folds=2, seed=0)
-  assert list(summary['methods']) == list(two_stage.ROWS)
-  for result in summary['methods'].values():
-    assert [int(f['num_videos']) for f in result['folds']] == [36, 36]  # 60 + 12 videos.
-  # The held-out folds partition the videos; every row scores the same ones.
-  held_out = []
-  for fold in range(2):
-    ids = {}
-    for row in two_stage.ROWS:
-      with open(tmp_path / f'fold_{fold}' / 'held_out' / row / 'per_video.csv') as f:
-        ids[row] = {r['video_id']: int(r['num_frames']) for r in csv.DictReader(f)}
-    assert all(set(v) == set(ids['cnn_aver']) for v in ids.values())
-    assert set(ids['key_frame'].values()) == {1}
-    assert set(ids['equal_frame_lstm'].values()) == {config.equal_frames}
-    held_out.append(ids['variable_frame_lstm'])
+  reports = cross_validation.fold_reports(config, str(tmp_path))
+  assert list(reports) == list(two_stage.ROWS)
+  # Every row scores exactly the held-out fold's videos, with its own frames per video.
   source = {**_source_lengths(data_dir, 'train'), **_source_lengths(data_dir, 'validation')}
-  assert not set(held_out[0]) & set(held_out[1])
-  assert {**held_out[0], **held_out[1]} == {v: n for v, (n, _) in source.items()}
-  # The cache of fold 0: every video of every split, its length and label, from the frame
-  # CNN's final checkpoint.
-  cache_dir = tmp_path / 'fold_0' / 'features'
+  builder = pipeline.get_builder(config.dataset)
+  folds = pipeline.fold_assignment(builder, 'train+validation', 2, 0)
+  held_out = {v for v, fold in folds.items() if fold == 0}
+  frames = {row: {r['video_id']: r['num_frames'] for r in report.evaluation.video_rows()}
+            for row, report in reports.items()}
+  for row, per_video in frames.items():
+    assert set(per_video) == held_out, row
+  assert set(frames['key_frame'].values()) == {1}
+  assert set(frames['equal_frame_lstm'].values()) == {config.equal_frames}
+  assert frames['variable_frame_lstm'] == {v: min(source[v][0], 30) for v in held_out}
+  assert os.path.exists(tmp_path / 'held_out' / 'cnn_vote' / 'roc.png')
+  # The cache: every video of every split, its length and label, from the frame CNN's
+  # final checkpoint (trained without the held-out fold).
+  cache_dir = tmp_path / 'features'
   info = json.loads((cache_dir / 'cache.json').read_text())
   assert info['source']['step'] == 2 and info['dim'] == 16
   cache = tfds.builder('usv_features', data_dir=str(cache_dir))
   cached = {ex['video_id'].decode(): (len(ex['features']), int(ex['label']))
             for ex in tfds.as_numpy(cache.as_dataset(split='train'))}
   assert cached == _source_lengths(data_dir, 'train')
-  assert {'cv_results.json', 'cv_table.md'} <= set(os.listdir(tmp_path))
-  assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= set(
-      os.listdir(tmp_path / 'variable_frame_lstm'))
-  assert 'key_frame' in (tmp_path / 'cv_table.md').read_text()
+  # A second run resumes every stage and keeps the cache.
+  mtime = os.path.getmtime(cache_dir / 'cache.json')
+  two_stage.train_and_evaluate(config, str(tmp_path), which='latest')
+  assert os.path.getmtime(cache_dir / 'cache.json') == mtime

@@ -36,7 +36,7 @@ from usvjax import two_stage
 KEYS = tables.CLASSIFICATION_KEYS
 
 
-def _fold_reports(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
+def fold_reports(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
   """Trains one fold and scores its final checkpoint(s) on the held-out videos."""
   held_out = os.path.join(fold_dir, 'held_out')
   if two_stage.is_two_stage(config):
@@ -64,7 +64,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
     start = time.perf_counter()
     fold_config = config.copy_and_resolve_references()
     fold_config.dataset.folds.update(num=num_folds, index=index, seed=seed)
-    for row, report in _fold_reports(fold_config, os.path.join(workdir, f'fold_{index}')).items():
+    for row, report in fold_reports(fold_config, os.path.join(workdir, f'fold_{index}')).items():
       rows.setdefault(row, []).append(report)
     seconds.append(time.perf_counter() - start)
     train.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')

@@ -30,6 +30,36 @@ def soft_iou(logits: jnp.ndarray, targets: jnp.ndarray, smooth: float = 1.0) -> 
   return 1.0 - (intersection + smooth) / (union + smooth)
 
 
+def structure_weights(masks: jnp.ndarray, kernel: int = 31, strength: float = 5.0
+                      ) -> jnp.ndarray:
+  """F3Net's pixel weights 1 + strength * |avgpool_k(mask) - mask| (stride 1, zero padding
+  counted in the mean, as PyTorch's avg_pool2d): [B, H, W, 1] -> [B, H, W, 1]. Pixels near
+  a boundary weigh up to 1 + strength."""
+  pad = kernel // 2
+  window = (1, kernel, kernel, 1)
+  total = jax.lax.reduce_window(masks, 0.0, jax.lax.add, window, (1, 1, 1, 1),
+                                ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  return 1.0 + strength * jnp.abs(total / kernel**2 - masks)
+
+
+def weighted_bce(logits: jnp.ndarray, targets: jnp.ndarray, weights: jnp.ndarray
+                 ) -> jnp.ndarray:
+  """sum(w * BCE) / sum(w) per example (F3Net's wBCE): [B, H, W, 1] -> [B]."""
+  axes = tuple(range(1, logits.ndim))
+  per_pixel = optax.sigmoid_binary_cross_entropy(logits, targets)
+  return jnp.sum(weights * per_pixel, axis=axes) / jnp.sum(weights, axis=axes)
+
+
+def weighted_iou(logits: jnp.ndarray, targets: jnp.ndarray, weights: jnp.ndarray
+                 ) -> jnp.ndarray:
+  """1 - (I + 1) / (U - I + 1) with I = sum(w p y), U = sum(w (p + y)) (F3Net's wIoU): -> [B]."""
+  probs = jax.nn.sigmoid(logits)
+  axes = tuple(range(1, logits.ndim))
+  intersection = jnp.sum(weights * probs * targets, axis=axes)
+  union = jnp.sum(weights * (probs + targets), axis=axes)
+  return 1.0 - (intersection + 1.0) / (union - intersection + 1.0)
+
+
 def mean_squared_error(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
   """Mean over all but the first axis of (a - b)^2: [B, ...] -> [B]."""
   return jnp.mean((a - b) ** 2, axis=tuple(range(1, a.ndim)))

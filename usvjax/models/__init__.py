@@ -9,6 +9,7 @@ import flax.linen as nn
 import ml_collections
 
 from usvjax.models.cnn_lstm import CNNLSTM
+from usvjax.models.dsanet import DSANet
 from usvjax.models.flanet import FLANet
 from usvjax.models.frame_classifier import FrameClassifier
 from usvjax.models.unet import UNet
@@ -18,6 +19,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'cnn_aver': FrameClassifier,
     'cnn_lstm': CNNLSTM,
     'flanet': FLANet,
+    'dsanet': DSANet,
 }
 
 

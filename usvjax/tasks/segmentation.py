@@ -1,9 +1,13 @@
 """Video segmentation task: the loss on the target frame and exact per-frame metrics.
 
 The target frame is the last frame of a clip (index -1). ``outputs['logits']`` is
-[B, H, W, 1]. Loss = ``bce_weight`` * BCE + ``dice_weight`` * soft Dice + ``iou_weight`` *
-soft IoU, averaged over the valid examples of the batch, plus, for models with a
-localisation heatmap (FLA-Net, Eq. 2 of Lin et al.):
+[B, H, W, 1]. The mask loss of a frame is ``bce_weight`` * BCE + ``dice_weight`` * soft
+Dice + ``iou_weight`` * soft IoU + ``wbce_weight`` * wBCE + ``wiou_weight`` * wIoU (the last
+two weighted by F3Net's boundary weights, ``losses.structure_weights``), averaged over the
+valid examples of the batch. Models with auxiliary predictions of the two previous frames
+(``outputs['aux_logits']`` [B, 2, H, W, 1] for t-2, t-1; DSANet, Eq. 6 of Zhou et al.) add
+``aux_weight`` times each of their mask losses. For models with a localisation heatmap
+(FLA-Net, Eq. 2 of Lin et al.) the loss also has:
 
 * ``heatmap_weight`` * MSE(H_t, G^H_t), G^H_t the Gaussian at the box centre of the target
   frame (``batch['heatmaps']``, made when ``config.input.heatmap_sigma`` > 0);
@@ -34,15 +38,34 @@ class SegmentationTask:
       raise ValueError(f'config.task.contrastive_weight > 0 needs negatives from other videos '
                        f'in the batch: config.input.batch_size is {batch_size}, use >= 2.')
 
+  def _mask_loss(self, logits: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray,
+                 prefix: str = '') -> tuple[jnp.ndarray, dict]:
+    """The weighted mask loss of one frame and its named parts (batch means)."""
+    cfg = self.config
+    terms = [('bce', cfg.bce_weight, losses.sigmoid_bce), ('soft_dice_loss', cfg.dice_weight,
+             losses.soft_dice), ('soft_iou_loss', cfg.iou_weight, losses.soft_iou)]
+    if cfg.wbce_weight or cfg.wiou_weight:
+      boundary = losses.structure_weights(target)
+      terms += [('wbce', cfg.wbce_weight, lambda x, y: losses.weighted_bce(x, y, boundary)),
+                ('wiou', cfg.wiou_weight, lambda x, y: losses.weighted_iou(x, y, boundary))]
+    parts = {prefix + name: losses.weighted_mean(fn(logits, target), weights)
+             for name, weight, fn in terms if weight}
+    total = sum(weight * parts[prefix + name] for name, weight, _ in terms if weight)
+    return total, parts
+
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
     cfg = self.config
     logits, target = outputs['logits'], batch['masks'][:, -1]
     weights = batch['valid'][:, -1]
-    parts = {name: losses.weighted_mean(fn(logits, target), weights) for name, fn in
-             (('bce', losses.sigmoid_bce), ('soft_dice_loss', losses.soft_dice),
-              ('soft_iou_loss', losses.soft_iou))}
-    total = (cfg.bce_weight * parts['bce'] + cfg.dice_weight * parts['soft_dice_loss']
-             + cfg.iou_weight * parts['soft_iou_loss'])
+    total, parts = self._mask_loss(logits, target, weights)
+    if cfg.aux_weight:
+      aux = self._output(outputs, 'aux_logits')
+      for k in range(aux.shape[1]):
+        frame = k - aux.shape[1] - 1  # t-2, t-1 for two auxiliary frames.
+        aux_total, aux_parts = self._mask_loss(aux[:, k], batch['masks'][:, frame],
+                                               batch['valid'][:, frame], f'aux{k}_')
+        total += cfg.aux_weight * aux_total
+        parts.update(aux_parts)
     if cfg.heatmap_weight:
       parts['heatmap_mse'] = losses.weighted_mean(losses.mean_squared_error(
           self._output(outputs, 'heatmap'), self._heatmap_target(batch)), weights)
@@ -61,8 +84,9 @@ class SegmentationTask:
   def _output(outputs: dict, name: str) -> jnp.ndarray:
     if name not in outputs:
       raise ValueError(f'the model gives no {name!r} (outputs: {sorted(outputs)}): set the '
-                       'matching config.task weight to 0, enable the localisation branch, or '
-                       'for previous_heatmap train on clips of config.input.clip_length=4.')
+                       'matching config.task weight to 0 (aux_weight, heatmap_weight or '
+                       'contrastive_weight), enable the localisation branch, or for '
+                       'previous_heatmap train on clips of config.input.clip_length=4.')
     return outputs[name]
 
   @staticmethod
