@@ -35,7 +35,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # Classification sequences: max_frames sampled uniformly, 'up_to' (all frames of a
       # shorter video) or 'exact' (frames of a shorter video repeat).
       max_frames=16, length_buckets=(4, 8, 16), sampling='up_to',
-      shuffle_buffer=512, video_shuffle_buffer=64, heatmap_sigma=0.0))
+      shuffle_buffer=512, video_shuffle_buffer=64, heatmap_sigma=0.0,
+      # > 0: evaluation frames get multiplicative Gamma speckle with this look number L.
+      eval_speckle_looks=0.0))
   c.input.augment = ml_collections.ConfigDict(dict(
       flip=True, crop_scale=0.8, brightness=0.1, contrast=0.1, speckle_prob=0.0,
       speckle_looks=(20.0, 50.0)))

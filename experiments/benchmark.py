@@ -1,12 +1,14 @@
-r"""Inference speed of a whole model from its config: frames/s after compilation.
+r"""Speed of any model from its config: inference frames/s and training examples/s.
 
   python -m experiments.benchmark --config=configs/flanet.py:paper \
-      [--batch_sizes=1,8] [--warmup=2] [--repeats=5]
+      [--batch_sizes=1,8] [--train_batch_size=0] [--warmup=2] [--repeats=5]
 
 Random weights and inputs of the config's shapes (image_size, channels, clip_length for
-segmentation, max_frames for classification), eval mode, one jitted forward per batch
-size; compile time is reported separately. A segmentation example yields one frame (its
-target), a classification example max_frames frames.
+segmentation, max_frames for classification). Inference: eval mode, one jitted forward per
+batch size (batch 1 = streaming); a segmentation example yields one frame (its target), a
+classification example max_frames frames. Training: the full jitted train step (forward,
+the config's loss, backward, optimizer) at --train_batch_size (default: the config's).
+Times are medians of --repeats runs after --warmup runs; compile times are separate.
 """
 import time
 
@@ -19,43 +21,86 @@ from ml_collections import config_flags
 
 from experiments import common
 from usvjax import models
+from usvjax import optim
+from usvjax import parallel
+from usvjax import state as state_lib
+from usvjax import tasks
+from usvjax import train
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file and variant.',
                                          lock_config=True)
-BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '8'], 'Batch sizes to time.')
+BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '8'], 'Inference batch sizes.')
+TRAIN_BATCH_SIZE = flags.DEFINE_integer('train_batch_size', 0,
+                                        'Training batch size (0: the config\'s; -1: skip).')
 WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed runs.')
 REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs.')
 flags.mark_flags_as_required(['config'])
 
 
 def example_batch(config, batch_size: int) -> tuple[dict, int]:
-  """A batch of the config's input shapes and the number of frames it predicts."""
+  """A batch with every field the pipeline gives this task, and the frames it predicts."""
   cfg = config.input
-  length = cfg.clip_length if cfg.task == 'segmentation' else cfg.max_frames
-  frames = jnp.zeros((batch_size, length, cfg.image_size, cfg.image_size, cfg.channels))
-  batch = {'frames': frames, 'valid': jnp.ones((batch_size, length), bool)}
-  return batch, batch_size * (1 if cfg.task == 'segmentation' else length)
+  segmentation = cfg.task == 'segmentation'
+  length = cfg.clip_length if segmentation else cfg.max_frames
+  image = (batch_size, length, cfg.image_size, cfg.image_size)
+  batch = {'frames': jnp.full(image + (cfg.channels,), 0.5), 'valid': jnp.ones(image[:2], bool),
+           'video_hash': jnp.arange(batch_size, dtype=jnp.int32)}
+  if segmentation:
+    batch.update(masks=jnp.zeros(image + (1,)), heatmaps=jnp.zeros(image + (1,)),
+                 boxes=jnp.zeros(image[:2] + (4,)))
+  else:
+    batch['label'] = jnp.zeros((batch_size,), jnp.int32)
+  return batch, batch_size * (1 if segmentation else length)
+
+
+def _timed_compile(fn, *args):
+  start = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def benchmark_inference(config, model, batch_size: int) -> str:
+  batch, frames = example_batch(config, batch_size)
+  variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch)
+  forward = jax.jit(lambda v, b: model.apply(v, b, train=False))
+  compiled, compile_s = _timed_compile(forward, variables, batch)
+  seconds = common.median_seconds(lambda: jax.block_until_ready(compiled(variables, batch)),
+                                  WARMUP.value, REPEATS.value)
+  return (f'  inference batch {batch_size}: {seconds * 1e3:.0f} ms, {frames / seconds:.2f} '
+          f'frames/s (compile {compile_s:.1f} s)')
+
+
+def benchmark_training(config, model, batch_size: int) -> str:
+  mesh = parallel.create_mesh()
+  batch, _ = example_batch(config, batch_size)
+  batch = jax.device_put(batch, parallel.data_sharded(mesh))
+  tx = optim.create_optimizer(config)
+  state = state_lib.init_state(model, tx, batch, config.seed, mesh)
+  step = train.jit_train_step(
+      train.make_train_step(model, tasks.create_task(config), tx, config.seed), mesh)
+  compiled, compile_s = _timed_compile(step, state, batch)
+  holder = [state]
+
+  def run():
+    holder[0], metrics = compiled(holder[0], batch)
+    jax.block_until_ready(metrics)
+  seconds = common.median_seconds(run, WARMUP.value, REPEATS.value)
+  return (f'  training batch {batch_size}: {seconds * 1e3:.0f} ms per step, '
+          f'{batch_size / seconds:.2f} examples/s (compile {compile_s:.1f} s)')
 
 
 def main(argv):
   del argv
+  common.start_processes()
   config = CONFIG.value
   model = models.create_model(config.model)
-  forward = jax.jit(lambda v, b: model.apply(v, b, train=False))
   print(f'{config.model.name}, {config.input.image_size}x{config.input.image_size} on '
         f'{jax.devices()[0].device_kind} ({jax.device_count()} devices; jax {jax.__version__}, '
         f'flax {flax.__version__}):')
   for batch_size in map(int, BATCH_SIZES.value):
-    batch, frames = example_batch(config, batch_size)
-    variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch)
-    start = time.perf_counter()
-    compiled = forward.lower(variables, batch).compile()
-    compile_s = time.perf_counter() - start
-    seconds = common.median_seconds(
-        lambda: jax.block_until_ready(compiled(variables, batch)),  # pylint: disable=cell-var-from-loop
-        WARMUP.value, REPEATS.value)
-    print(f'  batch {batch_size}: {seconds * 1e3:.0f} ms per batch, {frames / seconds:.2f} '
-          f'frames/s (compile {compile_s:.1f} s)')
+    print(benchmark_inference(config, model, batch_size), flush=True)
+  if TRAIN_BATCH_SIZE.value >= 0:
+    print(benchmark_training(config, model, TRAIN_BATCH_SIZE.value or config.input.batch_size))
 
 
 if __name__ == '__main__':

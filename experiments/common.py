@@ -6,8 +6,11 @@ import sys
 import time
 from collections.abc import Callable
 
+from typing import NamedTuple
+
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 from input_pipeline.builders.common import DatasetError
 from usvjax import parallel
@@ -18,6 +21,27 @@ COORDINATOR = flags.DEFINE_string(
     '(or set USVJAX_DISTRIBUTED=auto / run under SLURM to detect it).')
 NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Number of processes.')
 PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Index of this process.')
+
+class RunFlags(NamedTuple):
+  """Flags of the entry points that read a trained run's checkpoint."""
+  config: flags.FlagHolder
+  workdir: flags.FlagHolder
+  checkpoint: flags.FlagHolder
+  split: flags.FlagHolder
+  output_dir: flags.FlagHolder
+
+
+def define_run_flags(output_help: str) -> RunFlags:
+  """Defines --config, --workdir (required), --checkpoint, --split and --output_dir."""
+  run_flags = RunFlags(
+      config_flags.DEFINE_config_file('config', None, 'Config of the run.', lock_config=True),
+      flags.DEFINE_string('workdir', None, 'The run directory.'),
+      flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step."),
+      flags.DEFINE_string('split', '', 'Split (default: config.dataset.test_split).'),
+      flags.DEFINE_string('output_dir', '', output_help))
+  flags.mark_flags_as_required(['config', 'workdir'])
+  return run_flags
+
 
 # Errors whose message already says what is wrong and what to do: no traceback.
 USER_ERRORS = (DatasetError, NonFiniteLossError, FileNotFoundError, ValueError)

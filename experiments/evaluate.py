@@ -11,35 +11,28 @@ variable-frame CNN-LSTM) in OUTPUT_DIR/<row> and a comparison table.
 import json
 
 from absl import app
-from absl import flags
-from ml_collections import config_flags
 
 from experiments import common
 from usvjax import evaluate
 from usvjax import tables
 from usvjax import two_stage
 
-CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of the run.',
-                                         lock_config=True)
-WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory.')
-CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step.")
-SPLIT = flags.DEFINE_string('split', '', 'Split (default: config.dataset.test_split).')
-OUTPUT_DIR = flags.DEFINE_string('output_dir', '', 'Default: WORKDIR/eval_SPLIT_stepN.')
-flags.mark_flags_as_required(['config', 'workdir'])
+RUN = common.define_run_flags('Default: WORKDIR/eval_SPLIT_stepN.')
 
 
 def main(argv):
   del argv
   common.start_processes()
   try:
-    if two_stage.is_two_stage(CONFIG.value):
-      reports = two_stage.evaluate(CONFIG.value, WORKDIR.value, SPLIT.value, CHECKPOINT.value,
-                                   OUTPUT_DIR.value)
+    if two_stage.is_two_stage(RUN.config.value):
+      reports = two_stage.evaluate(RUN.config.value, RUN.workdir.value, RUN.split.value,
+                                   RUN.checkpoint.value, RUN.output_dir.value)
       print(tables.metrics_table({row: r.metrics for row, r in reports.items()}))
       print(f'reports written to {", ".join(r.directory for r in reports.values())}')
       return
-    report = evaluate.evaluate_checkpoint(CONFIG.value, WORKDIR.value, CHECKPOINT.value,
-                                          SPLIT.value, OUTPUT_DIR.value)
+    report = evaluate.evaluate_checkpoint(RUN.config.value, RUN.workdir.value,
+                                          RUN.checkpoint.value, RUN.split.value,
+                                          RUN.output_dir.value)
   except common.USER_ERRORS as e:
     common.fail(e)
   print(json.dumps(report.metrics, indent=2, sort_keys=True))

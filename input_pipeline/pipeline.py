@@ -38,6 +38,7 @@ import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
 from input_pipeline import augment
+from input_pipeline import speckle
 from input_pipeline import builders  # pylint: disable=unused-import  (registers builders)
 from input_pipeline.builders import common
 from input_pipeline.builders import splits as splits_lib
@@ -200,9 +201,12 @@ class _Preprocessor:
     if 'masks' in item:
       masks = _resize(_decode(item['masks'], 1), cfg.image_size, 'nearest')
       out.update(masks=tf.cast(masks > 0, tf.float32), boxes=item['boxes'])
+    seed = tf.cast(tf.stack([tf.cast(self.seed, tf.int64), tf.cast(position, tf.int64)]),
+                   tf.int32)
     if self.train:
-      seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(position, tf.int64)])
-      out = augment.augment_clip(out, tf.cast(seed, tf.int32), cfg.augment)
+      out = augment.augment_clip(out, seed, cfg.augment)
+    elif cfg.eval_speckle_looks > 0:  # Robustness studies: fixed speckle on every frame.
+      out['frames'] = speckle.add_speckle(out['frames'], cfg.eval_speckle_looks, seed)
     if cfg.heatmap_sigma > 0 and 'boxes' in out:
       out['heatmaps'] = gaussian_heatmaps(out['boxes'], cfg.image_size, cfg.heatmap_sigma)
     for key in ('label', 'frame_index'):
