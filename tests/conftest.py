@@ -1,9 +1,19 @@
-"""Test set-up: 4 virtual CPU devices (so sharding is exercised everywhere) and tiny data."""
+"""Test set-up: 4 virtual CPU devices (so sharding is exercised everywhere) and tiny data.
+
+JAX's persistent compilation cache lives in a fresh directory per test session: tests
+re-jit the same programs many times (every evaluation from a checkpoint, every fold), and
+a compiled program is reused only when its computation is identical, so results do not
+change, the suite just compiles less. No cache survives the session.
+"""
 import os
 import sys
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='usvjax-jax-cache-'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
