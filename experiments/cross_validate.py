@@ -3,8 +3,11 @@ r"""k-fold cross-validation (by video, stratified by label) of a classification 
   python -m experiments.cross_validate --config=configs/cnn_aver.py:demo --workdir=runs/cv \
       --folds=5 [--seed=0] [--config.dataset.train_split=train+validation+test]
 
-Prints the per-fold table with mean ± std and writes cv_results.json, cv_table.md and
-pooled ROC / PR / confusion-matrix PNGs into the workdir. Rerunning resumes unfinished folds.
+Prints the comparison of the rows (one per model; five for the two-stage
+configs/cnn_lstm.py: cnn_vote, cnn_aver, key_frame, equal_frame_lstm,
+variable_frame_lstm) and each row's per-fold table with mean ± std, and writes
+cv_results.json, cv_table.md and per-row pooled ROC / PR / confusion-matrix PNGs into the
+workdir. Rerunning resumes unfinished folds.
 """
 from absl import app
 from absl import flags
