@@ -4,7 +4,7 @@ Stage 1 (``frame_cnn``, a ``configs/cnn_aver.py`` config) trains the frame CNN o
 its pooled features of every video are cached to disk; stage 2 (the top level) trains the
 LSTM (input D, hidden 256) on the cached feature sequences of 1 to ``max_frames`` frames,
 and, with ``equal_frames`` > 0, an equal-frame CNN-LSTM on exactly that many. The frame
-CNN's data and seed are the top level's. ``experiments/train.py`` runs both stages;
+CNN has no dataset or seed of its own: it uses the top level's. ``experiments/train.py`` runs both stages;
 ``experiments/evaluate.py`` and ``experiments/cross_validate.py`` score all of the paper's
 rows (CNN_Vote, CNN_Aver, Key_Frame, equal- and variable-frame CNN-LSTM).
 
@@ -53,5 +53,7 @@ def get_config(arg: str | None = None):
   c = common.base_config('classification')
   c.model = ml_collections.ConfigDict(dict(name='cnn_lstm', num_classes=2, hidden=256))
   c.frame_cnn = cnn_aver.get_config(variant)
+  with c.frame_cnn.unlocked():  # One source of truth: stage 1 uses the top level's.
+    del c.frame_cnn['dataset'], c.frame_cnn['seed']
   c.equal_frames = 12
   return common.finalize(c, variant, {'demo': _demo, 'tiny': _tiny, 'paper': _paper})

@@ -58,8 +58,10 @@ def test_votes_count_real_frames_and_ties_go_to_the_first_class():
 
 
 def test_paper_frame_cnn_is_resnet18_then_three_fully_connected_layers():
-  config = helpers.load_config('cnn_lstm', '')
-  config = two_stage.frame_cnn_config(config)
+  top = helpers.load_config('cnn_lstm', '')
+  assert 'dataset' not in top.frame_cnn and 'seed' not in top.frame_cnn  # No second source.
+  config = two_stage.frame_cnn_config(top)
+  assert config.dataset == top.dataset and config.seed == top.seed
   config.model.update(backbone='resnet18', head=(256, 128))
   model = frame_classifier.FrameClassifier(**{k: v for k, v in config.model.items()
                                               if k != 'name'})

@@ -3,8 +3,8 @@
 A two-stage config (``configs/cnn_lstm.py``) is the sequence model's config (model,
 optimizer, steps, input) plus
 
-* ``frame_cnn``: a complete frame-classifier config (``configs/cnn_aver.py``) for stage 1;
-  its ``dataset``, ``seed`` and ``dataset.folds`` are always taken from the top level;
+* ``frame_cnn``: a frame-classifier config (``configs/cnn_aver.py``) for stage 1 without
+  ``dataset`` and ``seed``: stage 1 uses the top level's (folds included);
 * ``equal_frames``: if > 0, an equal-frame CNN-LSTM is trained as well, on exactly this
   many uniformly sampled frames per video (12 in the paper; frames of shorter videos
   repeat, so every row is scored on the same videos; the paper instead dropped videos
@@ -48,8 +48,9 @@ def frame_cnn_config(config: ml_collections.ConfigDict, aggregation: str = 'aver
                      max_frames: int = 0) -> ml_collections.ConfigDict:
   """Stage 1's config: ``config.frame_cnn`` with the top level's data and seed."""
   c = config.frame_cnn.copy_and_resolve_references()
-  c.dataset = config.dataset.copy_and_resolve_references()
-  c.seed = config.seed
+  with c.unlocked():
+    c.dataset = config.dataset.copy_and_resolve_references()
+    c.seed = config.seed
   c.model.aggregation = aggregation
   if max_frames:
     c.input.max_frames = max_frames
