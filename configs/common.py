@@ -19,7 +19,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
-  c.best_metric = 'mean_dice' if task == 'segmentation' else 'auc'
+  c.best_metric = {'segmentation': 'mean_dice', 'classification': 'auc',
+                   'contrastive': 'contrastive_accuracy'}[task]
   c.best_mode = 'max'
 
   c.dataset = ml_collections.ConfigDict(dict(
@@ -37,10 +38,17 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       max_frames=16, length_buckets=(4, 8, 16), sampling='up_to',
       shuffle_buffer=512, video_shuffle_buffer=64, heatmap_sigma=0.0,
       # > 0: evaluation frames get multiplicative Gamma speckle with this look number L.
-      eval_speckle_looks=0.0))
+      eval_speckle_looks=0.0,
+      # Segmentation evaluation: 'clip' scores every frame as the target of its clip;
+      # 'first_frame' (semi-supervised, STPFNet) streams each whole video from its first
+      # frame's given mask and scores the later frames.
+      eval_protocol='clip'))
   c.input.augment = ml_collections.ConfigDict(dict(
       flip=True, crop_scale=0.8, brightness=0.1, contrast=0.1, speckle_prob=0.0,
-      speckle_looks=(20.0, 50.0)))
+      speckle_looks=(20.0, 50.0),
+      # Elastic deformation: a smooth random displacement of up to elastic_alpha of the
+      # frame size, with probability elastic_prob.
+      elastic_prob=0.0, elastic_alpha=0.05))
 
   c.model = ml_collections.ConfigDict({'name': ''})
   # Pretrained weights: a folder written by experiments/convert_weights.py, loaded into the
@@ -51,6 +59,12 @@ def base_config(task: str) -> ml_collections.ConfigDict:
         bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0, wiou_weight=0.0,
         aux_weight=0.0, heatmap_weight=0.0, contrastive_weight=0.0, contrastive_margin=1e-3,
         threshold=0.5))
+  elif task == 'contrastive':
+    # SimCLR pretraining (usvjax/tasks/contrastive.py): each example is two augmented views
+    # of one frame ('same_frame') or of two frames of one video ('same_video'); max_frames
+    # frames are drawn at random from each video per pass.
+    c.input.positives = 'same_frame'
+    c.task = ml_collections.ConfigDict(dict(temperature=0.5))
   else:
     c.task = ml_collections.ConfigDict(dict(frame_loss=False, threshold=0.5))
 

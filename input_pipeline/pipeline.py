@@ -4,7 +4,9 @@ Segmentation examples are **clips**: the target frame t and its K previous frame
 ``frames[T=K+1, H, W, C]`` ordered in time, **the target last** (index T-1). At the start
 of a video the missing previous frames are the first frame repeated (t-1 -> max(t-1, 0)),
 so every frame of every video is a target exactly once. ``masks[T, H, W, 1]`` and
-``boxes[T, 4]`` come with every clip frame.
+``boxes[T, 4]`` come with every clip frame. With ``input.eval_protocol='first_frame'``
+(semi-supervised evaluation, see ``usvjax.streaming``) evaluation examples are whole
+videos instead, padded in time to the longest of the batch (``valid`` False after the end).
 
 Classification examples are **sequences** of ``frames`` (or of cached per-frame
 ``features`` [n, D], see ``usvjax.feature_cache``) sampled uniformly over the whole video:
@@ -141,7 +143,7 @@ def _resize(images: tf.Tensor, size: int, method: str) -> tf.Tensor:
                                          antialias=method == 'bilinear'))
 
 
-def _frames_to_model(frames: tf.Tensor, size: int, channels: int) -> tf.Tensor:
+def frames_to_model(frames: tf.Tensor, size: int, channels: int) -> tf.Tensor:
   """uint8 [T, h, w, c] -> float32 [T, size, size, channels] in [0, 1]."""
   frames = _resize(tf.cast(frames, tf.float32) / 255.0, size, 'bilinear')
   have = frames.shape[-1]
@@ -196,7 +198,7 @@ class _Preprocessor:
     if self.key == 'features':  # Cached CNN features: nothing to decode or augment.
       out = {'features': item['features'], 'label': item['label']}
       return self._finish(out, item)
-    out = {'frames': _frames_to_model(_decode(item['frames'], self.channels_stored),
+    out = {'frames': frames_to_model(_decode(item['frames'], self.channels_stored),
                                       cfg.image_size, cfg.channels)}
     if 'masks' in item:
       masks = _resize(_decode(item['masks'], 1), cfg.image_size, 'nearest')
@@ -246,6 +248,8 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
   if train:
     videos = videos.repeat().shuffle(config.input.video_shuffle_buffer, seed=config.seed)
   if task == 'segmentation':
+    if _whole_videos(config, train):
+      return videos.map(lambda v: {k: v[k] for k in ('frames', 'masks', 'boxes', 'video_id')})
     return videos.flat_map(lambda v: _clips(v, config.input.clip_length))
   cfg = config.input
   if max(cfg.length_buckets) < cfg.max_frames:
@@ -255,6 +259,17 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
     raise ValueError(f'config.input.sampling={cfg.sampling!r}: use one of {SAMPLINGS}.')
   key = _sequence_key(builder)
   return videos.map(lambda v: _sequence(v, key, cfg.max_frames, cfg.sampling))
+
+
+EVAL_PROTOCOLS = ('clip', 'first_frame')
+
+
+def _whole_videos(config: ml_collections.ConfigDict, train: bool) -> bool:
+  """Whether evaluation items are whole videos (``input.eval_protocol='first_frame'``)."""
+  protocol = config.input.eval_protocol
+  if protocol not in EVAL_PROTOCOLS:
+    raise ValueError(f'config.input.eval_protocol={protocol!r}: use one of {EVAL_PROTOCOLS}.')
+  return not train and protocol == 'first_frame'
 
 
 _FOLDS_CACHE: dict[tuple, dict[str, int]] = {}
@@ -294,8 +309,11 @@ def _fold_table(builder, split: str, num_folds: int, seed: int) -> tf.lookup.Sta
                                           key_dtype=tf.string, value_dtype=tf.int64), -1)
 
 
-def _batch(ds: tf.data.Dataset, config, batch_size: int, drop_remainder: bool):
+def _batch(ds: tf.data.Dataset, config, batch_size: int, drop_remainder: bool,
+           train: bool = False):
   if config.input.task == 'segmentation':
+    if _whole_videos(config, train):  # Videos of different lengths: pad, valid False.
+      return ds.padded_batch(batch_size, drop_remainder=drop_remainder)
     return ds.batch(batch_size, drop_remainder=drop_remainder)
   buckets = sorted(config.input.length_buckets)
   ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
@@ -338,7 +356,7 @@ def train_batches(config: ml_collections.ConfigDict, builder, start_step: int = 
   items = items.filter(lambda i, _: (i % global_size) // batch_size == process)
   ds = items.map(_Preprocessor(config, builder, train=True),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = _batch(ds, config, batch_size, drop_remainder=True)
+  ds = _batch(ds, config, batch_size, drop_remainder=True, train=True)
   return ds.prefetch(2).as_numpy_iterator()
 
 

@@ -114,20 +114,24 @@ def test_non_finite_update_is_caught_before_it_is_saved(data_dir, tmp_path):
   assert checkpoint.create_manager(str(tmp_path), 2, read_only=True).all_steps() == []
 
 
-@pytest.mark.parametrize('name, rows_key', [('unet', 'num_frames'), ('cnn_aver', 'num_videos')])
+@pytest.mark.parametrize('name, rows_key', [('unet', 'num_frames'), ('cnn_aver', 'num_videos'),
+                                            ('stpfnet', 'num_frames')])
 def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, rows_key):
+  """Every frame (U-Net), every video (CNN_Aver), every frame but the first of each video
+  (STPFNet's first-frame protocol) is scored exactly once."""
   config = helpers.load_config(name, data_dir, **{'input.eval_batch_size': 8})
   workdir = str(tmp_path / name)
   train.train_and_evaluate(config, workdir)
   metrics, _, directory = evaluate.evaluate_checkpoint(config, workdir, 'best', 'test')
   builder = pipeline.get_builder(config.dataset)
   lengths = [len(ex['boxes']) for ex in tfds.as_numpy(builder.as_dataset(split='test'))]
-  expected = sum(lengths) if name == 'unet' else len(lengths)
+  expected = {'unet': sum(lengths), 'cnn_aver': len(lengths),
+              'stpfnet': sum(lengths) - len(lengths)}[name]
   assert expected % 8  # Not a multiple of the batch size.
   assert metrics[rows_key] == expected
   files = set(os.listdir(directory))
   assert {'metrics.json', 'per_video.csv', 'curves.png'} <= files
-  if name == 'unet':
+  if name != 'cnn_aver':
     assert any(f.startswith('overlay_') for f in files)
   else:
     assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= files

@@ -1,7 +1,9 @@
 """Exact evaluation of a split, and the files a user reads afterwards.
 
 ``evaluate_split`` runs the model over every clip/video of a split exactly once (padding
-masked out, see ``input_pipeline.pipeline.eval_batches``); every process gathers all
+masked out, see ``input_pipeline.pipeline.eval_batches``), or, with
+``config.input.eval_protocol='first_frame'``, streams every whole video from its first
+frame's given mask (``usvjax.streaming``); every process gathers all
 predictions, so metrics are exact and identical on every process. ``write_report`` writes
 ``metrics.json``, a per-video CSV and pictures (segmentation overlays; ROC and PR curves
 and a confusion matrix for classification).
@@ -26,17 +28,27 @@ from usvjax import optim
 from usvjax import parallel
 from usvjax import plots
 from usvjax import state as state_lib
+from usvjax import streaming
 from usvjax import tasks
 
 
-def make_eval_step(model, task):
-  """The jitted evaluation step: (variables, batch) -> the task's eval outputs.
+def make_eval_step(model, task, protocol: str = 'clip'):
+  """The evaluation step: ``eval_step(variables, local_batch, mesh)`` yields the task's eval
+  outputs (global arrays) for the batch's examples.
 
-  Make it once per run: each new function would be compiled again.
+  ``protocol`` 'clip' runs the model once on the batch of clips (or sequences);
+  'first_frame' streams batches of whole videos (``streaming.first_frame_eval_step``).
+  Make it once per run: each new step function would be compiled again.
   """
+  if protocol == 'first_frame':
+    return streaming.first_frame_eval_step(model, task)
+
   @jax.jit
-  def eval_step(variables, batch):
+  def forward(variables, batch):
     return task.eval_outputs(model.apply(variables, batch, train=False), batch)
+
+  def eval_step(variables, batch, mesh):
+    yield forward(variables, parallel.global_batch(batch, mesh))
   return eval_step
 
 
@@ -52,9 +64,9 @@ def evaluate_split(eval_step, task, config: ml_collections.ConfigDict, builder, 
   evaluation = task.evaluator()
   for batch in tqdm(batches, total=num_batches, desc=f'eval {split}', leave=False,
                     disable=jax.process_index() != 0):
-    outputs = eval_step(variables, parallel.global_batch(batch, mesh))
-    evaluation.update(jax.tree.map(np.asarray, multihost_utils.process_allgather(
-        outputs, tiled=True)))
+    for outputs in eval_step(variables, batch, mesh):
+      evaluation.update(jax.tree.map(np.asarray, multihost_utils.process_allgather(
+          outputs, tiled=True)))
   return evaluation.result(), evaluation
 
 
@@ -85,18 +97,27 @@ class Report(NamedTuple):
   directory: str
 
 
-def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str, model,
-                      builder, split: str, mesh: jax.sharding.Mesh) -> tuple[dict, int]:
+def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str, model,
+                       sample: dict, mesh: jax.sharding.Mesh) -> tuple[dict, int]:
   """The variables of checkpoint ``which`` ('best', 'latest' or a step) of ``workdir``,
-  replicated over ``mesh``, and its step. A batch of ``split`` gives the input shapes."""
+  replicated over ``mesh``, and its step. ``sample`` (a local batch) gives the input shapes."""
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
                                       config.best_mode, read_only=True)
   step = checkpoint.resolve_step(manager, which)
-  batches, _ = pipeline.eval_batches(config, builder, split)
-  sample = parallel.global_batch(next(batches), mesh)
-  target = state_lib.init_state(model, optim.create_optimizer(config), sample, config.seed,
-                                mesh)
+  target = state_lib.init_state(model, optim.create_optimizer(config),
+                                parallel.global_batch(sample, mesh), config.seed, mesh)
   return checkpoint.restore(manager, step, target).variables(), step
+
+
+def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str, model,
+                      builder, split: str, mesh: jax.sharding.Mesh) -> tuple[dict, int]:
+  """``restore_checkpoint`` with a batch of ``split`` as the sample."""
+  batches, _ = pipeline.eval_batches(config, builder, split)
+  sample = next(batches)
+  if config.input.eval_protocol == 'first_frame':  # Whole videos; a clip has the shapes.
+    sample = {k: v[:, :config.input.clip_length] if k in parallel.TIME_KEYS else v
+              for k, v in sample.items()}
+  return restore_checkpoint(config, workdir, which, model, sample, mesh)
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
@@ -118,7 +139,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   builder = pipeline.get_builder(config.dataset)
   model, task = models.create_model(config.model), tasks.create_task(config)
   variables, step = restore_variables(config, workdir, which, model, builder, split, mesh)
-  metrics, evaluation = evaluate_split(make_eval_step(model, task), task, config, builder,
+  eval_step = make_eval_step(model, task, config.input.eval_protocol)
+  metrics, evaluation = evaluate_split(eval_step, task, config, builder,
                                        split, mesh, variables)
   metrics = dict(metrics, step=step, split=split, checkpoint=which)
   output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')

@@ -57,8 +57,9 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
-def _pad_time_axis(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Pads TIME_KEYS to the longest time axis over all processes (valid stays False)."""
+def pad_time_axis(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Pads TIME_KEYS to the longest time axis over all processes (valid stays False); a
+  collective: every process calls it."""
   length = batch['valid'].shape[1]
   longest = int(np.max(multihost_utils.process_allgather(np.int64(length))))
   if longest == length:
@@ -76,8 +77,8 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 
   The local batch size must be divisible by the number of local devices.
   """
-  if jax.process_count() > 1 and 'valid' in local:
-    local = _pad_time_axis(local)
+  if jax.process_count() > 1 and 'valid' in local and np.ndim(local['valid']) == 2:
+    local = pad_time_axis(local)
   sharding = data_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local.items()}

@@ -154,8 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
   step_fn = jit_train_step(make_train_step(model, task, tx, config.seed), mesh)
   writer = Writer(workdir)
-  evaluator = functools.partial(evaluate.evaluate_split, evaluate.make_eval_step(model, task),
-                                task, config, builder, config.dataset.eval_split, mesh)
+  eval_step = evaluate.make_eval_step(model, task, config.input.eval_protocol)
+  evaluator = functools.partial(evaluate.evaluate_split, eval_step, task, config, builder,
+                                config.dataset.eval_split, mesh)
   eval_metrics: dict[str, float] = {}
   progress = tqdm(total=config.total_steps, initial=start_step, desc='train', unit='step',
                   disable=jax.process_index() != 0, dynamic_ncols=True)

@@ -20,6 +20,7 @@ and malignant).
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 import dataclasses
 import os
 
@@ -135,27 +136,47 @@ def read_video(path: str) -> tuple[np.ndarray, float]:
 
   Raises a DatasetError naming the file if it is missing, unreadable or has no frames.
   """
+  frames, fps = iter_video(path)
+  frames = list(frames)
+  if len({f.shape for f in frames}) != 1:
+    raise common.DatasetError(f'video {path!r} has frames of different sizes.')
+  return np.stack(frames), fps
+
+
+def iter_video(path: str) -> tuple[Iterator[np.ndarray], float]:
+  """The frames (uint8 RGB [H, W, 3], decoded one at a time) of a video file or a folder of
+  frames, and its fps (0 for a folder). A missing path, an unreadable frame or a video
+  without frames is a DatasetError naming the file."""
   if os.path.isdir(path):
     names = common.list_images(path)
-    frames = [common.read_rgb(os.path.join(path, n)) for n in names]
+    frames = (common.read_rgb(os.path.join(path, n)) for n in names)
     fps = 0.0
   else:
     common.require_file(path, 'video')
     capture = cv2.VideoCapture(path)
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-    frames = []
+    frames = _decode(capture)
+
+  def checked():
+    count = 0
+    for frame in frames:
+      count += 1
+      yield frame
+    if not count:
+      raise common.DatasetError(f'video {path!r} has no readable frames: the file is empty, '
+                                'corrupt or in a format OpenCV cannot decode.')
+  return checked(), fps
+
+
+def _decode(capture) -> Iterator[np.ndarray]:
+  try:
     while True:
       ok, frame = capture.read()
       if not ok:
-        break
-      frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        return
+      yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+  finally:
     capture.release()
-  if not frames:
-    raise common.DatasetError(f'video {path!r} has no readable frames: the file is empty, '
-                              'corrupt or in a format OpenCV cannot decode.')
-  if len({f.shape for f in frames}) != 1:
-    raise common.DatasetError(f'video {path!r} has frames of different sizes.')
-  return np.stack(frames), fps
 
 
 def _shrink(frame: np.ndarray, max_side: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from usvjax.models.cnn_lstm import CNNLSTM
 from usvjax.models.dsanet import DSANet
 from usvjax.models.flanet import FLANet
 from usvjax.models.frame_classifier import FrameClassifier
+from usvjax.models.stpfnet import STPFNet
 from usvjax.models.unet import UNet
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -20,6 +21,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'cnn_lstm': CNNLSTM,
     'flanet': FLANet,
     'dsanet': DSANet,
+    'stpfnet': STPFNet,
 }
 
 

@@ -141,24 +141,6 @@ def temporal_shift(x: jnp.ndarray, fraction: float) -> jnp.ndarray:
   return jnp.concatenate([forward, backward, x[..., 2 * k:]], axis=-1)
 
 
-class DecoderBranch(nn.Module):
-  """U-Net decoder: four blocks from stride 32 up to stride 2; returns every block's output."""
-  channels: Sequence[int] = (256, 128, 64, 32)
-
-  @nn.compact
-  def __call__(self, features: dict[str, jnp.ndarray], *, train: bool) -> list[jnp.ndarray]:
-    x, outputs = features['stride32'], []
-    for i, (skip_name, width) in enumerate(zip(('stride16', 'stride8', 'stride4', 'stride2'),
-                                               self.channels)):
-      skip = features[skip_name]
-      x = jax.image.resize(x, skip.shape[:3] + (x.shape[-1],), 'bilinear')
-      x = jnp.concatenate([x, skip], axis=-1)
-      x = layers.ConvNormAct(width, name=f'block{i}_conv0')(x, train=train)
-      x = layers.ConvNormAct(width, name=f'block{i}_conv1')(x, train=train)
-      outputs.append(x)
-    return outputs
-
-
 def _upsample(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
   return jax.image.resize(x, (x.shape[0],) + size + (x.shape[-1],), 'bilinear')
 
@@ -188,11 +170,11 @@ class FLANet(nn.Module):
     fuse = FFA if self.aggregation == 'ffa' else ConcatFuse
     kwargs = {'reduction': self.ffa_reduction, 'groups': self.groups} if fuse is FFA else {}
     self.fusions = {level: fuse(**kwargs) for level in self.ffa_levels}
-    self.segmentation = DecoderBranch(self.decoder_channels)
+    self.segmentation = layers.UNetDecoder(self.decoder_channels)
     self.fuse_last = BConv(self.decoder_channels[-1], self.groups)
     self.mask_head = nn.Conv(1, (1, 1))
     if self.localization:
-      self.localisation = DecoderBranch(self.decoder_channels)
+      self.localisation = layers.UNetDecoder(self.decoder_channels)
       self.heatmap_head = nn.Conv(1, (1, 1))
 
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:

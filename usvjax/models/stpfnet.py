@@ -1,0 +1,284 @@
+"""STPFNet (Tu et al.): space-time memory read, the previous mask as a spatial prior, and
+multi-scale feature fusion, for breast-lesion segmentation in ultrasound video.
+
+STPFNet is a semi-supervised video object segmenter: the first frame's mask is given and
+every later frame is predicted from a memory of earlier frames and the previous prediction.
+The model is written as a stream (fixed shapes, so each function compiles once):
+
+* ``start(frame, mask)`` -> state: encodes frame 1 with its given mask into the memory;
+* ``step(state, frame)`` -> (state, logits [B, H, W, 1]): predicts the next frame and
+  writes it, with its predicted mask, into the memory;
+* ``__call__(batch)`` (training, Sec. III-E): ``start`` on frame 1 of each clip with its
+  ground truth, then ``step`` over frames 2..T in order, so frame 2's prediction feeds frame
+  3's memory and prior. Outputs ``logits`` (frame T) and ``aux_logits`` [B, T-2, H, W, 1]
+  (frames 2..T-1); with T = 3 and ``config.task.aux_weight`` = 1 the task's BCE is the
+  two-class cross entropy of Eq. 12 on frames 2 and 3 (averaged over pixels, not summed).
+  Gradients flow through the soft predictions that feed later frames, as in STM's training.
+
+**Encoder.** One ResNet-50 (``backbone``) shared by everything below; r = its last-stage
+features [h, w, C] (stride 32, C = 2048: the paper's "last layer"). Each step encodes the
+frame and the SFM's prior input as one batch (in training, BatchNorm's batch statistics are
+over both).
+
+**Memory read (Eqs. 1-2, shared by TFM and SFM).** Key and value heads are 3x3 convs of r
+to C/8 and C/2 channels (resolution kept). For a query key K^C [h*w, C/8] and a memory of
+keys K^P [N*h*w, C/8] and values V^P [N*h*w, C/2]:
+  f(K^C, K^P) = softmax_m(K^C K^P^T / sqrt(C/8)),   y = f(K^C, K^P) V^P,
+the softmax running over all memory positions m. The printed softmax(exp(K^C (x) K^P)) is
+read as STM's softmax of (scaled) dot products: the exp is the softmax's own. Positions of
+unused memory slots are masked out, so each video of a batch reads only its own memory.
+
+**TFM (Sec. III-B).** Read over the memory of past frames. Following STM, a memory value
+encodes the frame *and its mask*: the value head sees [r, m], m the frame's mask (given for
+frame 1, predicted probabilities after) averaged down to r's resolution. Our choice where
+the paper is silent: STM has a second encoder for memory frames; here the one shared encoder
+serves both, and the mask enters at the value head, so a frame is encoded once for the
+query and the memory (the memory key of a frame is its query key).
+
+**Memory (bounded).** ``memory_size`` N >= 2 slots: slot 0 holds frame 1; the other N - 1
+form a ring. Each new frame is written at the ring's head, and the head moves on only after
+a frame whose number is a multiple of ``memory_every`` (a kept frame), so the ring holds the
+previous frame and the latest kept frames that fit. The per-frame cost does not grow with
+the video, and during training (clips of 3) frame 3 reads frames 1 and 2, as in the paper.
+
+**SFM (Sec. III-C, Eqs. 3-5).** Key K^p_{t-1}: the previous frame's key. Value:
+V^p_{t-1} = theta(P_m * C_f) (Eq. 4): the current frame multiplied by the previous frame's
+predicted mask, encoded by the shared encoder and a 3x3 value conv (C/2). z = the read of
+K^C over that single-frame memory (Eq. 5). ``mask_prior=False`` (Table III without
+"*mask") encodes the current frame unmasked.
+
+**MSFF (Sec. III-D, Eqs. 6-9).** y (TFM, C/2), z (SFM, C/2) and w, a 1x1 conv of the
+encoder level ``fusion_level`` to C/8 channels, resized to r's resolution (Table III "+2",
+"+3", "+4" = stride 8, 16, 32). Each is pooled globally (average and/or max, ``pools``),
+concatenated, and two linear layers (reduction ``msff_reduction``, ReLU, then a sigmoid: our
+choice, the paper names no squashing) give a per-channel weight vector Y, Z, W (Eqs. 6-8).
+X = Y*y + Z*z + P(W*w) (Eq. 9), where P is a 1x1 conv from C/8 to C/2 channels: our way of
+making the channel counts agree. ``fusion='sum'`` (Table II without MSFF, "simply merge"):
+X = y + z.
+
+**Decoder.** STM-style refinement with encoder skips: the U-Net decoder of
+``layers.UNetDecoder`` from X at stride 32 with the current frame's stride-16/8/4/2
+features, a 1x1 conv and bilinear upsampling to the input size.
+
+**Ablations (Tables II-III).** ``spatial_fusion`` (SFM on/off), ``fusion`` ('msff' or
+'sum'), ``pools`` (avg, max), ``fusion_level`` ('' for no w), ``mask_prior``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from usvjax.models import layers
+from usvjax.models.backbones import resnet
+
+State = dict[str, Any]
+FUSION_LEVELS = ('', 'stride8', 'stride16', 'stride32')
+POOLS = ('avg', 'max')
+
+
+def memory_read(query_key: jnp.ndarray, memory_keys: jnp.ndarray,
+                memory_values: jnp.ndarray, memory_valid: jnp.ndarray) -> jnp.ndarray:
+  """Eqs. 1-2: the values of N memory frames read at every query position.
+
+  Args:
+    query_key: [B, h, w, Ck].
+    memory_keys: [B, N, h', w', Ck].
+    memory_values: [B, N, h', w', Cv].
+    memory_valid: bool [B, N]; invalid slots get zero weight.
+  Returns:
+    [B, h, w, Cv]: sum over memory positions m of softmax_m(q . k_m / sqrt(Ck)) v_m
+    (zeros for a video whose memory is empty).
+  """
+  b, h, w, ck = query_key.shape
+  n, hm, wm = memory_keys.shape[1:4]
+  keys = memory_keys.reshape(b, n * hm * wm, ck)
+  values = memory_values.reshape(b, n * hm * wm, -1)
+  valid = jnp.repeat(memory_valid, hm * wm, axis=1)[:, None, :]  # [B, 1, N h' w'].
+  scores = jnp.einsum('bqc,bmc->bqm', query_key.reshape(b, h * w, ck), keys) / math.sqrt(ck)
+  weights = layers.masked_softmax(scores, valid, axis=-1)
+  return jnp.einsum('bqm,bmc->bqc', weights, values).reshape(b, h, w, -1)
+
+
+def _area_resize(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
+  """[B, H, W, C] -> [B, *size, C], antialiased when shrinking."""
+  return jax.image.resize(x, (x.shape[0],) + tuple(size) + (x.shape[-1],), 'linear')
+
+
+class MSFF(nn.Module):
+  """Eqs. 6-9: X = Y*y + Z*z + P(W*w); z and w may be None (that branch is left out)."""
+  pools: Sequence[str] = POOLS
+  reduction: int = 16
+
+  @nn.compact
+  def __call__(self, y: jnp.ndarray, z: jnp.ndarray | None,
+               w: jnp.ndarray | None) -> jnp.ndarray:
+    x = self.weights(y, 'y') * y
+    if z is not None:
+      x = x + self.weights(z, 'z') * z
+    if w is not None:
+      x = x + nn.Conv(y.shape[-1], (1, 1), name='lift_w')(self.weights(w, 'w') * w)
+    return x
+
+  def weights(self, x: jnp.ndarray, name: str) -> jnp.ndarray:
+    """Phi(avg(x) (+) max(x)): a weight in (0, 1) per channel, [B, 1, 1, C]."""
+    pooled = {'avg': jnp.mean(x, axis=(1, 2)), 'max': jnp.max(x, axis=(1, 2))}
+    descriptor = jnp.concatenate([pooled[p] for p in self.pools], axis=-1)
+    channels = x.shape[-1]
+    hidden = nn.relu(nn.Dense(max(1, channels // self.reduction), name=f'{name}_fc1')(descriptor))
+    return nn.sigmoid(nn.Dense(channels, name=f'{name}_fc2')(hidden))[:, None, None, :]
+
+
+class STPFNet(nn.Module):
+  """STPFNet; see the module docstring for the fields and the stream functions."""
+  backbone: str = 'resnet50'
+  backbone_width: float = 1.0
+  decoder_channels: Sequence[int] = (256, 128, 64, 32)
+  spatial_fusion: bool = True
+  mask_prior: bool = True
+  fusion: str = 'msff'  # 'msff' (Eqs. 6-9) or 'sum' (Table II without MSFF).
+  pools: Sequence[str] = POOLS
+  fusion_level: str = 'stride32'  # w's encoder level; '' for none.
+  msff_reduction: int = 16
+  memory_size: int = 5
+  memory_every: int = 5
+
+  def setup(self):
+    if self.fusion not in ('msff', 'sum'):
+      raise ValueError(f"config.model.fusion={self.fusion!r}: use 'msff' or 'sum'.")
+    if self.fusion_level not in FUSION_LEVELS:
+      raise ValueError(f'config.model.fusion_level={self.fusion_level!r}: use one of '
+                       f'{FUSION_LEVELS}.')
+    if not self.pools or set(self.pools) - set(POOLS):
+      raise ValueError(f'config.model.pools={tuple(self.pools)}: use a non-empty subset of '
+                       f'{POOLS}.')
+    if self.memory_size < 2 or self.memory_every < 1:
+      raise ValueError(f'config.model.memory_size={self.memory_size} must be >= 2 (the first '
+                       f'and the previous frame) and memory_every={self.memory_every} >= 1.')
+    self.encoder = resnet.ResNet(self.backbone, width=self.backbone_width)
+    channels = self._channels()
+    self.key_head = nn.Conv(channels // 8, (3, 3))
+    self.memory_value_head = nn.Conv(channels // 2, (3, 3))
+    if self.spatial_fusion:
+      self.prior_value_head = nn.Conv(channels // 2, (3, 3))
+    if self.fusion_level:
+      self.w_head = nn.Conv(channels // 8, (1, 1))
+    if self.fusion == 'msff':
+      self.msff = MSFF(tuple(self.pools), self.msff_reduction)
+    self.decoder = layers.UNetDecoder(self.decoder_channels)
+    self.mask_head = nn.Conv(1, (1, 1))
+
+  def _channels(self) -> int:
+    """C, the channels of the encoder's last stage."""
+    expansion = 1 if self.backbone in ('resnet18', 'resnet34') else 4
+    return max(1, int(round(512 * self.backbone_width))) * expansion
+
+  def _encode(self, frame: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
+    x = jnp.broadcast_to(frame, frame.shape[:-1] + (3,)) if frame.shape[-1] == 1 else frame
+    return self.encoder(resnet.imagenet_normalize(x), train=train)
+
+  def _memory_value(self, r: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    return self.memory_value_head(
+        jnp.concatenate([r, _area_resize(mask, r.shape[1:3])], axis=-1))
+
+  def _prior_input(self, frame: jnp.ndarray, prior: jnp.ndarray) -> jnp.ndarray:
+    """Eq. 4's P_m * C_f: the frame times the previous prediction (``mask_prior``)."""
+    return frame * prior if self.mask_prior else frame
+
+  def _spatial_read(self, prior_features: jnp.ndarray, query_key: jnp.ndarray,
+                    previous_key: jnp.ndarray) -> jnp.ndarray:
+    """Eqs. 3 and 5: the read of the current key over the previous frame's key and the
+    value theta(P_m * C_f) (Eq. 4) of the encoded prior input."""
+    value = self.prior_value_head(prior_features)
+    ones = jnp.ones(value.shape[:1] + (1,), bool)
+    return memory_read(query_key, previous_key[:, None], value[:, None], ones)
+
+  def spatial_fusion_read(self, frame: jnp.ndarray, prior: jnp.ndarray, query_key: jnp.ndarray,
+                          previous_key: jnp.ndarray) -> jnp.ndarray:
+    """SFM, Eqs. 3-5: z [B, h, w, C/2] from the current frame [B, H, W, C_in], the previous
+    prediction ``prior`` [B, H, W, 1], and the current and previous keys [B, h, w, C/8]."""
+    prior_features = self._encode(self._prior_input(frame, prior), False)['stride32']
+    return self._spatial_read(prior_features, query_key, previous_key)
+
+  def start(self, frame: jnp.ndarray, mask: jnp.ndarray, train: bool = False) -> State:
+    """The stream's state after frame 1 [B, H, W, C_in] with its given mask [B, H, W, 1]."""
+    r = self._encode(frame, train)['stride32']
+    key = self.key_head(r)
+    b, n = frame.shape[0], self.memory_size
+    empty = lambda x: jnp.zeros((b, n) + x.shape[1:], x.dtype)  # pylint: disable=unnecessary-lambda-assignment
+    value = self._memory_value(r, mask)
+    state = {'keys': empty(key), 'values': empty(value), 'valid': jnp.zeros((b, n), bool),
+             'head': jnp.zeros((b,), jnp.int32), 'count': jnp.zeros((b,), jnp.int32)}
+    return _remember(state, key, value, mask, self.memory_every)
+
+  def step(self, state: State, frame: jnp.ndarray, train: bool = False
+           ) -> tuple[State, jnp.ndarray]:
+    """Predicts the next frame [B, H, W, C_in]: (new state, logits [B, H, W, 1])."""
+    b = frame.shape[0]
+    if self.spatial_fusion:  # One encoder pass for the frame and its prior input.
+      both = self._encode(jnp.concatenate(
+          [frame, self._prior_input(frame, state['previous_mask'])]), train)
+      encoded = {k: v[:b] for k, v in both.items()}
+    else:
+      encoded = self._encode(frame, train)
+    r = encoded['stride32']
+    key = self.key_head(r)
+    y = memory_read(key, state['keys'], state['values'], state['valid'])
+    z = (self._spatial_read(both['stride32'][b:], key, state['previous_key'])
+         if self.spatial_fusion else None)
+    w = (self.w_head(_area_resize(encoded[self.fusion_level], r.shape[1:3]))
+         if self.fusion_level else None)
+    if self.fusion == 'msff':
+      x = self.msff(y, z, w)
+    else:
+      x = y if z is None else y + z
+    decoded = self.decoder(dict(encoded, stride32=x), train=train)[-1]
+    logits = jax.image.resize(self.mask_head(decoded), frame.shape[:3] + (1,), 'bilinear')
+    mask = nn.sigmoid(logits)
+    return _remember(state, key, self._memory_value(r, mask), mask, self.memory_every), logits
+
+  def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
+    frames, masks = batch['frames'], batch['masks']
+    if frames.shape[1] < 2:
+      raise ValueError(f'STPFNet needs clips of >= 2 frames (frame 1 with its mask, then the '
+                       f'frames to predict); got {frames.shape[1]}: set '
+                       'config.input.clip_length=3.')
+    state = self.start(frames[:, 0], masks[:, 0], train)
+    predictions = []
+    for t in range(1, frames.shape[1]):
+      state, logits = self.step(state, frames[:, t], train)
+      predictions.append(logits)
+    outputs = {'logits': predictions[-1]}
+    if len(predictions) > 1:
+      outputs['aux_logits'] = jnp.stack(predictions[:-1], axis=1)
+    return outputs
+
+
+def memory_slots(count: jnp.ndarray, head: jnp.ndarray, memory_size: int, memory_every: int
+                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Where frame number ``count`` (0-based, [B]) is written, and the ring head after it.
+
+  Frame 0 goes to slot 0. Later frames go to the ring slot 1 + head; the head moves on only
+  after a frame whose number is a multiple of ``memory_every``, so the ring keeps those and
+  its head slot always holds the latest frame.
+  """
+  slot = jnp.where(count == 0, 0, 1 + head)
+  kept = (count > 0) & (count % memory_every == 0)
+  return slot, jnp.where(kept, (head + 1) % (memory_size - 1), head)
+
+
+def _remember(state: State, key: jnp.ndarray, value: jnp.ndarray, mask: jnp.ndarray,
+              memory_every: int) -> State:
+  """Writes a frame's key, value and mask into the memory and as the 'previous' frame."""
+  memory_size = state['valid'].shape[1]
+  slot, head = memory_slots(state['count'], state['head'], memory_size, memory_every)
+  chosen = slot[:, None] == jnp.arange(memory_size)[None, :]  # [B, N].
+  write = lambda old, new: jnp.where(  # pylint: disable=unnecessary-lambda-assignment
+      chosen.reshape(chosen.shape + (1,) * (old.ndim - 2)), new[:, None], old)
+  return {'keys': write(state['keys'], key), 'values': write(state['values'], value),
+          'valid': state['valid'] | chosen, 'head': head, 'count': state['count'] + 1,
+          'previous_key': key, 'previous_mask': mask}

@@ -1,0 +1,119 @@
+"""Segmenting videos frame by frame, carrying a state from one frame to the next.
+
+A *streaming* model (STPFNet) has two methods besides ``__call__``:
+
+* ``start(frame [B, H, W, C], mask [B, H, W, 1]) -> state``: the first frame and its mask;
+* ``step(state, frame [B, H, W, C]) -> (state, logits [B, H, W, 1])``: the next frame.
+
+The state has fixed shapes, so each of the two compiles once whatever the video length.
+Models that segment a clip (U-Net, FLA-Net, DSANet) stream through ``ClipWindow``: the last
+``clip_length`` frames are kept and the model runs on that clip, the first frame repeated
+at the start of a video exactly as the input pipeline builds clips, so streamed and
+clip-based outputs agree.
+
+``first_frame_eval_step`` is the evaluation step of the semi-supervised protocol
+(``config.input.eval_protocol='first_frame'``): batches of whole videos are streamed from
+their first frame's ground truth, and every later frame is scored.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from usvjax import parallel
+
+
+def is_streaming(model) -> bool:
+  """Whether ``model`` carries its own state between frames (``start`` and ``step``)."""
+  return hasattr(model, 'start') and hasattr(model, 'step')
+
+
+def _frame_batch(batch: dict, t: int) -> dict:
+  """Frame ``t`` of a batch of whole videos, as a batch of 1-frame clips."""
+  out = {k: batch[k][:, t:t + 1] for k in ('frames', 'masks', 'valid')}
+  out['frame_index'] = np.full(batch['valid'].shape[:1], t, np.int32)
+  out['video_key'] = batch['video_key']
+  return out
+
+
+def first_frame_eval_step(model, task):
+  """``eval_step(variables, batch, mesh)`` for batches of whole videos [B, T, ...]: yields
+  the task's eval outputs of frames 1..T-1 in order (frame 0's mask is given, not scored).
+
+  Every process loops over the same number of frames (time axes are padded to the longest
+  over processes; padded frames have ``valid`` False and are not scored).
+  """
+  @jax.jit
+  def start(variables, first):
+    return model.apply(variables, first['frames'][:, 0], first['masks'][:, 0], method='start')
+
+  @jax.jit
+  def step(variables, state, current):
+    state, logits = model.apply(variables, state, current['frames'][:, 0], method='step')
+    return state, task.eval_outputs({'logits': logits}, current)
+
+  def eval_step(variables, batch: dict, mesh) -> Iterator[dict]:
+    if jax.process_count() > 1:
+      batch = parallel.pad_time_axis(batch)
+    state = start(variables, parallel.global_batch(_frame_batch(batch, 0), mesh))
+    for t in range(1, batch['valid'].shape[1]):
+      state, outputs = step(variables, state, parallel.global_batch(_frame_batch(batch, t),
+                                                                    mesh))
+      yield outputs
+  return eval_step
+
+
+class ClipWindow:
+  """Streams a clip-based segmentation model: keeps the last ``clip_length`` frames.
+
+  ``start(frame, mask)`` and ``step(frame)`` mirror a streaming model's methods on host
+  arrays [B, H, W, C]; ``start`` returns the first frame's probabilities (the mask is not
+  used: these models do not take one).
+  """
+
+  def __init__(self, model, variables: dict, clip_length: int):
+    self.clip_length = clip_length
+    self.window: list[np.ndarray] = []
+    self._probs = jax.jit(lambda v, clip: jax.nn.sigmoid(
+        model.apply(v, {'frames': clip}, train=False)['logits']))
+    self.variables = variables
+
+  def start(self, frame: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    del mask
+    self.window = [frame] * self.clip_length
+    return self._run()
+
+  def step(self, frame: np.ndarray) -> np.ndarray:
+    self.window = self.window[1:] + [frame]
+    return self._run()
+
+  def _run(self) -> np.ndarray:
+    return np.asarray(self._probs(self.variables, jnp.stack(self.window, axis=1)))
+
+
+class StateStream:
+  """Streams a streaming model (``is_streaming``) with the same interface as ``ClipWindow``;
+  ``start`` returns the given mask as the first frame's result."""
+
+  def __init__(self, model, variables: dict):
+    self._start = jax.jit(lambda v, f, m: model.apply(v, f, m, method='start'))
+    self._step = jax.jit(lambda v, s, f: model.apply(v, s, f, method='step'))
+    self.variables, self.state = variables, None
+
+  def start(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    self.state = self._start(self.variables, frame, mask)
+    return np.asarray(mask, np.float32)
+
+  def step(self, frame: np.ndarray) -> np.ndarray:
+    self.state, logits = self._step(self.variables, self.state, frame)
+    return np.asarray(jax.nn.sigmoid(logits))
+
+
+def make_stream(model, variables: dict, clip_length: int) -> ClipWindow | StateStream:
+  """The right stream for ``model``."""
+  if is_streaming(model):
+    return StateStream(model, variables)
+  return ClipWindow(model, variables, clip_length)
