@@ -2,7 +2,7 @@
 # usvjax in two commands (see README.md):
 #   bash usv.sh demo   set up .venv, train the U-Net on synthetic ultrasound video, evaluate it
 #   bash usv.sh test   set up .venv (plus the PyTorch references of the parity tests) and
-#                      run the whole test suite
+#                      run the whole test suite (two pytest workers: one per core)
 # Needs only Python 3.11. Packages come from requirements.txt (pinned); nothing else is
 # downloaded at run time.
 set -euo pipefail
@@ -37,6 +37,6 @@ setup() {
 
 case "${1:-}" in
   demo) shift; setup requirements.txt; exec .venv/bin/python -m experiments.demo "$@" ;;
-  test) shift; setup requirements-test.txt; exec .venv/bin/python -m pytest -q tests "$@" ;;
+  test) shift; setup requirements-test.txt; exec .venv/bin/python -m pytest -q -n 2 tests "$@" ;;
   *) echo "usage: bash usv.sh demo|test [args]" >&2; exit 2 ;;
 esac
