@@ -30,9 +30,10 @@ def augment_clip(example: dict, seed: tf.Tensor, cfg: ml_collections.ConfigDict)
   """Augments ``frames`` [T, H, W, C] float in [0, 1], ``masks`` [T, H, W, 1], ``boxes`` [T, 4].
 
   ``cfg`` fields: flip (bool), crop_scale (min area fraction; 1 disables), brightness,
-  contrast (max relative change; 0 disables), speckle_prob and speckle_looks (min, max).
+  contrast (max relative change; 0 disables), speckle_prob and speckle_looks (min, max),
+  elastic_prob and elastic_alpha (see ``_elastic``).
   """
-  seeds = _split(seed, 6)
+  seeds = _split(seed, 7)
   frames, boxes = example['frames'], example.get('boxes')
   masks = example.get('masks')
   if cfg.flip:
@@ -43,6 +44,14 @@ def augment_clip(example: dict, seed: tf.Tensor, cfg: ml_collections.ConfigDict)
                    boxes)
   if cfg.crop_scale < 1.0:
     frames, masks, boxes = _random_crop(frames, masks, boxes, seeds[1], cfg.crop_scale)
+  if cfg.elastic_prob > 0:
+    s_use, s_field = _split(seeds[6], 2)
+    use = tf.random.stateless_uniform([], s_use) < cfg.elastic_prob
+    warped = lambda: _elastic(frames, masks, s_field, cfg.elastic_alpha)  # pylint: disable=unnecessary-lambda-assignment
+    if masks is None:
+      frames = tf.cond(use, lambda: warped()[0], lambda: frames)
+    else:
+      frames, masks = tf.cond(use, warped, lambda: (frames, masks))
   if cfg.brightness > 0 or cfg.contrast > 0:
     delta = tf.random.stateless_uniform([], seeds[2], -cfg.brightness, cfg.brightness)
     factor = tf.random.stateless_uniform([], seeds[3], 1 - cfg.contrast, 1 + cfg.contrast)
@@ -85,3 +94,41 @@ def _random_crop(frames, masks, boxes, seed, min_scale):
     empty = tf.reduce_all(boxes == 0, axis=1, keepdims=True)
     boxes = tf.where(empty, tf.zeros_like(cropped), cropped)
   return frames, masks, boxes
+
+
+def _elastic(frames, masks, seed, alpha, grid=4):
+  """Elastic deformation, one field for the whole clip: displacements drawn uniformly in
+  [-alpha, alpha] (fractions of the frame size) on a ``grid`` x ``grid`` lattice, upsampled
+  bicubically to a smooth field; frames resampled bilinearly, masks by nearest neighbour."""
+  size = tf.shape(frames)[1:3]
+  coarse = tf.random.stateless_uniform([1, grid, grid, 2], seed, -alpha, alpha)
+  field = tf.image.resize(coarse, size, method='bicubic')[0] * tf.cast(size, tf.float32)
+  rows, cols = tf.meshgrid(tf.range(size[0], dtype=tf.float32),
+                           tf.range(size[1], dtype=tf.float32), indexing='ij')
+  y, x = rows + field[..., 0], cols + field[..., 1]
+  frames = _bilinear_sample(frames, y, x)
+  if masks is not None:
+    index = tf.stack([_clamp(tf.round(y), size[0]), _clamp(tf.round(x), size[1])], -1)
+    masks = tf.transpose(tf.gather_nd(tf.transpose(masks, [1, 2, 0, 3]), index), [2, 0, 1, 3])
+  return frames, masks
+
+
+def _clamp(coordinate, size):
+  return tf.clip_by_value(tf.cast(coordinate, tf.int32), 0, size - 1)
+
+
+def _bilinear_sample(images, y, x):
+  """images [T, H, W, C] sampled at float positions y, x [H, W] (edges clamped)."""
+  size = tf.shape(images)[1:3]
+  y = tf.clip_by_value(y, 0.0, tf.cast(size[0] - 1, tf.float32))
+  x = tf.clip_by_value(x, 0.0, tf.cast(size[1] - 1, tf.float32))
+  y0, x0 = tf.floor(y), tf.floor(x)
+  wy, wx = (y - y0)[None, ..., None], (x - x0)[None, ..., None]
+  by_position = tf.transpose(images, [1, 2, 0, 3])
+
+  def at(rows, cols):
+    index = tf.stack([_clamp(rows, size[0]), _clamp(cols, size[1])], -1)
+    return tf.transpose(tf.gather_nd(by_position, index), [2, 0, 1, 3])
+  top = at(y0, x0) * (1 - wx) + at(y0, x0 + 1) * wx
+  bottom = at(y0 + 1, x0) * (1 - wx) + at(y0 + 1, x0 + 1) * wx
+  return top * (1 - wy) + bottom * wy

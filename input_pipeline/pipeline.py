@@ -18,6 +18,10 @@ takes n = min(N, max_frames) (all frames of a short video); 'exact' takes n = ma
 padded to the smallest length bucket that holds the batch's longest one, with
 ``valid[B, T]`` marking real frames, so a step function compiles at most once per bucket.
 
+Contrastive examples (SimCLR pretraining, ``input.task='contrastive'``) are pairs of
+frames of one video, ``frames[2, H, W, C]``, each view augmented independently (also at
+evaluation, with fixed seeds, so that the views differ): see ``_view_pairs``.
+
 Training streams are infinite, shuffled with the run seed, and augmented with stateless
 randomness keyed by the example's position in the stream. Every process walks the same
 stream of still-encoded items and decodes only its own slots of each global batch, so the
@@ -92,7 +96,7 @@ def _sequence_key(builder) -> str:
 
 
 def _check_features(builder, task: str) -> None:
-  needed = {'segmentation': ('frames', 'masks'),
+  needed = {'segmentation': ('frames', 'masks'), 'contrastive': ('frames',),
             'classification': (_sequence_key(builder), 'label')}[task]
   missing = [k for k in needed if k not in builder.info.features]
   if missing:
@@ -109,6 +113,31 @@ def _clips(video: dict, clip_length: int) -> tf.data.Dataset:
   clips['video_id'] = tf.fill([num], video['video_id'])
   clips['frame_index'] = target
   return tf.data.Dataset.from_tensor_slices(clips)
+
+
+POSITIVES = ('same_frame', 'same_video')
+
+
+def _view_pairs(video: dict, position: tf.Tensor, input_config) -> tf.data.Dataset:
+  """Contrastive examples of a video: ``max_frames`` frames drawn at random (seeded by the
+  video's position in the stream), each paired with itself ('same_frame') or with another
+  random frame of the video ('same_video'; itself if the video has one frame)."""
+  if input_config.positives not in POSITIVES:
+    raise ValueError(f'config.input.positives={input_config.positives!r}: use one of '
+                     f'{POSITIVES}.')
+  num = tf.shape(video['frames'])[0]
+  count = input_config.max_frames
+  seed_anchor, seed_partner = tf.unstack(tf.random.experimental.stateless_split(
+      tf.stack([tf.constant(7, tf.int64), tf.cast(position, tf.int64)]), 2))
+  anchors = tf.random.stateless_uniform([count], seed_anchor, 0, num, dtype=tf.int32)
+  partners = anchors
+  if input_config.positives == 'same_video':
+    offsets = tf.random.stateless_uniform([count], seed_partner, 1, tf.maximum(num, 2),
+                                          dtype=tf.int32)
+    partners = tf.where(num > 1, (anchors + offsets) % num, anchors)
+  pairs = tf.stack([anchors, partners], axis=1)
+  return tf.data.Dataset.from_tensor_slices(
+      {'frames': tf.gather(video['frames'], pairs), 'video_id': tf.fill([count], video['video_id'])})
 
 
 SAMPLINGS = ('up_to', 'exact')
@@ -205,7 +234,12 @@ class _Preprocessor:
       out.update(masks=tf.cast(masks > 0, tf.float32), boxes=item['boxes'])
     seed = tf.cast(tf.stack([tf.cast(self.seed, tf.int64), tf.cast(position, tf.int64)]),
                    tf.int32)
-    if self.train:
+    if cfg.task == 'contrastive':  # Two independently augmented views, eval views fixed.
+      views = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+      out['frames'] = tf.concat([augment.augment_clip(
+          {'frames': out['frames'][k:k + 1]}, views[k], cfg.augment)['frames']
+                                 for k in range(2)], axis=0)
+    elif self.train:
       out = augment.augment_clip(out, seed, cfg.augment)
     elif cfg.eval_speckle_looks > 0:  # Robustness studies: fixed speckle on every frame.
       out['frames'] = speckle.add_speckle(out['frames'], cfg.eval_speckle_looks, seed)
@@ -247,6 +281,9 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
     videos = videos.filter(lambda v: tf.logical_not(in_fold(v)) if train else in_fold(v))
   if train:
     videos = videos.repeat().shuffle(config.input.video_shuffle_buffer, seed=config.seed)
+  if task == 'contrastive':
+    return videos.enumerate().flat_map(
+        lambda position, v: _view_pairs(v, position + config.seed * 1_000_003, config.input))
   if task == 'segmentation':
     if _whole_videos(config, train):
       return videos.map(lambda v: {k: v[k] for k in ('frames', 'masks', 'boxes', 'video_id')})
@@ -311,6 +348,8 @@ def _fold_table(builder, split: str, num_folds: int, seed: int) -> tf.lookup.Sta
 
 def _batch(ds: tf.data.Dataset, config, batch_size: int, drop_remainder: bool,
            train: bool = False):
+  if config.input.task == 'contrastive':
+    return ds.batch(batch_size, drop_remainder=drop_remainder)
   if config.input.task == 'segmentation':
     if _whole_videos(config, train):  # Videos of different lengths: pad, valid False.
       return ds.padded_batch(batch_size, drop_remainder=drop_remainder)

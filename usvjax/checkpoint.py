@@ -52,6 +52,15 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+def restore_latest_raw(workdir: str) -> dict:
+  """The latest checkpoint of the run in ``workdir`` as nested dicts of host arrays
+  (``params``, ``batch_stats``, ...), without knowing the model that wrote it."""
+  with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
+                             options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+    step = resolve_step(manager, 'latest')
+    return manager.restore(step, args=ocp.args.StandardRestore())
+
+
 def resolve_step(manager: ocp.CheckpointManager, which: str) -> int:
   """'latest', 'best' or a step number -> an existing step; a clear error otherwise."""
   steps = manager.all_steps()

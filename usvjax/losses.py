@@ -77,6 +77,48 @@ def location_contrastive(heatmap: jnp.ndarray, positive: jnp.ndarray, negative: 
                      - mean_squared_error(heatmap, negative) + margin, 0.0)
 
 
+def nt_xent_logits(projections: jnp.ndarray, temperature: float, valid: jnp.ndarray,
+                   groups: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """SimCLR's similarity logits of the 2B views and each view's positive.
+
+  Args:
+    projections: [B, 2, d], two views of each example.
+    temperature: tau.
+    valid: bool [B]; padded examples are never negatives.
+    groups: int [B] (video ids): views of *other* examples of the same group are not
+      negatives (they show the same lesion).
+  Returns:
+    logits [2B, 2B] = cos(z_i, z_k) / tau, -inf where k is not a candidate (k = i, padded,
+    same group but not the positive); positive [2B], the index of each view's other view
+    (views are ordered view 1 of every example, then view 2).
+  """
+  b = projections.shape[0]
+  z = jnp.concatenate([projections[:, 0], projections[:, 1]], axis=0)
+  # rsqrt of a floored squared norm: finite gradients even for an all-zero projection.
+  z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z**2, axis=-1, keepdims=True), 1e-24))
+  index = jnp.arange(2 * b)
+  positive = (index + b) % (2 * b)
+  example = index % b
+  is_positive = index[None, :] == positive[:, None]
+  same_group = groups[example][:, None] == groups[example][None, :]
+  candidate = (valid[example][None, :] & (index[None, :] != index[:, None])
+               & (~same_group | is_positive))
+  return jnp.where(candidate, z @ z.T / temperature, -jnp.inf), positive
+
+
+def nt_xent(projections: jnp.ndarray, temperature: float, valid: jnp.ndarray,
+            groups: jnp.ndarray) -> jnp.ndarray:
+  """NT-Xent (SimCLR, Chen et al. 2020) per example [B]: the mean over its two views of
+  -log(exp(s_ip / tau) / sum_{k candidate} exp(s_ik / tau)), s = cosine similarity
+  (``nt_xent_logits`` says which k are candidates)."""
+  logits, positive = nt_xent_logits(projections, temperature, valid, groups)
+  per_view = (jax.nn.logsumexp(logits, axis=-1)
+              - jnp.take_along_axis(logits, positive[:, None], axis=-1)[:, 0])
+  b = projections.shape[0]
+  per_view = jnp.where(jnp.concatenate([valid, valid]), per_view, 0.0)  # Padding: 0, not NaN.
+  return (per_view[:b] + per_view[b:]) / 2
+
+
 def softmax_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
   """Cross-entropy of integer labels: logits [..., K], labels [...] -> [...]."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)

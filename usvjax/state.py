@@ -1,6 +1,7 @@
 """The train state: step, parameters, BatchNorm statistics and optimizer state."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import flax
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from usvjax import checkpoint
 from usvjax import parallel
 
 
@@ -36,19 +38,39 @@ def init_state(model, tx: optax.GradientTransformation, batch: dict, seed: int,
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
 
 
-def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> TrainState:
-  """Loads converted weights (``experiments/convert_weights.py``) into the sub-module
-  ``target`` ('/'-separated path, e.g. 'encoder/backbone') of params and batch_stats;
-  every variable of the target must be there, shape for shape.
-  """
+def _pretrained_variables(checkpoint_dir: str, prefix: tuple[str, ...]) -> dict:
+  """{'params': ..., 'batch_stats': ...} of the weights to load into sub-module ``prefix``:
+  a folder written by ``experiments/convert_weights.py``, or a usvjax run (a workdir with
+  ``checkpoints/``, e.g. contrastive pretraining), whose latest checkpoint's sub-module of
+  the same path is taken."""
   from usvjax.models.backbones import convert  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(os.path.join(checkpoint_dir, 'checkpoints')):
+    return convert.load_converted(checkpoint_dir)
+  raw = checkpoint.restore_latest_raw(checkpoint_dir)
+  out = {}
+  for collection in ('params', 'batch_stats'):
+    tree = raw.get(collection) or {}
+    for key in prefix:
+      tree = tree.get(key, {}) if isinstance(tree, dict) else {}
+    out[collection] = tree
+  if not out['params']:
+    raise ValueError(f'the run {checkpoint_dir!r} has no sub-module {"/".join(prefix)!r}: '
+                     'set config.init.target to a path both models share (CLMAN: encoder).')
+  return out
+
+
+def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> TrainState:
+  """Loads pretrained weights (see ``_pretrained_variables``) into the sub-module ``target``
+  ('/'-separated path, e.g. 'encoder/backbone') of params and batch_stats; every variable
+  of the target must be there, shape for shape.
+  """
   prefix = tuple(target.split('/'))
   params = traverse_util.flatten_dict(state.params)
   if not any(path[:len(prefix)] == prefix for path in params):
     top = sorted({'/'.join(p[:len(prefix)]) for p in params})
     raise ValueError(f'config.init.target={target!r} is not a sub-module of the model; '
                      f'candidates: {top}.')
-  pretrained = convert.load_converted(checkpoint_dir)
+  pretrained = _pretrained_variables(checkpoint_dir, prefix)
   updated = {}
   for collection in ('params', 'batch_stats'):
     ours = traverse_util.flatten_dict(getattr(state, collection))

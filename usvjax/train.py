@@ -182,7 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         eval_metrics, _ = evaluator(state.variables())
         writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
         say(f'step {step} validation: ' + ', '.join(
-            f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(('mean_dice', 'pooled_dice', 'accuracy', 'auc'))))
+            f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(('mean_dice', 'pooled_dice', 'accuracy', 'auc', 'contrastive_accuracy'))))
       if evaluated or step % config.checkpoint_every == 0:
         checkpoint.save(manager, step, state, eval_metrics if evaluated else None)
   finally:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import flax.linen as nn
 import ml_collections
 
+from usvjax.models.clman import CLMAN
+from usvjax.models.clman import SimCLR
 from usvjax.models.cnn_lstm import CNNLSTM
 from usvjax.models.dsanet import DSANet
 from usvjax.models.flanet import FLANet
@@ -22,6 +24,8 @@ MODELS: dict[str, type[nn.Module]] = {
     'flanet': FLANet,
     'dsanet': DSANet,
     'stpfnet': STPFNet,
+    'clman': CLMAN,
+    'simclr': SimCLR,
 }
 
 

@@ -20,6 +20,8 @@ Input ``frames`` [B, T, H, W, C], ``valid`` [B, T] bool. Outputs ``features`` [B
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -39,14 +41,16 @@ class FrameEncoder(nn.Module):
   """Per-frame features [B, T, D] of frames [B, T, H, W, C], one 2-D CNN for every frame.
 
   ``backbone`` 'conv' (a small conv encoder: ``width``, ``levels``) or a ResNet name from
-  ``backbones.resnet.ARCHITECTURES`` (``backbone_width`` multiplies its channels; frames
-  are ImageNet-normalised, grey frames repeated to 3 channels). Features are globally
-  average-pooled.
+  ``backbones.resnet.ARCHITECTURES`` (``backbone_width`` multiplies its channels, ``norm``
+  and ``nonlocal_stages`` as in ``resnet.ResNet``; frames are ImageNet-normalised, grey
+  frames repeated to 3 channels). Features are globally average-pooled.
   """
   backbone: str = 'conv'
   width: int = 16
   levels: int = 4
   backbone_width: float = 1.0
+  norm: str = 'batch'
+  nonlocal_stages: Sequence[int] = ()
 
   @nn.compact
   def __call__(self, frames: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -57,8 +61,9 @@ class FrameEncoder(nn.Module):
       x = jnp.mean(x[-1], axis=(1, 2))
     else:
       x = jnp.broadcast_to(x, x.shape[:-1] + (3,)) if x.shape[-1] == 1 else x
-      x = resnet.ResNet(self.backbone, width=self.backbone_width, name='backbone')(
-          resnet.imagenet_normalize(x), train=train)['pooled']
+      x = resnet.ResNet(self.backbone, width=self.backbone_width, norm=self.norm,
+                        nonlocal_stages=tuple(self.nonlocal_stages), name='backbone')(
+                            resnet.imagenet_normalize(x), train=train)['pooled']
     return x.reshape(b, t, -1)
 
 
@@ -84,13 +89,16 @@ class VideoClassifierBase(nn.Module):
   width: int = 16
   levels: int = 4
   backbone_width: float = 1.0
+  norm: str = 'batch'
+  nonlocal_stages: Sequence[int] = ()
 
   def frame_features(self, batch: dict[str, jnp.ndarray], train: bool) -> jnp.ndarray:
     """``batch['features']`` [B, T, D] if given (cached), else the encoded frames."""
     if 'features' in batch:
       return batch['features']
     return FrameEncoder(self.backbone, self.width, self.levels, self.backbone_width,
-                        name='encoder')(batch['frames'], train=train)
+                        self.norm, tuple(self.nonlocal_stages), name='encoder')(
+                            batch['frames'], train=train)
 
 
 class FrameClassifier(VideoClassifierBase):

@@ -14,9 +14,11 @@ from __future__ import annotations
 import ml_collections
 
 from usvjax.tasks.classification import ClassificationTask
+from usvjax.tasks.contrastive import ContrastiveTask
 from usvjax.tasks.segmentation import SegmentationTask
 
-TASKS = {'segmentation': SegmentationTask, 'classification': ClassificationTask}
+TASKS = {'segmentation': SegmentationTask, 'classification': ClassificationTask,
+         'contrastive': ContrastiveTask}
 
 
 def create_task(config: ml_collections.ConfigDict):

@@ -1,0 +1,115 @@
+"""CLMAN: multi-meta attention against Eqs. 4-6 in NumPy, its degenerate average, padding
+invariance of every aggregation, NT-Xent by hand, the contrastive views, and pretraining
+feeding the classifier."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import helpers
+from configs import clman as clman_config
+from input_pipeline import augment
+from input_pipeline import pipeline
+from usvjax import evaluate
+from usvjax import losses
+from usvjax import train
+from usvjax.models import clman
+
+
+def test_multi_meta_attention_matches_equations_4_to_6():
+  rng = np.random.default_rng(0)
+  features = rng.standard_normal((2, 3, 4)).astype(np.float32)
+  valid = np.ones((2, 3), bool)
+  module = clman.MultiMetaAttention(layers=2)
+  params = module.init(jax.random.key(0), features, valid)['params']
+  e = features
+  for i in range(2):  # Eq. 4: E_l = tanh(W_l E_{l-1} + b_l).
+    e = np.tanh(e @ np.asarray(params[f'filter{i}']['kernel']) + np.asarray(params[f'filter{i}']['bias']))
+  a = np.exp(e) / np.exp(e).sum(axis=1, keepdims=True)  # Eq. 5: softmax over frames t, per dim.
+  expected = (a * features).sum(axis=1)                 # Eq. 6.
+  np.testing.assert_allclose(module.apply({'params': params}, features, valid), expected,
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_equal_scores_give_the_average_of_the_valid_frames():
+  features = jnp.arange(24.0).reshape(2, 3, 4)
+  valid = jnp.array([[True, True, True], [True, True, False]])
+  pooled = clman.multi_meta_pool(features, jnp.full(features.shape, 0.7), valid)
+  np.testing.assert_allclose(pooled[0], features[0].mean(axis=0), rtol=1e-6)
+  np.testing.assert_allclose(pooled[1], features[1, :2].mean(axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize('aggregation', clman.AGGREGATIONS)
+def test_padding_never_changes_the_output(aggregation):
+  model = clman.CLMAN(aggregation=aggregation, hidden=8)
+  rng = np.random.default_rng(1)
+  features = jnp.asarray(rng.standard_normal((1, 3, 8)), jnp.float32)
+  alone = {'features': features, 'valid': jnp.ones((1, 3), bool)}
+  padded = {'features': jnp.concatenate([features, 1e3 * jnp.ones((1, 5, 8))], axis=1),
+            'valid': jnp.arange(8)[None] < 3}
+  variables = model.init(jax.random.key(0), alone, train=False)
+  np.testing.assert_allclose(model.apply(variables, padded, train=False)['logits'],
+                             model.apply(variables, alone, train=False)['logits'],
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_nt_xent_by_hand():
+  """Two examples, 2-d projections, tau = 1: view i's candidates are the three others."""
+  z = np.array([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [-1.0, 0.0]]], np.float32)
+  per_example = losses.nt_xent(jnp.asarray(z), 1.0, jnp.ones(2, bool), jnp.arange(2))
+  # Views in order a1=(1,0), b1=(1,0), a2=(0,1), b2=(-1,0); cosines between them:
+  s = np.array([[1, 1, 0, -1], [1, 1, 0, -1], [0, 0, 1, 0], [-1, -1, 0, 1]], np.float32)
+  positive = [2, 3, 0, 1]
+  view = [-s[i, positive[i]] + np.log(sum(np.exp(s[i, k]) for k in range(4) if k != i))
+          for i in range(4)]
+  np.testing.assert_allclose(per_example, [(view[0] + view[2]) / 2, (view[1] + view[3]) / 2],
+                             rtol=1e-5)
+  # The same video: the other example is no negative, so only the positive remains.
+  same = losses.nt_xent(jnp.asarray(z), 1.0, jnp.ones(2, bool), jnp.zeros(2, jnp.int32))
+  np.testing.assert_allclose(same, [0.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize('positives', ['same_frame', 'same_video'])
+def test_view_pairs_come_from_one_video(positives):
+  video = {'frames': tf.constant([b'f0', b'f1', b'f2', b'f3']), 'video_id': tf.constant(b'v')}
+  config = clman_config.get_config('tiny,pretrain').input
+  config.unlock()
+  config.update(positives=positives, max_frames=16)
+  pairs = [p['frames'] for p in pipeline._view_pairs(video, tf.constant(3, tf.int64), config)]  # pylint: disable=protected-access
+  assert len(pairs) == 16
+  same = [a == b for a, b in (tuple(p.numpy()) for p in pairs)]
+  assert all(same) if positives == 'same_frame' else not any(same)
+
+
+def test_elastic_deformation_is_smooth_and_keeps_masks_binary():
+  frames = tf.random.stateless_uniform([2, 32, 32, 1], [0, 1])
+  masks = tf.cast(tf.random.stateless_uniform([2, 32, 32, 1], [0, 2]) > 0.5, tf.float32)
+  same, same_masks = augment._elastic(frames, masks, tf.constant([1, 2]), 0.0)  # pylint: disable=protected-access
+  np.testing.assert_allclose(same, frames, atol=1e-6)
+  np.testing.assert_array_equal(same_masks, masks)
+  warped, warped_masks = augment._elastic(frames, masks, tf.constant([1, 2]), 0.1)  # pylint: disable=protected-access
+  assert not np.allclose(warped, frames)
+  assert set(np.unique(warped_masks)) <= {0.0, 1.0}
+
+
+def test_pretraining_initialises_the_classifier(data_dir, tmp_path):
+  """Contrastive pretraining trains with the same trainer; its extractor is what the
+  classifier starts from; the classifier evaluates with ROC/PR/confusion pictures."""
+  steps = {'total_steps': 2, 'eval_every': 2, 'checkpoint_every': 2}
+  pretrain = clman_config.get_config('tiny,pretrain')
+  pretrain.dataset.data_dir = data_dir
+  pretrain.update(steps)
+  state, metrics = train.train_and_evaluate(pretrain, str(tmp_path / 'cl'))
+  assert 0.0 <= metrics['contrastive_accuracy'] <= 1.0 and np.isfinite(metrics['nt_xent'])
+  config = helpers.load_config('clman', data_dir, **steps, **{
+      'init.checkpoint': str(tmp_path / 'cl'), 'optimizer.lr': 0.0})
+  classifier, _ = train.train_and_evaluate(config, str(tmp_path / 'clman'))
+  for ours, theirs in zip(jax.tree.leaves(helpers.flat_local(classifier.params['encoder'])),
+                          jax.tree.leaves(helpers.flat_local(state.params['encoder']))):
+    np.testing.assert_array_equal(ours, theirs)  # lr 0: still the pretrained extractor.
+  report = evaluate.evaluate_checkpoint(config, str(tmp_path / 'clman'), 'latest', 'test')
+  assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= set(os.listdir(report.directory))
+  assert {'accuracy', 'ap', 'sensitivity', 'specificity', 'f1', 'auc'} <= set(report.metrics)

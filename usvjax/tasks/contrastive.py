@@ -1,0 +1,74 @@
+"""Contrastive pretraining task (SimCLR; CLMAN Sec. 3.2): NT-Xent on two views per example.
+
+The batch holds ``frames`` [B, 2, H, W, C], two augmented views of one frame ('same_frame'
+positives) or of two frames of one video ('same_video'; see
+``input_pipeline.pipeline``), ``valid`` [B, 2] and ``video_hash`` [B]. The model gives
+``projections`` [B, 2, d]. The loss is ``losses.nt_xent`` with temperature
+``config.temperature``: views of other frames of the same video are not negatives.
+Evaluation reports the mean NT-Xent and ``contrastive_accuracy``, the fraction of views
+whose most similar candidate is their positive (over the validation split's pairs, with
+fixed augmentations).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from usvjax import losses
+
+
+class ContrastiveTask:
+
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int):
+    if batch_size < 2:
+      raise ValueError(f'contrastive pretraining needs negatives: config.input.batch_size is '
+                       f'{batch_size}, use >= 2 (the paper: 64).')
+    self.config = config
+
+  def _per_example(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """NT-Xent and top-1 retrieval accuracy of each example: ([B], [B])."""
+    valid = jnp.all(batch['valid'], axis=1)
+    args = (outputs['projections'], self.config.temperature, valid, batch['video_hash'])
+    logits, positive = losses.nt_xent_logits(*args)
+    correct = (jnp.argmax(logits, axis=-1) == positive).astype(jnp.float32)
+    b = valid.shape[0]
+    return losses.nt_xent(*args), (correct[:b] + correct[b:]) / 2
+
+  def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
+    valid = jnp.all(batch['valid'], axis=1)
+    nt_xent, correct = self._per_example(outputs, batch)
+    return (losses.weighted_mean(nt_xent, valid),
+            {'contrastive_accuracy': losses.weighted_mean(correct, valid)})
+
+  def eval_outputs(self, outputs: dict, batch: dict) -> dict:
+    nt_xent, correct = self._per_example(outputs, batch)
+    return {'nt_xent': nt_xent, 'correct': correct, 'valid': jnp.all(batch['valid'], axis=1)}
+
+  def evaluator(self) -> 'ContrastiveEvaluation':
+    return ContrastiveEvaluation()
+
+
+class ContrastiveEvaluation:
+  """Means of NT-Xent and retrieval accuracy over the valid pairs of a split.
+
+  Negatives come from each evaluation batch, so these numbers depend on the eval batch
+  size: compare runs at the same ``config.input.eval_batch_size``.
+  """
+
+  def __init__(self):
+    self.losses: list[float] = []
+    self.correct: list[float] = []
+
+  def update(self, outputs: dict) -> None:
+    keep = np.asarray(outputs['valid'], bool)
+    self.losses.extend(np.asarray(outputs['nt_xent'])[keep].tolist())
+    self.correct.extend(np.asarray(outputs['correct'])[keep].tolist())
+
+  def result(self) -> dict[str, float]:
+    return {'nt_xent': float(np.mean(self.losses)),
+            'contrastive_accuracy': float(np.mean(self.correct)),
+            'num_pairs': len(self.losses)}
+
+  def video_rows(self) -> list[dict]:
+    return [self.result()]
