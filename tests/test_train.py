@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import jax
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from usvjax import evaluate
 from usvjax import models
 from usvjax import optim
 from usvjax import parallel
+from usvjax import segment
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import train
@@ -135,6 +137,27 @@ def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, r
     assert any(f.startswith('overlay_') for f in files)
   else:
     assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= files
+  if name == 'stpfnet':
+    _segments_a_folder_of_frames(config, workdir, builder, tmp_path)
+
+
+def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
+  """segment_video (experiments/segment_video.py) on a test video written as PNG frames."""
+  video = next(iter(tfds.as_numpy(builder.as_dataset(split='test'))))
+  folder = tmp_path / 'frames'
+  folder.mkdir()
+  for i, frame in enumerate(video['frames']):
+    cv2.imwrite(str(folder / f'frame{i}.png'), frame)
+  cv2.imwrite(str(tmp_path / 'mask0.png'), video['masks'][0] * 255)
+  output = tmp_path / 'segmented'
+  result = segment.segment_video(config, workdir, 'best', str(folder),
+                                 str(tmp_path / 'mask0.png'), str(output))
+  assert result.num_frames == len(video['frames']) and result.frames_per_second > 0
+  assert len(os.listdir(output / 'masks')) == len(video['frames'])
+  first = cv2.imread(str(output / 'masks' / '00000.png'), cv2.IMREAD_GRAYSCALE)
+  np.testing.assert_array_equal(first > 0, video['masks'][0][..., 0] > 0)  # Given, not predicted.
+  assert (output / 'overlay.mp4').stat().st_size > 0
+  assert (output / 'latency.csv').read_text().count('\n') == len(video['frames']) + 1
 
 
 def _run(args, timeout=300, **popen):

@@ -1,0 +1,96 @@
+"""Segmenting one video file or folder of frames with a trained checkpoint, streaming
+(``usvjax.streaming``), and writing masks, an overlay video and a latency log
+(``experiments/segment_video.py`` is the command).
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import time
+from typing import NamedTuple
+
+import cv2
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import pipeline
+from input_pipeline.builders import common as data_common
+from input_pipeline.builders import video_table
+from usvjax import evaluate
+from usvjax import models
+from usvjax import parallel
+from usvjax import plots
+from usvjax import streaming
+
+
+def _to_model(frame: np.ndarray, config) -> np.ndarray:
+  """uint8 RGB [H, W, 3] -> float32 [1, S, S, C], exactly as the input pipeline does."""
+  return pipeline.frames_to_model(tf.constant(frame[None]), config.input.image_size,
+                                  config.input.channels).numpy()
+
+
+def _first_mask(path: str, frame: np.ndarray, size: int) -> np.ndarray:
+  mask = data_common.read_mask(path, frame.shape).astype(np.float32)
+  return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)[None, ..., None]
+
+
+class Segmented(NamedTuple):
+  num_frames: int
+  frames_per_second: float  # Over the frames after the first two (compilation).
+  step: int  # The checkpoint's step.
+
+
+def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, video: str,
+                  first_mask: str, output_dir: str) -> Segmented:
+  """Segments ``video`` with checkpoint ``which`` of ``workdir`` and writes to ``output_dir``:
+  ``masks/<frame>.png`` (0/255 at the video's resolution; frame 0 is the given mask for a
+  streaming model), ``overlay.mp4`` (predicted contours in red) and ``latency.csv``
+  (seconds per frame, preprocessing included)."""
+  model = models.create_model(config.model)
+  frames, fps = video_table.iter_video(video)
+  first = next(frames)
+  size = config.input.image_size
+  if streaming.is_streaming(model) and not first_mask:
+    raise ValueError(f'{config.model.name} propagates the first frame\'s mask: pass '
+                     '--first_mask=PATH (a PNG the size of the frames, lesion > 0).')
+  mask = (_first_mask(first_mask, first, size) if first_mask
+          else np.zeros((1, size, size, 1), np.float32))
+  x = _to_model(first, config)
+  sample = {'frames': np.repeat(x[:, None], config.input.clip_length, axis=1),
+            'masks': np.repeat(mask[:, None], config.input.clip_length, axis=1),
+            'valid': np.ones((1, config.input.clip_length), bool)}
+  mesh = parallel.create_mesh(jax.local_devices()[:1])
+  variables, step = evaluate.restore_checkpoint(config, workdir, which, model, sample, mesh)
+  stream = streaming.make_stream(model, variables, config.input.clip_length)
+  os.makedirs(os.path.join(output_dir, 'masks'), exist_ok=True)
+  height, width = first.shape[:2]
+  writer = cv2.VideoWriter(os.path.join(output_dir, 'overlay.mp4'),
+                           cv2.VideoWriter_fourcc(*'mp4v'), fps or 25.0, (width, height))
+  latencies = []
+  try:
+    for index, frame in enumerate(itertools.chain([first], frames)):
+      if frame.shape != first.shape:
+        raise data_common.DatasetError(
+            f'frame {index} of {video!r} is {frame.shape[1]}x{frame.shape[0]}, frame 0 is '
+            f'{width}x{height}: a video\'s frames must all have one size.')
+      tick = time.perf_counter()
+      x = _to_model(frame, config)
+      probs = stream.start(x, mask) if index == 0 else stream.step(x)
+      latencies.append(time.perf_counter() - tick)
+      prob = cv2.resize(probs[0, ..., 0], (width, height), interpolation=cv2.INTER_LINEAR)
+      binary = (prob > config.task.threshold).astype(np.uint8) * 255
+      cv2.imwrite(os.path.join(output_dir, 'masks', f'{index:05d}.png'), binary)
+      image = plots.overlay(frame / 255.0, np.zeros_like(prob), prob,
+                            config.task.threshold, min_size=0)
+      writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+  finally:
+    writer.release()
+  with open(os.path.join(output_dir, 'latency.csv'), 'w', newline='') as f:
+    rows = csv.writer(f)
+    rows.writerow(['frame', 'seconds'])
+    rows.writerows(enumerate(latencies))
+  steady = latencies[2:] or latencies
+  return Segmented(len(latencies), len(steady) / sum(steady), step)
