@@ -8,7 +8,8 @@ weights: speed does not depend on them) through ``usvjax.streaming`` exactly as
 ``experiments/segment_video.py`` does, ``batch_size`` videos side by side, and prints for
 each video length the median and 90th-percentile milliseconds per frame over the frames
 after the first two (which include compilation), and frames/s. With STPFNet's bounded
-memory the per-frame cost should not grow with the length.
+memory the per-frame cost should not grow with the length; ``--clip_window`` times the
+clip forward pass on the last frames instead of a model's own stream, for comparison.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to benchmark.',
                                          lock_config=True)
 LENGTHS = flags.DEFINE_list('lengths', ['10', '100', '1000'], 'Video lengths in frames.')
 BATCH_SIZE = flags.DEFINE_integer('batch_size', 1, 'Videos streamed side by side.')
+CLIP_WINDOW = flags.DEFINE_bool('clip_window', False, 'Run the clip forward pass on the last '
+                                'clip_length frames instead of the model\'s own stream (FLA-Net, '
+                                'DSANet: three encoder passes per frame instead of one).')
 flags.mark_flag_as_required('config')
 
 
@@ -57,10 +61,11 @@ def main(argv):
             'masks': np.zeros((b, clip, size, size, 1), np.float32),
             'valid': np.ones((b, clip), bool)}
   variables = jax.jit(lambda: model.init(jax.random.key(0), sample, train=False))()
-  print(f'{config.model.name} at {size}x{size}, batch {b}, {jax.devices()[0].platform}')
+  mode = 'clip window' if CLIP_WINDOW.value else 'stream'
+  print(f'{config.model.name} ({mode}) at {size}x{size}, batch {b}, {jax.devices()[0].platform}')
   print('| frames | ms/frame (median) | ms/frame (p90) | frames/s |')
   print('|---|---|---|---|')
-  stream = streaming.make_stream(model, variables, clip)  # start() resets it per video.
+  stream = streaming.make_stream(model, variables, clip, CLIP_WINDOW.value)  # start() resets.
   for length in (int(n) for n in LENGTHS.value):
     frames = (rng.random((b, size, size, channels), dtype=np.float32) for _ in range(length))
     steady = frame_latencies(stream, frames, mask)[2:] or [float('nan')]

@@ -53,7 +53,7 @@ def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, v
   frames, fps = video_table.iter_video(video)
   first = next(frames)
   size = config.input.image_size
-  if streaming.is_streaming(model) and not first_mask:
+  if streaming.needs_first_mask(model) and not first_mask:
     raise ValueError(f'{config.model.name} propagates the first frame\'s mask: pass '
                      '--first_mask=PATH (a PNG the size of the frames, lesion > 0).')
   mask = (_first_mask(first_mask, first, size) if first_mask

@@ -1,15 +1,20 @@
 """Segmenting videos frame by frame, carrying a state from one frame to the next.
 
-A *streaming* model (STPFNet) has two methods besides ``__call__``:
+A *streaming* model has two methods besides ``__call__``, with fixed-shape states so each
+compiles once whatever the video length:
 
-* ``start(frame [B, H, W, C], mask [B, H, W, 1]) -> state``: the first frame and its mask;
-* ``step(state, frame [B, H, W, C]) -> (state, logits [B, H, W, 1])``: the next frame.
+* ``start(frame [B, H, W, C], mask [B, H, W, 1]) -> (state, logits)``: a video's first
+  frame. STPFNet encodes it with its given mask into its memory and returns no logits (the
+  mask is frame 1's result); FLA-Net and DSANet ignore the mask, segment the frame (its
+  clip is the frame three times, as the input pipeline builds it) and keep its features;
+* ``step(state, frame [B, H, W, C]) -> (state, logits [B, H, W, 1])``: the next frame,
+  encoded once. FLA-Net's and DSANet's states hold the encoder features of the last two
+  frames, so they give the clip forward pass's logits with one encoder pass per frame
+  instead of three; STPFNet's holds its bounded memory and the previous prediction.
 
-The state has fixed shapes, so each of the two compiles once whatever the video length.
-Models that segment a clip (U-Net, FLA-Net, DSANet) stream through ``ClipWindow``: the last
-``clip_length`` frames are kept and the model runs on that clip, the first frame repeated
-at the start of a video exactly as the input pipeline builds clips, so streamed and
-clip-based outputs agree.
+The batch axis holds several videos advanced together. Models without these methods (the
+image U-Net) stream through ``ClipWindow``: the last ``clip_length`` frames are kept on
+the host and the model runs on that clip.
 
 ``first_frame_eval_step`` is the evaluation step of the semi-supervised protocol
 (``config.input.eval_protocol='first_frame'``): batches of whole videos are streamed from
@@ -31,6 +36,11 @@ def is_streaming(model) -> bool:
   return hasattr(model, 'start') and hasattr(model, 'step')
 
 
+def needs_first_mask(model) -> bool:
+  """Whether ``model`` propagates a given first-frame mask (STPFNet)."""
+  return getattr(model, 'NEEDS_FIRST_MASK', False)
+
+
 def _frame_batch(batch: dict, t: int) -> dict:
   """Frame ``t`` of a batch of whole videos, as a batch of 1-frame clips."""
   out = {k: batch[k][:, t:t + 1] for k in ('frames', 'masks', 'valid')}
@@ -48,7 +58,9 @@ def first_frame_eval_step(model, task):
   """
   @jax.jit
   def start(variables, first):
-    return model.apply(variables, first['frames'][:, 0], first['masks'][:, 0], method='start')
+    state, _ = model.apply(variables, first['frames'][:, 0], first['masks'][:, 0],
+                           method='start')
+    return state
 
   @jax.jit
   def step(variables, state, current):
@@ -95,8 +107,9 @@ class ClipWindow:
 
 
 class StateStream:
-  """Streams a streaming model (``is_streaming``) with the same interface as ``ClipWindow``;
-  ``start`` returns the given mask as the first frame's result."""
+  """Streams a streaming model (``is_streaming``) with the same interface as ``ClipWindow``:
+  host arrays in, probabilities [B, H, W, 1] out (for a model given the first mask,
+  ``start`` returns that mask)."""
 
   def __init__(self, model, variables: dict):
     self._start = jax.jit(lambda v, f, m: model.apply(v, f, m, method='start'))
@@ -104,16 +117,19 @@ class StateStream:
     self.variables, self.state = variables, None
 
   def start(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    self.state = self._start(self.variables, frame, mask)
-    return np.asarray(mask, np.float32)
+    self.state, logits = self._start(self.variables, frame, mask)
+    if logits is None:
+      return np.asarray(mask, np.float32)
+    return np.asarray(jax.nn.sigmoid(logits))
 
   def step(self, frame: np.ndarray) -> np.ndarray:
     self.state, logits = self._step(self.variables, self.state, frame)
     return np.asarray(jax.nn.sigmoid(logits))
 
 
-def make_stream(model, variables: dict, clip_length: int) -> ClipWindow | StateStream:
-  """The right stream for ``model``."""
-  if is_streaming(model):
+def make_stream(model, variables: dict, clip_length: int, clip_window: bool = False
+                ) -> ClipWindow | StateStream:
+  """The model's own stream, or (``clip_window``, or a model without one) a ``ClipWindow``."""
+  if is_streaming(model) and not (clip_window and not needs_first_mask(model)):
     return StateStream(model, variables)
   return ClipWindow(model, variables, clip_length)

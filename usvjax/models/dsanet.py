@@ -103,22 +103,30 @@ class DSANet(nn.Module):
   similarity: str = 'channel'  # 'channel' (the paper, read as in the docstring) or 'pixel'.
 
   @nn.compact
-  def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
+  def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool, stream: bool = False,
+               history: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+    """The clip forward pass. Streaming (``stream``, see ``step``): ``batch['frames']`` holds
+    frame t only and ``history`` the reduced stride-32 features of t-2 and t-1 (None at a
+    video's first frame: frame t repeated, as the input pipeline does)."""
     if self.similarity not in ('channel', 'pixel'):
       raise ValueError(f"config.model.similarity={self.similarity!r}: use 'channel' or 'pixel'.")
     frames = batch['frames']
     b, t, h, w, c = frames.shape
-    if t < 3:
+    used = 1 if stream else 3
+    if t < used:
       raise ValueError(f'DSANet needs clips of >= 3 frames (t, t-1, t-2); got {t}: set '
                        'config.input.clip_length >= 3.')
-    x = frames[:, -3:].reshape((b * 3, h, w, c))
+    x = frames[:, -used:].reshape((b * used, h, w, c))
     x = jnp.broadcast_to(x, x.shape[:-1] + (3,)) if c == 1 else x
     encoded = resnet.ResNet(self.backbone, width=self.backbone_width, name='encoder')(
         resnet.imagenet_normalize(x), train=train)
     local = {scale: layers.ConvNormAct(self.channels, 1, name=f'reduce_{scale}')(
-        encoded[scale], train=train).reshape((b, 3) + encoded[scale].shape[1:3] + (-1,))
-             for scale in SCALES}  # [B, 3 frames (t-2, t-1, t), h, w, C] per scale.
+        encoded[scale], train=train).reshape((b, used) + encoded[scale].shape[1:3] + (-1,))
+             for scale in SCALES}  # [B, frames (t-2, t-1, t or only t), h, w, C] per scale.
     deepest = local['stride32']
+    if stream:
+      past = jnp.concatenate([deepest, deepest], axis=1) if history is None else history
+      deepest = jnp.concatenate([past, deepest], axis=1)
     memory = afsa(deepest[:, 0], deepest[:, 1], self.similarity)
     f_a = afsa(memory, deepest[:, 2], self.similarity)
     g = f_a
@@ -126,17 +134,33 @@ class DSANet(nn.Module):
       g = SelfAttention(name=f'self_attention{i}')(g)
     fused = []
     for i, scale in enumerate(SCALES):
-      l = local[scale][:, 2]
+      l = local[scale][:, -1]
       if i:
         g = layers.ConvNormAct(self.channels, name=f'global{i}')(_resize(g, l), train=train)
       fused.extend(reassemble(g, l))
-    finest = local['stride4'][:, 2]
+    finest = local['stride4'][:, -1]
     mask = nn.Conv(1, (1, 1), name='head')(
         jnp.concatenate([_resize(f, finest) for f in fused], axis=-1))
+    full = lambda y: jax.image.resize(y, (y.shape[0], h, w, 1), 'bilinear')  # pylint: disable=unnecessary-lambda-assignment
+    if stream:
+      return {'logits': full(mask), 'history': deepest[:, 1:]}
     aux_head = _AuxHead(self.channels, name='aux_head')
     aux = [aux_head([local[s][:, k] for s in SCALES], train) for k in (0, 1)]
-    full = lambda y: jax.image.resize(y, (y.shape[0], h, w, 1), 'bilinear')  # pylint: disable=unnecessary-lambda-assignment
     return {'logits': full(mask), 'aux_logits': jnp.stack([full(a) for a in aux], axis=1)}
+
+  def start(self, frame: jnp.ndarray, mask: jnp.ndarray | None = None
+            ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Streaming: the first frame [B, H, W, C] (its clip is the frame three times, as the
+    input pipeline makes it). Returns (state, logits [B, H, W, 1]); the state is the
+    reduced stride-32 features of the last two frames, all the next frame needs."""
+    del mask  # DSANet is not given masks.
+    return self.step(None, frame)
+
+  def step(self, state: jnp.ndarray | None, frame: jnp.ndarray
+           ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Streaming: the next frame, encoded once; the same logits as the clip forward pass."""
+    out = self({'frames': frame[:, None]}, train=False, stream=True, history=state)
+    return out['history'], out['logits']
 
 
 class _AuxHead(nn.Module):

@@ -184,14 +184,42 @@ class FLANet(nn.Module):
       raise ValueError(f'FLA-Net needs clips of >= 3 frames (t, t-1, t-2); got {t}: set '
                        'config.input.clip_length >= 3.')
     used = min(t, 4 if train and self.localization else 3)
-    x = frames[:, t - used:].reshape((b * used, h, w, c))
-    x = jnp.broadcast_to(x, x.shape[:-1] + (3,)) if c == 1 else x
-    encoded = self.encoder(resnet.imagenet_normalize(x), train=train)
-    encoded = {k: v.reshape((b, used) + v.shape[1:]) for k, v in encoded.items() if k in LEVELS}
+    encoded = self._encode(frames[:, t - used:].reshape((b * used, h, w, c)), train)
+    encoded = {k: v.reshape((b, used) + v.shape[1:]) for k, v in encoded.items()}
     outputs = self._decode(encoded, used - 1, (h, w), train)
     if used == 4:
       outputs['previous_heatmap'] = self._decode(encoded, 2, (h, w), train)['heatmap']
     return outputs
+
+  def _encode(self, frames: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
+    """The encoder's features of the levels FLA-Net uses: [N, H, W, C] -> {level: [N, ...]}."""
+    x = jnp.broadcast_to(frames, frames.shape[:-1] + (3,)) if frames.shape[-1] == 1 else frames
+    encoded = self.encoder(resnet.imagenet_normalize(x), train=train)
+    return {k: v for k, v in encoded.items() if k in LEVELS}
+
+  def start(self, frame: jnp.ndarray, mask: jnp.ndarray | None = None
+            ) -> tuple[dict, jnp.ndarray]:
+    """Streaming: the first frame [B, H, W, C] of a video (its clip is the frame three times,
+    as the input pipeline makes it). Returns (state, logits [B, H, W, 1]); the state keeps
+    the encoder features of the last two frames at the FFA levels."""
+    del mask  # FLA-Net is not given masks.
+    encoded = self._encode(frame, False)
+    history = {level: jnp.stack([encoded[level]] * 2, axis=1) for level in self.fusions}
+    return self._stream(history, encoded, frame.shape[1:3])
+
+  def step(self, state: dict, frame: jnp.ndarray) -> tuple[dict, jnp.ndarray]:
+    """Streaming: the next frame, encoded once; the same logits as the clip forward pass."""
+    return self._stream(state, self._encode(frame, False), frame.shape[1:3])
+
+  def _stream(self, history: dict, encoded: dict, size: tuple[int, int]
+              ) -> tuple[dict, jnp.ndarray]:
+    # Levels without FFA use frame t only: broadcasting it to the window costs nothing.
+    window = {level: (jnp.concatenate([history[level], f[:, None]], axis=1)
+                      if level in self.fusions else
+                      jnp.broadcast_to(f[:, None], f.shape[:1] + (3,) + f.shape[1:]))
+              for level, f in encoded.items()}
+    logits = self._decode(window, 2, size, False)['logits']
+    return {level: window[level][:, 1:] for level in self.fusions}, logits
 
   def _decode(self, encoded: dict, index: int, size: tuple[int, int], train: bool) -> dict:
     """Segmentation (and heatmap) of frame ``index`` of the encoded clip, with its two

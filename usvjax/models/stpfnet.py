@@ -135,6 +135,7 @@ class MSFF(nn.Module):
 
 class STPFNet(nn.Module):
   """STPFNet; see the module docstring for the fields and the stream functions."""
+  NEEDS_FIRST_MASK = True  # Streaming starts from the first frame's given mask.
   backbone: str = 'resnet50'
   backbone_width: float = 1.0
   decoder_channels: Sequence[int] = (256, 128, 64, 32)
@@ -204,8 +205,10 @@ class STPFNet(nn.Module):
     prior_features = self._encode(self._prior_input(frame, prior), False)['stride32']
     return self._spatial_read(prior_features, query_key, previous_key)
 
-  def start(self, frame: jnp.ndarray, mask: jnp.ndarray, train: bool = False) -> State:
-    """The stream's state after frame 1 [B, H, W, C_in] with its given mask [B, H, W, 1]."""
+  def start(self, frame: jnp.ndarray, mask: jnp.ndarray, train: bool = False
+            ) -> tuple[State, None]:
+    """The stream's state after frame 1 [B, H, W, C_in] with its given mask [B, H, W, 1],
+    and no logits: frame 1's result is the given mask."""
     r = self._encode(frame, train)['stride32']
     key = self.key_head(r)
     b, n = frame.shape[0], self.memory_size
@@ -213,7 +216,7 @@ class STPFNet(nn.Module):
     value = self._memory_value(r, mask)
     state = {'keys': empty(key), 'values': empty(value), 'valid': jnp.zeros((b, n), bool),
              'head': jnp.zeros((b,), jnp.int32), 'count': jnp.zeros((b,), jnp.int32)}
-    return _remember(state, key, value, mask, self.memory_every)
+    return _remember(state, key, value, mask, self.memory_every), None
 
   def step(self, state: State, frame: jnp.ndarray, train: bool = False
            ) -> tuple[State, jnp.ndarray]:
@@ -247,7 +250,7 @@ class STPFNet(nn.Module):
       raise ValueError(f'STPFNet needs clips of >= 2 frames (frame 1 with its mask, then the '
                        f'frames to predict); got {frames.shape[1]}: set '
                        'config.input.clip_length=3.')
-    state = self.start(frames[:, 0], masks[:, 0], train)
+    state, _ = self.start(frames[:, 0], masks[:, 0], train)
     predictions = []
     for t in range(1, frames.shape[1]):
       state, logits = self.step(state, frames[:, t], train)
