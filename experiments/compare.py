@@ -1,0 +1,44 @@
+r"""Compares methods on one dataset with one command (``usvjax/compare.py``).
+
+  python -m experiments.compare --workdir=runs/compare_cvc \
+      --method=unet=configs/unet.py:demo --method=flanet=configs/flanet.py:demo \
+      --set=dataset.name=usv_frames_table --set=dataset.config=cvc612 \
+      --set=dataset.manual_dir=../shared/data/cvc612 --set=input.channels=3 \
+      --set=input.image_size=64 --set=total_steps=300 [--seeds=0,1,2]
+
+``--method`` (repeatable) is ``NAME=configs/<method>.py:<variant>[;key=value;...]`` (its
+own overrides); ``--set`` (repeatable) overrides every method alike. Every (method, seed)
+trains, its best checkpoint is scored on the test split, and the tables go to
+``WORKDIR/results.md`` and ``results.csv`` with ``curves.png``. Rerunning the same command
+skips finished runs and resumes an interrupted one from its last checkpoint.
+"""
+from absl import app
+from absl import flags
+
+from experiments import common
+from usvjax import compare
+
+WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and tables go.')
+METHODS = flags.DEFINE_multi_string('method', [], 'NAME=configs/<m>.py:<variant>[;key=value]')
+SETS = flags.DEFINE_multi_string('set', [], 'key=value override for every method.')
+SEEDS = flags.DEFINE_list('seeds', ['0'], 'Seeds; with several, tables show mean ± std.')
+flags.mark_flags_as_required(['workdir', 'method'])
+
+
+def main(argv):
+  del argv
+  common.start_processes()
+  try:
+    methods = [compare.parse_method(m) for m in METHODS.value]
+    results = compare.run(methods, compare.parse_overrides(SETS.value),
+                          [int(s) for s in SEEDS.value], WORKDIR.value)
+  except common.USER_ERRORS as e:
+    common.fail(e)
+  if results:
+    with open(f'{WORKDIR.value}/results.md') as f:
+      print(f.read())
+  print(f'results in {WORKDIR.value}/results.md, results.csv and curves.png')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=common.parse_flags)

@@ -1,0 +1,37 @@
+"""compare: one table for several methods; a rerun after an interruption trains only what
+is left."""
+import os
+
+import pytest
+
+from usvjax import compare
+from usvjax import train
+
+
+def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
+  shared = compare.parse_overrides([f'dataset.data_dir={data_dir}', 'total_steps=3',
+                                    'eval_every=3', 'checkpoint_every=3'])
+  first = compare.parse_method('unet=configs/unet.py:tiny')
+  second = compare.parse_method('unet_narrow=configs/unet.py:tiny;model.width=4')
+  workdir = str(tmp_path)
+  compare.run([first], shared, [0], workdir)  # "Killed" after the first method.
+  trained = []
+  real_train = train.train_and_evaluate
+  monkeypatch.setattr(train, 'train_and_evaluate',
+                      lambda config, run_dir: trained.append(run_dir) or real_train(config, run_dir))
+  results = compare.run([first, second], shared, [0], workdir)
+  assert trained == [os.path.join(workdir, 'unet_narrow', 'seed0')]
+  assert set(results) == {'unet', 'unet_narrow'}
+  table = open(os.path.join(workdir, 'results.md')).read()
+  assert '| unet |' in table and '| unet_narrow |' in table and 'Dice' in table
+  lines = open(os.path.join(workdir, 'results.csv')).read().strip().splitlines()
+  assert len(lines) == 3
+  assert os.path.exists(os.path.join(workdir, 'curves.png'))
+
+
+def test_bad_method_and_override_are_named():
+  with pytest.raises(ValueError, match='NAME=configs'):
+    compare.parse_method('configs/unet.py:tiny')
+  method = compare.parse_method('u=configs/unet.py:tiny;model.widht=4')
+  with pytest.raises(ValueError, match='model.widht'):
+    compare.method_config(method, {}, 0, '/tmp')

@@ -1,0 +1,205 @@
+"""Methods side by side on one dataset: the same split, input size, step budget and seeds.
+
+A comparison is a list of methods, each ``name=configs/<method>.py:<variant>`` optionally
+followed by its own overrides (``;key=value;...``), plus overrides shared by every method
+(the dataset, the input size, the number of steps, ...). Values may name ``{workdir}`` and
+``{seed}`` (e.g. ``init.checkpoint={workdir}/clman_cl/seed{seed}``: a pretraining run of
+the same comparison, listed before the method that loads it).
+
+Each (method, seed) trains in ``<workdir>/<name>/seed<seed>`` (an interrupted run resumes
+from its checkpoint); its best checkpoint is then evaluated exactly on the test split, and
+the result is written to ``result.json`` there, atomically. A rerun skips every run that
+has a result, so an interrupted comparison finishes only what is left. A two-stage config
+(the CNN-LSTM) reports its variable-frame row; a contrastive pretraining run reports no
+test metrics (it only feeds another method).
+
+Written to ``workdir``: ``results.md`` (mean ± std over seeds, the papers' columns, train
+time and evaluation frames/s), ``results.csv`` (one line per run) and ``curves.png`` (the
+validation metric over training steps of every method, first seed).
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import importlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import matplotlib
+import ml_collections
+import numpy as np
+
+from usvjax import evaluate
+from usvjax import tables
+from usvjax import train
+from usvjax import two_stage
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+COLUMNS = {
+    'segmentation': {'Dice': 'mean_dice', 'IoU': 'mean_iou', 'Recall': 'mean_recall',
+                     'F1': 'mean_f1', 'MAE': 'mean_mae', 'S-measure': 'mean_s_measure',
+                     'E-measure': 'mean_e_measure'},
+    'classification': {'Acc': 'accuracy', 'Precision': 'precision', 'Sens': 'sensitivity',
+                       'Spec': 'specificity', 'F1': 'f1', 'AUC': 'auc', 'AP': 'ap'},
+}
+TIMING = {'train s': 'train_seconds', 'eval frames/s': 'eval_frames_per_second'}
+
+
+class Method(NamedTuple):
+  name: str
+  config: str  # 'configs/<method>.py:<variant>'
+  overrides: dict[str, str]
+
+
+def parse_method(spec: str) -> Method:
+  """'name=configs/x.py:variant;key=value;...' -> Method."""
+  head, *overrides = spec.split(';')
+  name, sep, config = head.partition('=')
+  if not sep or not name or ':' not in config and not config.endswith('.py'):
+    raise ValueError(f'method {spec!r}: write NAME=configs/<method>.py:<variant>[;key=value].')
+  return Method(name.strip(), config.strip(), parse_overrides(overrides))
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+  """['key=value', ...] -> {key: value}."""
+  out = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise ValueError(f'override {item!r}: write key=value (e.g. input.image_size=64).')
+    out[key.strip()] = value.strip()
+  return out
+
+
+def method_config(method: Method, shared: dict[str, str], seed: int,
+                  workdir: str) -> ml_collections.ConfigDict:
+  """The method's config with the shared overrides, then its own, and the seed."""
+  path, _, variant = method.config.partition(':')
+  module = os.path.splitext(path)[0].replace('/', '.')
+  config = importlib.import_module(module).get_config(variant or None)
+  for key, value in {**shared, **method.overrides}.items():
+    _set(config, key, _value(value.format(workdir=workdir, seed=seed)), method.name)
+  config.seed = seed
+  return config
+
+
+def _value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _set(config: ml_collections.ConfigDict, key: str, value, method: str) -> None:
+  *parents, leaf = key.split('.')
+  node = config
+  try:
+    for parent in parents:
+      node = node[parent]
+    old = node[leaf]
+  except KeyError as e:
+    raise ValueError(f'method {method!r}: the config has no key {key!r}.') from e
+  node[leaf] = type(old)(value) if isinstance(old, float) and isinstance(value, int) else value
+
+
+def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
+  """Trains (or resumes) one run and scores its best checkpoint on the test split, once."""
+  path = os.path.join(run_dir, 'result.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  start = time.perf_counter()
+  if two_stage.is_two_stage(config):
+    two_stage.train_and_evaluate(config, run_dir)
+    trained = time.perf_counter()
+    report = two_stage.evaluate(config, run_dir)['variable_frame_lstm']
+  else:
+    train.train_and_evaluate(config, run_dir)
+    trained = time.perf_counter()
+    report = (None if config.input.task == 'contrastive' else
+              evaluate.evaluate_checkpoint(config, run_dir, 'best'))
+  result = {'train_seconds': trained - start}
+  if report is not None:
+    frames = report.metrics.get('num_frames') or sum(
+        row.get('num_frames', 0) for row in report.evaluation.video_rows())
+    result.update({k: v for k, v in report.metrics.items() if isinstance(v, (int, float))},
+                  eval_frames_per_second=frames / (time.perf_counter() - trained))
+  os.makedirs(run_dir, exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(result, f, indent=2, sort_keys=True)
+  os.replace(path + '.tmp', path)
+  return result
+
+
+def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
+        workdir: str) -> dict[str, list[dict]]:
+  """Runs every (method, seed) not yet done and writes the tables; {method: [results]}."""
+  results: dict[str, list[dict]] = {}
+  task = ''
+  for method in methods:
+    for seed in seeds:
+      config = method_config(method, shared, seed, workdir)
+      run_dir = os.path.join(workdir, method.name, f'seed{seed}')
+      train.say(f'{method.name}, seed {seed}: {run_dir}')
+      result = run_one(config, run_dir)
+      if config.input.task != 'contrastive':
+        task = 'classification' if two_stage.is_two_stage(config) else config.input.task
+        results.setdefault(method.name, []).append(dict(result, seed=seed))
+  _write(results, task, workdir)
+  return results
+
+
+def markdown_table(results: dict[str, list[dict]], task: str) -> str:
+  """Mean ± std over seeds (just the value for one seed) of the task's columns."""
+  columns = {**COLUMNS[task], **TIMING}
+  rows = {}
+  for name, runs in results.items():
+    cells = []
+    for key in columns.values():
+      values = np.array([r[key] for r in runs if key in r], float)
+      digits = 1 if key in TIMING.values() else 3
+      cells.append(f'{values.mean():.{digits}f}' + (
+          f' ± {values.std(ddof=1):.{digits}f}' if len(values) > 1 else ''))
+    rows[name] = cells
+  return tables.markdown(rows, list(columns), 'method')
+
+
+def _write(results: dict[str, list[dict]], task: str, workdir: str) -> None:
+  if not results:
+    return
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write(markdown_table(results, task))
+  keys = ['method', 'seed', *COLUMNS[task].values(), *TIMING.values()]
+  with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
+    writer.writeheader()
+    for name, runs in results.items():
+      writer.writerows(dict(r, method=name) for r in runs)
+  _curves(results, task, workdir)
+
+
+def _curves(results: dict[str, list[dict]], task: str, workdir: str) -> None:
+  """curves.png: each method's validation metric over steps (its first seed)."""
+  metric = 'val/mean_dice' if task == 'segmentation' else 'val/auc'
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, runs in results.items():
+    run_dir = os.path.join(workdir, name, f'seed{runs[0]["seed"]}')
+    log = os.path.join(run_dir, 'lstm' if os.path.isdir(os.path.join(run_dir, 'lstm')) else '',
+                       'metrics.jsonl')
+    if not os.path.exists(log):
+      continue
+    with open(log) as f:
+      points = [(r['step'], r[metric]) for r in map(json.loads, f) if metric in r]
+    if points:
+      ax.plot(*zip(*points), marker='.', label=name)
+  ax.set_xlabel('step')
+  ax.set_ylabel(metric)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, 'curves.png'), dpi=120)
+  plt.close(fig)
