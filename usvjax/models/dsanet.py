@@ -36,6 +36,10 @@ order equals upsampling the features to full size first, at a fraction of the me
 
 **Auxiliary heads.** One head shared by I_{t-1} and I_{t-2}: the frame's four reduced
 features upsampled to stride 4, concatenated, a 3x3 conv-BN-ReLU and a 1x1 conv.
+
+**Streaming** (``start``/``step``, see ``usvjax.streaming``): only the reduced stride-32
+features of t-2 and t-1 reach the target's output, so they are the state, and each new
+frame is encoded once; the logits equal the clip forward pass's.
 """
 from __future__ import annotations
 

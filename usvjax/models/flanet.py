@@ -42,6 +42,10 @@ concatenated with d1).
 concatenation of the three frames' features and a 1x1 conv; ``localization=False`` drops
 the localisation branch (segmentation from d1s, d2s only); the contrastive loss is
 ``config.task.contrastive_weight``.
+
+**Streaming** (``start``/``step``, see ``usvjax.streaming``): the state is the encoder
+features of t-2 and t-1 at the FFA levels, so each new frame is encoded once; the logits
+equal the clip forward pass's.
 """
 from __future__ import annotations
 
