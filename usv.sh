@@ -37,6 +37,6 @@ setup() {
 
 case "${1:-}" in
   demo) shift; setup requirements.txt; exec .venv/bin/python -m experiments.demo "$@" ;;
-  test) shift; setup requirements-test.txt; exec .venv/bin/python -m pytest -q -n 2 tests "$@" ;;
+  test) shift; setup requirements-test.txt; exec .venv/bin/python -m pytest -q -n 2 --dist worksteal tests "$@" ;;
   *) echo "usage: bash usv.sh demo|test [args]" >&2; exit 2 ;;
 esac

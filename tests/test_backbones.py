@@ -118,11 +118,15 @@ def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, t
   import sys  # pylint: disable=g-import-not-at-top
   import helpers  # pylint: disable=g-import-not-at-top
   from usvjax import train  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
   model = _reference('resnet18')
-  torch.save(model.state_dict(), tmp_path / 'resnet18.pth')
+  # .safetensors: the command then runs without importing PyTorch (.pth reading is tested
+  # in test_pth_and_safetensors_files_read_the_same).
+  save_file(model.state_dict(), str(tmp_path / 'resnet18.safetensors'))
   converted = tmp_path / 'converted'
   result = subprocess.run(
-      [sys.executable, '-m', 'experiments.convert_weights', f'--weights={tmp_path}/resnet18.pth',
+      [sys.executable, '-m', 'experiments.convert_weights',
+       f'--weights={tmp_path}/resnet18.safetensors',
        '--arch=resnet18', f'--output={converted}'], cwd=helpers.REPO, capture_output=True,
       text=True, check=False)
   assert result.returncode == 0, result.stdout + result.stderr

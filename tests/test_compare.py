@@ -14,7 +14,12 @@ def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
   first = compare.parse_method('unet=configs/unet.py:tiny')
   second = compare.parse_method('unet_narrow=configs/unet.py:tiny;model.width=4')
   workdir = str(tmp_path)
-  compare.run([first], shared, [0], workdir)  # "Killed" after the first method.
+  finished = tmp_path / 'unet' / 'seed0'  # "Killed" after the first method had finished.
+  finished.mkdir(parents=True)
+  (finished / 'result.json').write_text(
+      '{"mean_dice": 0.5, "mean_iou": 0.4, "mean_recall": 0.5, "mean_f1": 0.5, "mean_mae": '
+      '0.1, "mean_s_measure": 0.6, "mean_e_measure": 0.7, "train_seconds": 1.0, '
+      '"eval_frames_per_second": 9.0}')
   trained = []
   real_train = train.train_and_evaluate
   monkeypatch.setattr(train, 'train_and_evaluate',
@@ -23,7 +28,7 @@ def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
   assert trained == [os.path.join(workdir, 'unet_narrow', 'seed0')]
   assert set(results) == {'unet', 'unet_narrow'}
   table = open(os.path.join(workdir, 'results.md')).read()
-  assert '| unet |' in table and '| unet_narrow |' in table and 'Dice' in table
+  assert '| unet | 0.500 | 0.400 |' in table and '| unet_narrow |' in table
   lines = open(os.path.join(workdir, 'results.csv')).read().strip().splitlines()
   assert len(lines) == 3
   assert os.path.exists(os.path.join(workdir, 'curves.png'))
