@@ -161,7 +161,8 @@ def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
 
 
 def _run(args, timeout=300, **popen):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1 '
+             '--xla_backend_optimization_level=0',
              TF_CPP_MIN_LOG_LEVEL='2')
   return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
@@ -205,7 +206,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
 
 def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_path):
   port = 20000 + os.getpid() % 20000
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2 '
+             '--xla_backend_optimization_level=0',
              TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
   workers = [subprocess.Popen(
       [sys.executable, 'tests/distributed_worker.py', str(i), '2', str(port),
