@@ -118,9 +118,10 @@ def _clips(video: dict, clip_length: int) -> tf.data.Dataset:
 POSITIVES = ('same_frame', 'same_video')
 
 
-def _view_pairs(video: dict, position: tf.Tensor, input_config) -> tf.data.Dataset:
+def _view_pairs(video: dict, position: tf.Tensor, input_config, seed: int
+                ) -> tf.data.Dataset:
   """Contrastive examples of a video: ``max_frames`` frames drawn at random (seeded by the
-  video's position in the stream), each paired with itself ('same_frame') or with another
+  run seed and the video's position in the stream), each paired with itself ('same_frame') or with another
   random frame of the video ('same_video'; itself if the video has one frame)."""
   if input_config.positives not in POSITIVES:
     raise ValueError(f'config.input.positives={input_config.positives!r}: use one of '
@@ -128,7 +129,7 @@ def _view_pairs(video: dict, position: tf.Tensor, input_config) -> tf.data.Datas
   num = tf.shape(video['frames'])[0]
   count = input_config.max_frames
   seed_anchor, seed_partner = tf.unstack(tf.random.experimental.stateless_split(
-      tf.stack([tf.constant(7, tf.int64), tf.cast(position, tf.int64)]), 2))
+      tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)]), 2))
   anchors = tf.random.stateless_uniform([count], seed_anchor, 0, num, dtype=tf.int32)
   partners = anchors
   if input_config.positives == 'same_video':
@@ -283,7 +284,7 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
     videos = videos.repeat().shuffle(config.input.video_shuffle_buffer, seed=config.seed)
   if task == 'contrastive':
     return videos.enumerate().flat_map(
-        lambda position, v: _view_pairs(v, position + config.seed * 1_000_003, config.input))
+        lambda position, v: _view_pairs(v, position, config.input, config.seed))
   if task == 'segmentation':
     if _whole_videos(config, train):
       return videos.map(lambda v: {k: v[k] for k in ('frames', 'masks', 'boxes', 'video_id')})

@@ -56,7 +56,10 @@ def test_padding_never_changes_the_output(aggregation):
 def test_nt_xent_by_hand():
   """Two examples, 2-d projections, tau = 1: view i's candidates are the three others."""
   z = np.array([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [-1.0, 0.0]]], np.float32)
-  per_example = losses.nt_xent(jnp.asarray(z), 1.0, jnp.ones(2, bool), jnp.arange(2))
+  def nt_xent(z, groups):
+    logits, positive = losses.nt_xent_logits(jnp.asarray(z), 1.0, jnp.ones(2, bool), groups)
+    return losses.nt_xent(logits, positive, jnp.ones(2, bool))
+  per_example = nt_xent(z, jnp.arange(2))
   # Views in order a1=(1,0), b1=(1,0), a2=(0,1), b2=(-1,0); cosines between them:
   s = np.array([[1, 1, 0, -1], [1, 1, 0, -1], [0, 0, 1, 0], [-1, -1, 0, 1]], np.float32)
   positive = [2, 3, 0, 1]
@@ -65,7 +68,7 @@ def test_nt_xent_by_hand():
   np.testing.assert_allclose(per_example, [(view[0] + view[2]) / 2, (view[1] + view[3]) / 2],
                              rtol=1e-5)
   # The same video: the other example is no negative, so only the positive remains.
-  same = losses.nt_xent(jnp.asarray(z), 1.0, jnp.ones(2, bool), jnp.zeros(2, jnp.int32))
+  same = nt_xent(z, jnp.zeros(2, jnp.int32))
   np.testing.assert_allclose(same, [0.0, 0.0], atol=1e-6)
 
 
@@ -75,7 +78,8 @@ def test_view_pairs_come_from_one_video(positives):
   config = clman_config.get_config('tiny,pretrain').input
   config.unlock()
   config.update(positives=positives, max_frames=16)
-  pairs = [p['frames'] for p in pipeline._view_pairs(video, tf.constant(3, tf.int64), config)]  # pylint: disable=protected-access
+  stream = pipeline._view_pairs(video, tf.constant(3, tf.int64), config, 0)  # pylint: disable=protected-access
+  pairs = [p['frames'] for p in stream]
   assert len(pairs) == 16
   same = [a == b for a, b in (tuple(p.numpy()) for p in pairs)]
   assert all(same) if positives == 'same_frame' else not any(same)

@@ -106,16 +106,14 @@ def nt_xent_logits(projections: jnp.ndarray, temperature: float, valid: jnp.ndar
   return jnp.where(candidate, z @ z.T / temperature, -jnp.inf), positive
 
 
-def nt_xent(projections: jnp.ndarray, temperature: float, valid: jnp.ndarray,
-            groups: jnp.ndarray) -> jnp.ndarray:
-  """NT-Xent (SimCLR, Chen et al. 2020) per example [B]: the mean over its two views of
-  -log(exp(s_ip / tau) / sum_{k candidate} exp(s_ik / tau)), s = cosine similarity
-  (``nt_xent_logits`` says which k are candidates)."""
-  logits, positive = nt_xent_logits(projections, temperature, valid, groups)
+def nt_xent(logits: jnp.ndarray, positive: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+  """NT-Xent (SimCLR, Chen et al. 2020) per example [B] from ``nt_xent_logits``: the mean
+  over its two views of -log(exp(s_ip / tau) / sum_{k candidate} exp(s_ik / tau)),
+  s = cosine similarity."""
   per_view = (jax.nn.logsumexp(logits, axis=-1)
               - jnp.take_along_axis(logits, positive[:, None], axis=-1)[:, 0])
-  b = projections.shape[0]
   per_view = jnp.where(jnp.concatenate([valid, valid]), per_view, 0.0)  # Padding: 0, not NaN.
+  b = valid.shape[0]
   return (per_view[:b] + per_view[b:]) / 2
 
 

@@ -29,11 +29,11 @@ class ContrastiveTask:
   def _per_example(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
     """NT-Xent and top-1 retrieval accuracy of each example: ([B], [B])."""
     valid = jnp.all(batch['valid'], axis=1)
-    args = (outputs['projections'], self.config.temperature, valid, batch['video_hash'])
-    logits, positive = losses.nt_xent_logits(*args)
+    logits, positive = losses.nt_xent_logits(outputs['projections'], self.config.temperature,
+                                             valid, batch['video_hash'])
     correct = (jnp.argmax(logits, axis=-1) == positive).astype(jnp.float32)
     b = valid.shape[0]
-    return losses.nt_xent(*args), (correct[:b] + correct[b:]) / 2
+    return losses.nt_xent(logits, positive, valid), (correct[:b] + correct[b:]) / 2
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
     valid = jnp.all(batch['valid'], axis=1)
