@@ -1,7 +1,9 @@
 """compare: one table for several methods; a rerun after an interruption trains only what
 is left."""
+import json
 import os
 
+import numpy as np
 import pytest
 
 from usvjax import compare
@@ -40,3 +42,21 @@ def test_bad_method_and_override_are_named():
   method = compare.parse_method('u=configs/unet.py:tiny;model.widht=4')
   with pytest.raises(ValueError, match='model.widht'):
     compare.method_config(method, {}, 0, '/tmp')
+
+
+def test_curves_hold_every_seed_at_the_steps_all_of_them_logged(tmp_path):
+  logs = {'a/seed0': [(100, 0.2), (200, 0.4)], 'a/seed1': [(100, 0.4), (200, 0.6), (300, 0.9)],
+          'b/seed0/lstm': [(50, 0.7)]}  # A two-stage run: its LSTM stage's log.
+  for run, points in logs.items():
+    (tmp_path / run).mkdir(parents=True)
+    lines = [{'step': step, 'train/loss': 1.0} for step, _ in points]
+    lines += [{'step': step, 'val/auc': value} for step, value in points]
+    (tmp_path / run / 'metrics.jsonl').write_text(''.join(json.dumps(l) + '\n' for l in lines))
+  results = {'a': [{'seed': 0}, {'seed': 1}], 'b': [{'seed': 0}]}
+  curves = compare.validation_curves(results, 'classification', str(tmp_path))
+  steps, values = curves['a']
+  assert steps == [100, 200]
+  np.testing.assert_array_equal(values, [[0.2, 0.4], [0.4, 0.6]])
+  steps, values = curves['b']
+  assert steps == [50]
+  np.testing.assert_array_equal(values, [[0.7]])

@@ -15,7 +15,7 @@ test metrics (it only feeds another method).
 
 Written to ``workdir``: ``results.md`` (mean ± std over seeds, the papers' columns, train
 time and evaluation frames/s), ``results.csv`` (one line per run) and ``curves.png`` (the
-validation metric over training steps of every method, first seed).
+validation metric over training steps of every method: mean over seeds, range shaded).
 """
 from __future__ import annotations
 
@@ -183,22 +183,45 @@ def _write(results: dict[str, list[dict]], task: str, workdir: str) -> None:
   _curves(results, task, workdir)
 
 
-def _curves(results: dict[str, list[dict]], task: str, workdir: str) -> None:
-  """curves.png: each method's validation metric over steps (its first seed)."""
+def validation_curves(results: dict[str, list[dict]], task: str, workdir: str
+                      ) -> dict[str, tuple[list[int], np.ndarray]]:
+  """{method: (steps, values[seeds, steps])}: the validation metric (Dice or AUC) logged
+  by every seed's run, at the steps that all of them logged."""
   metric = 'val/mean_dice' if task == 'segmentation' else 'val/auc'
-  fig, ax = plt.subplots(figsize=(6, 4))
+  curves = {}
   for name, runs in results.items():
-    run_dir = os.path.join(workdir, name, f'seed{runs[0]["seed"]}')
-    log = os.path.join(run_dir, 'lstm' if os.path.isdir(os.path.join(run_dir, 'lstm')) else '',
-                       'metrics.jsonl')
-    if not os.path.exists(log):
-      continue
-    with open(log) as f:
-      points = [(r['step'], r[metric]) for r in map(json.loads, f) if metric in r]
-    if points:
-      ax.plot(*zip(*points), marker='.', label=name)
+    logs = [_validation_log(os.path.join(workdir, name, f'seed{r["seed"]}'), metric)
+            for r in runs]
+    logs = [log for log in logs if log]
+    if logs:
+      steps = sorted(set.intersection(*(set(log) for log in logs)))
+      curves[name] = steps, np.array([[log[step] for step in steps] for log in logs])
+  return curves
+
+
+def _validation_log(run_dir: str, metric: str) -> dict[int, float]:
+  """{step: metric} of a run's metrics.jsonl (a two-stage run's: its LSTM stage's)."""
+  stage = 'lstm' if os.path.isdir(os.path.join(run_dir, 'lstm')) else ''
+  path = os.path.join(run_dir, stage, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return {r['step']: r[metric] for r in map(json.loads, f) if metric in r}
+
+
+def _curves(results: dict[str, list[dict]], task: str, workdir: str) -> None:
+  """curves.png: each method's validation metric over steps; with several seeds their mean,
+  and their range shaded."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, (steps, values) in validation_curves(results, task, workdir).items():
+    seeds = len(values)
+    label = f'{name} (mean of {seeds} seeds)' if seeds > 1 else name
+    line, = ax.plot(steps, values.mean(axis=0), marker='.', label=label)
+    if seeds > 1:
+      ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(),
+                      alpha=0.2, linewidth=0)
   ax.set_xlabel('step')
-  ax.set_ylabel(metric)
+  ax.set_ylabel('validation ' + ('Dice' if task == 'segmentation' else 'AUC'))
   ax.legend()
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'curves.png'), dpi=120)
