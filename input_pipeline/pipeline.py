@@ -121,8 +121,9 @@ POSITIVES = ('same_frame', 'same_video')
 def _view_pairs(video: dict, position: tf.Tensor, input_config, seed: int
                 ) -> tf.data.Dataset:
   """Contrastive examples of a video: ``max_frames`` frames drawn at random (seeded by the
-  run seed and the video's position in the stream), each paired with itself ('same_frame') or with another
-  random frame of the video ('same_video'; itself if the video has one frame)."""
+  run seed and the video's position in the stream), each paired with itself ('same_frame')
+  or with another random frame of the video ('same_video'; itself if the video has one
+  frame)."""
   if input_config.positives not in POSITIVES:
     raise ValueError(f'config.input.positives={input_config.positives!r}: use one of '
                      f'{POSITIVES}.')

@@ -61,8 +61,8 @@ class _Killed(Exception):
   pass
 
 
-def test_resumed_run_ends_with_exactly_the_parameters_of_an_uninterrupted_run(data_dir, tmp_path,
-                                                                      monkeypatch):
+def test_resumed_run_ends_with_exactly_the_parameters_of_an_uninterrupted_run(
+    data_dir, tmp_path, monkeypatch):
   config = helpers.load_config('unet', data_dir)  # 6 steps, checkpoints at 3 and 6.
   straight, _ = train.train_and_evaluate(config, str(tmp_path / 'straight'))
   save = checkpoint.save
