@@ -1,5 +1,11 @@
-"""TFDS builders for the four real layouts, from small fixtures; broken data gives clear errors."""
+"""TFDS builders for the four real layouts, from small fixtures, and group-aware splits.
+
+The writers here (``make_davis``, ``make_flanet``, ``make_frames_table``,
+``make_video_table``) also serve ``test_data_checks.py``, which breaks what they write.
+"""
+import collections
 import csv
+import io
 import os
 
 import cv2
@@ -13,118 +19,147 @@ import helpers
 from input_pipeline import builders  # pylint: disable=unused-import
 from input_pipeline import pipeline
 from input_pipeline.builders import common
+from input_pipeline.builders import splits
+
+SIZE = 16
 
 
-def _frame(value, h=24, w=32):
-  image = np.zeros((h, w, 3), np.uint8)
-  image[...] = value
-  image[4:12, 6:20, 1] = 200
+def frame(value: int, h: int = SIZE, w: int = SIZE) -> np.ndarray:
+  """A uint8 RGB frame: ``value`` everywhere, a bright patch where the lesion is."""
+  image = np.full((h, w, 3), value, np.uint8)
+  image[4:10, 3:12, 1] = 200
   return image
 
 
-def _mask(h=24, w=32, scale=255):
-  mask = np.zeros((h, w), np.uint8)
-  mask[4:12, 6:20] = scale
+def lesion(h: int = SIZE, w: int = SIZE) -> np.ndarray:
+  """The lesion of ``frame`` as bool [h, w]."""
+  mask = np.zeros((h, w), bool)
+  mask[4:10, 3:12] = True
   return mask
 
 
-def _write(path, image):
+def write_image(path, array: np.ndarray, palette: bool = False) -> None:
+  """Writes ``array`` to ``path`` (str or bytes): JPEG by extension, else PNG (palette PNG
+  if ``palette``; bool arrays as 1-bit, uint16 as 16-bit PNGs)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  assert cv2.imwrite(path, image)
+  if os.fsdecode(path).endswith('.jpg'):
+    data = cv2.imencode('.jpg', np.ascontiguousarray(array[..., ::-1]))[1].tobytes()
+  else:
+    image = Image.fromarray(array)
+    if palette:
+      image.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0])
+    buffer = io.BytesIO()
+    image.save(buffer, 'PNG')
+    data = buffer.getvalue()
+  with open(path, 'wb') as f:
+    f.write(data)
 
 
-def _prepare(name, root, tmp_path):
-  builder = tfds.builder(name, data_dir=str(tmp_path / 'tfds'))
+def write_csv(path, rows) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    csv.writer(f).writerows(rows)
+
+
+def make_davis(root: str, lengths=(('a', 3), ('b', 2), ('c', 4)),
+               lists=(('train', 'a'), ('val', 'b'), ('val', 'c'))) -> None:
+  """DAVIS layout: JPEG frames, palette masks (lesion id 2), ImageSets/2017 lists."""
+  for name, length in lengths:
+    for i in range(length):
+      write_image(f'{root}/JPEGImages/480p/{name}/{i:05d}.jpg', frame(10 * i))
+      write_image(f'{root}/Annotations/480p/{name}/{i:05d}.png',
+                  lesion().astype(np.uint8) * 2, palette=True)
+  os.makedirs(f'{root}/ImageSets/2017', exist_ok=True)
+  for split, name in lists:
+    with open(f'{root}/ImageSets/2017/{split}.txt', 'a') as f:
+      f.write(name + '\n')
+
+
+def make_flanet(root: str, lengths=(('v1', 3), ('v2', 2)), lists=(('train', 'v1'), ('test', 'v2')),
+                mask=lambda: lesion().astype(np.uint8) * 255) -> None:
+  """FLA-Net layout: PNG frames and masks (``mask()`` each), <split>_list.csv lists."""
+  for name, length in lengths:
+    for i in range(length):
+      write_image(f'{root}/img_list/{name}/{i}.png', frame(i))
+      write_image(f'{root}/mask_list/{name}/{i}.png', mask())
+  for split, name in lists:
+    with open(f'{root}/{split}_list.csv', 'a') as f:
+      f.write(name + '\n')
+
+
+def make_frames_table(root: str, sequences=(0, 0, 0, 1, 1, 2, 2, 2, 2), groups=None) -> None:
+  """CVC-612 layout: frame N of sequence sequences[N-1], RGB 0/255 masks, sequences.csv."""
+  header = ['frame', 'sequence'] + (['group'] if groups else [])
+  rows = []
+  for number, sequence in enumerate(sequences, start=1):
+    rows.append([number, sequence] + ([groups[number - 1]] if groups else []))
+    write_image(f'{root}/Original/{number}.png', frame(number))
+    write_image(f'{root}/Ground Truth/{number}.png',
+                np.repeat(lesion()[..., None], 3, -1).astype(np.uint8) * 255)
+  write_csv(f'{root}/sequences.csv', [header] + rows)
+
+
+def make_video_table(root: str, rows, header=('path', 'label'), table='labels.csv') -> None:
+  """Video-table layout: every row's path is a folder of two PNG frames; ``table``."""
+  for row in rows:
+    for t in range(2):
+      write_image(os.path.join(root, row[0], f'{t}.png'), frame(10 * t))
+  write_csv(os.path.join(root, table), [list(header)] + [list(r) for r in rows])
+
+
+def prepare(name: str, root, data_dir, **builder_kwargs):
+  builder = tfds.builder(name, data_dir=str(data_dir), **builder_kwargs)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=root))
   return builder
 
 
-def _videos(builder, split):
+def videos(builder, split: str) -> dict:
   return {ex['video_id'].decode(): ex for ex in tfds.as_numpy(builder.as_dataset(split=split))}
 
 
-def _make_davis(root, videos=(('a', 3, 'train'), ('b', 2, 'val'), ('c', 4, 'val'))):
-  for name, length, split in videos:
-    for i in range(length):
-      _write(f'{root}/JPEGImages/480p/{name}/{i:05d}.jpg', _frame(10 * i))
-      palette = Image.fromarray((_mask() > 0).astype(np.uint8) * 2, mode='P')
-      palette.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
-      os.makedirs(f'{root}/Annotations/480p/{name}', exist_ok=True)
-      palette.save(f'{root}/Annotations/480p/{name}/{i:05d}.png')
-    with open(f'{root}/ImageSets/2017/{split}.txt' if os.path.isdir(f'{root}/ImageSets/2017')
-              else _mkdirs(f'{root}/ImageSets/2017') + f'/{split}.txt', 'a') as f:
-      f.write(name + '\n')
-
-
-def _mkdirs(path):
-  os.makedirs(path, exist_ok=True)
-  return path
+def all_videos(builder) -> dict:
+  return {k: v for split in builder.info.splits for k, v in videos(builder, split).items()}
 
 
 def test_davis_layout(tmp_path):
   root = str(tmp_path / 'davis')
-  _make_davis(root)
-  builder = _prepare('usv_davis/480p', root, tmp_path)
+  make_davis(root)
+  builder = prepare('usv_davis/480p', root, tmp_path / 'tfds')
   assert builder.info.splits['train'].num_examples == 1
-  val = _videos(builder, 'val')
+  val = videos(builder, 'val')
   assert sorted(val) == ['b', 'c']
   c = val['c']
-  assert c['frames'].shape == (4, 24, 32, 3) and c['masks'].shape == (4, 24, 32, 1)
-  np.testing.assert_array_equal(c['masks'][2, ..., 0], _mask() > 0)  # Palette id 2 -> 1.
-  np.testing.assert_allclose(c['boxes'][0], [4 / 24, 6 / 32, 12 / 24, 20 / 32])
+  assert c['frames'].shape == (4, SIZE, SIZE, 3) and c['masks'].shape == (4, SIZE, SIZE, 1)
+  np.testing.assert_array_equal(c['masks'][2, ..., 0], lesion())  # Palette id 2 -> 1.
+  np.testing.assert_allclose(c['boxes'][0], [4 / SIZE, 3 / SIZE, 10 / SIZE, 12 / SIZE])
   assert abs(int(c['frames'][3, 0, 0, 0]) - 30) <= 3  # Frames kept in order (JPEG).
 
 
 def test_flanet_layout(tmp_path):
-  root = tmp_path / 'fla'
-  for name, length in (('v1', 3), ('v2', 2)):
-    for i in range(length):
-      _write(f'{root}/img_list/{name}/{i}.png', _frame(i))
-      _write(f'{root}/mask_list/{name}/{i}.png', _mask())
-  (root / 'train_list.csv').write_text('video\nv1\n')
-  (root / 'test_list.csv').write_text('v2\n')
-  builder = _prepare('usv_flanet', str(root), tmp_path)
-  assert list(_videos(builder, 'train')) == ['v1']
-  test = _videos(builder, 'test')['v2']
-  assert test['frames'].shape == (2, 24, 32, 3)
+  root = str(tmp_path / 'fla')
+  make_flanet(root, lists=(('train', 'video'), ('train', 'v1'), ('test', 'v2')))  # Header.
+  builder = prepare('usv_flanet', root, tmp_path / 'tfds')
+  assert list(videos(builder, 'train')) == ['v1']
+  test = videos(builder, 'test')['v2']
+  assert test['frames'].shape == (2, SIZE, SIZE, 3)
   np.testing.assert_array_equal(test['frames'][1, 0, 0, 0], 1)  # PNG is lossless.
-  assert test['masks'].max() == 1
-
-
-def _make_frames_table(root, sequences=(0, 0, 0, 1, 1, 2, 2, 2, 2)):
-  with _open_csv(f'{root}/sequences.csv') as writer:
-    writer.writerow(['frame', 'sequence'])
-    for frame, sequence in enumerate(sequences, start=1):
-      writer.writerow([frame, sequence])
-      _write(f'{root}/Original/{frame}.png', _frame(frame))
-      _write(f'{root}/Ground Truth/{frame}.png', np.repeat(_mask()[..., None], 3, -1))
-
-
-class _open_csv:  # pylint: disable=invalid-name
-  def __init__(self, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    self.file = open(path, 'w', newline='')  # pylint: disable=consider-using-with
-
-  def __enter__(self):
-    return csv.writer(self.file)
-
-  def __exit__(self, *args):
-    self.file.close()
+  np.testing.assert_array_equal(test['masks'][1, ..., 0], lesion())
 
 
 def test_frames_table_layout_with_fixed_and_seeded_splits(tmp_path):
   root = str(tmp_path / 'cvc')
-  _make_frames_table(root, sequences=[0, 0, 0] + list(range(1, 29)))
-  builder = _prepare('usv_frames_table/cvc612', root, tmp_path)
-  test = _videos(builder, 'test')
+  make_frames_table(root, sequences=[0, 0, 0] + list(range(1, 29)))
+  builder = prepare('usv_frames_table/cvc612', root, tmp_path / 'tfds')
+  test = videos(builder, 'test')
   assert sorted(test, key=int) == ['0', '6', '7', '16', '24']  # CVC-612's suggested split.
-  assert sorted(_videos(builder, 'validation'), key=int) == ['2', '3', '4', '11', '15', '17']
+  assert sorted(videos(builder, 'validation'), key=int) == ['2', '3', '4', '11', '15', '17']
   assert builder.info.splits['train'].num_examples == 29 - 11
   assert test['0']['frames'].shape[0] == 3
   assert [int(f[0, 0, 0]) for f in test['0']['frames']] == [1, 2, 3]  # Frame order.
-  assert test['0']['masks'].max() == 1  # RGB 0/255 masks binarised.
-  seeded = _prepare('usv_frames_table/default', root, tmp_path / 'seeded')
-  ids = [set(_videos(seeded, s)) for s in seeded.info.splits]
+  np.testing.assert_array_equal(test['0']['masks'][0, ..., 0], lesion())  # RGB 0/255 masks.
+  assert test['0']['group'] == b'0'  # No group column: the video is its own group.
+  seeded = prepare('usv_frames_table/default', root, tmp_path / 'seeded')
+  ids = [set(videos(seeded, s)) for s in seeded.info.splits]
   assert sum(len(i) for i in ids) == 29 and not set.intersection(*ids)
 
 
@@ -136,73 +171,23 @@ def test_video_table_layout(tmp_path):
     path = f'videos/clip{i}.avi'
     writer = cv2.VideoWriter(str(root / path), cv2.VideoWriter_fourcc(*'MJPG'), 10, (32, 24))
     for t in range(3 + i % 4):
-      writer.write(_frame(20 * t))
+      writer.write(frame(20 * t, 24, 32))
     writer.release()
     rows.append([path, 'regular' if i % 2 else 'COVID-19'])
-  folder = root / 'videos' / 'folder_clip'
   for t in range(2):
-    _write(str(folder / f'frame{t}.png'), _frame(t))
+    write_image(str(root / 'videos' / 'folder_clip' / f'frame{t}.png'), frame(t))
   rows.append(['videos/folder_clip', 'Viral pneumonia'])
-  with _open_csv(str(root / 'metadata.csv')) as writer:
-    writer.writerow(['path', 'Label'])
-    writer.writerows(rows)
-  builder = _prepare('usv_video_table/pocus_binary', str(root), tmp_path)
-  videos = {}
-  for split in builder.info.splits:
-    videos.update(_videos(builder, split))
-  assert len(videos) == 11
-  assert videos['videos/clip5.avi']['frames'].shape == (3 + 5 % 4, 24, 32, 3)
-  assert videos['videos/clip5.avi']['label'] == 0  # regular
-  assert videos['videos/clip4.avi']['label'] == 1  # COVID-19 -> pathological
-  assert videos['videos/folder_clip']['frames'].shape[0] == 2
-  three = _prepare('usv_video_table/pocus_3class', str(root), tmp_path / 'three')
+  write_csv(str(root / 'metadata.csv'), [['path', 'Label']] + rows)
+  builder = prepare('usv_video_table/pocus_binary', str(root), tmp_path / 'tfds')
+  clips = all_videos(builder)
+  assert len(clips) == 11
+  assert clips['videos/clip5.avi']['frames'].shape == (3 + 5 % 4, 24, 32, 3)
+  assert clips['videos/clip5.avi']['label'] == 0  # regular
+  assert clips['videos/clip4.avi']['label'] == 1  # COVID-19 -> pathological
+  assert clips['videos/clip4.avi']['group'] == b'videos/clip4.avi'  # Its own group.
+  assert clips['videos/folder_clip']['frames'].shape[0] == 2
+  three = prepare('usv_video_table/pocus_3class', str(root), tmp_path / 'three')
   assert sum(s.num_examples for s in three.info.splits.values()) == 10  # Viral left out.
-
-
-@pytest.mark.parametrize('breakage, message', [
-    ('missing_mask', 'has no mask'),
-    ('corrupt_frame', 'cannot read image'),
-    ('mask_size', 'masks must match their frames'),
-    ('unknown_frame', 'has no file'),
-])
-def test_broken_frames_table_names_the_file(tmp_path, breakage, message):
-  root = str(tmp_path / 'broken')
-  _make_frames_table(root)
-  if breakage == 'missing_mask':
-    os.remove(f'{root}/Ground Truth/2.png')
-  elif breakage == 'corrupt_frame':
-    with open(f'{root}/Original/2.png', 'wb') as f:
-      f.write(b'not a png')
-  elif breakage == 'mask_size':
-    _write(f'{root}/Ground Truth/2.png', _mask(h=10))
-  else:
-    os.remove(f'{root}/Original/2.png')
-  with pytest.raises(common.DatasetError, match=message) as error:
-    _prepare('usv_frames_table/default', root, tmp_path)
-  assert '2' in str(error.value)
-
-
-def test_davis_frame_count_mismatch_and_empty_video(tmp_path):
-  root = str(tmp_path / 'davis')
-  _make_davis(root, videos=(('a', 3, 'train'),))
-  os.remove(f'{root}/Annotations/480p/a/00001.png')
-  with pytest.raises(common.DatasetError, match=r'mask of frame .*00001\.jpg'):
-    _prepare('usv_davis/480p', root, tmp_path)
-  empty = str(tmp_path / 'empty')
-  _make_davis(empty, videos=(('a', 1, 'train'),))
-  for name in os.listdir(f'{empty}/JPEGImages/480p/a'):
-    os.remove(f'{empty}/JPEGImages/480p/a/{name}')
-  with pytest.raises(common.DatasetError, match="video 'a' has no frames"):
-    _prepare('usv_davis/480p', empty, tmp_path / 'e')
-
-
-def test_unreadable_video_file(tmp_path):
-  root = tmp_path / 'bad'
-  (root / 'videos').mkdir(parents=True)
-  (root / 'videos' / 'broken.mp4').write_bytes(b'\x00' * 100)
-  (root / 'labels.csv').write_text('path,label,split\nvideos/broken.mp4,benign,train\n')
-  with pytest.raises(common.DatasetError, match='broken.mp4'):
-    _prepare('usv_video_table/default', str(root), tmp_path)
 
 
 def test_missing_manual_dir_is_named(tmp_path):
@@ -211,3 +196,82 @@ def test_missing_manual_dir_is_named(tmp_path):
       'dataset.manual_dir': str(tmp_path / 'nowhere')})
   with pytest.raises(common.DatasetError, match='nowhere'):
     pipeline.get_builder(config.dataset)
+
+
+FRACTIONS = {'70/15/15': (('train', 0.7), ('validation', 0.15), ('test', 0.15)),
+             '5-fold': tuple((str(k), 1.0) for k in range(5)),
+             '50/50': (('a', 1.0), ('b', 1.0))}
+
+
+@pytest.mark.parametrize('fractions', FRACTIONS, ids=str)
+@pytest.mark.parametrize('seed', [0, 7])
+def test_split_videos_keeps_groups_together_and_stratifies(fractions, seed):
+  fractions = FRACTIONS[fractions]
+  rng = np.random.default_rng(seed)
+  sizes = rng.integers(1, 5, 40)  # 40 patients with 1 to 4 videos, one label each.
+  groups = np.repeat(np.arange(40), sizes)
+  labels = np.repeat(rng.permutation(np.arange(40) % 3 == 0), sizes)
+  ids = [f'v{i}' for i in range(len(groups))]
+  assignment = splits.split_videos(ids, fractions, seed, labels=list(labels),
+                                   groups=list(groups))
+  split_of_group = collections.defaultdict(set)
+  for video, group in zip(ids, groups):
+    split_of_group[group].add(assignment[video])
+  assert all(len(s) == 1 for s in split_of_group.values())  # A patient in one split.
+  total = sum(w for _, w in fractions)
+  for name, weight in fractions:
+    members = [i for i, v in enumerate(ids) if assignment[v] == name]
+    assert abs(len(members) - weight / total * len(ids)) <= 6  # Share of videos.
+    positive = np.mean(labels[members])
+    assert abs(positive - labels.mean()) < 0.2  # Stratified by label.
+  shuffled = [ids[i] for i in rng.permutation(len(ids))]
+  order = {v: i for i, v in enumerate(ids)}
+  again = splits.split_videos(shuffled, fractions, seed,
+                              labels=[labels[order[v]] for v in shuffled],
+                              groups=[groups[order[v]] for v in shuffled])
+  assert again == assignment  # The input order does not matter.
+
+
+def test_split_videos_without_groups_keeps_counts_and_accepts_mixed_groups(caplog):
+  ids = [str(i) for i in range(29)]
+  assignment = splits.split_videos(ids, FRACTIONS['70/15/15'], 0)
+  counts = collections.Counter(assignment.values())  # 1/7 of 29, then 1/6 of the 25 left.
+  assert (counts['validation'], counts['test'], counts['train']) == (4, 4, 21)
+  folds = splits.split_videos(ids, FRACTIONS['5-fold'], 3, labels=[i % 2 for i in range(29)])
+  assert sorted(collections.Counter(folds.values()).values()) == [5, 6, 6, 6, 6]
+  mixed = splits.split_videos(['a1', 'a2', 'b1', 'b2', 'c1', 'c2'], FRACTIONS['50/50'], 0,
+                              labels=[0, 1, 0, 0, 1, 1], groups=['a', 'a', 'b', 'b', 'c', 'c'])
+  assert mixed['a1'] == mixed['a2'] and mixed['b1'] == mixed['b2']
+  assert "different labels" in caplog.text and ': a' in caplog.text
+
+
+@pytest.mark.parametrize('layout', ['frames_table', 'video_table'])
+def test_group_column_is_stored_and_keeps_a_patients_videos_in_one_split(layout, tmp_path):
+  root = str(tmp_path / layout)
+  group_of = {str(v): f'p{v // 3}' for v in range(12)}  # Four patients, three videos each.
+  if layout == 'frames_table':
+    sequences = [v for v in range(12) for _ in range(2)]
+    make_frames_table(root, sequences, groups=[group_of[str(v)] for v in sequences])
+    builder = prepare('usv_frames_table/default', root, tmp_path / 'tfds')
+  else:
+    make_video_table(root, [[f'videos/{v}', 'benign' if v < 6 else 'malignant', group_of[str(v)]]
+                            for v in range(12)], header=('path', 'label', 'group'))
+    builder = prepare('usv_video_table/default', root, tmp_path / 'tfds')
+  split_of_group = collections.defaultdict(set)
+  for split in builder.info.splits:
+    for video_id, example in videos(builder, split).items():
+      assert example['group'].decode() == group_of[video_id.split('/')[-1]]
+      split_of_group[example['group']].add(split)
+  assert len(split_of_group) == 4 and all(len(s) == 1 for s in split_of_group.values())
+
+
+def test_mask_threshold_option_has_its_own_config_and_dataset_name_syntax(tmp_path):
+  root = str(tmp_path / 'fla')
+  gray = (lesion() * 200 + 50 * ~lesion()).astype(np.uint8)  # 50 outside, 250 inside.
+  make_flanet(root, mask=lambda: gray)
+  builder = tfds.builder('usv_flanet/mask_threshold=100', data_dir=str(tmp_path / 'tfds'))
+  assert builder.builder_config.name == 'default-mask_threshold-100'
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=root))
+  np.testing.assert_array_equal(videos(builder, 'test')['v2']['masks'][0, ..., 0], lesion())
+  with pytest.raises(ValueError, match='mask_threshold=-1'):
+    tfds.builder('usv_flanet', mask_threshold=-1)

@@ -7,6 +7,8 @@
 | ``usv_flanet`` | FLA-Net's img_list/mask_list | segmentation |
 | ``usv_frames_table`` | flat frames + frame-to-video table (CVC-612) | segmentation |
 | ``usv_video_table`` | video files or frame folders + label CSV (POCUS) | classification |
+
+The builders of files on disk check the whole dataset before converting it (``checks``).
 """
 from input_pipeline.builders.davis import UsvDavis
 from input_pipeline.builders.flanet_layout import UsvFlanet

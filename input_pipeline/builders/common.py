@@ -1,16 +1,29 @@
-"""Features and file helpers shared by the TFDS builders.
+"""Features and file readers shared by the TFDS builders.
 
 One example is one video. Segmentation datasets carry ``frames``, ``masks``, ``boxes``,
 ``video_id`` and ``fps``; classification datasets carry ``frames``, ``label``, ``video_id``
-and ``fps``; the synthetic dataset carries all of them. Frames are stored at their own size
-(PNG per frame) and resized in the pipeline.
+and ``fps``; the table layouts add ``group`` (the patient: the table's group column, or the
+video id); the synthetic dataset carries all but ``group``. Frames are stored at their own
+size (PNG per frame) and resized in the pipeline. The checks every builder runs before it
+converts anything are in ``checks.py``.
 
-Masks are binarised with ``value > MASK_THRESHOLD`` on the brightest channel, so 0/255
-masks (and near-binary compressed ones such as CVC-612's RGB masks) become {0, 1}; palette
-PNGs (DAVIS) are object-id maps and every non-zero id is lesion.
+Masks (``read_mask``): {0, 1}, {0, 255} and {0, 65535} masks (8 or 16 bits, grey or on the
+brightest colour channel, alpha ignored) and 1-bit PNGs are binary, non-zero is lesion;
+palette PNGs (DAVIS) are object-id maps, every non-zero id is lesion. Any other mask is an
+error unless the builder option ``mask_threshold`` is set: then such a mask's lesion is
+``value > mask_threshold`` on the mask's own scale (0..255 or 0..65535), while binary masks
+stay binary.
+
+File names are used as the operating system gives them (bytes that are not UTF-8 as
+surrogate escapes), shown in messages with ``\\x`` escapes (``shown``) and stored with them
+(``text_id``). Images are read as bytes and decoded in memory, so no name reaches OpenCV's
+file functions (which crash on such names), and truncated files are caught
+(``check_complete``).
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Sequence
 
@@ -21,17 +34,29 @@ from PIL import Image
 
 from input_pipeline.simulator import mask_to_box
 
-MASK_THRESHOLD = 127
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+BINARY_MASK_VALUES = ({0, 1}, {0, 255}, {0, 65535})
+_JPEG_START, _JPEG_SCAN, _JPEG_END = b'\xff\xd8', b'\xff\xda', b'\xff\xd9'
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 class DatasetError(ValueError):
   """A dataset on disk is missing files or is inconsistent; the message says which."""
 
 
-def segmentation_features(channels: int, class_names: Sequence[str] | None = None
-                         ) -> tfds.features.FeaturesDict:
-  """Features of a video segmentation example (optionally with a video label)."""
+def shown(path: str) -> str:
+  """``path`` quoted for messages: bytes that are not UTF-8 as ``\\xNN`` escapes."""
+  return "'" + os.fsencode(path).decode('utf-8', 'backslashreplace') + "'"
+
+
+def text_id(name: str) -> str:
+  """A name as storable text (TFDS keys and Text features): undecodable bytes escaped."""
+  return os.fsencode(name).decode('utf-8', 'backslashreplace')
+
+
+def segmentation_features(channels: int, class_names: Sequence[str] | None = None,
+                          with_group: bool = False) -> tfds.features.FeaturesDict:
+  """Features of a video segmentation example (optionally with a label and a group)."""
   features = {
       'frames': tfds.features.Video(shape=(None, None, None, channels)),
       'masks': tfds.features.Video(shape=(None, None, None, 1)),
@@ -41,16 +66,19 @@ def segmentation_features(channels: int, class_names: Sequence[str] | None = Non
   }
   if class_names is not None:
     features['label'] = tfds.features.ClassLabel(names=list(class_names))
+  if with_group:
+    features['group'] = tfds.features.Text()
   return tfds.features.FeaturesDict(features)
 
 
 def classification_features(channels: int, class_names: Sequence[str]
                            ) -> tfds.features.FeaturesDict:
-  """Features of a video classification example."""
+  """Features of a video classification example (with the video's group)."""
   return tfds.features.FeaturesDict({
       'frames': tfds.features.Video(shape=(None, None, None, channels)),
       'label': tfds.features.ClassLabel(names=list(class_names)),
       'video_id': tfds.features.Text(),
+      'group': tfds.features.Text(),
       'fps': tfds.features.Scalar(dtype=np.float32),
   })
 
@@ -58,14 +86,41 @@ def classification_features(channels: int, class_names: Sequence[str]
 def require_dir(path: str, what: str, instructions: str = '') -> str:
   """Returns ``path`` if it is a directory, else raises a DatasetError naming it."""
   if not os.path.isdir(path):
-    raise DatasetError(f'{what} not found: {path!r} is not a directory. {instructions}'.strip())
+    raise DatasetError(f'{what} not found: {shown(path)} is not a directory. '
+                       f'{instructions}'.strip())
   return path
 
 
 def require_file(path: str, what: str) -> str:
+  """Returns ``path`` if it is a file, else raises a DatasetError naming it."""
   if not os.path.isfile(path):
-    raise DatasetError(f'{what} not found: {path!r} does not exist.')
+    raise DatasetError(f'{what} not found: {shown(path)} does not exist.')
   return path
+
+
+def read_rows(path: str) -> list[tuple[int, list[str]]]:
+  """Non-blank rows of a CSV (or one-name-per-line) file as (line number, stripped cells).
+
+  A UTF-8 byte-order mark is ignored; bytes that are not UTF-8 are kept as surrogate
+  escapes, like file names; a malformed file is a DatasetError naming the line.
+  """
+  with open(path, newline='', encoding='utf-8-sig', errors='surrogateescape') as f:
+    reader = csv.reader(f)
+    try:
+      return [(reader.line_num, [cell.strip() for cell in row])
+              for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as e:
+      raise DatasetError(f'{shown(path)} line {reader.line_num} is not valid CSV ({e}): '
+                         'fix the file.') from e
+
+
+def read_table(path: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+  """The columns of a CSV file with a header row, and its other rows as (line number,
+  {column: cell}) (``read_rows``; a missing cell is blank)."""
+  rows = read_rows(path)
+  columns = rows[0][1] if rows else []
+  return columns, [(line, {c: cells[i] if i < len(cells) else '' for i, c in enumerate(columns)})
+                   for line, cells in rows[1:]]
 
 
 def list_images(directory: str) -> list[str]:
@@ -81,65 +136,84 @@ def natural_key(name: str) -> tuple:
   return (int(digits[-1]) if digits else -1, stem)
 
 
-def frames_with_masks(frame_dir: str, mask_dir: str, video: str) -> tuple[list, list]:
-  """Paths of a video's frames and of their masks (same stem, ``.png``), checked to exist."""
-  require_dir(frame_dir, f'frames of video {video!r}')
-  require_dir(mask_dir, f'masks of video {video!r}')
-  frames, masks = [], []
-  for name in list_images(frame_dir):
-    frames.append(os.path.join(frame_dir, name))
-    masks.append(require_file(os.path.join(mask_dir, os.path.splitext(name)[0] + '.png'),
-                              f'mask of frame {frames[-1]!r}'))
-  return frames, masks
+def read_bytes(path: str) -> bytes:
+  """The bytes of ``path``; a missing or unreadable file is a DatasetError naming it."""
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except OSError as e:
+    raise DatasetError(f'cannot read {shown(path)}: {e.strerror}.') from e
+
+
+def check_complete(path: str, data: bytes) -> None:
+  """Raises a DatasetError if a JPEG or PNG file is truncated.
+
+  Decoders fill a truncated image's missing part and warn on stderr (OpenCV's ``imread``
+  returns the partial image), so the file structure is checked too: a JPEG must end its
+  last scan with the end-of-image marker (scan data cannot contain it: 0xFF is stuffed),
+  a PNG must hold its IEND chunk.
+  """
+  truncated = ((data[:2] == _JPEG_START and data.rfind(_JPEG_END) < data.rfind(_JPEG_SCAN))
+               or (data[:8] == _PNG_SIGNATURE and data.rfind(b'IEND') < 0))
+  if truncated or not data:
+    raise DatasetError(f'{shown(path)} is {"empty" if not data else "truncated"}: '
+                       'replace it with a complete copy or remove it (and its mask).')
 
 
 def read_rgb(path: str) -> np.ndarray:
-  """Reads an image as uint8 RGB [H, W, 3]; a missing or unreadable file is a DatasetError."""
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
-  if image is None:
-    raise DatasetError(f'cannot read image {path!r}: the file is missing or corrupt. '
-                       'Replace or remove it (and its mask).')
+  """Reads an image as uint8 RGB [H, W, 3]; a missing, truncated or undecodable file is a
+  DatasetError naming it."""
+  data = read_bytes(path)
+  check_complete(path, data)
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+  if image is None or not image.size:
+    raise DatasetError(f'cannot decode image {shown(path)}: the file is corrupt or not an '
+                       'image. Replace or remove it (and its mask).')
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: str, frame_shape: tuple[int, ...]) -> np.ndarray:
-  """Reads a mask as uint8 [H, W, 1] in {0, 1}; checks it matches its frame's size.
-
-  Palette PNGs (DAVIS annotations) hold object ids: every non-zero id is lesion. Other
-  masks are binarised with ``value > MASK_THRESHOLD`` on their brightest channel.
-  """
+def read_mask(path: str, frame_shape: tuple[int, ...], threshold: float | None = None
+              ) -> np.ndarray:
+  """Reads a mask as uint8 [H, W, 1] in {0, 1} (conventions: module docstring); checks it is
+  binary (or ``threshold`` is set) and matches its frame's size."""
+  data = read_bytes(path)
+  check_complete(path, data)
   try:
-    with Image.open(path) as image:
-      palette = image.mode == 'P'
-      mask = np.asarray(image)
-  except (OSError, ValueError) as e:
-    raise DatasetError(f'cannot read mask {path!r}: the file is missing or corrupt ({e}).')
-  if mask.ndim == 3:
-    mask = mask[..., :3].max(axis=-1)
-  if mask.shape[:2] != tuple(frame_shape[:2]):
-    raise DatasetError(f'mask {path!r} is {mask.shape[1]}x{mask.shape[0]} but its frame is '
-                       f'{frame_shape[1]}x{frame_shape[0]}; masks must match their frames.')
-  foreground = mask > 0 if palette else mask > MASK_THRESHOLD
-  return foreground.astype(np.uint8)[..., None]
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()
+      palette = image.mode in ('P', 'PA')
+      bands = image.getbands()
+      values = np.asarray(image)
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise DatasetError(f'cannot decode mask {shown(path)} ({e}): replace or remove it.') from e
+  if values.ndim == 3:
+    values = values[..., [i for i, band in enumerate(bands) if band != 'A']].max(axis=-1)
+  if values.shape[:2] != tuple(frame_shape[:2]):
+    raise DatasetError(f'mask {shown(path)} is {values.shape[1]}x{values.shape[0]} but its '
+                       f'frame is {frame_shape[1]}x{frame_shape[0]}: masks must match their '
+                       'frames.')
+  return binarize_mask(values, palette, threshold, path)[..., None].astype(np.uint8)
+
+
+def binarize_mask(values: np.ndarray, palette: bool, threshold: float | None,
+                  path: str) -> np.ndarray:
+  """Lesion (bool [H, W]) of a mask's values by the conventions of the module docstring."""
+  if palette or values.dtype == bool:
+    return values > 0
+  present = set(np.unique(values).tolist())
+  if any(present <= binary for binary in BINARY_MASK_VALUES):
+    return values > 0
+  if threshold is not None:
+    return values > threshold
+  listed = sorted(present)
+  values_text = (', '.join(f'{v:g}' for v in listed) if len(listed) <= 6 else
+                 f'{len(listed)} values from {listed[0]:g} to {listed[-1]:g}')
+  raise DatasetError(f'mask {shown(path)} is not binary ({values_text}): masks must hold '
+                     '{0, 1}, {0, 255} or {0, 65535} (or be 1-bit or palette PNGs). Fix the '
+                     'masks, or set the builder option mask_threshold to count value > '
+                     'mask_threshold as lesion (docs/data.md).')
 
 
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
   """Normalised (ymin, xmin, ymax, xmax) per frame of [T, H, W, 1] masks; zeros if empty."""
   return np.stack([mask_to_box(m[..., 0]) for m in masks]).astype(np.float32)
-
-
-def segmentation_example(frame_paths: Sequence[str], mask_paths: Sequence[str],
-                         video_id: str, fps: float) -> dict:
-  """Reads one video's frames and masks into a segmentation example, with checks."""
-  if not frame_paths:
-    raise DatasetError(f'video {video_id!r} has no frames; remove it or add its frames.')
-  if len(frame_paths) != len(mask_paths):
-    raise DatasetError(f'video {video_id!r} has {len(frame_paths)} frames but '
-                       f'{len(mask_paths)} masks; every frame needs exactly one mask.')
-  frames = [read_rgb(p) for p in frame_paths]
-  shapes = {f.shape for f in frames}
-  if len(shapes) != 1:
-    raise DatasetError(f'video {video_id!r} has frames of different sizes {sorted(shapes)}.')
-  masks = np.stack([read_mask(p, f.shape) for p, f in zip(mask_paths, frames)])
-  return {'frames': np.stack(frames), 'masks': masks, 'boxes': boxes_from_masks(masks),
-          'video_id': video_id, 'fps': float(fps)}

@@ -3,11 +3,14 @@
 This is the layout UVBLS200 (STPFNet) ships in. Put the dataset in ``manual_dir``::
 
   JPEGImages/<resolution>/<video>/00000.jpg ...
-  Annotations/<resolution>/<video>/00000.png ...   (one mask per frame)
+  Annotations/<resolution>/<video>/00000.png ...   (one mask per frame, same name stem)
   ImageSets/<year>/train.txt, val.txt, test.txt   (one video name per line)
 
-Each ``ImageSets/*/<split>.txt`` becomes a split. Annotation PNGs may be palette images
-with object ids; every non-zero id is lesion.
+Each ``ImageSets/*/<split>.txt`` becomes a split (one list per split name, whatever the
+year). Annotation PNGs may be palette images with object ids: every non-zero id is
+lesion; other masks follow ``common``'s conventions (option ``mask_threshold``). Video
+folders that no list names are logged and left out. The whole dataset is checked before
+conversion (docs/data.md).
 """
 from __future__ import annotations
 
@@ -15,47 +18,43 @@ import dataclasses
 import glob
 import os
 
-import tensorflow_datasets as tfds
-
+from input_pipeline.builders import checks
 from input_pipeline.builders import common
-
-_INSTRUCTIONS = __doc__
+from input_pipeline.builders import segmentation_layout as layout
 
 
 @dataclasses.dataclass
-class DavisConfig(tfds.core.BuilderConfig):
+class DavisConfig(layout.SegmentationConfig):
   resolution: str = '480p'
-  fps: float = 25.0
 
 
-class UsvDavis(tfds.core.GeneratorBasedBuilder):
+class UsvDavis(layout.SegmentationLayout):
   """Ultrasound video segmentation stored in the DAVIS-2017 layout."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
   BUILDER_CONFIGS = [DavisConfig(name='480p'),
                      DavisConfig(name='full', resolution='Full-Resolution')]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=common.segmentation_features(3),
-                                          description=__doc__)
-
-  def _split_generators(self, dl_manager):
-    root = common.require_dir(str(dl_manager.manual_dir), 'DAVIS dataset folder',
-                              _INSTRUCTIONS)
-    lists = sorted(glob.glob(os.path.join(root, 'ImageSets', '*', '*.txt')))
-    if not lists:
-      raise common.DatasetError(f'no split lists ImageSets/<year>/<split>.txt under {root!r}.')
-    splits = {}
-    for path in lists:
-      with open(path) as f:
-        videos = [line.strip() for line in f if line.strip()]
-      splits[os.path.splitext(os.path.basename(path))[0]] = self._generate_examples(root, videos)
-    return splits
-
-  def _generate_examples(self, root: str, videos: list[str]):
+  def _read_layout(self, root: str, problems: checks.Problems
+                   ) -> dict[str, list[checks.Video]]:
     res = self.builder_config.resolution
-    for video in videos:
-      frames, masks = common.frames_with_masks(os.path.join(root, 'JPEGImages', res, video),
-                                               os.path.join(root, 'Annotations', res, video), video)
-      yield video, common.segmentation_example(frames, masks, video, self.builder_config.fps)
+    lists = sorted(glob.glob(os.path.join(glob.escape(root), 'ImageSets', '*', '*.txt')))
+    if not lists:
+      raise common.DatasetError(f'no split lists ImageSets/<year>/<split>.txt under '
+                                f'{common.shown(root)}.')
+    entries: dict[str, list[tuple[str, str]]] = {}
+    list_of: dict[str, str] = {}
+    for path in lists:
+      split = os.path.splitext(os.path.basename(path))[0]
+      where = os.path.relpath(path, root)
+      if split in list_of:
+        problems.add('two lists for one split', f'{common.shown(list_of[split])} and '
+                     f'{common.shown(where)} both list split {split!r}: keep one.')
+        continue
+      list_of[split] = where
+      entries[split] = [(cells[0], f'{where} line {line}')
+                        for line, cells in common.read_rows(path)]
+    return layout.videos_in_folders(
+        common.require_dir(os.path.join(root, 'JPEGImages', res), 'frames folder'),
+        common.require_dir(os.path.join(root, 'Annotations', res), 'masks folder'),
+        entries, problems)

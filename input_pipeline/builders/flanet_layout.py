@@ -4,57 +4,50 @@ Put the dataset in ``manual_dir``::
 
   img_list/<video>/<frame>.png|jpg     frames
   mask_list/<video>/<frame>.png        one mask per frame, same name stem
-  train_list.csv, test_list.csv        video names in the first column (a header row is
-                                       recognised and skipped)
+  train_list.csv, test_list.csv        video names in the first column; a first row that
+                                       names no folder and reads video, videos, name,
+                                       video_name, video_id or id is a header
   bbox.json                            optional; not read: boxes are recomputed from the
                                        masks, so they always agree with them
 
-Each ``<split>_list.csv`` becomes a split.
+Each ``<split>_list.csv`` becomes a split; masks follow ``common``'s conventions (option
+``mask_threshold``). Video folders that no list names are logged and left out. The whole
+dataset is checked before conversion (docs/data.md).
 """
 from __future__ import annotations
 
-import csv
 import glob
 import os
 
-import tensorflow_datasets as tfds
-
+from input_pipeline.builders import checks
 from input_pipeline.builders import common
+from input_pipeline.builders import segmentation_layout as layout
 
-_INSTRUCTIONS = __doc__
+_HEADERS = ('video', 'videos', 'name', 'video_name', 'video_id', 'id')
+_SUFFIX = '_list.csv'
 
 
-class UsvFlanet(tfds.core.GeneratorBasedBuilder):
+class UsvFlanet(layout.SegmentationLayout):
   """Ultrasound video segmentation stored in FLA-Net's layout."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
+  BUILDER_CONFIGS = [layout.SegmentationConfig(name='default', fps=0.0)]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=common.segmentation_features(3),
-                                          description=__doc__)
-
-  def _split_generators(self, dl_manager):
-    root = common.require_dir(str(dl_manager.manual_dir), 'FLA-Net dataset folder',
-                              _INSTRUCTIONS)
+  def _read_layout(self, root: str, problems: checks.Problems
+                   ) -> dict[str, list[checks.Video]]:
     frames_root = common.require_dir(os.path.join(root, 'img_list'), 'frames folder img_list')
-    lists = sorted(glob.glob(os.path.join(root, '*_list.csv')))
+    lists = sorted(glob.glob(os.path.join(glob.escape(root), '*' + _SUFFIX)))
     if not lists:
-      raise common.DatasetError(f'no split lists (train_list.csv, test_list.csv) in {root!r}.')
-    return {os.path.basename(p)[:-len('_list.csv')]:
-                self._generate_examples(root, _read_video_list(p, frames_root))
-            for p in lists}
-
-  def _generate_examples(self, root: str, videos: list[str]):
-    for video in videos:
-      frames, masks = common.frames_with_masks(os.path.join(root, 'img_list', video),
-                                               os.path.join(root, 'mask_list', video), video)
-      yield video, common.segmentation_example(frames, masks, video, fps=0.0)
-
-
-def _read_video_list(path: str, frames_root: str) -> list[str]:
-  with open(path, newline='') as f:
-    names = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
-  if names and not os.path.isdir(os.path.join(frames_root, names[0])):
-    names = names[1:]  # Header row.
-  return names
+      raise common.DatasetError(f'no split lists (train_list.csv, test_list.csv) in '
+                                f'{common.shown(root)}.')
+    entries = {}
+    for path in lists:
+      rows = common.read_rows(path)
+      if (rows and rows[0][1][0].lower() in _HEADERS
+          and not os.path.isdir(os.path.join(frames_root, rows[0][1][0]))):
+        rows = rows[1:]
+      entries[os.path.basename(path)[:-len(_SUFFIX)]] = [
+          (cells[0], f'{os.path.basename(path)} line {line}') for line, cells in rows]
+    return layout.videos_in_folders(
+        frames_root, common.require_dir(os.path.join(root, 'mask_list'), 'masks folder mask_list'),
+        entries, problems)

@@ -4,109 +4,128 @@ This is the CVC-612 (CVC-ClinicDB) layout. Put the dataset in ``manual_dir``::
 
   Original/<frame>.png        frames, any image format, named by frame number
   Ground Truth/<frame>.png    one mask per frame, same name stem
-  sequences.csv               columns ``frame,sequence``: the video of every frame
+  sequences.csv               columns ``frame,sequence[,group]``: the video of every frame
+                              and, optionally, its patient (group)
 
-Frames of a video are ordered by frame number. Splits are by video, never by frame:
+Frames of a video are ordered by frame number. Every frame file needs exactly one row and
+one mask. Splits are by video, never by frame, and keep a group's videos together:
 config ``cvc612`` uses the split suggested with the data (test = {0, 6, 7, 16, 24},
-validation = {2, 3, 4, 11, 15, 17}, train = the rest); config ``default`` draws a seeded
-70/15/15 split of the videos.
+validation = {2, 3, 4, 11, 15, 17}, train = the rest) and thresholds its near-binary masks
+at 127 (``mask_threshold``); config ``default`` draws a seeded 70/15/15 split of the
+groups (``splits.split_videos``) and needs binary masks unless ``mask_threshold`` is given.
+Examples carry ``group``: the group column, or the video id without one. The whole
+dataset is checked before conversion (docs/data.md).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 
-import tensorflow_datasets as tfds
-
+from input_pipeline.builders import checks
 from input_pipeline.builders import common
+from input_pipeline.builders import segmentation_layout as layout
 from input_pipeline.builders import splits as splits_lib
-
-_INSTRUCTIONS = __doc__
 
 
 @dataclasses.dataclass
-class FramesTableConfig(tfds.core.BuilderConfig):
+class FramesTableConfig(layout.SegmentationConfig):
   """Folder names, the table, and either fixed video lists or split fractions."""
   frames_dir: str = 'Original'
   masks_dir: str = 'Ground Truth'
   table: str = 'sequences.csv'
+  group_column: str = 'group'
   fixed_splits: tuple[tuple[str, tuple[str, ...]], ...] = ()  # ((split, videos), ...).
   fractions: tuple[tuple[str, float], ...] = (('train', 0.7), ('validation', 0.15),
                                               ('test', 0.15))
   seed: int = 0
-  fps: float = 25.0
 
 
-class UsvFramesTable(tfds.core.GeneratorBasedBuilder):
+class UsvFramesTable(layout.SegmentationLayout):
   """Video segmentation from flat frame folders and a frame-to-video table."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+  MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
+  WITH_GROUP = True
   BUILDER_CONFIGS = [
       FramesTableConfig(name='default'),
-      FramesTableConfig(name='cvc612', fixed_splits=(
+      FramesTableConfig(name='cvc612', mask_threshold=127, fixed_splits=(
           ('test', ('0', '6', '7', '16', '24')),
           ('validation', ('2', '3', '4', '11', '15', '17')))),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=common.segmentation_features(3),
-                                          description=__doc__)
-
-  def _split_generators(self, dl_manager):
-    cfg = self.builder_config
-    root = common.require_dir(str(dl_manager.manual_dir), 'frames-table dataset folder',
-                              _INSTRUCTIONS)
-    videos = _read_table(common.require_file(os.path.join(root, cfg.table), 'frame table'))
-    if cfg.fixed_splits:
-      assignment = {v: s for s, vs in cfg.fixed_splits for v in vs}
-      unknown = sorted(set(assignment) - set(videos), key=common.natural_key)
-      if unknown:
-        raise common.DatasetError(f'split lists name videos {unknown} that are not in '
-                                  f'{cfg.table!r}.')
-      assignment = {v: assignment.get(v, 'train') for v in videos}
-    else:
-      assignment = splits_lib.split_videos(list(videos), cfg.fractions, cfg.seed)
-    names = sorted(set(assignment.values()))
-    return {name: self._generate_examples(
-        root, {v: f for v, f in videos.items() if assignment[v] == name}) for name in names}
-
-  def _generate_examples(self, root: str, videos: dict[str, list[str]]):
+  def _read_layout(self, root: str, problems: checks.Problems
+                   ) -> dict[str, list[checks.Video]]:
     cfg = self.builder_config
     frames_dir = common.require_dir(os.path.join(root, cfg.frames_dir), 'frames folder')
     masks_dir = common.require_dir(os.path.join(root, cfg.masks_dir), 'masks folder')
-    frame_files = _by_stem(frames_dir)
-    mask_files = _by_stem(masks_dir)
-    for video, stems in videos.items():
-      frames, masks = [], []
-      for stem in stems:
-        if stem not in frame_files:
-          raise common.DatasetError(f'frame {stem!r} of video {video!r} is listed in '
-                                    f'{cfg.table!r} but has no file in {frames_dir!r}.')
-        if stem not in mask_files:
-          raise common.DatasetError(f'frame {os.path.join(frames_dir, frame_files[stem])!r} '
-                                    f'has no mask in {masks_dir!r}.')
-        frames.append(os.path.join(frames_dir, frame_files[stem]))
-        masks.append(os.path.join(masks_dir, mask_files[stem]))
-      yield video, common.segmentation_example(frames, masks, video, cfg.fps)
+    frames = checks.images_by_stem(frames_dir, problems)
+    masks = checks.images_by_stem(masks_dir, problems)
+    paired = set(checks.pair_masks(frames, masks, masks_dir, problems, frames_dir))
+    videos, groups = self._read_table(
+        common.require_file(os.path.join(root, cfg.table), 'frame table'), frames, problems)
+    ids = sorted(videos, key=common.natural_key)
+    if cfg.fixed_splits:
+      fixed = {v: s for s, vs in cfg.fixed_splits for v in vs}
+      for video in sorted(fixed.keys() - set(ids), key=common.natural_key):
+        problems.add('missing file', f'config {cfg.name!r} puts video {video!r} in split '
+                     f'{fixed[video]!r} but {cfg.table!r} has no frame of it: add its rows.')
+      assignment = {v: fixed.get(v, 'train') for v in ids}
+      checks.check_groups_in_one_split(problems, assignment, groups,
+                                       f'the split lists of config {cfg.name!r}')
+    else:
+      assignment = splits_lib.split_videos(ids, cfg.fractions, cfg.seed,
+                                           groups=[groups[v] for v in ids])
+    return {name: [checks.Video(common.text_id(v), [frames[s] for s in videos[v] if s in paired],
+                                [masks[s] for s in videos[v] if s in paired],
+                                common.text_id(groups[v]))
+                   for v in ids if assignment[v] == name]
+            for name in sorted(set(assignment.values()))}
 
-
-def _read_table(path: str) -> dict[str, list[str]]:
-  """{video: [frame stems in frame order]} from a ``frame,sequence`` CSV."""
-  videos: dict[str, list[str]] = {}
-  with open(path, newline='') as f:
-    reader = csv.DictReader(f)
-    missing = {'frame', 'sequence'} - set(reader.fieldnames or ())
+  def _read_table(self, path: str, frames: dict[str, str], problems: checks.Problems
+                  ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """{video: frame stems in frame order} and {video: group} from the table; blank cells,
+    frames listed twice or in two videos, rows without a file, files without a row and
+    videos in two groups are problems."""
+    cfg = self.builder_config
+    columns, rows = common.read_table(path)
+    missing = {'frame', 'sequence'} - set(columns)
     if missing:
-      raise common.DatasetError(f'{path!r} lacks the column(s) {sorted(missing)}; it needs '
-                                '"frame,sequence".')
-    for row in reader:
-      videos.setdefault(row['sequence'].strip(), []).append(row['frame'].strip())
-  if not videos:
-    raise common.DatasetError(f'{path!r} lists no frames.')
-  return {v: sorted(stems, key=common.natural_key) for v, stems in videos.items()}
-
-
-def _by_stem(directory: str) -> dict[str, str]:
-  return {os.path.splitext(n)[0]: n for n in common.list_images(directory)}
+      raise common.DatasetError(f'{common.shown(path)} lacks the column(s) {sorted(missing)}; '
+                                f'it needs "frame,sequence[,{cfg.group_column}]".')
+    needed = ('frame', 'sequence') + ((cfg.group_column,) if cfg.group_column in columns else ())
+    videos: dict[str, list[str]] = {}
+    groups: dict[str, str] = {}
+    first: dict[str, tuple[int, str]] = {}  # Frame stem -> (line, video) of its first row.
+    for line, row in rows:
+      where = f'{cfg.table} line {line}'
+      blank = [c for c in needed if not row[c]]
+      if blank:
+        problems.add('blank cell', f'{where} has a blank {" and ".join(blank)} cell: fill it '
+                     'or delete the row.')
+        continue
+      stem, video = row['frame'], row['sequence']
+      group = row.get(cfg.group_column) or video
+      if stem in first:
+        other_line, other = first[stem]
+        kind, text = (('duplicate frame', f'twice for video {common.shown(video)}')
+                      if other == video else
+                      ('frame in two videos', f'in video {common.shown(other)} and in video '
+                       f'{common.shown(video)}'))
+        problems.add(kind, f'frame {common.shown(stem)} is listed {text} ({cfg.table} lines '
+                     f'{other_line} and {line}): a frame belongs to one video, once.')
+        continue
+      first[stem] = (line, video)
+      if stem not in frames:
+        problems.add('missing file', f'frame {common.shown(stem)} ({where}) has no image in '
+                     f'{common.shown(os.path.join(os.path.dirname(path), cfg.frames_dir))}: '
+                     'add it or delete the row.')
+        continue
+      videos.setdefault(video, []).append(stem)
+      if groups.setdefault(video, group) != group:
+        problems.add('video in two groups', f'video {common.shown(video)} is in group '
+                     f'{common.shown(groups[video])} and in group {common.shown(group)} '
+                     f'({where}): give all its frames one group.')
+    for stem in sorted(frames.keys() - first.keys(), key=common.natural_key):
+      problems.add('unlisted frame', f'frame {common.shown(frames[stem])} has no row in '
+                   f'{cfg.table}: add a row (frame,sequence) or remove the file.')
+    return ({v: sorted(stems, key=common.natural_key) for v, stems in videos.items()},
+            groups)

@@ -2,37 +2,48 @@
 
 The POCUS layout. Put the dataset in ``manual_dir``::
 
-  metadata.csv          one row per video: ``path`` (relative to manual_dir), a label
-                        column and, optionally, a ``split`` column
+  labels.csv            one row per video: ``path`` (relative to manual_dir), ``label`` and,
+                        optionally, ``split`` and ``group`` (the patient)
+                        (configs pocus_binary and pocus_3class: ``metadata.csv`` with a
+                        ``Label`` column, as POCUS ships)
   videos/...            video files (mp4, avi, mpeg, mov, gif, ...) or frame folders
 
 Videos are decoded with OpenCV; a folder path is read as its image files in natural order.
-Without a split column, videos are split by a seeded split stratified by label.
-Raw labels are mapped to classes by ``label_map`` (rows whose label is not in the map are
-skipped, and the count is logged). Long or large videos can be thinned for storage with
-``max_stored_frames`` (uniform subsampling) and ``max_stored_side`` (downscaling).
+Raw labels are mapped to classes by ``label_map``; labels listed in ``skip_labels`` are left
+out (counted in the log); any other label is an error that suggests the closest known one.
+Split cells must all be filled (with the names of ``fractions``) or all be blank; without
+them, videos are split by a seeded split stratified by label that keeps each group's
+videos together (``splits.split_videos``). Examples carry ``group``: the group cell, or the
+video path without a group column. Long or large videos can be thinned for storage with
+``max_stored_frames`` (uniform subsampling) and ``max_stored_side`` (downscaling). Every
+video is decoded once to check it before anything is converted (docs/data.md).
 
 Configs: ``pocus_binary`` (regular vs. pathological: bacterial pneumonia, COVID-19 and
 viral pneumonia), ``pocus_3class`` (regular, bacterial pneumonia, COVID-19; the 6 viral
-pneumonia clips are left out), ``default`` (columns ``path,label[,split]``, classes benign
-and malignant).
+pneumonia clips are left out), ``default`` (``labels.csv`` with columns
+``path,label[,split][,group]``, labels benign/malignant or 0/1).
 """
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
+import collections
 import dataclasses
 import os
+import tempfile
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from input_pipeline.builders import checks
 from input_pipeline.builders import common
 from input_pipeline.builders import splits as splits_lib
 
 _INSTRUCTIONS = __doc__
+# A video file that decodes to fewer than this share of the frames its header declares is
+# truncated or damaged (containers that declare no count are not checked).
+MIN_DECODED_SHARE = 0.9
 
 
 @dataclasses.dataclass
@@ -42,9 +53,11 @@ class VideoTableConfig(tfds.core.BuilderConfig):
   path_column: str = 'path'
   label_column: str = 'label'
   split_column: str = 'split'
+  group_column: str = 'group'
   class_names: tuple[str, ...] = ('benign', 'malignant')
   label_map: tuple[tuple[str, str], ...] = (('benign', 'benign'), ('malignant', 'malignant'),
                                             ('0', 'benign'), ('1', 'malignant'))
+  skip_labels: tuple[str, ...] = ()
   fractions: tuple[tuple[str, float], ...] = (('train', 0.7), ('validation', 0.15),
                                               ('test', 0.15))
   seed: int = 0
@@ -56,10 +69,21 @@ _POCUS = dict(table='metadata.csv', label_column='Label', max_stored_frames=64,
               max_stored_side=256)
 
 
+@dataclasses.dataclass
+class _Row:
+  path: str
+  label: str
+  split: str
+  group: str
+  where: str
+
+
 class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
   """Video classification from video files or frame folders and a CSV of labels."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'The whole dataset is checked before conversion; labels outside '
+                            'the label map are errors; group feature and group-aware splits.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   BUILDER_CONFIGS = [
       VideoTableConfig(name='default'),
@@ -72,7 +96,8 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
                        class_names=('regular', 'bacterial_pneumonia', 'covid19'),
                        label_map=(('regular', 'regular'),
                                   ('Bacterial pneumonia', 'bacterial_pneumonia'),
-                                  ('COVID-19', 'covid19')), **_POCUS),
+                                  ('COVID-19', 'covid19')),
+                       skip_labels=('Viral pneumonia',), **_POCUS),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -84,88 +109,168 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     root = common.require_dir(str(dl_manager.manual_dir), 'video-table dataset folder',
                               _INSTRUCTIONS)
-    rows = self._read_rows(common.require_file(os.path.join(root, cfg.table), 'label table'))
-    if all(split for _, _, split in rows):
-      assignment = {path: split for path, _, split in rows}
-    else:
-      assignment = splits_lib.split_videos([p for p, _, _ in rows], cfg.fractions, cfg.seed,
-                                           labels=[label for _, label, _ in rows])
-    return {name: self._generate_examples(
-        root, [(p, label) for p, label, _ in rows if assignment[p] == name])
+    problems = checks.Problems(f'{self.name}/{cfg.name}', root)
+    rows = self._read_rows(common.require_file(os.path.join(root, cfg.table), 'label table'),
+                           problems)
+    assignment = self._assign_splits(rows, problems)
+    for row in rows:
+      problems.check('unreadable file', check_video, os.path.join(root, row.path))
+    problems.raise_if_any()
+    return {name: self._generate_examples(root, [r for r in rows if assignment[r.path] == name])
             for name in sorted(set(assignment.values()))}
 
-  def _read_rows(self, path: str) -> list[tuple[str, str, str]]:
-    """(video path, class name, split or '') for every row with a mapped label."""
+  def _read_rows(self, path: str, problems: checks.Problems) -> list[_Row]:
+    """Every row with a known label; blank cells, unknown labels and videos listed twice
+    are problems, labels in ``skip_labels`` are counted in the log."""
     cfg = self.builder_config
+    columns, table = common.read_table(path)
+    missing = {cfg.path_column, cfg.label_column} - set(columns)
+    if missing:
+      raise common.DatasetError(f'{common.shown(path)} lacks the column(s) {sorted(missing)} '
+                                f'(it has {columns}).')
+    needed = [cfg.path_column, cfg.label_column] + [
+        c for c in (cfg.group_column,) if c in columns]
     label_map = dict(cfg.label_map)
-    with open(path, newline='') as f:
-      reader = csv.DictReader(f)
-      missing = {cfg.path_column, cfg.label_column} - set(reader.fieldnames or ())
-      if missing:
-        raise common.DatasetError(f'{path!r} lacks the column(s) {sorted(missing)}.')
-      rows, skipped = [], 0
-      for row in reader:
-        label = label_map.get(row[cfg.label_column].strip())
-        if label is None:
-          skipped += 1
-          continue
-        rows.append((row[cfg.path_column].strip(), label,
-                     (row.get(cfg.split_column) or '').strip()))
+    rows, skipped, first = [], collections.Counter(), {}
+    for line, cells in table:
+      where = f'{cfg.table} line {line}'
+      blank = [c for c in needed if not cells[c]]
+      if blank:
+        problems.add('blank cell', f'{where} has a blank {" and ".join(blank)} cell: fill it '
+                     'or delete the row.')
+        continue
+      video, label = cells[cfg.path_column], cells[cfg.label_column]
+      if label in cfg.skip_labels:
+        skipped[label] += 1
+        continue
+      if label not in label_map:
+        known = list(label_map) + list(cfg.skip_labels)
+        problems.add('unknown label', f'{where}: label {common.text_id(label)!r} of '
+                     f'{common.shown(video)} is not one of {known}'
+                     f'{checks.suggestion(label, known)}: fix the cell.')
+        continue
+      key = os.path.normpath(video)
+      split = cells.get(cfg.split_column, '')
+      if key in first:
+        other = first[key]
+        kind, text = (('video in two splits', f'in splits {other.split!r} and {split!r}: it '
+                       'would leak between them')
+                      if other.split != split else ('duplicate video', 'twice'))
+        problems.add(kind, f'video {common.shown(video)} is listed {text} ({other.where}; '
+                     f'{where}): list it once.')
+        continue
+      first[key] = _Row(video, label_map[label], split, cells.get(cfg.group_column) or video,
+                        where)
+      rows.append(first[key])
     if skipped:
-      logging.info('%s: skipped %d rows whose label is not in the label map.', path, skipped)
-    if not rows:
-      raise common.DatasetError(f'{path!r} has no row with a label in {sorted(label_map)}.')
+      logging.warning('%s: left out %s (config skip_labels).', path, ', '.join(
+          f'{n} video(s) labelled {label!r}' for label, n in sorted(skipped.items())))
+    if not rows and not problems.items:
+      raise common.DatasetError(f'{common.shown(path)} has no video with a label in '
+                                f'{sorted(label_map)}.')
     return rows
 
-  def _generate_examples(self, root: str, rows: list[tuple[str, str]]):
+  def _assign_splits(self, rows: list[_Row], problems: checks.Problems) -> dict[str, str]:
+    """{path: split}: the split cells if any is filled (then all must be, with known split
+    names, and a group's videos in one split), else a seeded split by group and label."""
     cfg = self.builder_config
-    for relative_path, label in rows:
-      path = os.path.join(root, relative_path)
-      frames, fps = read_video(path)
+    names = [name for name, _ in cfg.fractions]
+    if not any(r.split for r in rows):
+      return splits_lib.split_videos([r.path for r in rows], cfg.fractions, cfg.seed,
+                                     labels=[r.label for r in rows],
+                                     groups=[r.group for r in rows])
+    for r in rows:
+      if not r.split:
+        problems.add('blank cell', f'{r.where}: the {cfg.split_column!r} cell of '
+                     f'{common.shown(r.path)} is blank while other rows give a split: fill it '
+                     f'(one of {names}), or clear every split cell for a seeded split.')
+      elif r.split not in names:
+        problems.add('unknown split', f'{r.where}: split {common.text_id(r.split)!r} of '
+                     f'{common.shown(r.path)} is not one of {names}'
+                     f'{checks.suggestion(r.split, names)}: fix the cell.')
+    assignment = {r.path: r.split for r in rows}
+    checks.check_groups_in_one_split(problems, assignment, {r.path: r.group for r in rows},
+                                     f'the {cfg.split_column!r} column of {cfg.table}')
+    return assignment
+
+  def _generate_examples(self, root: str, rows: list[_Row]):
+    cfg = self.builder_config
+    for row in rows:
+      frames, fps = read_video(os.path.join(root, row.path))
       if cfg.max_stored_frames and len(frames) > cfg.max_stored_frames:
         keep = np.linspace(0, len(frames) - 1, cfg.max_stored_frames).round().astype(int)
         frames = frames[keep]
       if cfg.max_stored_side and max(frames.shape[1:3]) > cfg.max_stored_side:
         frames = np.stack([_shrink(f, cfg.max_stored_side) for f in frames])
-      yield relative_path, {'frames': frames, 'label': label, 'video_id': relative_path,
-                            'fps': fps}
+      video_id = common.text_id(row.path)
+      yield video_id, {'frames': frames, 'label': row.label, 'video_id': video_id,
+                       'group': common.text_id(row.group), 'fps': fps}
 
 
 def read_video(path: str) -> tuple[np.ndarray, float]:
   """Decodes a video file or a folder of frames to uint8 RGB [T, H, W, 3] and its fps.
 
-  Raises a DatasetError naming the file if it is missing, unreadable or has no frames.
+  Raises a DatasetError naming the file if it is missing, unreadable, truncated, has no
+  frames or frames of different sizes (``iter_video``).
   """
   frames, fps = iter_video(path)
-  frames = list(frames)
-  if len({f.shape for f in frames}) != 1:
-    raise common.DatasetError(f'video {path!r} has frames of different sizes.')
-  return np.stack(frames), fps
+  return np.stack(list(frames)), fps
+
+
+def check_video(path: str) -> None:
+  """Decodes every frame of a video (one at a time) to check it (``iter_video``)."""
+  frames, _ = iter_video(path)
+  collections.deque(frames, maxlen=0)
 
 
 def iter_video(path: str) -> tuple[Iterator[np.ndarray], float]:
   """The frames (uint8 RGB [H, W, 3], decoded one at a time) of a video file or a folder of
-  frames, and its fps (0 for a folder). A missing path, an unreadable frame or a video
-  without frames is a DatasetError naming the file."""
+  frames, and its fps (0 for a folder).
+
+  A missing path, an unreadable or truncated frame, a video without frames, frames of
+  different sizes, or a file that decodes to fewer than MIN_DECODED_SHARE of the frames
+  its header declares is a DatasetError naming the file (raised while iterating).
+  """
   if os.path.isdir(path):
-    names = common.list_images(path)
-    frames = (common.read_rgb(os.path.join(path, n)) for n in names)
-    fps = 0.0
+    frames = (common.read_rgb(os.path.join(path, n)) for n in common.list_images(path))
+    fps, declared = 0.0, 0
   else:
     common.require_file(path, 'video')
-    capture = cv2.VideoCapture(path)
+    capture = _open_capture(path)
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     frames = _decode(capture)
 
   def checked():
-    count = 0
+    count, shape = 0, None
     for frame in frames:
-      count += 1
+      if shape is not None and frame.shape != shape:
+        raise common.DatasetError(f'video {common.shown(path)} has frames of different sizes '
+                                  f'({shape[1]}x{shape[0]}, then {frame.shape[1]}x'
+                                  f'{frame.shape[0]} at frame {count}): resize them to one.')
+      count, shape = count + 1, frame.shape
       yield frame
     if not count:
-      raise common.DatasetError(f'video {path!r} has no readable frames: the file is empty, '
-                                'corrupt or in a format OpenCV cannot decode.')
+      raise common.DatasetError(f'video {common.shown(path)} has no readable frames: the file '
+                                'is empty, corrupt or in a format OpenCV cannot decode.')
+    if count < MIN_DECODED_SHARE * declared:
+      raise common.DatasetError(f'video {common.shown(path)} decodes to {count} of the '
+                                f'{declared} frames its header declares: the file is truncated '
+                                'or damaged. Replace or re-encode it.')
   return checked(), fps
+
+
+def _open_capture(path: str) -> cv2.VideoCapture:
+  """An OpenCV capture of ``path``. OpenCV crashes on a file name that is not valid UTF-8,
+  so such a file is opened through a temporary link with a plain name."""
+  try:
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    with tempfile.TemporaryDirectory() as tmp:
+      link = os.path.join(tmp, 'video')
+      os.symlink(os.path.abspath(path), link)
+      return cv2.VideoCapture(link)  # The file is open now; the link may go.
+  return cv2.VideoCapture(path)
 
 
 def _decode(capture) -> Iterator[np.ndarray]:

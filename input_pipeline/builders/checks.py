@@ -1,0 +1,205 @@
+"""The validation pass every builder of files on disk runs before it converts anything.
+
+A builder reads its layout (tables, lists, folders) into videos and splits, recording each
+inconsistency in a ``Problems``; ``check_segmentation`` (or the video table's own pass)
+then decodes every file. Nothing is converted unless the whole dataset passes: otherwise
+one ``DatasetError`` lists every problem with its file and what to do. docs/data.md,
+"What the converter checks", lists the checks and what the user sees.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from input_pipeline.builders.common import (DatasetError, list_images, natural_key,
+                                            read_mask, read_rgb, shown)
+
+EMPTY_MASK_WARNING_SHARE = 0.5  # A split with a larger share of empty masks is logged.
+MAX_LISTED_PROBLEMS = 100  # The error lists this many; the rest are counted by kind.
+
+
+class Problems:
+  """Every problem found in a dataset, raised together as one DatasetError.
+
+  ``add(kind, message)`` records one problem (the message names the file and says what to
+  do); ``check(kind, fn, *args)`` runs a reader and records its DatasetError instead.
+  """
+
+  def __init__(self, dataset: str, root: str):
+    self.dataset, self.root = dataset, root
+    self.items: list[tuple[str, str]] = []
+
+  def add(self, kind: str, message: str) -> None:
+    self.items.append((kind, message))
+
+  def check(self, kind: str, fn: Callable[..., Any], *args) -> Any:
+    """``fn(*args)``, or None after recording its DatasetError as a problem of ``kind``."""
+    try:
+      return fn(*args)
+    except DatasetError as e:
+      self.add(kind, str(e))
+      return None
+
+  def raise_if_any(self) -> None:
+    """Raises one DatasetError listing every problem (the first MAX_LISTED_PROBLEMS in
+    full, the rest counted by kind)."""
+    if not self.items:
+      return
+    lines = [f'  - {message}' for _, message in self.items[:MAX_LISTED_PROBLEMS]]
+    rest = collections.Counter(kind for kind, _ in self.items[MAX_LISTED_PROBLEMS:])
+    if rest:
+      lines.append(f'  ... and {sum(rest.values())} more: ' +
+                   ', '.join(f'{n} x {kind}' for kind, n in rest.most_common()))
+    raise DatasetError(
+        f'{self.dataset}: {len(self.items)} problem(s) in {shown(self.root)}; nothing was '
+        'converted. Fix them and run again (docs/data.md lists the checks):\n' +
+        '\n'.join(lines))
+
+
+@dataclasses.dataclass
+class Video:
+  """One video of a segmentation layout: frame and mask paths in frame order, its group."""
+  video_id: str
+  frames: list[str]
+  masks: list[str]
+  group: str = ''
+
+
+def images_by_stem(directory: str, problems: Problems) -> dict[str, str]:
+  """{name stem: path} of the images in ``directory``; two files of one stem are a problem."""
+  paths: dict[str, str] = {}
+  for name in list_images(directory):
+    stem, path = os.path.splitext(name)[0], os.path.join(directory, name)
+    if stem in paths:
+      problems.add('two files for one frame', f'{shown(paths[stem])} and {shown(path)} are '
+                   f'both frame {shown(stem)}: remove one.')
+    else:
+      paths[stem] = path
+  return paths
+
+
+def pair_masks(frames: dict[str, str], masks: dict[str, str], mask_dir: str,
+               problems: Problems, frame_dir: str) -> list[str]:
+  """Stems of the frames that have a mask, in frame order; a frame without a mask and a
+  mask without a frame (``{stem: path}`` of each) are problems."""
+  for stem in sorted(frames.keys() - masks.keys(), key=natural_key):
+    problems.add('missing mask', f'frame {shown(frames[stem])} has no mask (an image named '
+                 f'{shown(stem)}) in {shown(mask_dir)}: add it or remove the frame.')
+  for stem in sorted(masks.keys() - frames.keys(), key=natural_key):
+    problems.add('orphan mask', f'mask {shown(masks[stem])} has no frame in '
+                 f'{shown(frame_dir)}: add the frame or remove the mask.')
+  return sorted(frames.keys() & masks.keys(), key=natural_key)
+
+
+def check_unique_videos(problems: Problems, lists: dict[str, list[tuple[str, str]]]) -> None:
+  """Each video once, in one split: ``lists`` is {split: [(video, where it is listed)]}."""
+  seen: dict[str, tuple[str, str]] = {}
+  for split, entries in lists.items():
+    for video, where in entries:
+      if video not in seen:
+        seen[video] = (split, where)
+      elif seen[video][0] == split:
+        problems.add('duplicate video', f'video {shown(video)} is listed twice in split '
+                     f'{split!r} ({seen[video][1]}; {where}): list it once.')
+      else:
+        problems.add('video in two splits', f'video {shown(video)} is in split '
+                     f'{seen[video][0]!r} ({seen[video][1]}) and in split {split!r} ({where}):'
+                     ' a video must be in one split only, or it leaks between them.')
+
+
+def check_groups_in_one_split(problems: Problems, assignment: dict[str, str],
+                              groups: dict[str, str], where: str) -> None:
+  """Every group's (patient's) videos in one split (``assignment``: video -> split,
+  ``groups``: video -> group)."""
+  splits_of: dict[str, set[str]] = collections.defaultdict(set)
+  for video, split in assignment.items():
+    splits_of[groups[video]].add(split)
+  for group, splits in sorted(splits_of.items()):
+    if len(splits) > 1:
+      problems.add('group in two splits', f'group {shown(group)} has videos in splits '
+                   f'{sorted(splits)} ({where}): a patient\'s videos must be in one split; '
+                   'move them, or leave every split cell blank to split by group.')
+
+
+def suggestion(value: str, known: Sequence[str]) -> str:
+  """' (did you mean X?)' for the closest of ``known`` to ``value`` (other case first)."""
+  by_case = {k.lower(): k for k in known}
+  close = ([by_case[value.lower()]] if value.lower() in by_case else
+           difflib.get_close_matches(value, list(known), n=1, cutoff=0.6))
+  return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+class _ForegroundStats:
+  """Lesion pixels and empty masks per split, for the conversion log."""
+
+  def __init__(self):
+    self.counts: dict[str, np.ndarray] = collections.defaultdict(
+        lambda: np.zeros(4, np.int64))  # Lesion pixels, pixels, empty masks, masks.
+
+  def add(self, split: str, mask: np.ndarray) -> None:
+    lesion = int(mask.sum())
+    self.counts[split] += (lesion, mask.size, lesion == 0, 1)
+
+  def report(self, problems: Problems) -> None:
+    """Logs the fractions; no lesion at all is a problem, many empty masks a warning."""
+    total = sum(self.counts.values(), np.zeros(4, np.int64))
+    if not total[3]:
+      return
+    logging.info('%s: %s', problems.dataset, '; '.join(
+        f'{name}: lesion in {c[0] / c[1]:.2%} of mask pixels, {c[2]} of {c[3]} masks empty'
+        for name, c in [('all splits', total)] + sorted(self.counts.items())))
+    if not total[0]:
+      problems.add('no foreground', f'no mask of the {int(total[3])} masks has a lesion pixel: '
+                   'check the mask convention (lesion is the non-zero value) or '
+                   'mask_threshold.')
+    elif total[0] > total[1] / 2:
+      logging.warning('%s: lesion covers %.0f%% of all mask pixels: are the masks inverted '
+                      '(lesion must be the non-zero value)?', problems.dataset,
+                      100 * total[0] / total[1])
+    for split, c in sorted(self.counts.items()):
+      if c[2] > EMPTY_MASK_WARNING_SHARE * c[3]:
+        logging.warning('%s: %d of %d masks of split %r are empty: an empty prediction on an '
+                        'empty mask scores Dice 1, so that split\'s mean Dice says little '
+                        '(read its pooled Dice).', problems.dataset, c[2], c[3], split)
+
+
+def check_segmentation(problems: Problems, splits: dict[str, list[Video]],
+                       threshold: float | None) -> None:
+  """Decodes every frame and mask and checks: each frame in one video once, frames of one
+  size per video, masks binary (or ``threshold`` set) and of their frame's size, some
+  lesion in the dataset. Logs the lesion fractions per split."""
+  owner: dict[str, str] = {}
+  stats = _ForegroundStats()
+  for split, videos in splits.items():
+    for video in videos:
+      if not video.frames:
+        problems.add('empty video', f'video {shown(video.video_id)} has no frames: remove it '
+                     'from its split or add its frames.')
+      shapes = set()
+      for frame_path, mask_path in zip(video.frames, video.masks):
+        key = os.path.realpath(frame_path)
+        if key in owner:
+          where = ('twice in video' if owner[key] == video.video_id else
+                   f'in video {shown(owner[key])} and in video')
+          problems.add('frame in two videos', f'frame {shown(frame_path)} is {where} '
+                       f'{shown(video.video_id)}: a frame belongs to one video, once.')
+        owner[key] = video.video_id
+        frame = problems.check('unreadable file', read_rgb, frame_path)
+        if frame is None:
+          continue
+        shapes.add(frame.shape[:2])
+        mask = problems.check('bad mask', read_mask, mask_path, frame.shape, threshold)
+        if mask is not None:
+          stats.add(split, mask)
+      if len(shapes) > 1:
+        problems.add('frame sizes differ', f'video {shown(video.video_id)} has frames of '
+                     f'different sizes {sorted(shapes)} (height, width): resize them to one.')
+  stats.report(problems)
+

@@ -1,0 +1,139 @@
+"""What the segmentation layouts share: the ``mask_threshold`` option, and read -> check ->
+convert.
+
+A layout builder (DAVIS, FLA-Net, frames table) reads its files into ``checks.Video`` lists
+per split (``_read_layout``, which records inconsistencies), the whole dataset is decoded
+and checked (``checks.check_segmentation``), and only a dataset without problems is
+converted.
+
+``mask_threshold`` (a number >= 0; the mask conventions are in ``common``) is a builder
+keyword argument. It makes a config of its own, ``<config>-mask_threshold-<value>``, so
+that datasets converted with different thresholds never share a folder. Pass it as
+``tfds.builder('usv_frames_table', config='default', mask_threshold=64)`` or, in a
+config, in the dataset name: ``--config.dataset.name=usv_frames_table/mask_threshold=64``
+(TFDS's ``name/key=value`` syntax) with ``--config.dataset.config=default``.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from input_pipeline.builders import checks
+from input_pipeline.builders import common
+
+
+@dataclasses.dataclass
+class SegmentationConfig(tfds.core.BuilderConfig):
+  """``mask_threshold``: None (masks must be binary) or value > threshold is lesion."""
+  mask_threshold: float | None = None
+  fps: float = 25.0
+
+
+class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
+  """Base of the segmentation layout builders (abstract, so TFDS does not register it)."""
+
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'The whole dataset is checked before conversion; binary mask '
+                            'conventions and the mask_threshold option.'}
+  WITH_GROUP = False  # Whether examples carry 'group' (the table layouts).
+
+  def __init__(self, *, mask_threshold: float | None = None, config=None, **kwargs):
+    if mask_threshold is not None:
+      config = self._config_with_threshold(config, mask_threshold)
+    super().__init__(config=config, **kwargs)
+
+  def _config_with_threshold(self, config, threshold: float) -> SegmentationConfig:
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+      raise ValueError(f'{self.name}: mask_threshold={threshold!r} must be a number >= 0.')
+    if config is None or isinstance(config, str):
+      name = config or self.BUILDER_CONFIGS[0].name
+      known = {c.name: c for c in self.BUILDER_CONFIGS}
+      if name not in known:
+        raise ValueError(f'{self.name} has no config {name!r}: use one of {sorted(known)}.')
+      config = known[name]
+    return dataclasses.replace(config, name=f'{config.name}-mask_threshold-{threshold:g}',
+                               mask_threshold=threshold)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=common.segmentation_features(3, with_group=self.WITH_GROUP),
+        description=self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+
+  @abc.abstractmethod
+  def _read_layout(self, root: str, problems: checks.Problems
+                   ) -> dict[str, list[checks.Video]]:
+    """{split: videos} of the dataset in ``root``; inconsistencies go to ``problems``."""
+
+  def _split_generators(self, dl_manager):
+    root = common.require_dir(str(dl_manager.manual_dir), f'{self.name} dataset folder',
+                              self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    problems = checks.Problems(f'{self.name}/{self.builder_config.name}', root)
+    splits = self._read_layout(root, problems)
+    checks.check_segmentation(problems, splits, self.builder_config.mask_threshold)
+    problems.raise_if_any()
+    return {split: self._generate_examples(videos) for split, videos in splits.items()}
+
+  def _generate_examples(self, videos: list[checks.Video]) -> Iterator[tuple[str, dict]]:
+    cfg = self.builder_config
+    for video in videos:
+      frames = np.stack([common.read_rgb(p) for p in video.frames])
+      masks = np.stack([common.read_mask(p, frames.shape[1:], cfg.mask_threshold)
+                        for p in video.masks])
+      example = {'frames': frames, 'masks': masks, 'boxes': common.boxes_from_masks(masks),
+                 'video_id': video.video_id, 'fps': float(cfg.fps)}
+      if self.WITH_GROUP:
+        example['group'] = video.group or video.video_id
+      yield video.video_id, example
+
+
+def videos_in_folders(frames_root: str, masks_root: str,
+                      lists: dict[str, list[tuple[str, str]]], problems: checks.Problems
+                      ) -> dict[str, list[checks.Video]]:
+  """Videos stored as one frames folder and one masks folder each (DAVIS, FLA-Net).
+
+  ``lists`` is {split: [(video folder name, where it is listed)]}. A video listed twice or
+  in two splits, a listed video without its folders, a frame without a mask, a mask (or
+  masks folder) without a frame are problems; folders that no list names are logged.
+  """
+  checks.check_unique_videos(problems, lists)
+  listed: set[str] = set()
+  splits = {}
+  for split, entries in lists.items():
+    splits[split] = []
+    for name, where in entries:
+      if not name:
+        problems.add('blank cell', f'{where} names no video: delete the line or fill it in.')
+        continue
+      if name in listed:
+        continue
+      listed.add(name)
+      frame_dir, mask_dir = os.path.join(frames_root, name), os.path.join(masks_root, name)
+      missing = [common.shown(d) for d in (frame_dir, mask_dir) if not os.path.isdir(d)]
+      if missing:
+        problems.add('missing file', f'video {common.shown(name)} ({where}) has no folder '
+                     f'{" or ".join(missing)}: add it or remove the video from the list.')
+        continue
+      frames = checks.images_by_stem(frame_dir, problems)
+      masks = checks.images_by_stem(mask_dir, problems)
+      stems = checks.pair_masks(frames, masks, mask_dir, problems, frame_dir)
+      splits[split].append(checks.Video(common.text_id(name), [frames[s] for s in stems],
+                                        [masks[s] for s in stems]))
+  folders = {root: {n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))}
+             for root in (frames_root, masks_root)}
+  for name in sorted(folders[masks_root] - folders[frames_root], key=common.natural_key):
+    problems.add('orphan mask', f'masks folder {common.shown(os.path.join(masks_root, name))} '
+                 f'has no frames folder in {common.shown(frames_root)}: add the frames or '
+                 'remove the masks.')
+  unlisted = sorted(folders[frames_root] - listed, key=common.natural_key)
+  if unlisted:
+    logging.warning('%s: %d video folder(s) in %s are in no split list and are not '
+                    'converted: %s', problems.dataset, len(unlisted), common.shown(frames_root),
+                    ', '.join(common.shown(n) for n in unlisted[:20]))
+  return splits
