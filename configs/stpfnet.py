@@ -43,7 +43,7 @@ def _paper(c):
 def _demo(c):
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 100, 100
   c.input.update(image_size=64, batch_size=8, eval_batch_size=8)
-  c.model.update(backbone_width=0.125, decoder_channels=(64, 32, 16, 8), msff_reduction=4)
+  c.model.update(backbone_width=0.125, decoder_channels=(64, 32, 16), msff_reduction=4)
 
 
 def _tiny(c):
@@ -51,7 +51,7 @@ def _tiny(c):
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 3
   c.input.update(image_size=64, batch_size=4, eval_batch_size=4, shuffle_buffer=32,
                  video_shuffle_buffer=4)
-  c.model.update(backbone='resnet18', backbone_width=0.0625, decoder_channels=(8, 8, 8, 8),
+  c.model.update(backbone='resnet18', backbone_width=0.0625, decoder_channels=(8, 8, 8),
                  msff_reduction=2, memory_size=3, memory_every=2)
 
 
@@ -72,12 +72,13 @@ def get_config(arg: str | None = None):
   c = common.base_config('segmentation')
   c.model = ml_collections.ConfigDict(dict(
       name='stpfnet', backbone='resnet50', backbone_width=1.0,
-      decoder_channels=(256, 128, 64, 32), spatial_fusion=True, mask_prior=True,
-      fusion='msff', pools=('avg', 'max'), fusion_level='stride32', msff_reduction=16,
-      memory_size=5, memory_every=5))
+      read_level='stride16', decoder_channels=(256, 128, 64), spatial_fusion=True,
+      mask_prior=True, fusion='msff', pools=('avg', 'max'), fusion_level='stride32',
+      msff_reduction=16, memory_size=5, memory_every=5))
   c.input.update(clip_length=3, eval_protocol='first_frame')
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
-  c.task.update(bce_weight=1.0, dice_weight=0.0, aux_weight=1.0)
+  # Eqs. 10-12: cross entropy on frames 2 and 3, no overlap term (see the model docstring).
+  c.task.update(bce_weight=1.0, dice_weight=0.0, iou_weight=0.0, aux_weight=1.0)
   variants = {'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'full': lambda c: None}
   variants.update({name: lambda c, kw=kw: c.model.update(**kw) for name, kw in ABLATIONS.items()})
   return common.finalize(c, arg, variants)

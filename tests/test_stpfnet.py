@@ -1,12 +1,17 @@
 """STPFNet: the memory read against Eqs. 1-2 in NumPy (with padded memory slots), the
-spatial prior of the SFM, MSFF against Eqs. 6-9, the bounded memory, and streaming."""
+bounded memory, MSFF against Eqs. 6-9, the SFM prior on the path the forward pass takes,
+STM's read output, gradients to every parameter, BatchNorm statistics of frames and prior
+images kept apart, and the paper-size shapes. Streaming: tests/test_streaming.py."""
+import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 
 from configs import stpfnet as stpfnet_config
 from usvjax import models
-from usvjax import streaming
 from usvjax.models import stpfnet
 
 
@@ -61,39 +66,6 @@ def test_memory_keeps_the_first_the_previous_and_every_kth_frame():
   assert read_by[11] == [0, 6, 9, 10]     # Four slots: 3 made way.
 
 
-def _tiny_model(**overrides):
-  config = stpfnet_config.get_config('tiny')
-  config.model.update(overrides)
-  return models.create_model(config.model), config
-
-
-def _clip(t=4, s=64, seed=0):
-  rng = np.random.default_rng(seed)
-  masks = np.zeros((2, t, s, s, 1), np.float32)
-  masks[:, :, 10:30, 12:40] = 1.0
-  return {'frames': jnp.asarray(rng.random((2, t, s, s, 1)), jnp.float32),
-          'masks': jnp.asarray(masks), 'valid': jnp.ones((2, t), bool)}
-
-
-def test_spatial_prior_of_ones_is_no_prior_and_of_zeros_is_a_black_frame():
-  model, _ = _tiny_model()
-  batch = _clip(t=2)
-  variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
-  frame = batch['frames'][:, 1]
-  key = jax.random.normal(jax.random.key(1), (2, 2, 2, 4))
-  previous_key = jax.random.normal(jax.random.key(2), (2, 2, 2, 4))
-
-  unmasked, _ = _tiny_model(mask_prior=False)
-  read = {m: jax.jit(lambda f, p, m=m: m.apply(variables, f, p, key, previous_key,
-                                                method='spatial_fusion_read'))
-          for m in (model, unmasked)}
-  ones, zeros = jnp.ones(frame.shape[:3] + (1,)), jnp.zeros(frame.shape[:3] + (1,))
-  np.testing.assert_allclose(read[model](frame, ones), read[unmasked](frame, zeros), rtol=1e-6)
-  np.testing.assert_allclose(read[model](frame, zeros),
-                             read[unmasked](jnp.zeros_like(frame), ones), rtol=1e-6)
-  assert not np.allclose(read[model](frame, zeros), read[model](frame, ones))
-
-
 def test_msff_matches_equations_6_to_9():
   rng = np.random.default_rng(0)
   y, z = rng.standard_normal((2, 1, 2, 3, 8)).astype(np.float32)
@@ -115,26 +87,141 @@ def test_msff_matches_equations_6_to_9():
                              atol=1e-6)
 
 
-def test_streaming_gives_the_outputs_of_the_clip_forward_pass():
-  """Frames 2..T of a clip: ``__call__`` (training's unrolled loop) and the jitted stream
-  (evaluation and segment_video) agree, on a memory that has to drop frames."""
+def _tiny_model(**overrides):
   config = stpfnet_config.get_config('tiny')
-  config.model.update(memory_size=2, memory_every=2)
-  model = models.create_model(config.model)
-  batch = _clip(t=5)
+  config.model.update(overrides)
+  return models.create_model(config.model)
+
+
+def _clip(t=3, s=32, seed=0):
+  """Two videos of t frames [2, t, s, s, 1], a different box mask in each."""
+  rng = np.random.default_rng(seed)
+  masks = np.zeros((2, t, s, s, 1), np.float32)
+  masks[0, :, 4:16, 6:20] = 1.0
+  masks[1, :, 12:28, 10:24] = 1.0
+  return {'frames': jnp.asarray(rng.random((2, t, s, s, 1)), jnp.float32),
+          'masks': jnp.asarray(masks), 'valid': jnp.ones((2, t), bool)}
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  """(model, variables, batch): the tiny config on 2 clips of 3 frames, 32x32."""
+  model, batch = _tiny_model(), _clip()
   variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
-  clip = jax.jit(lambda v: model.apply(v, batch, train=False))(variables)
-  stream = streaming.make_stream(model, variables, config.input.clip_length)
-  assert isinstance(stream, streaming.StateStream)
-  np.testing.assert_array_equal(stream.start(batch['frames'][:, 0], batch['masks'][:, 0]),
-                                batch['masks'][:, 0])
-  streamed = [stream.step(batch['frames'][:, t]) for t in range(1, 5)]
-  expected = list(jnp.moveaxis(clip['aux_logits'], 1, 0)) + [clip['logits']]
-  for got, logits in zip(streamed, expected):
-    np.testing.assert_allclose(got, jax.nn.sigmoid(logits), rtol=1e-4, atol=1e-5)
+  return model, variables, batch
 
 
-def test_full_size_model_is_resnet50_with_memory_heads():
+@pytest.fixture(scope='module')
+def probe(tiny):
+  """The eval-mode clip forward pass of ``tiny``, with what its modules got and gave:
+  {'outputs', 'sfm': [(frame, prior, query_key, previous_key, z) per predicted frame],
+  'msff': [(y, z, w, X)], 'query_value': [V^C], 'decoder': [read at its input]}."""
+  model, variables, batch = tiny
+
+  def run(variables, batch):
+    seen = {'sfm': [], 'msff': [], 'query_value': [], 'decoder': []}
+
+    def record(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      name, method = context.module.name, context.method_name
+      if method == 'spatial_fusion_read':
+        seen['sfm'].append(tuple(args[:4]) + (out,))
+      elif (name, method) == ('msff', '__call__'):
+        seen['msff'].append(tuple(args) + (out,))
+      elif (name, method) == ('query_value_head', '__call__'):
+        seen['query_value'].append(out)
+      elif (name, method) == ('decoder', '__call__'):
+        seen['decoder'].append(args[0]['stride32'])
+      return out
+    with nn.intercept_methods(record):
+      outputs = model.apply(variables, batch, train=False)
+    return dict(seen, outputs=outputs)
+  return jax.jit(run)(variables, batch)
+
+
+def test_spatial_prior_of_ones_is_no_prior_and_of_zeros_is_a_black_frame(tiny):
+  model, variables, batch = tiny
+  frame = batch['frames'][:, 1]
+  key = jax.random.normal(jax.random.key(1), (2, 2, 2, 2))
+  previous_key = jax.random.normal(jax.random.key(2), (2, 2, 2, 2))
+  unmasked = _tiny_model(mask_prior=False)
+  read = {m: jax.jit(lambda f, p, m=m: m.apply(variables, f, p, key, previous_key,
+                                                method='spatial_fusion_read'))
+          for m in (model, unmasked)}
+  ones, zeros = jnp.ones(frame.shape[:3] + (1,)), jnp.zeros(frame.shape[:3] + (1,))
+  np.testing.assert_allclose(read[model](frame, ones), read[unmasked](frame, zeros), rtol=1e-6)
+  np.testing.assert_allclose(read[model](frame, zeros),
+                             read[unmasked](jnp.zeros_like(frame), ones), rtol=1e-6)
+  assert not np.allclose(read[model](frame, zeros), read[model](frame, ones))
+
+
+def test_the_forward_pass_fuses_the_spatial_prior_read_of_the_previous_prediction(tiny, probe):
+  """The SFM tested above is the one the forward pass runs: for frame 2 it multiplies frame 2
+  by frame 1's given mask, for frame 3 by frame 2's prediction, reads with the previous
+  frame's key, and its z is what MSFF fuses."""
+  _, _, batch = tiny
+  sfm, msff, outputs = probe['sfm'], probe['msff'], probe['outputs']
+  assert len(sfm) == len(msff) == 2
+  previous_masks = [batch['masks'][:, 0], jax.nn.sigmoid(outputs['aux_logits'][:, 0])]
+  for t, ((frame, prior, key, previous_key, z), (_, fused_z, _, _)) in enumerate(zip(sfm, msff)):
+    np.testing.assert_array_equal(frame, batch['frames'][:, t + 1])
+    np.testing.assert_allclose(prior, previous_masks[t], rtol=1e-6)
+    np.testing.assert_array_equal(fused_z, z)
+    if t:
+      np.testing.assert_array_equal(previous_key, sfm[t - 1][2])
+    assert key.shape == (2, 2, 2, 2)  # The read at stride 16 of 32x32 frames: 2x2.
+
+
+def test_the_read_is_the_fused_read_and_the_query_frames_own_value(probe):
+  """STM's read output: [X, V^C], the fused memory read and the query's value."""
+  assert len(probe['decoder']) == 2
+  for decoder_input, msff, value in zip(probe['decoder'], probe['msff'], probe['query_value']):
+    np.testing.assert_array_equal(decoder_input, jnp.concatenate([msff[-1], value], axis=-1))
+    assert not np.allclose(value, 0)
+
+
+def test_the_training_loss_reaches_every_parameter(tiny):
+  """BCE of frames 2 and 3 (Eq. 12) through the training forward pass: a gradient for every
+  parameter array (the shared encoder's included, through frames and prior images)."""
+  model, variables, batch = tiny
+
+  @jax.jit
+  def gradients(params):
+    def loss(p):
+      outputs, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, batch,
+                               train=True, mutable=['batch_stats'])
+      bce = lambda logits, target: jnp.mean(  # pylint: disable=unnecessary-lambda-assignment
+          optax.sigmoid_binary_cross_entropy(logits, target))
+      return bce(outputs['logits'], batch['masks'][:, 2]) + bce(outputs['aux_logits'][:, 0],
+                                                                  batch['masks'][:, 1])
+    return jax.grad(loss)(params)
+
+  flat = traverse_util.flatten_dict(gradients(variables['params']), sep='/')
+  dead = [name for name, g in flat.items() if not np.any(np.asarray(g))]
+  assert not dead, dead
+  assert len(flat) > 100
+
+
+def test_frames_and_prior_images_have_separate_batchnorm_statistics(tiny):
+  """In training, the frames' BatchNorm statistics are of frames only: changing the masks
+  (so the prior images P_m * C_f) leaves the encoder's running statistics unchanged and
+  changes the prior encoder's, so inference normalises each as training did."""
+  model, variables, batch = tiny
+  update = jax.jit(lambda masks: model.apply(variables, dict(batch, masks=masks), train=True,
+                                             mutable=['batch_stats'])[1]['batch_stats'])
+  boxes, everything = update(batch['masks']), update(jnp.ones_like(batch['masks']))
+  same = jax.tree.map(np.array_equal, boxes['encoder'], everything['encoder'])
+  assert all(jax.tree.leaves(same))
+  assert not all(jax.tree.leaves(jax.tree.map(np.allclose, boxes['prior_encoder'],
+                                              everything['prior_encoder'])))
+  # The frames' statistics did move (they are not frozen).
+  moved = jax.tree.map(np.allclose, boxes['encoder'], variables['batch_stats']['encoder'])
+  assert not all(jax.tree.leaves(moved))
+
+
+def test_full_size_model_reads_res4_as_stm():
+  """The paper config: ResNet-50, keys 128 and values 512 from res4 (C = 1024, stride 16),
+  the decoder fed [X, V^C] (1024 channels) beside res3's 512; w from layer4 ("+4")."""
   config = stpfnet_config.get_config('paper')
   model = models.create_model(config.model)
   batch = {'frames': jnp.zeros((1, 3, 352, 352, 3)), 'masks': jnp.zeros((1, 3, 352, 352, 1))}
@@ -142,10 +229,13 @@ def test_full_size_model_is_resnet50_with_memory_heads():
   params = shapes['params']
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # pylint: disable=unnecessary-lambda-assignment
   assert count(params['encoder']) == 23_508_032  # torchvision ResNet-50 without its fc.
-  assert params['key_head']['kernel'].shape == (3, 3, 2048, 256)           # C/8
-  assert params['memory_value_head']['kernel'].shape == (3, 3, 2049, 1024)  # [r, mask] -> C/2
-  assert params['prior_value_head']['kernel'].shape == (3, 3, 2048, 1024)
-  assert params['w_head']['kernel'].shape == (1, 1, 2048, 256)
+  assert params['key_head']['kernel'].shape == (3, 3, 1024, 128)
+  assert params['memory_value_head']['kernel'].shape == (3, 3, 1025, 512)  # [r, mask]
+  assert params['query_value_head']['kernel'].shape == (3, 3, 1024, 512)
+  assert params['prior_value_head']['kernel'].shape == (3, 3, 1024, 512)
+  assert params['w_head']['kernel'].shape == (1, 1, 2048, 128)
+  assert params['decoder']['block0_conv0']['Conv_0']['kernel'].shape[2] == 1024 + 512
+  assert 'prior_encoder' not in params and 'prior_encoder' in shapes['batch_stats']
   out = jax.eval_shape(lambda v: model.apply(v, batch, train=False), shapes)
   assert out['logits'].shape == (1, 352, 352, 1)
   assert out['aux_logits'].shape == (1, 1, 352, 352, 1)

@@ -1,22 +1,39 @@
 """Streaming segmentation gives the clip forward pass's outputs, frame for frame, from a
-video's first frame on, for several videos advanced together."""
+video's first frame on, for several videos advanced together, for every video segmentation
+model (the U-Net through ``streaming.ClipWindow``); and every frame the clip forward pass
+reads changes its output."""
 import importlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import stpfnet as stpfnet_config
 from usvjax import models
 from usvjax import streaming
 
 RELEASED_CODE_FFA = dict(ffa_levels=('stride16',), ffa_combine='add', temporal_shift=0.125)
 
 
+def _changes_output(forward, clip: np.ndarray, index: int) -> bool:
+  """Whether noise on frame ``index`` of ``clip`` [B, T, ...] changes ``forward(clip)`` at
+  all: a frame the model does not read leaves it bit for bit (a weak coupling at
+  initialisation, such as DSANet's t-2 through its memory branch, still shows)."""
+  noisy = clip.copy()
+  noisy[:, index] += np.random.default_rng(1).normal(0, 0.3, clip[:, 0].shape)
+  return not np.array_equal(forward(noisy), forward(clip))
+
+
 @pytest.mark.parametrize('name, overrides', [('flanet', {}), ('flanet', RELEASED_CODE_FFA),
-                                             ('dsanet', {})])
+                                             ('dsanet', {}), ('unet', {})])
 def test_stream_equals_the_clip_forward_pass(name, overrides):
+  """Step t of the stream equals the clip forward pass of [t-2, t-1, t] (frame 0 repeated
+  before the video starts); each of those frames changes the video models' output, and
+  only frame t the U-Net's."""
   config = importlib.import_module(f'configs.{name}').get_config('tiny')
-  config.model.update(backbone='resnet18', **overrides)
+  if name != 'unet':
+    config.model.update(backbone='resnet18', **overrides)
   model = models.create_model(config.model)
   rng = np.random.default_rng(0)
   size, frames_in_video = config.input.image_size, 5
@@ -27,8 +44,44 @@ def test_stream_equals_the_clip_forward_pass(name, overrides):
   forward = jax.jit(lambda clip: jax.nn.sigmoid(
       model.apply(variables, {'frames': clip}, train=False)['logits']))
   stream = streaming.make_stream(model, variables, config.input.clip_length)
-  assert isinstance(stream, streaming.StateStream)
+  assert isinstance(stream, streaming.ClipWindow if name == 'unet' else streaming.StateStream)
   for t in range(frames_in_video):
     streamed = stream.start(video[0], None) if t == 0 else stream.step(video[t])
     np.testing.assert_allclose(streamed, forward(clip_of(t)), rtol=1e-4, atol=1e-5,
                                err_msg=f'frame {t}')
+  changes = [_changes_output(forward, clip_of(4), k) for k in range(3)]
+  assert changes == ([False, False, True] if name == 'unet' else [True] * 3)
+
+
+def test_stpfnet_stream_equals_the_clip_forward_pass():
+  """STPFNet from frame 0's given mask: step t equals the prediction of frame t by the clip
+  forward pass (training's unrolled loop) over frames 0..t, in eval mode, on a memory that
+  has to drop frames; every frame and the given mask change the last prediction."""
+  config = stpfnet_config.get_config('tiny')
+  config.model.update(memory_size=2, memory_every=2)
+  model = models.create_model(config.model)
+  rng = np.random.default_rng(0)
+  t, size = 5, 32
+  masks = np.zeros((2, t, size, size, 1), np.float32)
+  masks[:, :, 6:20, 8:26] = 1.0
+  batch = {'frames': rng.random((2, t, size, size, 1), dtype=np.float32), 'masks': masks}
+  variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
+
+  @jax.jit
+  def forward(frames, first_mask):
+    clip = {'frames': frames, 'masks': jnp.concatenate(
+        [first_mask[:, None], jnp.zeros_like(frames[:, 1:])], axis=1)}  # Only frame 0's read.
+    out = model.apply(variables, clip, train=False)
+    return jax.nn.sigmoid(jnp.concatenate([out['aux_logits'], out['logits'][:, None]], 1))
+
+  clip = np.asarray(forward(batch['frames'], masks[:, 0]))
+  stream = streaming.make_stream(model, variables, config.input.clip_length)
+  assert isinstance(stream, streaming.StateStream)
+  np.testing.assert_array_equal(stream.start(batch['frames'][:, 0], masks[:, 0]), masks[:, 0])
+  for k in range(1, t):
+    np.testing.assert_allclose(stream.step(batch['frames'][:, k]), clip[:, k - 1], rtol=1e-4,
+                               atol=1e-5, err_msg=f'frame {k}')
+  last = lambda frames: forward(frames, masks[:, 0])[:, -1]  # pylint: disable=unnecessary-lambda-assignment
+  assert all(_changes_output(last, batch['frames'], k) for k in range(t))
+  shifted = np.roll(masks[:, 0], 6, axis=2)
+  assert not np.allclose(forward(batch['frames'], shifted)[:, -1], clip[:, -1], atol=1e-5)

@@ -11,29 +11,54 @@ The model is written as a stream (fixed shapes, so each function compiles once):
 * ``__call__(batch)`` (training, Sec. III-E): ``start`` on frame 1 of each clip with its
   ground truth, then ``step`` over frames 2..T in order, so frame 2's prediction feeds frame
   3's memory and prior. Outputs ``logits`` (frame T) and ``aux_logits`` [B, T-2, H, W, 1]
-  (frames 2..T-1); with T = 3 and ``config.task.aux_weight`` = 1 the task's BCE is the
-  two-class cross entropy of Eq. 12 on frames 2 and 3 (averaged over pixels, not summed).
-  Gradients flow through the soft predictions that feed later frames, as in STM's training.
+  (frames 2..T-1). Gradients flow through the soft predictions that feed later frames, as
+  in STM's training. The clip forward pass and the stream run the same code, so they agree.
 
-**Encoder.** One ResNet-50 (``backbone``) shared by everything below; r = its last-stage
-features [h, w, C] (stride 32, C = 2048: the paper's "last layer"). Each step encodes the
-frame and the SFM's prior input as one batch (in training, BatchNorm's batch statistics are
-over both).
+**Loss (Sec. III-E, Eqs. 10-12).** The paper names cross entropy on frames 2 and 3 and no
+overlap term (no Dice or IoU): ``configs/stpfnet.py`` sets the shared mask-loss weights to
+BCE 1, Dice 0, IoU 0, and ``aux_weight`` = 1 (frame 2's BCE beside frame 3's). Deviations:
+Eq. 10 prints only the foreground term -sum g log p, read as the two-class cross entropy
+(STM's loss; with one sigmoid output it is BCE); pixels are averaged, not summed (a constant
+factor H*W that the learning rate absorbs).
 
-**Memory read (Eqs. 1-2, shared by TFM and SFM).** Key and value heads are 3x3 convs of r
-to C/8 and C/2 channels (resolution kept). For a query key K^C [h*w, C/8] and a memory of
-keys K^P [N*h*w, C/8] and values V^P [N*h*w, C/2]:
+**Encoder and BatchNorm statistics.** One ResNet-50 (``encoder``) encodes the frames. The
+SFM's prior image P_m * C_f (Eq. 4) goes through the same weights (Fig. 2 feeds both to "the
+network backbone") in a separate pass with *its own BatchNorm statistics*
+(``prior_encoder``: the encoder's parameters, BatchNorm scale and bias included, shared with
+``nn.map_variables``; its own ``batch_stats``). In training, frames are normalised by
+statistics of frames only (the frames of one time step, frame 1's in ``start``) and prior
+images by statistics of prior images only; each running average collects the one population
+it normalises at inference. Our choice: a separate pass through shared statistics would
+still mix masked, mostly black images into the frames' running averages, which would then
+match neither population at inference. Pretrained weights (``init.target='encoder'``) set
+the shared parameters and the frame statistics; the prior statistics start at (0, 1) and are
+learned (training normalises with batch statistics).
+
+**Read level.** r = the encoder's features at ``read_level``: 'stride16' (the default and the
+paper config) is res4 (torchvision's layer3, C = 1024), where STM (the paper's baseline and
+TFM) reads; the paper's "last layer" is read as the last layer of STM's encoder. 'stride32'
+(C = 2048) is kept as an option. Key and value heads are 3x3 convs of r to C/8 and C/2
+channels (128 and 512 at res4, as STM), resolution kept.
+
+**Memory read (Eqs. 1-2, shared by TFM and SFM).** For a query key K^C [h*w, C/8] and a
+memory of keys K^P [N*h*w, C/8] and values V^P [N*h*w, C/2]:
   f(K^C, K^P) = softmax_m(K^C K^P^T / sqrt(C/8)),   y = f(K^C, K^P) V^P,
 the softmax running over all memory positions m. The printed softmax(exp(K^C (x) K^P)) is
 read as STM's softmax of (scaled) dot products: the exp is the softmax's own. Positions of
 unused memory slots are masked out, so each video of a batch reads only its own memory.
 
 **TFM (Sec. III-B).** Read over the memory of past frames. Following STM, a memory value
-encodes the frame *and its mask*: the value head sees [r, m], m the frame's mask (given for
-frame 1, predicted probabilities after) averaged down to r's resolution. Our choice where
-the paper is silent: STM has a second encoder for memory frames; here the one shared encoder
-serves both, and the mask enters at the value head, so a frame is encoded once for the
-query and the memory (the memory key of a frame is its query key).
+encodes the frame *and its mask*: the memory value head sees [r, m], m the frame's mask
+(given for frame 1, predicted probabilities after) averaged down to r's resolution; the
+query's own value V^C is the query value head of r alone (STM's separate query and memory
+key-value heads). Our choice where the paper is silent: STM has a second encoder for memory
+frames; here one encoder serves both and the mask enters at the memory value head, so a
+frame is encoded once for the query and the memory (its memory key is its query key).
+
+**Read output (STM).** As in STM, the decoder gets the read concatenated with the query's
+own value: [X, V^C] (C channels), X the fused read below. Our choice: V^C joins after the
+fusion, so y and z keep the paper's C/2 channels in Eqs. 6-9 and the baseline (no SFM, no
+MSFF: X = y) is exactly STM's [y, V^C].
 
 **Memory (bounded).** ``memory_size`` N >= 2 slots: slot 0 holds frame 1; the other N - 1
 form a ring. Each new frame is written at the ring's head, and the head moves on only after
@@ -41,24 +66,33 @@ a frame whose number is a multiple of ``memory_every`` (a kept frame), so the ri
 previous frame and the latest kept frames that fit. The per-frame cost does not grow with
 the video, and during training (clips of 3) frame 3 reads frames 1 and 2, as in the paper.
 
-**SFM (Sec. III-C, Eqs. 3-5).** Key K^p_{t-1}: the previous frame's key. Value:
-V^p_{t-1} = theta(P_m * C_f) (Eq. 4): the current frame multiplied by the previous frame's
-predicted mask, encoded by the shared encoder and a 3x3 value conv (C/2). z = the read of
-K^C over that single-frame memory (Eq. 5). ``mask_prior=False`` (Table III without
-"*mask") encodes the current frame unmasked.
+**SFM (Sec. III-C, Eqs. 3-5; ``spatial_fusion_read``).** Key K^p_{t-1}: the previous frame's
+key. Value: V^p_{t-1} = theta(P_m * C_f) (Eq. 4): the current frame times the previous
+frame's predicted mask, encoded by ``prior_encoder`` and a 3x3 value conv (C/2) of its
+``read_level`` features. z = the read of K^C over that single-frame memory (Eq. 5).
+``mask_prior=False`` (Table III without "*mask") encodes the current frame unmasked.
 
 **MSFF (Sec. III-D, Eqs. 6-9).** y (TFM, C/2), z (SFM, C/2) and w, a 1x1 conv of the
 encoder level ``fusion_level`` to C/8 channels, resized to r's resolution (Table III "+2",
-"+3", "+4" = stride 8, 16, 32). Each is pooled globally (average and/or max, ``pools``),
-concatenated, and two linear layers (reduction ``msff_reduction``, ReLU, then a sigmoid: our
-choice, the paper names no squashing) give a per-channel weight vector Y, Z, W (Eqs. 6-8).
-X = Y*y + Z*z + P(W*w) (Eq. 9), where P is a 1x1 conv from C/8 to C/2 channels: our way of
-making the channel counts agree. ``fusion='sum'`` (Table II without MSFF, "simply merge"):
-X = y + z.
+"+3", "+4" = stride 8, 16, 32: the third last, second last and last layer of the ResNet-50,
+so the paper's "+4" uses layer4 though the read is at res4). Each is pooled globally
+(average and/or max, ``pools``), concatenated, and two linear layers (reduction
+``msff_reduction``, ReLU, then a sigmoid: our choice, the paper names no squashing) give a
+per-channel weight vector Y, Z, W (Eqs. 6-8). X = Y*y + Z*z + P(W*w) (Eq. 9), where P is a
+1x1 conv from C/8 to C/2 channels: our way of making the channel counts agree.
+``fusion='sum'`` (Table II without MSFF, "simply merge"): X = y + z.
 
-**Decoder.** STM-style refinement with encoder skips: the U-Net decoder of
-``layers.UNetDecoder`` from X at stride 32 with the current frame's stride-16/8/4/2
-features, a 1x1 conv and bilinear upsampling to the input size.
+**Decoder.** STM-style refinement with encoder skips: ``layers.UNetDecoder`` from [X, V^C]
+at ``read_level`` with the current frame's finer features as skips (stride 8, 4 and 2 for a
+read at stride 16: STM's r3, r2 and the stem), one block per entry of ``decoder_channels``,
+a 1x1 conv and bilinear upsampling to the input size. (STM's own decoder has unnormalised
+residual blocks and predicts at stride 4.)
+
+**Padded frames.** The model takes no ``valid``: it is causal (frame t reads only earlier
+frames), so frames padded at the end of a clip or video do not change the outputs of the
+real ones, and the loss and metrics drop them by ``valid``. In training a padded frame
+would still enter the BatchNorm batch of its time step, so short videos are better skipped
+than padded when sampling training clips.
 
 **Ablations (Tables II-III).** ``spatial_fusion`` (SFM on/off), ``fusion`` ('msff' or
 'sum'), ``pools`` (avg, max), ``fusion_level`` ('' for no w), ``mask_prior``.
@@ -77,6 +111,8 @@ from usvjax.models import layers
 from usvjax.models.backbones import resnet
 
 State = dict[str, Any]
+LEVELS = ('stride2', 'stride4', 'stride8', 'stride16', 'stride32')  # The encoder's, fine first.
+READ_LEVELS = ('stride16', 'stride32')
 FUSION_LEVELS = ('', 'stride8', 'stride16', 'stride32')
 POOLS = ('avg', 'max')
 
@@ -138,7 +174,8 @@ class STPFNet(nn.Module):
   NEEDS_FIRST_MASK = True  # Streaming starts from the first frame's given mask.
   backbone: str = 'resnet50'
   backbone_width: float = 1.0
-  decoder_channels: Sequence[int] = (256, 128, 64, 32)
+  read_level: str = 'stride16'  # r: res4 as STM ('stride32' for the last stage).
+  decoder_channels: Sequence[int] = (256, 128, 64)
   spatial_fusion: bool = True
   mask_prior: bool = True
   fusion: str = 'msff'  # 'msff' (Eqs. 6-9) or 'sum' (Table II without MSFF).
@@ -149,8 +186,31 @@ class STPFNet(nn.Module):
   memory_every: int = 5
 
   def setup(self):
+    self._check_fields()
+    self.encoder = resnet.ResNet(self.backbone, width=self.backbone_width)
+    channels = self._channels()
+    self.key_head = nn.Conv(channels // 8, (3, 3))
+    self.memory_value_head = nn.Conv(channels // 2, (3, 3))
+    self.query_value_head = nn.Conv(channels // 2, (3, 3))
+    if self.spatial_fusion:
+      # The encoder's parameters with BatchNorm statistics of its own (module docstring).
+      shared = nn.map_variables(resnet.ResNet, 'params', mutable=False,
+                                trans_in_fn=lambda _: {'params': self.encoder.variables['params']})
+      self.prior_encoder = shared(self.backbone, width=self.backbone_width)
+      self.prior_value_head = nn.Conv(channels // 2, (3, 3))
+    if self.fusion_level:
+      self.w_head = nn.Conv(channels // 8, (1, 1))
+    if self.fusion == 'msff':
+      self.msff = MSFF(tuple(self.pools), self.msff_reduction)
+    self.decoder = layers.UNetDecoder(self.decoder_channels)
+    self.mask_head = nn.Conv(1, (1, 1))
+
+  def _check_fields(self) -> None:
     if self.fusion not in ('msff', 'sum'):
       raise ValueError(f"config.model.fusion={self.fusion!r}: use 'msff' or 'sum'.")
+    if self.read_level not in READ_LEVELS:
+      raise ValueError(f'config.model.read_level={self.read_level!r}: use one of '
+                       f'{READ_LEVELS}.')
     if self.fusion_level not in FUSION_LEVELS:
       raise ValueError(f'config.model.fusion_level={self.fusion_level!r}: use one of '
                        f'{FUSION_LEVELS}.')
@@ -160,56 +220,60 @@ class STPFNet(nn.Module):
     if self.memory_size < 2 or self.memory_every < 1:
       raise ValueError(f'config.model.memory_size={self.memory_size} must be >= 2 (the first '
                        f'and the previous frame) and memory_every={self.memory_every} >= 1.')
-    self.encoder = resnet.ResNet(self.backbone, width=self.backbone_width)
-    channels = self._channels()
-    self.key_head = nn.Conv(channels // 8, (3, 3))
-    self.memory_value_head = nn.Conv(channels // 2, (3, 3))
-    if self.spatial_fusion:
-      self.prior_value_head = nn.Conv(channels // 2, (3, 3))
-    if self.fusion_level:
-      self.w_head = nn.Conv(channels // 8, (1, 1))
-    if self.fusion == 'msff':
-      self.msff = MSFF(tuple(self.pools), self.msff_reduction)
-    self.decoder = layers.UNetDecoder(self.decoder_channels)
-    self.mask_head = nn.Conv(1, (1, 1))
+    if not 1 <= len(self.decoder_channels) <= len(self._skip_levels()):
+      raise ValueError(f'config.model.decoder_channels={tuple(self.decoder_channels)}: one '
+                       f'width per decoder block, 1 to {len(self._skip_levels())} blocks (the '
+                       f'encoder levels finer than read_level={self.read_level!r}).')
 
   def _channels(self) -> int:
-    """C, the channels of the encoder's last stage."""
+    """C, the channels of the encoder at ``read_level`` (ResNet stage 3 or 4)."""
     expansion = 1 if self.backbone in ('resnet18', 'resnet34') else 4
-    return max(1, int(round(512 * self.backbone_width))) * expansion
+    stage = {'stride16': 3, 'stride32': 4}[self.read_level]
+    return max(1, int(round(64 * 2 ** (stage - 1) * self.backbone_width))) * expansion
 
-  def _encode(self, frame: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
-    x = jnp.broadcast_to(frame, frame.shape[:-1] + (3,)) if frame.shape[-1] == 1 else frame
-    return self.encoder(resnet.imagenet_normalize(x), train=train)
+  def _skip_levels(self) -> tuple[str, ...]:
+    """The decoder's skip features, coarse to fine: the levels finer than the read."""
+    return LEVELS[:LEVELS.index(self.read_level)][::-1]
+
+  def _encode(self, encoder: nn.Module, image: jnp.ndarray, train: bool
+              ) -> dict[str, jnp.ndarray]:
+    x = jnp.broadcast_to(image, image.shape[:-1] + (3,)) if image.shape[-1] == 1 else image
+    return encoder(resnet.imagenet_normalize(x), train=train)
 
   def _memory_value(self, r: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
     return self.memory_value_head(
         jnp.concatenate([r, _area_resize(mask, r.shape[1:3])], axis=-1))
 
-  def _prior_input(self, frame: jnp.ndarray, prior: jnp.ndarray) -> jnp.ndarray:
-    """Eq. 4's P_m * C_f: the frame times the previous prediction (``mask_prior``)."""
-    return frame * prior if self.mask_prior else frame
+  def _decode(self, read: jnp.ndarray, encoded: dict[str, jnp.ndarray], train: bool
+              ) -> jnp.ndarray:
+    """The U-Net decoder from ``read`` at ``read_level`` up the finer encoder levels.
 
-  def _spatial_read(self, prior_features: jnp.ndarray, query_key: jnp.ndarray,
-                    previous_key: jnp.ndarray) -> jnp.ndarray:
-    """Eqs. 3 and 5: the read of the current key over the previous frame's key and the
-    value theta(P_m * C_f) (Eq. 4) of the encoded prior input."""
-    value = self.prior_value_head(prior_features)
-    ones = jnp.ones(value.shape[:1] + (1,), bool)
-    return memory_read(query_key, previous_key[:, None], value[:, None], ones)
+    ``layers.UNetDecoder`` starts at the key 'stride32' and takes its skips under the keys
+    stride16, stride8, ...: the read and the skips are handed over under those keys.
+    """
+    names = LEVELS[::-1]
+    features = dict(zip(names, [read] + [encoded[k] for k in self._skip_levels()]))
+    return self.decoder(features, train=train)[-1]
 
   def spatial_fusion_read(self, frame: jnp.ndarray, prior: jnp.ndarray, query_key: jnp.ndarray,
-                          previous_key: jnp.ndarray) -> jnp.ndarray:
+                          previous_key: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """SFM, Eqs. 3-5: z [B, h, w, C/2] from the current frame [B, H, W, C_in], the previous
-    prediction ``prior`` [B, H, W, 1], and the current and previous keys [B, h, w, C/8]."""
-    prior_features = self._encode(self._prior_input(frame, prior), False)['stride32']
-    return self._spatial_read(prior_features, query_key, previous_key)
+    prediction ``prior`` [B, H, W, 1], and the current and previous keys [B, h, w, C/8].
+
+    V^p_{t-1} = theta(P_m * C_f) (Eq. 4): the prior image (the frame itself without
+    ``mask_prior``) through ``prior_encoder`` and the prior value head.
+    """
+    image = frame * prior if self.mask_prior else frame
+    value = self.prior_value_head(
+        self._encode(self.prior_encoder, image, train)[self.read_level])
+    ones = jnp.ones(value.shape[:1] + (1,), bool)
+    return memory_read(query_key, previous_key[:, None], value[:, None], ones)
 
   def start(self, frame: jnp.ndarray, mask: jnp.ndarray, train: bool = False
             ) -> tuple[State, None]:
     """The stream's state after frame 1 [B, H, W, C_in] with its given mask [B, H, W, 1],
     and no logits: frame 1's result is the given mask."""
-    r = self._encode(frame, train)['stride32']
+    r = self._encode(self.encoder, frame, train)[self.read_level]
     key = self.key_head(r)
     b, n = frame.shape[0], self.memory_size
     empty = lambda x: jnp.zeros((b, n) + x.shape[1:], x.dtype)  # pylint: disable=unnecessary-lambda-assignment
@@ -221,25 +285,20 @@ class STPFNet(nn.Module):
   def step(self, state: State, frame: jnp.ndarray, train: bool = False
            ) -> tuple[State, jnp.ndarray]:
     """Predicts the next frame [B, H, W, C_in]: (new state, logits [B, H, W, 1])."""
-    b = frame.shape[0]
-    if self.spatial_fusion:  # One encoder pass for the frame and its prior input.
-      both = self._encode(jnp.concatenate(
-          [frame, self._prior_input(frame, state['previous_mask'])]), train)
-      encoded = {k: v[:b] for k, v in both.items()}
-    else:
-      encoded = self._encode(frame, train)
-    r = encoded['stride32']
+    encoded = self._encode(self.encoder, frame, train)
+    r = encoded[self.read_level]
     key = self.key_head(r)
     y = memory_read(key, state['keys'], state['values'], state['valid'])
-    z = (self._spatial_read(both['stride32'][b:], key, state['previous_key'])
-         if self.spatial_fusion else None)
+    z = (self.spatial_fusion_read(frame, state['previous_mask'], key, state['previous_key'],
+                                  train) if self.spatial_fusion else None)
     w = (self.w_head(_area_resize(encoded[self.fusion_level], r.shape[1:3]))
          if self.fusion_level else None)
     if self.fusion == 'msff':
       x = self.msff(y, z, w)
     else:
       x = y if z is None else y + z
-    decoded = self.decoder(dict(encoded, stride32=x), train=train)[-1]
+    read = jnp.concatenate([x, self.query_value_head(r)], axis=-1)  # STM: [read, V^C].
+    decoded = self._decode(read, encoded, train)
     logits = jax.image.resize(self.mask_head(decoded), frame.shape[:3] + (1,), 'bilinear')
     mask = nn.sigmoid(logits)
     return _remember(state, key, self._memory_value(r, mask), mask, self.memory_every), logits
