@@ -1,14 +1,16 @@
 """CLMAN (Huang et al., Front. Oncol. 2022): ``usvjax/models/clman.py``.
 
-Two runs: contrastive pretraining of the extractor (``pretrain``), then the classifier,
-its extractor initialised from the pretraining run::
+One command trains both stages (``runner='pretrain_finetune'``, ``usvjax.runners``):
+contrastive pretraining of the extractor (``c.pretrain``, in ``<workdir>/pretrain``), then
+the classifier in the workdir, its extractor (``init.target`` 'encoder', the extractor's
+path in both models) initialised from the pretraining run::
 
-  python -m experiments.train --config=configs/clman.py:paper,pretrain --workdir=runs/clman_cl
-  python -m experiments.train --config=configs/clman.py:paper --workdir=runs/clman \
-      --config.init.checkpoint=runs/clman_cl
+  python -m experiments.train --config=configs/clman.py:paper --workdir=runs/clman
 
-(``init.target`` is 'encoder', the extractor's path in both models; without
-``init.checkpoint`` the classifier trains from scratch, Table 2's "without CL").
+Per cross-validation fold the pretraining sees only that fold's training videos. The
+pretraining alone is ``configs/clman.py:paper,pretrain``; ``scratch`` trains the classifier
+without pretraining (Table 2's "without CL"), and with ``scratch`` an existing pretraining
+run can be named in ``--config.init.checkpoint``.
 
 Variants (combine with commas: a scale, then ``pretrain`` or an aggregation):
 
@@ -19,7 +21,7 @@ Variants (combine with commas: a scale, then ``pretrain`` or an aggregation):
   temperature 0.5 (not given; SimCLR's), 8,192 epochs of 16 frames per video (41 steps per
   epoch: 335,872 steps; cut it down with --config.total_steps for a first try).
 * ``demo`` (minutes on a CPU), ``tiny`` (tests).
-* ``pretrain``: the SimCLR run (model ``simclr``, task ``contrastive``). Positive pairs:
+* ``pretrain``: the SimCLR run alone (model ``simclr``, task ``contrastive``). Positive pairs:
   ``input.positives`` 'same_frame' (two augmentations of one frame, SimCLR's) or
   'same_video' (two frames of one video: "different cross-sections of the same lesion").
 * Table 3: ``average``, ``max``, ``lstm``, ``self_attention`` replace the multi-meta
@@ -35,37 +37,42 @@ TRAIN_VIDEOS = 161  # The paper: 268 videos, 107 for testing.
 def _paper(c):
   c.dataset.config = 'paper'
   c.input.update(image_size=224, channels=1, max_frames=16, length_buckets=(16,))
-  if c.input.task == 'contrastive':
-    c.total_steps = 8192 * (TRAIN_VIDEOS * 16 // 64)
-    c.log_every, c.eval_every, c.checkpoint_every = 100, 5000, 5000
-    c.input.update(batch_size=64, eval_batch_size=64)
-    c.optimizer.update(name='lars', lr=9e-3, weight_decay=1e-6, momentum=0.9)
-    c.schedule.name = 'cosine'
-  else:
-    c.total_steps = 320 * -(-TRAIN_VIDEOS // 8)
-    c.log_every, c.eval_every, c.checkpoint_every = 21, 210, 210
-    c.input.update(batch_size=8, eval_batch_size=8, sampling='exact')
-    c.optimizer.update(name='sgd', lr=1e-4, momentum=0.9, weight_decay=5e-4)
-    c.schedule.name = 'constant'
+  c.total_steps = 320 * -(-TRAIN_VIDEOS // 8)
+  c.log_every, c.eval_every, c.checkpoint_every = 21, 210, 210
+  c.input.update(batch_size=8, eval_batch_size=8, sampling='exact')
+  c.optimizer.update(name='sgd', lr=1e-4, momentum=0.9, weight_decay=5e-4)
+  c.schedule.name = 'constant'
+
+
+def _paper_pretrain(c):
+  c.dataset.config = 'paper'
+  c.input.update(image_size=224, channels=1, max_frames=16, length_buckets=(16,))
+  c.total_steps = 8192 * (TRAIN_VIDEOS * 16 // 64)
+  c.log_every, c.eval_every, c.checkpoint_every = 100, 5000, 5000
+  c.input.update(batch_size=64, eval_batch_size=64)
+  c.optimizer.update(name='lars', lr=9e-3, weight_decay=1e-6, momentum=0.9)
+  c.schedule.name = 'cosine'
 
 
 def _demo(c):
   common.classification_demo(c)
   c.model.backbone_width = 0.25
-  if c.input.task == 'contrastive':
-    c.input.max_frames = 4
+
+
+def _demo_pretrain(c):
+  _demo(c)
+  c.input.max_frames = 4
 
 
 def _tiny(c):
   common.classification_tiny(c)
   c.model.backbone_width = 0.0625
   c.input.image_size = 64  # GroupNorm needs more than one value per group at stride 32.
-  if c.input.task == 'contrastive':
-    c.input.update(max_frames=2, length_buckets=(2,))
 
 
-def _pretrain(c):
-  del c  # get_config builds the contrastive config when this variant is named.
+def _tiny_pretrain(c):
+  _tiny(c)
+  c.input.update(max_frames=2, length_buckets=(2,))
 
 
 def _augment_views(c):
@@ -75,23 +82,45 @@ def _augment_views(c):
                          elastic_prob=0.5)
 
 
+def _scratch(c):
+  """The classifier alone, from scratch or from --config.init.checkpoint."""
+  c.runner = 'single'
+  del c['pretrain']
+
+
 AGGREGATIONS = ('average', 'max', 'lstm', 'self_attention')
+PRETRAIN_SCALES = {'demo': _demo_pretrain, 'tiny': _tiny_pretrain, 'paper': _paper_pretrain}
+
+
+def pretraining_config(scale: str = 'demo') -> ml_collections.ConfigDict:
+  """The SimCLR pretraining config at ``scale`` ('demo', 'tiny' or 'paper')."""
+  c = common.base_config('contrastive')
+  c.model = ml_collections.ConfigDict(dict(
+      name='simclr', backbone='resnet18', backbone_width=1.0, norm='group',
+      nonlocal_stages=(3, 4), projection=(512, 128)))
+  c.init.target = 'encoder'
+  _augment_views(c)
+  return common.finalize(c, scale, PRETRAIN_SCALES)
 
 
 def get_config(arg: str | None = None):
   names = (arg or 'demo').split(',')
+  scale = next((n for n in names if n in PRETRAIN_SCALES), 'demo')
   if 'pretrain' in names:
-    c = common.base_config('contrastive')
-    c.model = ml_collections.ConfigDict(dict(
-        name='simclr', backbone='resnet18', backbone_width=1.0, norm='group',
-        nonlocal_stages=(3, 4), projection=(512, 128)))
-    _augment_views(c)
-  else:
-    c = common.base_config('classification')
-    c.model = ml_collections.ConfigDict(dict(
-        name='clman', num_classes=2, backbone='resnet18', backbone_width=1.0, norm='group',
-        nonlocal_stages=(3, 4), aggregation='multi_meta', attention_layers=2, hidden=256))
-  c.init.target = 'encoder'  # --config.init.checkpoint=PRETRAINING_RUN loads the extractor.
-  variants = {'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'pretrain': _pretrain}
+    unknown = [n for n in names if n not in (scale, 'pretrain')]
+    if unknown:
+      raise ValueError(f'unknown config variant {unknown[0]!r} for pretraining; choose from '
+                       f'{sorted(PRETRAIN_SCALES)}.')
+    return pretraining_config(scale)
+  c = common.base_config('classification')
+  c.model = ml_collections.ConfigDict(dict(
+      name='clman', num_classes=2, backbone='resnet18', backbone_width=1.0, norm='group',
+      nonlocal_stages=(3, 4), aggregation='multi_meta', attention_layers=2, hidden=256))
+  c.init.target = 'encoder'  # The pretraining run initialises the extractor.
+  c.runner = 'pretrain_finetune'
+  c.pretrain = pretraining_config(scale)
+  with c.pretrain.unlocked():  # One source of truth: pretraining uses the top level's.
+    del c.pretrain['dataset'], c.pretrain['seed']
+  variants = {'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'scratch': _scratch}
   variants.update({a: lambda c, a=a: c.model.update(aggregation=a) for a in AGGREGATIONS})
-  return common.finalize(c, arg, variants)
+  return common.finalize(c, arg or 'demo', variants)

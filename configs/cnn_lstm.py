@@ -52,6 +52,7 @@ def get_config(arg: str | None = None):
   variant = arg or 'demo'
   c = common.base_config('classification')
   c.model = ml_collections.ConfigDict(dict(name='cnn_lstm', num_classes=2, hidden=256))
+  c.runner = 'two_stage'
   c.frame_cnn = cnn_aver.get_config(variant)
   with c.frame_cnn.unlocked():  # One source of truth: stage 1 uses the top level's.
     del c.frame_cnn['dataset'], c.frame_cnn['seed']

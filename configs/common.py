@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import ml_collections
 
+from usvjax import tasks
+
 
 def base_config(task: str) -> ml_collections.ConfigDict:
-  """All keys a run reads, with defaults; method configs change values, never add keys."""
+  """All keys a run reads, with defaults; method configs change values, and add only the
+  keys of their own loss terms (``c.task.update(aux_weight=1.0)``, see
+  ``usvjax.loss_terms``) and of their runner (``usvjax.runners``)."""
+  task_defaults, input_defaults, best_metric = tasks.default_config(task)
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # How the run is trained and evaluated (usvjax/runners.py): 'single' (one model),
+  # 'two_stage' (a frame CNN, its feature cache, sequence models; needs c.frame_cnn),
+  # 'pretrain_finetune' (contrastive pretraining, then the model; needs c.pretrain).
+  c.runner = 'single'
   c.total_steps = 1000
   c.log_every = 50
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
-  c.best_metric = {'segmentation': 'mean_dice', 'classification': 'auc',
-                   'contrastive': 'contrastive_accuracy'}[task]
+  c.best_metric = best_metric
   c.best_mode = 'max'
 
   c.dataset = ml_collections.ConfigDict(dict(
@@ -42,7 +50,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # Segmentation evaluation: 'clip' scores every frame as the target of its clip;
       # 'first_frame' (semi-supervised, STPFNet) streams each whole video from its first
       # frame's given mask and scores the later frames.
-      eval_protocol='clip'))
+      eval_protocol='clip', **input_defaults))
   c.input.augment = ml_collections.ConfigDict(dict(
       flip=True, crop_scale=0.8, brightness=0.1, contrast=0.1, speckle_prob=0.0,
       speckle_looks=(20.0, 50.0),
@@ -54,19 +62,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   # Pretrained weights: a folder written by experiments/convert_weights.py, loaded into the
   # model's sub-module ``init.target`` ('/'-separated path) before training starts.
   c.init = ml_collections.ConfigDict(dict(checkpoint='', target='encoder/backbone'))
-  if task == 'segmentation':
-    c.task = ml_collections.ConfigDict(dict(
-        bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0, wiou_weight=0.0,
-        aux_weight=0.0, heatmap_weight=0.0, contrastive_weight=0.0, contrastive_margin=1e-3,
-        threshold=0.5))
-  elif task == 'contrastive':
-    # SimCLR pretraining (usvjax/tasks/contrastive.py): each example is two augmented views
-    # of one frame ('same_frame') or of two frames of one video ('same_video'); max_frames
-    # frames are drawn at random from each video per pass.
-    c.input.positives = 'same_frame'
-    c.task = ml_collections.ConfigDict(dict(temperature=0.5))
-  else:
-    c.task = ml_collections.ConfigDict(dict(frame_loss=False, threshold=0.5))
+  c.task = task_defaults
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adam', lr=1e-3, weight_decay=0.0, momentum=0.9, clip_norm=0.0, clip_value=0.0))

@@ -71,7 +71,7 @@ def get_config(arg: str | None = None):
   c.input.update(clip_length=4, heatmap_sigma=5.0)
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   c.task.update(bce_weight=1.0, dice_weight=0.0, iou_weight=1.0, heatmap_weight=1.0,
-                contrastive_weight=1.0)
+                contrastive_weight=1.0, contrastive_margin=1e-3)
   return common.finalize(c, arg, {
       'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'released_code': _released_code,
       'basic': _ablation('concat', False, False), 'fla': _ablation('ffa', False, False),

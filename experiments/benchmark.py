@@ -3,8 +3,8 @@ r"""Speed of any model from its config: inference frames/s and training examples
   python -m experiments.benchmark --config=configs/flanet.py:paper \
       [--batch_sizes=1,8] [--train_batch_size=0] [--warmup=2] [--repeats=5]
 
-Random weights and inputs of the config's shapes (image_size, channels, clip_length for
-segmentation, max_frames for classification). Inference: eval mode, one jitted forward per
+Random weights and inputs of the config's batch specification (input_pipeline/spec.py:
+image_size, channels, clip_length for clips, max_frames for sequences). Inference: eval mode, one jitted forward per
 batch size (batch 1 = streaming); a segmentation example yields one frame (its target), a
 classification example max_frames frames. Training: the full jitted train step (forward,
 the config's loss, backward, optimizer) at --train_batch_size (default: the config's).
@@ -20,6 +20,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
+from input_pipeline import pipeline
+from input_pipeline import spec
 from usvjax import models
 from usvjax import optim
 from usvjax import parallel
@@ -38,19 +40,13 @@ flags.mark_flags_as_required(['config'])
 
 
 def example_batch(config, batch_size: int) -> tuple[dict, int]:
-  """A batch with every field the pipeline gives this task, and the frames it predicts."""
-  cfg = config.input
-  segmentation = cfg.task == 'segmentation'
-  length = cfg.clip_length if segmentation else cfg.max_frames
-  image = (batch_size, length, cfg.image_size, cfg.image_size)
-  batch = {'frames': jnp.full(image + (cfg.channels,), 0.5), 'valid': jnp.ones(image[:2], bool),
-           'video_hash': jnp.arange(batch_size, dtype=jnp.int32)}
-  if segmentation:
-    batch.update(masks=jnp.zeros(image + (1,)), heatmaps=jnp.zeros(image + (1,)),
-                 boxes=jnp.zeros(image[:2] + (4,)))
-  else:
-    batch['label'] = jnp.zeros((batch_size,), jnp.int32)
-  return batch, batch_size * (1 if segmentation else length)
+  """A training batch of the config's batch specification (every frame valid; sequences
+  of ``max_frames``), and the frames it predicts: a clip its target, a sequence all."""
+  fields = pipeline.batch_spec(config, train=True)
+  length = config.input.max_frames
+  batch = jax.tree.map(jnp.asarray, spec.example_batch(fields, batch_size, length))
+  per_example = 1 if fields['valid'].shape[0] is not None else length
+  return batch, batch_size * per_example
 
 
 def _timed_compile(fn, *args):

@@ -3,8 +3,10 @@ r"""Trains a model from a config, resuming if the workdir holds checkpoints.
   python -m experiments.train --config=configs/unet.py:demo --workdir=runs/unet \
       [--config.optimizer.lr=3e-4 ...]
 
-A two-stage config (configs/cnn_lstm.py) trains its frame CNN, caches its features and
-trains the LSTMs on them, each stage in a sub-directory of the workdir.
+The config's runner (``config.runner``, see usvjax/runners.py) decides what is trained: one
+model; a two-stage config (configs/cnn_lstm.py) trains its frame CNN, caches its features
+and trains the LSTMs on them; CLMAN (configs/clman.py) pretrains contrastively, then trains
+the classifier; each stage in the workdir or a sub-directory of it.
 
 Multi-host: start one process per host with --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I (or set USVJAX_DISTRIBUTED=auto, or run under SLURM).
@@ -14,8 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
-from usvjax import train
-from usvjax import two_stage
+from usvjax import runners
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file and variant.',
                                          lock_config=True)
@@ -27,10 +28,7 @@ def main(argv):
   del argv
   common.start_processes()
   try:
-    if two_stage.is_two_stage(CONFIG.value):
-      metrics = two_stage.train_and_evaluate(CONFIG.value, WORKDIR.value)
-    else:
-      _, metrics = train.train_and_evaluate(CONFIG.value, WORKDIR.value)
+    metrics = runners.get(CONFIG.value).train(CONFIG.value, WORKDIR.value)
   except common.USER_ERRORS as e:
     common.fail(e)
   print(f'validation: {metrics}')

@@ -10,7 +10,7 @@ import tensorflow as tf
 import helpers
 from configs import clman as clman_config
 from input_pipeline import augment
-from input_pipeline import pipeline
+from input_pipeline import view_pairs
 from usvjax import losses
 from usvjax import train
 from usvjax.models import clman
@@ -78,7 +78,7 @@ def test_view_pairs_come_from_one_video(positives):
   config = clman_config.get_config('tiny,pretrain').input
   config.unlock()
   config.update(positives=positives, max_frames=16)
-  stream = pipeline._view_pairs(video, tf.constant(3, tf.int64), config, 0)  # pylint: disable=protected-access
+  stream = view_pairs.view_pairs(video, tf.constant(3, tf.int64), config, 0)
   pairs = [p['frames'] for p in stream]
   assert len(pairs) == 16
   same = [a == b for a, b in (tuple(p.numpy()) for p in pairs)]

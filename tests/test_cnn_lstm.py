@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import helpers
+from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
 from usvjax import cross_validation
 from usvjax import two_stage
@@ -93,7 +94,7 @@ def test_a_two_stage_fold_trains_caches_and_scores_every_row(data_dir, tmp_path)
   # Every row scores exactly the held-out fold's videos, with its own frames per video.
   source = {**_source_lengths(data_dir, 'train'), **_source_lengths(data_dir, 'validation')}
   builder = pipeline.get_builder(config.dataset)
-  folds = pipeline.fold_assignment(builder, 'train+validation', 2, 0)
+  folds = folds_lib.fold_assignment(builder, 'train+validation', 2, 0)
   held_out = {v for v, fold in folds.items() if fold == 0}
   frames = {row: {r['video_id']: r['num_frames'] for r in report.evaluation.video_rows()}
             for row, report in reports.items()}

@@ -52,8 +52,10 @@ def test_curves_hold_every_seed_at_the_steps_all_of_them_logged(tmp_path):
     lines = [{'step': step, 'train/loss': 1.0} for step, _ in points]
     lines += [{'step': step, 'val/auc': value} for step, value in points]
     (tmp_path / run / 'metrics.jsonl').write_text(''.join(json.dumps(l) + '\n' for l in lines))
-  results = {'a': [{'seed': 0}, {'seed': 1}], 'b': [{'seed': 0}]}
-  curves = compare.validation_curves(results, 'classification', str(tmp_path))
+  results = {'a': [{'seed': 0, 'task': 'classification', 'log_dir': 'a/seed0'},
+                    {'seed': 1, 'task': 'classification', 'log_dir': 'a/seed1'}],
+             'b': [{'seed': 0, 'task': 'classification', 'log_dir': 'b/seed0/lstm'}]}
+  curves = compare.validation_curves(results, str(tmp_path))
   steps, values = curves['a']
   assert steps == [100, 200]
   np.testing.assert_array_equal(values, [[0.2, 0.4], [0.4, 0.6]])

@@ -6,6 +6,7 @@ import os
 import tensorflow_datasets as tfds
 
 import helpers
+from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
 from usvjax import cross_validation
 
@@ -14,7 +15,7 @@ def test_folds_never_share_a_video_and_keep_label_ratios(data_dir):
   config = helpers.load_config('cnn_aver', data_dir)
   builder = pipeline.get_builder(config.dataset)
   split = 'train+validation+test'
-  folds = pipeline.fold_assignment(builder, split, 4, seed=3)
+  folds = folds_lib.fold_assignment(builder, split, 4, seed=3)
   labels = {ex['video_id'].decode(): int(ex['label'])
             for ex in tfds.as_numpy(builder.as_dataset(split=split))}
   assert set(folds) == set(labels) and set(folds.values()) == {0, 1, 2, 3}
@@ -23,8 +24,8 @@ def test_folds_never_share_a_video_and_keep_label_ratios(data_dir):
   for fold in range(4):
     for label, total in totals.items():
       assert abs(per_fold[(fold, label)] - total / 4) <= 1  # Stratified.
-  assert pipeline.fold_assignment(builder, split, 4, seed=3) == folds  # Fixed by the seed.
-  assert pipeline.fold_assignment(builder, split, 4, seed=4) != folds
+  assert folds_lib.fold_assignment(builder, split, 4, seed=3) == folds  # Fixed by the seed.
+  assert folds_lib.fold_assignment(builder, split, 4, seed=4) != folds
 
 
 def test_two_fold_cross_validation_runs_end_to_end(data_dir, tmp_path):

@@ -9,6 +9,7 @@ from configs import dsanet as dsanet_config
 from usvjax import losses
 from usvjax import models
 from usvjax.models import dsanet
+from usvjax.loss_terms import auxiliary_frames
 from usvjax.tasks.segmentation import SegmentationTask
 
 
@@ -64,7 +65,7 @@ def test_structure_loss_by_hand():
 
 def test_auxiliary_losses_supervise_the_two_previous_frames():
   config = dsanet_config.get_config('tiny').task
-  task = SegmentationTask(config, batch_size=1)
+  task = SegmentationTask(config, 1, auxiliary_frames.create(config, 1))
   masks = np.zeros((1, 3, 4, 4, 1), np.float32)
   masks[0, 0, :2] = 1.0  # t-2: top half.
   masks[0, 1, :, :2] = 1.0  # t-1: left half.

@@ -10,6 +10,7 @@ from usvjax import losses
 from usvjax import models
 from usvjax.models import flanet
 from usvjax.models.backbones import resnet
+from usvjax.loss_terms import flanet as flanet_terms
 from usvjax.tasks.segmentation import SegmentationTask
 
 
@@ -87,7 +88,7 @@ def test_contrastive_negatives_come_only_from_other_videos():
   config = flanet_config.get_config('tiny').task
   config.unlock()
   config.update(bce_weight=0.0, iou_weight=0.0, heatmap_weight=0.0, contrastive_margin=0.0)
-  task = SegmentationTask(config, batch_size=3)
+  task = SegmentationTask(config, 3, flanet_terms.create(config, 3))
   heat = jnp.array([0.0, 1.0, 3.0])[:, None, None, None] * jnp.ones((3, 2, 2, 1))
   outputs = {'logits': jnp.zeros((3, 2, 2, 1)), 'heatmap': heat,
              'previous_heatmap': jnp.zeros((3, 2, 2, 1))}
@@ -99,7 +100,7 @@ def test_contrastive_negatives_come_only_from_other_videos():
   assert float(parts['contrastive']) == pytest.approx((0.0 + 5.0) / 2)
   assert float(parts['contrastive_pairs']) == pytest.approx(2 / 3)
   with pytest.raises(ValueError, match='batch_size'):
-    SegmentationTask(config, batch_size=1)
+    flanet_terms.create(config, 1)
 
 
 def test_temporal_shift_moves_channel_slices_between_frames():

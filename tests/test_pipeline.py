@@ -7,7 +7,10 @@ import tensorflow_datasets as tfds
 
 import helpers
 from input_pipeline import augment
+from input_pipeline import clips
 from input_pipeline import pipeline
+from input_pipeline import preprocess
+from input_pipeline import sequences
 from input_pipeline import speckle
 from usvjax.tasks.segmentation import decode_key
 
@@ -30,10 +33,10 @@ def _lengths(builder, split):
 def test_clips_hold_the_target_last_and_clamp_at_the_start():
   frames = tf.constant([b'f0', b'f1', b'f2', b'f3'])
   video = {'frames': frames, 'masks': frames, 'boxes': tf.zeros([4, 4]), 'video_id': 'v'}
-  clips = list(pipeline._clips(video, 3).as_numpy_iterator())  # pylint: disable=protected-access
-  assert [list(c['frames']) for c in clips] == [
+  examples = list(clips.clips_of(video, 3).as_numpy_iterator())
+  assert [list(c['frames']) for c in examples] == [
       [b'f0', b'f0', b'f0'], [b'f0', b'f0', b'f1'], [b'f0', b'f1', b'f2'], [b'f1', b'f2', b'f3']]
-  assert [c['frame_index'] for c in clips] == [0, 1, 2, 3]
+  assert [c['frame_index'] for c in examples] == [0, 1, 2, 3]
 
 
 def test_augmentation_is_identical_for_every_frame_and_its_mask(seg_config):
@@ -139,7 +142,7 @@ def test_classification_eval_is_exact_and_padded_to_buckets(data_dir, builder):
     (3, 6, [0, 0, 1, 1, 2, 2]),  # 'exact' sampling of a short video repeats frames.
 ])
 def test_uniform_sampling_takes_segment_centres(num, count, expected):
-  assert pipeline.uniform_indices(num, count).numpy().tolist() == expected
+  assert sequences.uniform_indices(num, count).numpy().tolist() == expected
 
 
 def test_train_step_compiles_once_per_bucket(data_dir, builder):
@@ -189,7 +192,7 @@ def test_evaluation_speckle_is_fixed_and_multiplicative(seg_config, builder):
 
 def test_heatmap_peaks_at_the_box_centre():
   boxes = tf.constant([[0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.0, 0.0]])
-  heat = pipeline.gaussian_heatmaps(boxes, 16, sigma=2.0).numpy()
+  heat = preprocess.gaussian_heatmaps(boxes, 16, sigma=2.0).numpy()
   assert heat.shape == (2, 16, 16, 1)
   assert np.unravel_index(np.argmax(heat[0, ..., 0]), (16, 16)) in {(7, 11), (8, 12), (7, 12),
                                                                     (8, 11)}

@@ -105,8 +105,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_di
   assert manager.all_steps() == [1, 2]
   mesh = parallel.create_mesh()
   model = models.create_model(config.model)
-  target = state_lib.init_state(model, optim.create_optimizer(config), parallel.global_batch(
-      next(make_batches(config, pipeline.get_builder(config.dataset))), mesh), config.seed, mesh)
+  fields = pipeline.batch_spec(config, True)
+  target = state_lib.init_state(model, optim.create_optimizer(config),
+                                state_lib.init_batch(config, fields), config.seed, mesh)
   restored = checkpoint.restore(manager, 2, target)
   assert int(restored.step) == 2
   assert all(np.isfinite(v).all() for v in helpers.flat_local(restored.params).values())

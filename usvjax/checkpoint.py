@@ -52,6 +52,15 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+def restore_variables(manager: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
+  """Restores only the entries of ``abstract`` (``params`` and ``batch_stats`` as
+  ``jax.ShapeDtypeStruct`` with shardings) of a saved train state: the optimizer state is
+  neither read nor allocated."""
+  restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+  return manager.restore(step, args=ocp.args.PyTreeRestore(
+      item=abstract, restore_args=restore_args, partial_restore=True))
+
+
 def restore_latest_raw(workdir: str) -> dict:
   """The latest checkpoint of the run in ``workdir`` as nested dicts of host arrays
   (``params``, ``batch_stats``, ...), without knowing the model that wrote it."""

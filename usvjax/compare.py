@@ -9,9 +9,11 @@ the same comparison, listed before the method that loads it).
 Each (method, seed) trains in ``<workdir>/<name>/seed<seed>`` (an interrupted run resumes
 from its checkpoint); its best checkpoint is then evaluated exactly on the test split, and
 the result is written to ``result.json`` there, atomically. A rerun skips every run that
-has a result, so an interrupted comparison finishes only what is left. A two-stage config
-(the CNN-LSTM) reports its variable-frame row; a contrastive pretraining run reports no
-test metrics (it only feeds another method).
+has a result, so an interrupted comparison finishes only what is left. Each run is
+trained and scored by its runner (``usvjax.runners``), which names the row it reports (a
+two-stage config: its variable-frame CNN-LSTM; CLMAN: the classifier after its own
+pretraining); a run's task (``usvjax.tasks``) gives the table's columns, one table per
+task.
 
 Written to ``workdir``: ``results.md`` (mean ± std over seeds, the papers' columns, train
 time and evaluation frames/s), ``results.csv`` (one line per run) and ``curves.png`` (the
@@ -32,21 +34,14 @@ import matplotlib
 import ml_collections
 import numpy as np
 
-from usvjax import evaluate
+from usvjax import runners
 from usvjax import tables
+from usvjax import tasks
 from usvjax import train
-from usvjax import two_stage
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-COLUMNS = {
-    'segmentation': {'Dice': 'mean_dice', 'IoU': 'mean_iou', 'Recall': 'mean_recall',
-                     'F1': 'mean_f1', 'MAE': 'mean_mae', 'S-measure': 'mean_s_measure',
-                     'E-measure': 'mean_e_measure'},
-    'classification': {'Acc': 'accuracy', 'Precision': 'precision', 'Sens': 'sensitivity',
-                       'Spec': 'specificity', 'F1': 'f1', 'AUC': 'auc', 'AP': 'ap'},
-}
 TIMING = {'train s': 'train_seconds', 'eval frames/s': 'eval_frames_per_second'}
 
 
@@ -107,28 +102,27 @@ def _set(config: ml_collections.ConfigDict, key: str, value, method: str) -> Non
   node[leaf] = type(old)(value) if isinstance(old, float) and isinstance(value, int) else value
 
 
+def headline_task(config: ml_collections.ConfigDict) -> str:
+  """The task of the row a comparison reports for ``config``."""
+  return runners.get(config).headline(config)[1].input.task
+
+
 def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   """Trains (or resumes) one run and scores its best checkpoint on the test split, once."""
   path = os.path.join(run_dir, 'result.json')
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
+  runner = runners.get(config)
   start = time.perf_counter()
-  if two_stage.is_two_stage(config):
-    two_stage.train_and_evaluate(config, run_dir)
-    trained = time.perf_counter()
-    report = two_stage.evaluate(config, run_dir)['variable_frame_lstm']
-  else:
-    train.train_and_evaluate(config, run_dir)
-    trained = time.perf_counter()
-    report = (None if config.input.task == 'contrastive' else
-              evaluate.evaluate_checkpoint(config, run_dir, 'best'))
-  result = {'train_seconds': trained - start}
-  if report is not None:
-    frames = report.metrics.get('num_frames') or sum(
-        row.get('num_frames', 0) for row in report.evaluation.video_rows())
-    result.update({k: v for k, v in report.metrics.items() if isinstance(v, (int, float))},
-                  eval_frames_per_second=frames / (time.perf_counter() - trained))
+  runner.train(config, run_dir)
+  trained = time.perf_counter()
+  report = runner.evaluate(config, run_dir)[runner.headline(config)[0]]
+  frames = report.metrics.get('num_frames') or sum(
+      row.get('num_frames', 0) for row in report.evaluation.video_rows())
+  result = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
+  result.update(train_seconds=trained - start,
+                eval_frames_per_second=frames / (time.perf_counter() - trained))
   os.makedirs(run_dir, exist_ok=True)
   with open(path + '.tmp', 'w') as f:
     json.dump(result, f, indent=2, sort_keys=True)
@@ -138,25 +132,34 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
 
 def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
         workdir: str) -> dict[str, list[dict]]:
-  """Runs every (method, seed) not yet done and writes the tables; {method: [results]}."""
+  """Runs every (method, seed) not yet done and writes the tables; {method: [results]}
+  (each result with its ``seed`` and ``task``)."""
   results: dict[str, list[dict]] = {}
-  task = ''
   for method in methods:
     for seed in seeds:
       config = method_config(method, shared, seed, workdir)
       run_dir = os.path.join(workdir, method.name, f'seed{seed}')
       train.say(f'{method.name}, seed {seed}: {run_dir}')
       result = run_one(config, run_dir)
-      if config.input.task != 'contrastive':
-        task = 'classification' if two_stage.is_two_stage(config) else config.input.task
-        results.setdefault(method.name, []).append(dict(result, seed=seed))
-  _write(results, task, workdir)
+      results.setdefault(method.name, []).append(
+          dict(result, seed=seed, task=headline_task(config),
+               log_dir=os.path.join(method.name, f'seed{seed}',
+                                    runners.get(config).headline(config)[2])))
+  _write(results, workdir)
   return results
+
+
+def _by_task(results: dict[str, list[dict]]) -> dict[str, dict[str, list[dict]]]:
+  """{task: {method: results}}, tasks in order of first appearance."""
+  out: dict[str, dict[str, list[dict]]] = {}
+  for name, runs in results.items():
+    out.setdefault(runs[0]['task'], {})[name] = runs
+  return out
 
 
 def markdown_table(results: dict[str, list[dict]], task: str) -> str:
   """Mean ± std over seeds (just the value for one seed) of the task's columns."""
-  columns = {**COLUMNS[task], **TIMING}
+  columns = {**tasks.definition(task).columns, **TIMING}
   rows = {}
   for name, runs in results.items():
     cells = []
@@ -169,29 +172,36 @@ def markdown_table(results: dict[str, list[dict]], task: str) -> str:
   return tables.markdown(rows, list(columns), 'method')
 
 
-def _write(results: dict[str, list[dict]], task: str, workdir: str) -> None:
+def _write(results: dict[str, list[dict]], workdir: str) -> None:
+  """results.md (one table per task), results.csv (one line per run) and curves.png."""
   if not results:
     return
+  by_task = _by_task(results)
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(markdown_table(results, task))
-  keys = ['method', 'seed', *COLUMNS[task].values(), *TIMING.values()]
+    f.write('\n'.join(markdown_table(group, task) if len(by_task) == 1 else
+                      f'{task}\n\n{markdown_table(group, task)}'
+                      for task, group in by_task.items()))
+  keys = ['method', 'seed', 'task']
+  for task in by_task:
+    keys += [k for k in tasks.definition(task).columns.values() if k not in keys]
+  keys += list(TIMING.values())
   with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
     writer.writeheader()
     for name, runs in results.items():
       writer.writerows(dict(r, method=name) for r in runs)
-  _curves(results, task, workdir)
+  _curves(results, workdir)
 
 
-def validation_curves(results: dict[str, list[dict]], task: str, workdir: str
+def validation_curves(results: dict[str, list[dict]], workdir: str
                       ) -> dict[str, tuple[list[int], np.ndarray]]:
-  """{method: (steps, values[seeds, steps])}: the validation metric (Dice or AUC) logged
-  by every seed's run, at the steps that all of them logged."""
-  metric = 'val/mean_dice' if task == 'segmentation' else 'val/auc'
+  """{method: (steps, values[seeds, steps])}: the validation metric of each method's task
+  (``tasks.definition(task).curve_metric``) logged by every seed's run (in its
+  ``log_dir``, relative to ``workdir``), at the steps that all of them logged."""
   curves = {}
   for name, runs in results.items():
-    logs = [_validation_log(os.path.join(workdir, name, f'seed{r["seed"]}'), metric)
-            for r in runs]
+    metric = 'val/' + tasks.definition(runs[0]['task']).curve_metric
+    logs = [_validation_log(os.path.join(workdir, r['log_dir']), metric) for r in runs]
     logs = [log for log in logs if log]
     if logs:
       steps = sorted(set.intersection(*(set(log) for log in logs)))
@@ -200,20 +210,19 @@ def validation_curves(results: dict[str, list[dict]], task: str, workdir: str
 
 
 def _validation_log(run_dir: str, metric: str) -> dict[int, float]:
-  """{step: metric} of a run's metrics.jsonl (a two-stage run's: its LSTM stage's)."""
-  stage = 'lstm' if os.path.isdir(os.path.join(run_dir, 'lstm')) else ''
-  path = os.path.join(run_dir, stage, 'metrics.jsonl')
+  """{step: metric} of the metrics.jsonl in ``run_dir``."""
+  path = os.path.join(run_dir, 'metrics.jsonl')
   if not os.path.exists(path):
     return {}
   with open(path) as f:
     return {r['step']: r[metric] for r in map(json.loads, f) if metric in r}
 
 
-def _curves(results: dict[str, list[dict]], task: str, workdir: str) -> None:
+def _curves(results: dict[str, list[dict]], workdir: str) -> None:
   """curves.png: each method's validation metric over steps; with several seeds their mean,
   and their range shaded."""
   fig, ax = plt.subplots(figsize=(6, 4))
-  for name, (steps, values) in validation_curves(results, task, workdir).items():
+  for name, (steps, values) in validation_curves(results, workdir).items():
     seeds = len(values)
     label = f'{name} (mean of {seeds} seeds)' if seeds > 1 else name
     line, = ax.plot(steps, values.mean(axis=0), marker='.', label=label)
@@ -221,7 +230,8 @@ def _curves(results: dict[str, list[dict]], task: str, workdir: str) -> None:
       ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(),
                       alpha=0.2, linewidth=0)
   ax.set_xlabel('step')
-  ax.set_ylabel('validation ' + ('Dice' if task == 'segmentation' else 'AUC'))
+  metrics = sorted({tasks.definition(runs[0]['task']).curve_metric for runs in results.values()})
+  ax.set_ylabel('validation ' + ', '.join(metrics))
   ax.legend()
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'curves.png'), dpi=120)

@@ -1,13 +1,15 @@
 """k-fold cross-validation of any classification config, split by video.
 
-Folds come from ``input_pipeline.pipeline.fold_assignment`` over ``config.dataset.train_split``
+Folds come from ``input_pipeline.folds.fold_assignment`` over ``config.dataset.train_split``
 (use e.g. 'train+validation+test' for the whole dataset): by video, stratified by label,
 fixed by the seed. For fold i the model trains on the other folds and its final checkpoint
 is evaluated on fold i (periodic validation during training also reports fold i, for the
 curves; picking the best checkpoint on it would leak the held-out fold, so it is not used).
-A two-stage config (``usvjax.two_stage``) trains its frame CNN, feature cache and LSTMs per
-fold, so no feature comes from a CNN that saw the held-out videos, and scores every row
-of ``two_stage.ROWS``; any other config is one row named after its model. Runs live in
+Every fold is trained and scored by the config's runner (``usvjax.runners``) on the fold's
+data alone: a two-stage config trains its frame CNN, feature cache and LSTMs per fold, so
+no feature comes from a CNN that saw the held-out videos, and scores every row of
+``two_stage.ROWS``; CLMAN pretrains per fold on the fold's training videos only; a single
+model is one row named after it. Runs live in
 ``<workdir>/fold_<i>`` and resume like any run, so an interrupted cross-validation
 continues where it stopped.
 
@@ -30,21 +32,19 @@ from usvjax import evaluate
 from usvjax import metrics as metrics_lib
 from usvjax import plots
 from usvjax import tables
+from usvjax import runners
+from usvjax import tasks
 from usvjax import train
-from usvjax import two_stage
 
 KEYS = tables.CLASSIFICATION_KEYS
 
 
 def fold_reports(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
   """Trains one fold and scores its final checkpoint(s) on the held-out videos."""
-  held_out = os.path.join(fold_dir, 'held_out')
-  if two_stage.is_two_stage(config):
-    two_stage.train_and_evaluate(config, fold_dir, which='latest')
-    return two_stage.evaluate(config, fold_dir, config.dataset.train_split, 'latest', held_out)
-  train.train_and_evaluate(config, fold_dir)
-  return {config.model.name: evaluate.evaluate_checkpoint(
-      config, fold_dir, 'latest', config.dataset.train_split, held_out)}
+  runner = runners.get(config)
+  runner.train(config, fold_dir, which='latest')
+  return runner.evaluate(config, fold_dir, config.dataset.train_split, 'latest',
+                         os.path.join(fold_dir, 'held_out'))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
@@ -55,7 +55,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
     {'methods': {row: {'folds': [...], 'mean', 'std', 'pooled'}}, 'num_folds', 'seed',
     'fold_seconds': [...]} (a resumed fold's time counts only what this call did).
   """
-  if config.input.task != 'classification':
+  if not tasks.definition(runners.get(config).headline(config)[1].input.task).pooled:
     raise ValueError('cross-validation is for classification configs '
                      f'(config.input.task={config.input.task!r}).')
   rows: dict[str, list] = {}

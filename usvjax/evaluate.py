@@ -10,10 +10,8 @@ and a confusion matrix for classification).
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -23,8 +21,8 @@ from tqdm import tqdm
 
 from input_pipeline import pipeline
 from usvjax import checkpoint
+from usvjax import interfaces
 from usvjax import models
-from usvjax import optim
 from usvjax import parallel
 from usvjax import plots
 from usvjax import state as state_lib
@@ -70,54 +68,35 @@ def evaluate_split(eval_step, task, config: ml_collections.ConfigDict, builder, 
   return evaluation.result(), evaluation
 
 
-def write_report(directory: str, metrics: dict, evaluation, task_name: str,
-                 class_names: list[str] | None = None, max_overlay_videos: int = 4) -> None:
-  """Writes metrics.json, per_video.csv and pictures into ``directory`` (process 0)."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, 'metrics.json'), 'w') as f:
-    json.dump(metrics, f, indent=2, sort_keys=True)
-  rows = evaluation.video_rows()
-  with open(os.path.join(directory, 'per_video.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  if task_name == 'segmentation':
-    plots.overlays(evaluation.examples, directory, max_overlay_videos)
-  else:
-    probs, labels = evaluation.arrays()
-    plots.classification_curves(probs, labels, directory, class_names, metrics,
-                                evaluation.threshold)
+def write_report(directory: str, metrics: dict, evaluation: interfaces.Evaluation,
+                 class_names: list[str] | None = None) -> None:
+  """Writes the evaluation's report (metrics.json, per_video.csv, its pictures) into
+  ``directory`` (process 0 only)."""
+  if jax.process_index() == 0:
+    evaluation.write_report(directory, metrics, class_names)
 
 
 class Report(NamedTuple):
   metrics: dict
-  evaluation: Any  # The task's evaluation object (per-frame / per-video rows).
+  evaluation: interfaces.Evaluation
   directory: str
 
 
-def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str, model,
-                       sample: dict, mesh: jax.sharding.Mesh) -> tuple[dict, int]:
-  """The variables of checkpoint ``which`` ('best', 'latest' or a step) of ``workdir``,
-  replicated over ``mesh``, and its step. ``sample`` (a local batch) gives the input shapes."""
+def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str, model,
+                      mesh: jax.sharding.Mesh, features=None) -> tuple[dict, int]:
+  """The ``params`` and ``batch_stats`` of checkpoint ``which`` ('best', 'latest' or a
+  step) of ``workdir``, replicated over ``mesh``, and its step.
+
+  The checkpoint's structure comes from ``jax.eval_shape`` of the model's initialisation
+  on the batch specification (``features``: the dataset's, see ``pipeline.batch_spec``):
+  no data is read, and the optimizer state is neither built nor restored.
+  """
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
                                       config.best_mode, read_only=True)
   step = checkpoint.resolve_step(manager, which)
-  target = state_lib.init_state(model, optim.create_optimizer(config),
-                                parallel.global_batch(sample, mesh), config.seed, mesh)
-  return checkpoint.restore(manager, step, target).variables(), step
-
-
-def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str, model,
-                      builder, split: str, mesh: jax.sharding.Mesh) -> tuple[dict, int]:
-  """``restore_checkpoint`` with a batch of ``split`` as the sample."""
-  batches, _ = pipeline.eval_batches(config, builder, split)
-  sample = next(batches)
-  if config.input.eval_protocol == 'first_frame':  # Whole videos; a clip has the shapes.
-    sample = {k: v[:, :config.input.clip_length] if k in parallel.TIME_KEYS else v
-              for k, v in sample.items()}
-  return restore_checkpoint(config, workdir, which, model, sample, mesh)
+  batch = state_lib.init_batch(config, pipeline.batch_spec(config, True, features))
+  abstract = state_lib.abstract_variables(model, batch, mesh)
+  return checkpoint.restore_variables(manager, step, abstract), step
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
@@ -138,7 +117,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   mesh = parallel.create_mesh()
   builder = pipeline.get_builder(config.dataset)
   model, task = models.create_model(config.model), tasks.create_task(config)
-  variables, step = restore_variables(config, workdir, which, model, builder, split, mesh)
+  variables, step = restore_variables(config, workdir, which, model, mesh,
+                                      builder.info.features)
   eval_step = make_eval_step(model, task, config.input.eval_protocol)
   metrics, evaluation = evaluate_split(eval_step, task, config, builder,
                                        split, mesh, variables)
@@ -147,7 +127,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   class_names = None
   if 'label' in builder.info.features:
     class_names = builder.info.features['label'].names
-  write_report(output_dir, metrics, evaluation, config.input.task, class_names)
+  write_report(output_dir, metrics, evaluation, class_names)
   if jax.process_index() == 0:
     plots.training_curves(workdir, output_dir)
   return Report(metrics, evaluation, output_dir)

@@ -100,8 +100,8 @@ def extract(config: ml_collections.ConfigDict, workdir: str, which: str, directo
   builder = pipeline.get_builder(config.dataset)
   mesh = parallel.create_mesh()
   model = models.create_model(config.model)
-  variables, step = evaluate.restore_variables(config, workdir, which, model, builder,
-                                               splits[0], mesh)
+  variables, step = evaluate.restore_variables(config, workdir, which, model, mesh,
+                                               builder.info.features)
   source = {'dataset': config.dataset.to_dict(), 'frame_cnn': os.path.abspath(workdir),
             'step': step, 'max_frames': config.input.max_frames, 'splits': sorted(splits)}
   existing = read_info(directory)

@@ -126,3 +126,31 @@ def weighted_mean(values: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
   """Mean of ``values`` with ``weights`` (0 for padding); 0 when all weights are 0."""
   weights = weights.astype(values.dtype)
   return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+MASK_TERMS = (('bce', 'bce_weight', sigmoid_bce), ('soft_dice_loss', 'dice_weight', soft_dice),
+              ('soft_iou_loss', 'iou_weight', soft_iou))
+STRUCTURE_TERMS = (('wbce', 'wbce_weight', weighted_bce), ('wiou', 'wiou_weight', weighted_iou))
+
+
+def mask_loss(logits: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray,
+              config, prefix: str = '') -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """The mask loss of one frame and its named parts (means over the batch, ``weights``).
+
+  ``bce_weight`` * BCE + ``dice_weight`` * soft Dice + ``iou_weight`` * soft IoU +
+  ``wbce_weight`` * wBCE + ``wiou_weight`` * wIoU (the last two weighted by F3Net's boundary
+  weights, ``structure_weights``), the weights read from ``config`` (``config.task``).
+
+  Args:
+    logits, target: [B, H, W, 1].
+    weights: [B], 0 for padded examples.
+  """
+  terms = [(name, config[key], fn) for name, key, fn in MASK_TERMS]
+  if config.wbce_weight or config.wiou_weight:
+    boundary = structure_weights(target)
+    terms += [(name, config[key], lambda x, y, fn=fn: fn(x, y, boundary))
+              for name, key, fn in STRUCTURE_TERMS]
+  parts = {prefix + name: weighted_mean(fn(logits, target), weights)
+           for name, weight, fn in terms if weight}
+  total = sum(weight * parts[prefix + name] for name, weight, _ in terms if weight)
+  return total, parts

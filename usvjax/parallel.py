@@ -13,13 +13,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-# Batch entries with a time axis at position 1 whose length may differ between processes
-# (variable-length sequences padded to per-process buckets).
-TIME_KEYS = ('frames', 'valid', 'masks', 'heatmaps', 'boxes')
-
 
 def initialize(coordinator_address: str = '', num_processes: int = 1,
                process_id: int = 0) -> None:
@@ -57,28 +51,13 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
-def pad_time_axis(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Pads TIME_KEYS to the longest time axis over all processes (valid stays False); a
-  collective: every process calls it."""
-  length = batch['valid'].shape[1]
-  longest = int(np.max(multihost_utils.process_allgather(np.int64(length))))
-  if longest == length:
-    return dict(batch)
-  out = dict(batch)
-  for key in TIME_KEYS:
-    if key in batch:
-      pad = [(0, 0), (0, longest - length)] + [(0, 0)] * (batch[key].ndim - 2)
-      out[key] = np.pad(batch[key], pad)
-  return out
-
-
 def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles the processes' local batches into global arrays sharded on ``'data'``.
 
-  The local batch size must be divisible by the number of local devices.
+  The local batch size must be divisible by the number of local devices, and every
+  process's local arrays must have the same shapes (the input pipeline aligns time axes
+  of variable length across processes: ``pipeline.align_across_processes``).
   """
-  if jax.process_count() > 1 and 'valid' in local and np.ndim(local['valid']) == 2:
-    local = pad_time_axis(local)
   sharding = data_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local.items()}

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 
+from input_pipeline import pipeline
 from usvjax import evaluate
 from usvjax import tables
 
@@ -31,8 +32,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, looks: Sequence[float] 
   Writes a report per condition and ``robustness.md`` / ``robustness.json`` into
   ``output_dir`` (default ``<workdir>/robustness``). Returns {condition: metrics}.
   """
-  if config.input.task != 'segmentation':
-    raise ValueError('the robustness study is for segmentation configs.')
+  if 'masks' not in pipeline.batch_spec(config, train=False):
+    raise ValueError('the robustness study is for segmentation configs (its batches have no '
+                     'masks to score).')
   output_dir = output_dir or os.path.join(workdir, 'robustness')
   results = {}
   for value in looks:

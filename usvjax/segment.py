@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import pipeline
+from input_pipeline import preprocess
 from input_pipeline.builders import common as data_common
 from input_pipeline.builders import video_table
 from usvjax import evaluate
@@ -28,7 +28,7 @@ from usvjax import streaming
 
 def _to_model(frame: np.ndarray, config) -> np.ndarray:
   """uint8 RGB [H, W, 3] -> float32 [1, S, S, C], exactly as the input pipeline does."""
-  return pipeline.frames_to_model(tf.constant(frame[None]), config.input.image_size,
+  return preprocess.frames_to_model(tf.constant(frame[None]), config.input.image_size,
                                   config.input.channels).numpy()
 
 
@@ -58,12 +58,8 @@ def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, v
                      '--first_mask=PATH (a PNG the size of the frames, lesion > 0).')
   mask = (_first_mask(first_mask, first, size) if first_mask
           else np.zeros((1, size, size, 1), np.float32))
-  x = _to_model(first, config)
-  sample = {'frames': np.repeat(x[:, None], config.input.clip_length, axis=1),
-            'masks': np.repeat(mask[:, None], config.input.clip_length, axis=1),
-            'valid': np.ones((1, config.input.clip_length), bool)}
   mesh = parallel.create_mesh(jax.local_devices()[:1])
-  variables, step = evaluate.restore_checkpoint(config, workdir, which, model, sample, mesh)
+  variables, step = evaluate.restore_variables(config, workdir, which, model, mesh)
   stream = streaming.make_stream(model, variables, config.input.clip_length)
   os.makedirs(os.path.join(output_dir, 'masks'), exist_ok=True)
   height, width = first.shape[:2]

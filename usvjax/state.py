@@ -8,8 +8,11 @@ import flax
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import optax
 
+from input_pipeline import spec as spec_lib
 from usvjax import checkpoint
 from usvjax import parallel
 
@@ -26,16 +29,35 @@ class TrainState:
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
+def init_batch(config: ml_collections.ConfigDict, fields: spec_lib.Spec) -> dict[str, np.ndarray]:
+  """One example of the batch specification ``fields`` (a variable time axis gets
+  ``config.input.max_frames`` frames): the shapes a model is initialised from."""
+  return spec_lib.example_batch(fields, 1, config.input.max_frames)
+
+
+def _init_variables(model, batch: dict, rng: jax.Array) -> dict:
+  variables = model.init({'params': rng, 'dropout': rng}, batch, train=False)
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+
 def init_state(model, tx: optax.GradientTransformation, batch: dict, seed: int,
                mesh: jax.sharding.Mesh) -> TrainState:
   """Initialises parameters from ``batch``'s shapes, replicated over ``mesh``."""
   def init(rng):
-    variables = model.init({'params': rng, 'dropout': rng}, batch, train=False)
-    params = variables['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}),
-                      opt_state=tx.init(params))
+    variables = _init_variables(model, batch, rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                      batch_stats=variables['batch_stats'],
+                      opt_state=tx.init(variables['params']))
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
+
+
+def abstract_variables(model, batch: dict, mesh: jax.sharding.Mesh) -> dict:
+  """The shapes, dtypes and (replicated) shardings of the model's ``params`` and
+  ``batch_stats``, from ``jax.eval_shape``: nothing is computed or allocated."""
+  shapes = jax.eval_shape(lambda rng: _init_variables(model, batch, rng), jax.random.key(0))
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      shapes)
 
 
 def _pretrained_variables(checkpoint_dir: str, prefix: tuple[str, ...]) -> dict:

@@ -28,12 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from usvjax import interfaces
 from usvjax import parallel
 
 
 def is_streaming(model) -> bool:
-  """Whether ``model`` carries its own state between frames (``start`` and ``step``)."""
-  return hasattr(model, 'start') and hasattr(model, 'step')
+  """Whether ``model`` carries its own state between frames (an
+  ``interfaces.StreamingModel``: ``start`` and ``step``)."""
+  return isinstance(model, interfaces.StreamingModel)
 
 
 def needs_first_mask(model) -> bool:
@@ -42,8 +44,9 @@ def needs_first_mask(model) -> bool:
 
 
 def _frame_batch(batch: dict, t: int) -> dict:
-  """Frame ``t`` of a batch of whole videos, as a batch of 1-frame clips."""
-  out = {k: batch[k][:, t:t + 1] for k in ('frames', 'masks', 'valid')}
+  """Frame ``t`` of a batch of whole videos (time axis 1 of every array with more than one
+  axis but ``video_key``), as a batch of 1-frame clips."""
+  out = {k: v[:, t:t + 1] for k, v in batch.items() if v.ndim > 1 and k != 'video_key'}
   out['frame_index'] = np.full(batch['valid'].shape[:1], t, np.int32)
   out['video_key'] = batch['video_key']
   return out
@@ -53,8 +56,8 @@ def first_frame_eval_step(model, task):
   """``eval_step(variables, batch, mesh)`` for batches of whole videos [B, T, ...]: yields
   the task's eval outputs of frames 1..T-1 in order (frame 0's mask is given, not scored).
 
-  Every process loops over the same number of frames (time axes are padded to the longest
-  over processes; padded frames have ``valid`` False and are not scored).
+  Every process loops over the same number of frames (the input pipeline pads time axes to
+  the longest over processes; padded frames have ``valid`` False and are not scored).
   """
   @jax.jit
   def start(variables, first):
@@ -68,8 +71,6 @@ def first_frame_eval_step(model, task):
     return state, task.eval_outputs({'logits': logits}, current)
 
   def eval_step(variables, batch: dict, mesh) -> Iterator[dict]:
-    if jax.process_count() > 1:
-      batch = parallel.pad_time_axis(batch)
     state = start(variables, parallel.global_batch(_frame_batch(batch, 0), mesh))
     for t in range(1, batch['valid'].shape[1]):
       state, outputs = step(variables, state, parallel.global_batch(_frame_batch(batch, t),

@@ -10,8 +10,10 @@ The config names the model (``config.model``), the task (``config.input.task``),
   plus the best by ``config.best_metric``); a run restarted in the same workdir resumes
   from the latest checkpoint, data stream included, and ends with the same parameters as
   an uninterrupted run.
-* A non-finite loss (or non-finite updated parameters) stops the run with the step
-  number, before anything of that step is saved: the last checkpoint stays good.
+* No host sync per step: the step's metrics stay on the device until a logging,
+  evaluation or checkpoint step, where they are fetched together. A non-finite loss (or
+  non-finite updated parameters) is found there and stops the run with the number of the
+  first bad step, before anything is saved: the last checkpoint stays good.
 * Logs: a tqdm progress bar (step, loss, frames/s), TensorBoard scalars and
   ``metrics.jsonl`` in the workdir; only process 0 writes.
 """
@@ -109,22 +111,27 @@ def _frames_per_batch(batch: dict) -> int:
   return int(np.sum(batch['valid'])) * jax.process_count()
 
 
-def _check_finite(metrics: dict, step: int, manager) -> float:
-  """Returns the loss; stops the run if it or the updated parameters are not finite.
+def _check_finite(pending: list[tuple[int, dict]], manager) -> dict[str, float]:
+  """Fetches the metrics of the steps since the last check (one host sync) and returns
+  the last step's; stops the run at the first step whose loss or updated parameters are
+  not finite.
 
   The loss of step s is computed from the parameters before the update, so the parameter
   norm after the update is checked too: no checkpoint ever holds non-finite parameters.
   """
-  loss, param_norm = float(metrics['loss']), float(metrics['param_norm'])
-  if not (np.isfinite(loss) and np.isfinite(param_norm)):
-    what = f'loss is {loss}' if not np.isfinite(loss) else 'parameters became non-finite'
-    last = manager.latest_step()
-    kept = ('no checkpoint had been saved yet' if last is None else
-            f'the last good checkpoint is step {last} in {manager.directory}')
-    raise NonFiniteLossError(
-        f'{what} at step {step}. Training stopped; {kept}. Lower config.optimizer.lr, '
-        'enable config.optimizer.clip_norm, or check the input data.')
-  return loss
+  fetched = jax.device_get(pending)
+  pending.clear()
+  for step, metrics in fetched:
+    loss, param_norm = float(metrics['loss']), float(metrics['param_norm'])
+    if not (np.isfinite(loss) and np.isfinite(param_norm)):
+      what = f'loss is {loss}' if not np.isfinite(loss) else 'parameters became non-finite'
+      last = manager.latest_step()
+      kept = ('no checkpoint had been saved yet' if last is None else
+              f'the last good checkpoint is step {last} in {manager.directory}')
+      raise NonFiniteLossError(
+          f'{what} at step {step}. Training stopped; {kept}. Lower config.optimizer.lr, '
+          'enable config.optimizer.clip_norm, or check the input data.')
+  return {k: float(v) for k, v in fetched[-1][1].items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -143,8 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                       config.best_mode)
   start_step = manager.latest_step() or 0
   batches = pipeline.train_batches(config, builder, start_step)
-  first = next(batches)
-  state = state_lib.init_state(model, tx, parallel.global_batch(first, mesh), config.seed, mesh)
+  fields = pipeline.batch_spec(config, True, builder.info.features)
+  state = state_lib.init_state(model, tx, state_lib.init_batch(config, fields), config.seed,
+                               mesh)
   if start_step:
     state = checkpoint.restore(manager, start_step, state)
     say(f'resumed from step {start_step} ({manager.directory})')
@@ -160,31 +168,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   eval_metrics: dict[str, float] = {}
   progress = tqdm(total=config.total_steps, initial=start_step, desc='train', unit='step',
                   disable=jax.process_index() != 0, dynamic_ncols=True)
-  batch, tick, frames = first, time.perf_counter(), 0
+  batch = next(batches) if start_step < config.total_steps else None
+  tick, frames, pending = time.perf_counter(), 0, []
   try:
     for step in range(start_step + 1, config.total_steps + 1):
       state, metrics = step_fn(state, parallel.global_batch(batch, mesh))
+      pending.append((step, metrics))
       frames += _frames_per_batch(batch)
       if step < config.total_steps:
         batch = next(batches)  # Overlaps host input work with the device step.
-      loss = _check_finite(metrics, step, manager)
       progress.update(1)
-      if step % config.log_every == 0 or step == config.total_steps:
+      logged = step % config.log_every == 0 or step == config.total_steps
+      evaluated = step % config.eval_every == 0 or step == config.total_steps
+      if not (logged or evaluated or step % config.checkpoint_every == 0):
+        continue
+      last = _check_finite(pending, manager)
+      if logged:
         elapsed = time.perf_counter() - tick
-        scalars = {f'train/{k}': float(v) for k, v in metrics.items()}
+        scalars = {f'train/{k}': v for k, v in last.items()}
         scalars['train/frames_per_second'] = frames / max(elapsed, 1e-9)
         scalars['train/learning_rate'] = float(optim.learning_rate_schedule(config)(step - 1))
         writer.write(step, scalars)
-        progress.set_postfix(loss=f'{loss:.4f}', fps=f"{scalars['train/frames_per_second']:.1f}")
+        progress.set_postfix(loss=f"{last['loss']:.4f}",
+                             fps=f"{scalars['train/frames_per_second']:.1f}")
         tick, frames = time.perf_counter(), 0
-      evaluated = step % config.eval_every == 0 or step == config.total_steps
       if evaluated:
         eval_metrics, _ = evaluator(state.variables())
         writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
         say(f'step {step} validation: ' + ', '.join(
             f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(('mean_dice', 'pooled_dice', 'accuracy', 'auc', 'contrastive_accuracy'))))
-      if evaluated or step % config.checkpoint_every == 0:
-        checkpoint.save(manager, step, state, eval_metrics if evaluated else None)
+      checkpoint.save(manager, step, state, eval_metrics if evaluated else None)
   finally:
     progress.close()
     writer.close()

@@ -3,6 +3,7 @@
 A two-stage config (``configs/cnn_lstm.py``) is the sequence model's config (model,
 optimizer, steps, input) plus
 
+* ``runner = 'two_stage'`` (``usvjax.runners``);
 * ``frame_cnn``: a frame-classifier config (``configs/cnn_aver.py``) for stage 1 without
   ``dataset`` and ``seed``: stage 1 uses the top level's (folds included);
 * ``equal_frames``: if > 0, an equal-frame CNN-LSTM is trained as well, on exactly this
@@ -38,10 +39,6 @@ from usvjax import feature_cache
 from usvjax import train
 
 ROWS = ('cnn_vote', 'cnn_aver', 'key_frame', 'equal_frame_lstm', 'variable_frame_lstm')
-
-
-def is_two_stage(config: ml_collections.ConfigDict) -> bool:
-  return 'frame_cnn' in config
 
 
 def frame_cnn_config(config: ml_collections.ConfigDict, aggregation: str = 'average',
@@ -128,3 +125,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = '',
   return {row: evaluate_lib.evaluate_checkpoint(run_config, run_dir, which, split,
                                             os.path.join(output_dir, row))
           for row, (run_config, run_dir) in sorted(runs.items(), key=lambda r: ROWS.index(r[0]))}
+
+
+class TwoStage:
+  """The ``interfaces.Runner`` of two-stage configs; its headline row is the variable-frame
+  CNN-LSTM."""
+
+  def train(self, config: ml_collections.ConfigDict, workdir: str,
+            which: str = 'best') -> dict[str, dict]:
+    return train_and_evaluate(config, workdir, which)
+
+  def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
+               which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
+    return evaluate(config, workdir, split, which, output_dir)
+
+  def headline(self, config: ml_collections.ConfigDict
+               ) -> tuple[str, ml_collections.ConfigDict, str]:
+    stage_config, stage_dir = _stages(config, '')['variable_frame_lstm']
+    return 'variable_frame_lstm', stage_config, stage_dir

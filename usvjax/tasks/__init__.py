@@ -1,28 +1,81 @@
-"""Tasks turn model outputs and a batch into a loss (on device) and metrics (on host).
+"""The task registry: how examples are made, what the loss is, how a split is scored.
 
-``create_task(config)`` picks the task from ``config.input.task``. A task has:
+A task is an entry of ``TASKS``, picked by ``config.input.task``; it is the only place
+where a task's name is looked at. An entry gives:
 
-* ``loss(outputs, batch) -> (scalar, {name: scalar})``: traced inside the train step;
-  padded examples (``valid`` all False) get zero weight.
-* ``eval_outputs(outputs, batch) -> {name: array}``: what evaluation brings to the host
-  (predictions and the labels they are scored against), computed on device.
-* ``evaluator()``: a host-side accumulator with ``update(eval_outputs)``, ``result()``
-  (exact metrics over the whole split) and ``video_rows()`` (per-video results).
+* ``task``: the class of the ``interfaces.Task`` (``loss``, ``eval_outputs``, ``evaluator``),
+  made by ``create_task(config)`` with the model's own loss terms (``usvjax.models``);
+* ``examples``: the input pipeline's ``spec.ExampleSource`` (clips, sequences, view pairs);
+* ``best_metric``: the default validation metric that ranks checkpoints;
+* ``columns``: {header: metric} of a comparison table (``usvjax.compare``);
+* ``curve_metric``: the validation metric whose curve a comparison plots;
+* ``pooled``: whether its evaluations give video probabilities and labels (``arrays()``)
+  that k-fold cross-validation pools over folds.
+
+A task class has ``DEFAULTS`` (its ``config.task`` schema) and may have ``INPUT_DEFAULTS``
+(extra ``config.input`` keys); ``default_config`` gives both to ``configs/common.py``.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import ml_collections
 
+from input_pipeline import clips
+from input_pipeline import sequences
+from input_pipeline import spec
+from input_pipeline import view_pairs
+from usvjax import interfaces
+from usvjax import models
 from usvjax.tasks.classification import ClassificationTask
 from usvjax.tasks.contrastive import ContrastiveTask
 from usvjax.tasks.segmentation import SegmentationTask
 
-TASKS = {'segmentation': SegmentationTask, 'classification': ClassificationTask,
-         'contrastive': ContrastiveTask}
+
+class TaskDefinition(NamedTuple):
+  task: type
+  examples: spec.ExampleSource
+  best_metric: str
+  columns: dict[str, str]
+  curve_metric: str
+  pooled: bool = False
 
 
-def create_task(config: ml_collections.ConfigDict):
-  name = config.input.task
+TASKS: dict[str, TaskDefinition] = {
+    'segmentation': TaskDefinition(
+        SegmentationTask, clips.Clips(), 'mean_dice',
+        {'Dice': 'mean_dice', 'IoU': 'mean_iou', 'Recall': 'mean_recall', 'F1': 'mean_f1',
+         'MAE': 'mean_mae', 'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure'},
+        'mean_dice'),
+    'classification': TaskDefinition(
+        ClassificationTask, sequences.Sequences(), 'auc',
+        {'Acc': 'accuracy', 'Precision': 'precision', 'Sens': 'sensitivity',
+         'Spec': 'specificity', 'F1': 'f1', 'AUC': 'auc', 'AP': 'ap'}, 'auc', pooled=True),
+    'contrastive': TaskDefinition(
+        ContrastiveTask, view_pairs.ViewPairs(), 'contrastive_accuracy',
+        {'retrieval accuracy': 'contrastive_accuracy', 'NT-Xent': 'nt_xent'},
+        'contrastive_accuracy'),
+}
+
+
+def definition(name: str) -> TaskDefinition:
   if name not in TASKS:
     raise ValueError(f'config.input.task={name!r}: use one of {sorted(TASKS)}.')
-  return TASKS[name](config.task, config.input.batch_size)
+  return TASKS[name]
+
+
+def example_source(config: ml_collections.ConfigDict) -> spec.ExampleSource:
+  return definition(config.input.task).examples
+
+
+def create_task(config: ml_collections.ConfigDict) -> interfaces.Task:
+  """The task of ``config`` with its model's loss terms."""
+  return definition(config.input.task).task(config.task, config.input.batch_size,
+                                            models.create_loss_terms(config))
+
+
+def default_config(name: str) -> tuple[ml_collections.ConfigDict, dict, str]:
+  """(``config.task`` defaults, extra ``config.input`` keys, best metric) of task ``name``."""
+  entry = definition(name)
+  return (ml_collections.ConfigDict(dict(entry.task.DEFAULTS)),
+          dict(getattr(entry.task, 'INPUT_DEFAULTS', {})), entry.best_metric)

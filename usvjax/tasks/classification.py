@@ -7,21 +7,30 @@ otherwise it is the cross-entropy of the video logits, averaged over valid video
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from usvjax import interfaces
 from usvjax import losses
 from usvjax import metrics
+from usvjax import plots
+from usvjax import reports
 from usvjax.tasks.segmentation import decode_key
 
 
 class ClassificationTask:
+  """``interfaces.Task`` of video classification."""
 
-  def __init__(self, config: ml_collections.ConfigDict, batch_size: int):
+  DEFAULTS = dict(frame_loss=False, threshold=0.5)
+
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
+               terms: Sequence[interfaces.LossTerm] = ()):
     del batch_size  # Any batch size works.
-    self.config = config
+    self.config, self.terms = config, list(terms)
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
     labels, valid = batch['label'], batch['valid']
@@ -33,8 +42,13 @@ class ClassificationTask:
     else:
       loss = losses.weighted_mean(losses.softmax_cross_entropy(outputs['logits'], labels),
                                   video_valid)
+    parts = {}
+    for term in self.terms:
+      value, term_parts = term(outputs, batch)
+      loss += value
+      parts.update(term_parts)
     correct = (jnp.argmax(outputs['logits'], -1) == labels).astype(jnp.float32)
-    return loss, {'accuracy': losses.weighted_mean(correct, video_valid)}
+    return loss, dict(parts, accuracy=losses.weighted_mean(correct, video_valid))
 
   def eval_outputs(self, outputs: dict, batch: dict) -> dict:
     """Everything the host evaluator needs, per video (computed on device)."""
@@ -47,7 +61,8 @@ class ClassificationTask:
 
 
 class ClassificationEvaluation:
-  """Collects the probabilities of every valid video; metrics in ``result()``."""
+  """Collects the probabilities of every valid video; metrics in ``result()`` (an
+  ``interfaces.Evaluation``)."""
 
   def __init__(self, threshold: float):
     self.threshold = threshold
@@ -71,3 +86,10 @@ class ClassificationEvaluation:
 
   def video_rows(self) -> list[dict]:
     return self.rows
+
+  def write_report(self, directory: str, metrics_: dict,
+                   class_names: list[str] | None = None) -> None:
+    """metrics.json, per_video.csv, ROC and PR curves and the confusion matrix."""
+    reports.write_tables(directory, metrics_, self.video_rows())
+    plots.classification_curves(*self.arrays(), directory, class_names, metrics_,
+                                self.threshold)

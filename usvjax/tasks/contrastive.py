@@ -11,19 +11,32 @@ fixed augmentations).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from usvjax import interfaces
 from usvjax import losses
+from usvjax import reports
 
 
 class ContrastiveTask:
+  """``interfaces.Task`` of contrastive pretraining."""
 
-  def __init__(self, config: ml_collections.ConfigDict, batch_size: int):
+  DEFAULTS = dict(temperature=0.5)
+  # Positive pairs: two views of one frame ('same_frame') or of two frames of one video
+  # ('same_video'); see input_pipeline/view_pairs.py.
+  INPUT_DEFAULTS = dict(positives='same_frame')
+
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
+               terms: Sequence[interfaces.LossTerm] = ()):
     if batch_size < 2:
       raise ValueError(f'contrastive pretraining needs negatives: config.input.batch_size is '
                        f'{batch_size}, use >= 2 (the paper: 64).')
+    if terms:
+      raise ValueError('contrastive pretraining takes no model loss terms.')
     self.config = config
 
   def _per_example(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -50,7 +63,9 @@ class ContrastiveTask:
 
 
 class ContrastiveEvaluation:
-  """Means of NT-Xent and retrieval accuracy over the valid pairs of a split.
+  """Means of NT-Xent and retrieval accuracy over the valid pairs of a split (an
+  ``interfaces.Evaluation``; its report is metrics.json and a one-row per_video.csv: a
+  pretraining run is judged by the classifier it initialises, see ``usvjax.runners``).
 
   Negatives come from each evaluation batch, so these numbers depend on the eval batch
   size: compare runs at the same ``config.input.eval_batch_size``.
@@ -72,3 +87,8 @@ class ContrastiveEvaluation:
 
   def video_rows(self) -> list[dict]:
     return [self.result()]
+
+  def write_report(self, directory: str, metrics_: dict,
+                   class_names: list[str] | None = None) -> None:
+    del class_names
+    reports.write_tables(directory, metrics_, self.video_rows())

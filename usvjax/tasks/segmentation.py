@@ -1,112 +1,53 @@
 """Video segmentation task: the loss on the target frame and exact per-frame metrics.
 
 The target frame is the last frame of a clip (index -1). ``outputs['logits']`` is
-[B, H, W, 1]. The mask loss of a frame is ``bce_weight`` * BCE + ``dice_weight`` * soft
-Dice + ``iou_weight`` * soft IoU + ``wbce_weight`` * wBCE + ``wiou_weight`` * wIoU (the last
-two weighted by F3Net's boundary weights, ``losses.structure_weights``), averaged over the
-valid examples of the batch. Models with auxiliary predictions of the two previous frames
-(``outputs['aux_logits']`` [B, 2, H, W, 1] for t-2, t-1; DSANet, Eq. 6 of Zhou et al.) add
-``aux_weight`` times each of their mask losses. For models with a localisation heatmap
-(FLA-Net, Eq. 2 of Lin et al.) the loss also has:
-
-* ``heatmap_weight`` * MSE(H_t, G^H_t), G^H_t the Gaussian at the box centre of the target
-  frame (``batch['heatmaps']``, made when ``config.input.heatmap_sigma`` > 0);
-* ``contrastive_weight`` * the location-based contrastive loss (``losses.location_contrastive``,
-  margin ``contrastive_margin``). Positive: H_{t-1}, the model's heatmap of the previous
-  frame of the same clip (``outputs['previous_heatmap']``: train on clips of 4 frames).
-  Negative: H_t of the next example of the global batch (cyclically), used only when it
-  comes from another video (``batch['video_hash']``); the term is the mean over such
-  pairs, so a batch needs at least two examples (checked when the task is made) and, in
-  practice, several videos (the training stream shuffles clips across videos).
+[B, H, W, 1]. The loss is the mask loss of the target frame (``losses.mask_loss``: BCE,
+soft Dice, soft IoU, wBCE and wIoU weighted by ``config.task``), averaged over the valid
+examples of the batch, plus the model's own loss terms (``usvjax.loss_terms``: DSANet's
+auxiliary frames, FLA-Net's heatmap and location-contrastive terms), whose parts are
+logged by name.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from usvjax import interfaces
 from usvjax import losses
 from usvjax import metrics
+from usvjax import plots
+from usvjax import reports
 
 
 class SegmentationTask:
+  """``interfaces.Task`` of video segmentation."""
 
-  def __init__(self, config: ml_collections.ConfigDict, batch_size: int):
-    self.config = config
-    if config.contrastive_weight and batch_size < 2:
-      raise ValueError(f'config.task.contrastive_weight > 0 needs negatives from other videos '
-                       f'in the batch: config.input.batch_size is {batch_size}, use >= 2.')
+  DEFAULTS = dict(bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0,
+                  wiou_weight=0.0, threshold=0.5)
 
-  def _mask_loss(self, logits: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray,
-                 prefix: str = '') -> tuple[jnp.ndarray, dict]:
-    """The weighted mask loss of one frame and its named parts (batch means)."""
-    cfg = self.config
-    terms = [('bce', cfg.bce_weight, losses.sigmoid_bce), ('soft_dice_loss', cfg.dice_weight,
-             losses.soft_dice), ('soft_iou_loss', cfg.iou_weight, losses.soft_iou)]
-    if cfg.wbce_weight or cfg.wiou_weight:
-      boundary = losses.structure_weights(target)
-      terms += [('wbce', cfg.wbce_weight, lambda x, y: losses.weighted_bce(x, y, boundary)),
-                ('wiou', cfg.wiou_weight, lambda x, y: losses.weighted_iou(x, y, boundary))]
-    parts = {prefix + name: losses.weighted_mean(fn(logits, target), weights)
-             for name, weight, fn in terms if weight}
-    total = sum(weight * parts[prefix + name] for name, weight, _ in terms if weight)
-    return total, parts
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
+               terms: Sequence[interfaces.LossTerm] = ()):
+    del batch_size  # The loss terms check what they need.
+    self.config, self.terms = config, list(terms)
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
-    cfg = self.config
     logits, target = outputs['logits'], batch['masks'][:, -1]
     weights = batch['valid'][:, -1]
-    total, parts = self._mask_loss(logits, target, weights)
-    if cfg.aux_weight:
-      aux = self._output(outputs, 'aux_logits')
-      for k in range(aux.shape[1]):
-        frame = k - aux.shape[1] - 1  # t-2, t-1 for two auxiliary frames.
-        aux_total, aux_parts = self._mask_loss(aux[:, k], batch['masks'][:, frame],
-                                               batch['valid'][:, frame], f'aux{k}_')
-        total += cfg.aux_weight * aux_total
-        parts.update(aux_parts)
-    if cfg.heatmap_weight:
-      parts['heatmap_mse'] = losses.weighted_mean(losses.mean_squared_error(
-          self._output(outputs, 'heatmap'), self._heatmap_target(batch)), weights)
-      total += cfg.heatmap_weight * parts['heatmap_mse']
-    if cfg.contrastive_weight:
-      parts['contrastive'], parts['contrastive_pairs'] = self._contrastive(outputs, batch)
-      total += cfg.contrastive_weight * parts['contrastive']
+    total, parts = losses.mask_loss(logits, target, weights, self.config)
+    for term in self.terms:
+      value, term_parts = term(outputs, batch)
+      total += value
+      parts.update(term_parts)
     hard = (logits > 0).astype(jnp.float32)
     inter = jnp.sum(hard * target, axis=(1, 2, 3))
     size = jnp.sum(hard, axis=(1, 2, 3)) + jnp.sum(target, axis=(1, 2, 3))
     batch_dice = losses.weighted_mean(jnp.where(size > 0, 2 * inter / jnp.maximum(size, 1), 1.0),
                                       weights)
     return total, dict(parts, dice=batch_dice)
-
-  @staticmethod
-  def _output(outputs: dict, name: str) -> jnp.ndarray:
-    if name not in outputs:
-      raise ValueError(f'the model gives no {name!r} (outputs: {sorted(outputs)}): set the '
-                       'matching config.task weight to 0 (aux_weight, heatmap_weight or '
-                       'contrastive_weight), enable the localisation branch, or for '
-                       'previous_heatmap train on clips of config.input.clip_length=4.')
-    return outputs[name]
-
-  @staticmethod
-  def _heatmap_target(batch: dict) -> jnp.ndarray:
-    if 'heatmaps' not in batch:
-      raise ValueError('config.task.heatmap_weight > 0 needs heatmap targets: set '
-                       'config.input.heatmap_sigma > 0.')
-    return batch['heatmaps'][:, -1]
-
-  def _contrastive(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """The contrastive term and the fraction of examples that found a negative."""
-    heatmap = self._output(outputs, 'heatmap')
-    valid = batch['valid'][:, -1]
-    pairs = (valid & jnp.roll(valid, 1, axis=0)
-             & (batch['video_hash'] != jnp.roll(batch['video_hash'], 1, axis=0)))
-    per_example = losses.location_contrastive(
-        heatmap, self._output(outputs, 'previous_heatmap'), jnp.roll(heatmap, 1, axis=0),
-        self.config.contrastive_margin)
-    return (losses.weighted_mean(per_example, pairs),
-            jnp.sum(pairs) / jnp.maximum(jnp.sum(valid), 1))
 
   def eval_outputs(self, outputs: dict, batch: dict) -> dict:
     """Everything the host evaluator needs, per example (computed on device)."""
@@ -120,7 +61,8 @@ class SegmentationTask:
 
 
 class SegmentationEvaluation:
-  """Per-frame metrics for every valid example; per-video means in ``video_rows()``."""
+  """Per-frame metrics for every valid example; per-video means in ``video_rows()``
+  (an ``interfaces.Evaluation``)."""
 
   def __init__(self, threshold: float, max_videos: int = 4, max_frames: int = 6):
     self.metrics = metrics.SegmentationEvaluator(threshold)
@@ -150,6 +92,13 @@ class SegmentationEvaluation:
 
   def result(self) -> dict[str, float]:
     return self.metrics.result()
+
+  def write_report(self, directory: str, metrics_: dict,
+                   class_names: list[str] | None = None) -> None:
+    """metrics.json, per_video.csv and one overlay PNG per kept video."""
+    del class_names
+    reports.write_tables(directory, metrics_, self.video_rows())
+    plots.overlays(self.examples, directory, self.max_videos)
 
   def video_rows(self) -> list[dict]:
     videos: dict[str, list[dict]] = {}

@@ -1,0 +1,82 @@
+"""Segmentation examples: clips of consecutive frames, or whole videos for streaming eval.
+
+A **clip** is the target frame t and its ``input.clip_length`` - 1 previous frames,
+``frames[T, H, W, C]`` ordered in time, **the target last** (index T-1). At the start of a
+video the missing previous frames are the first frame repeated (t-1 -> max(t-1, 0)), so
+every frame of every video is a target exactly once. ``masks[T, H, W, 1]``, ``boxes[T, 4]``
+(and ``heatmaps[T, H, W, 1]`` with ``input.heatmap_sigma`` > 0) come with every clip frame;
+``frame_index`` is the target's index in its video.
+
+With ``input.eval_protocol='first_frame'`` (semi-supervised evaluation, see
+``usvjax.streaming``) evaluation examples are **whole videos** instead, padded in time to
+the longest of the batch (``valid`` False after the end).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import preprocess
+from input_pipeline import spec as spec_lib
+
+EVAL_PROTOCOLS = ('clip', 'first_frame')
+
+
+def clips_of(video: dict, clip_length: int) -> tf.data.Dataset:
+  """All clips of a video: target t last, previous frames clamped at the first frame."""
+  num = tf.shape(video['frames'])[0]
+  target = tf.range(num)
+  index = tf.maximum(target[:, None] + tf.range(1 - clip_length, 1)[None, :], 0)
+  clips = {k: tf.gather(video[k], index) for k in ('frames', 'masks', 'boxes')}
+  clips['video_id'] = tf.fill([num], video['video_id'])
+  clips['frame_index'] = target
+  return tf.data.Dataset.from_tensor_slices(clips)
+
+
+def whole_videos(config: ml_collections.ConfigDict, train: bool) -> bool:
+  """Whether examples are whole videos (evaluation with ``input.eval_protocol='first_frame'``)."""
+  protocol = config.input.eval_protocol
+  if protocol not in EVAL_PROTOCOLS:
+    raise ValueError(f'config.input.eval_protocol={protocol!r}: use one of {EVAL_PROTOCOLS}.')
+  return not train and protocol == 'first_frame'
+
+
+class Clips:
+  """The example source of segmentation (``spec.ExampleSource``)."""
+
+  def required_features(self, features: Mapping) -> tuple[str, ...]:
+    del features
+    return ('frames', 'masks')
+
+  def fields(self, config: ml_collections.ConfigDict, train: bool,
+             features: Mapping | None) -> spec_lib.Spec:
+    del features
+    length = None if whole_videos(config, train) else config.input.clip_length
+    size = config.input.image_size
+    mask = spec_lib.Field((length, size, size, 1), np.dtype(np.float32), time=True)
+    out = {'frames': spec_lib.image_field(config, length), 'masks': mask,
+           'boxes': spec_lib.Field((length, 4), np.dtype(np.float32), time=True)}
+    if config.input.heatmap_sigma > 0:
+      out['heatmaps'] = mask
+    if length is not None:
+      out['frame_index'] = spec_lib.Field((), np.dtype(np.int32))
+    return {**out, **spec_lib.common_fields(train, length)}
+
+  def items(self, videos: tf.data.Dataset, config: ml_collections.ConfigDict,
+            train: bool) -> tf.data.Dataset:
+    if whole_videos(config, train):
+      return videos.map(lambda v: {k: v[k] for k in ('frames', 'masks', 'boxes', 'video_id')})
+    return videos.flat_map(lambda v: clips_of(v, config.input.clip_length))
+
+  augment = staticmethod(preprocess.augment_frames)
+
+  def batch(self, ds: tf.data.Dataset, config: ml_collections.ConfigDict,
+            fields: spec_lib.Spec, batch_size: int, drop_remainder: bool,
+            train: bool) -> tf.data.Dataset:
+    del fields
+    if whole_videos(config, train):  # Videos of different lengths: pad, valid False.
+      return ds.padded_batch(batch_size, drop_remainder=drop_remainder)
+    return ds.batch(batch_size, drop_remainder=drop_remainder)

@@ -1,0 +1,118 @@
+"""The batch specification: every key of a batch, its per-example shape, dtype and time axis.
+
+One ``ExampleSource`` per kind of example (``clips``, ``sequences``, ``view_pairs``) states
+the fields it yields for a config; ``input_pipeline.pipeline.batch_spec(config, train)``
+picks the task's source (``usvjax.tasks``) and returns them, with the fields every batch
+has (``valid``, ``video_hash``, and ``video_key`` in evaluation). Everything that needs
+to know a batch's layout reads it from there: the preprocessing (which keeps exactly these
+keys), padding to a length bucket or across processes, padding batches of an exact
+evaluation, model initialisation (``zeros``), the benchmarks and the tests.
+
+A field's ``shape`` is per example; with ``time`` True its first entry is the time axis,
+``None`` where its length varies between batches (sequences, whole videos), else the fixed
+length (clips). Shapes of a batch are ``(B, *shape)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple, Protocol
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+VIDEO_KEY_BYTES = 128
+
+
+class Field(NamedTuple):
+  shape: tuple[int | None, ...]
+  dtype: np.dtype
+  time: bool = False
+
+
+Spec = dict[str, Field]
+
+
+class ExampleSource(Protocol):
+  """How one kind of example is made from the videos of a split, and what it holds."""
+
+  def required_features(self, features: Mapping) -> tuple[str, ...]:
+    """The dataset features (of ``builder.info.features``) the source reads."""
+
+  def fields(self, config: ml_collections.ConfigDict, train: bool,
+             features: Mapping | None) -> Spec:
+    """The task-specific fields of one example (``features``: the dataset's, or None for
+    a dataset with frames and every label)."""
+
+  def items(self, videos: tf.data.Dataset, config: ml_collections.ConfigDict,
+            train: bool) -> tf.data.Dataset:
+    """Encoded examples from a stream of encoded videos."""
+
+  def augment(self, example: dict, seed: tf.Tensor, input_config: ml_collections.ConfigDict,
+              train: bool) -> dict:
+    """Augments (or, in evaluation, perturbs) one decoded example."""
+
+  def batch(self, ds: tf.data.Dataset, config: ml_collections.ConfigDict, fields: Spec,
+            batch_size: int, drop_remainder: bool, train: bool) -> tf.data.Dataset:
+    """Batches decoded examples (whose fields are ``fields``)."""
+
+
+def common_fields(train: bool, length: int | None) -> Spec:
+  """The fields of every batch: ``valid`` [T], ``video_hash`` (tells videos apart inside a
+  step) and, in evaluation, ``video_key`` (the id, zero-padded bytes)."""
+  out = {'valid': Field((length,), np.dtype(bool), time=True),
+         'video_hash': Field((), np.dtype(np.int32))}
+  if not train:
+    out['video_key'] = Field((VIDEO_KEY_BYTES,), np.dtype(np.uint8))
+  return out
+
+
+def image_field(config: ml_collections.ConfigDict, length: int | None,
+                channels: int | None = None) -> Field:
+  """float32 [T, S, S, C] frames (C = ``config.input.channels`` unless given)."""
+  size = config.input.image_size
+  return Field((length, size, size, channels or config.input.channels), np.dtype(np.float32),
+               time=True)
+
+
+def time_keys(fields: Spec) -> list[str]:
+  return [k for k, f in fields.items() if f.time]
+
+
+def zeros(fields: Spec, batch_size: int, length: int = 1) -> dict[str, np.ndarray]:
+  """A batch of zeros (``valid`` all False) with this layout; a variable time axis gets
+  ``length``."""
+  return {k: np.zeros((batch_size,) + tuple(length if d is None else d for d in f.shape),
+                      f.dtype) for k, f in fields.items()}
+
+
+def example_batch(fields: Spec, batch_size: int, length: int = 1) -> dict[str, np.ndarray]:
+  """``zeros`` with every frame valid: the shapes a model is initialised or benchmarked on."""
+  batch = zeros(fields, batch_size, length)
+  batch['valid'][:] = True
+  batch['video_hash'][:] = np.arange(batch_size)
+  return batch
+
+
+def pad_time(batch: Mapping[str, np.ndarray], fields: Spec, length: int) -> dict:
+  """Pads the time axis of the time fields to ``length`` with zeros (``valid`` False)."""
+  out = dict(batch)
+  for key in time_keys(fields):
+    have = batch[key].shape[1]
+    if have < length:
+      pad = [(0, 0), (0, length - have)] + [(0, 0)] * (batch[key].ndim - 2)
+      out[key] = np.pad(batch[key], pad)
+  return out
+
+
+def check(batch: Mapping[str, np.ndarray], fields: Spec) -> None:
+  """Raises if ``batch`` does not have exactly the keys, dtypes and shapes of ``fields``."""
+  if set(batch) != set(fields):
+    raise ValueError(f'batch keys {sorted(batch)} differ from the spec {sorted(fields)}.')
+  for key, field in fields.items():
+    shape = batch[key].shape[1:]
+    fits = len(shape) == len(field.shape) and all(
+        want is None or want == have for want, have in zip(field.shape, shape))
+    if not fits or batch[key].dtype != field.dtype:
+      raise ValueError(f'batch[{key!r}] is {batch[key].dtype}{list(shape)}, the spec says '
+                       f'{field.dtype}{list(field.shape)}.')

@@ -1,0 +1,17 @@
+"""The files every evaluation report has: metrics.json and per_video.csv."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+
+def write_tables(directory: str, metrics: dict, rows: list[dict]) -> None:
+  """Writes ``metrics`` to metrics.json and ``rows`` (one dict per video) to per_video.csv."""
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, 'metrics.json'), 'w') as f:
+    json.dump(metrics, f, indent=2, sort_keys=True)
+  with open(os.path.join(directory, 'per_video.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)

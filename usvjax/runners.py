@@ -1,0 +1,107 @@
+"""Runner registry: how a config is trained and evaluated, picked by ``config.runner``.
+
+* ``single``: one model trained in the workdir (``train.train_and_evaluate``), one report
+  row named after the model;
+* ``two_stage``: Cui et al.'s frame CNN, feature cache and sequence models
+  (``usvjax.two_stage``), five report rows;
+* ``pretrain_finetune``: contrastive pretraining (``config.pretrain``, a contrastive config
+  without ``dataset`` and ``seed``: it uses the top level's, folds included, so a
+  cross-validation fold pretrains on that fold's training videos only) in
+  ``<workdir>/pretrain``, then the model in the workdir, its ``init.target`` initialised
+  from the pretraining run (CLMAN).
+
+``train``, ``evaluate``, ``cross_validate`` and ``compare`` look the runner up here; none of
+them asks what kind of run it is. Each runner is an ``interfaces.Runner``.
+"""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from usvjax import evaluate as evaluate_lib
+from usvjax import interfaces
+from usvjax import train as train_lib
+from usvjax import two_stage
+
+
+class Single:
+  """One model, one run directory."""
+
+  def train(self, config: ml_collections.ConfigDict, workdir: str,
+            which: str = 'best') -> dict[str, dict]:
+    del which
+    return {config.model.name: train_lib.train_and_evaluate(config, workdir)[1]}
+
+  def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
+               which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
+    return {config.model.name: evaluate_lib.evaluate_checkpoint(config, workdir, which, split,
+                                                                output_dir)}
+
+  def headline(self, config: ml_collections.ConfigDict
+               ) -> tuple[str, ml_collections.ConfigDict, str]:
+    return config.model.name, config, ''
+
+
+PRETRAIN_DIR = 'pretrain'
+
+
+def pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The pretraining run's config: ``config.pretrain`` with the top level's data and seed."""
+  c = config.pretrain.copy_and_resolve_references()
+  with c.unlocked():
+    c.dataset = config.dataset.copy_and_resolve_references()
+    c.seed = config.seed
+  return c
+
+
+def finetune_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """The model's config: ``config`` initialised from the pretraining run in ``workdir``."""
+  if config.init.checkpoint:
+    raise ValueError(f'config.init.checkpoint={config.init.checkpoint!r}: a pretrain_finetune '
+                     'run initialises from its own pretraining; to start from another run, '
+                     'set config.runner=single.')
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    del c['pretrain']
+    c.runner = 'single'
+  c.init.checkpoint = os.path.join(workdir, PRETRAIN_DIR)
+  return c
+
+
+class PretrainFinetune:
+  """Contrastive pretraining, then the model initialised from it (CLMAN)."""
+
+  def train(self, config: ml_collections.ConfigDict, workdir: str,
+            which: str = 'best') -> dict[str, dict]:
+    del which
+    pretrain_dir = os.path.join(workdir, PRETRAIN_DIR)
+    train_lib.say(f'contrastive pretraining in {pretrain_dir}')
+    results = {PRETRAIN_DIR: train_lib.train_and_evaluate(pretrain_config(config),
+                                                          pretrain_dir)[1]}
+    train_lib.say(f'training {config.model.name} in {workdir}')
+    results[config.model.name] = train_lib.train_and_evaluate(
+        finetune_config(config, workdir), workdir)[1]
+    return results
+
+  def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
+               which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
+    return Single().evaluate(finetune_config(config, workdir), workdir, split, which,
+                             output_dir)
+
+  def headline(self, config: ml_collections.ConfigDict
+               ) -> tuple[str, ml_collections.ConfigDict, str]:
+    return config.model.name, finetune_config(config, ''), ''
+
+
+RUNNERS: dict[str, interfaces.Runner] = {
+    'single': Single(),
+    'two_stage': two_stage.TwoStage(),
+    'pretrain_finetune': PretrainFinetune(),
+}
+
+
+def get(config: ml_collections.ConfigDict) -> interfaces.Runner:
+  if config.runner not in RUNNERS:
+    raise ValueError(f'config.runner={config.runner!r}: use one of {sorted(RUNNERS)}.')
+  return RUNNERS[config.runner]
