@@ -129,9 +129,12 @@ def check_groups_in_one_split(problems: Problems, assignment: dict[str, str],
 
 
 def suggestion(value: str, known: Sequence[str]) -> str:
-  """' (did you mean X?)' for the closest of ``known`` to ``value`` (other case first)."""
-  by_case = {k.lower(): k for k in known}
-  close = ([by_case[value.lower()]] if value.lower() in by_case else
+  """' (did you mean X?)' for the known value ``value`` most likely means: the same in
+  another case, else the only one it abbreviates ('val'), else the closest by difflib."""
+  lower = value.lower()
+  same_case = [k for k in known if k.lower() == lower]
+  prefixed = [k for k in known if lower and k.lower().startswith(lower)]
+  close = (same_case or (prefixed if len(prefixed) == 1 else []) or
            difflib.get_close_matches(value, list(known), n=1, cutoff=0.6))
   return f' (did you mean {close[0]!r}?)' if close else ''
 

@@ -145,7 +145,7 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
         continue
       if label not in label_map:
         known = list(label_map) + list(cfg.skip_labels)
-        problems.add('unknown label', f'{where}: label {common.text_id(label)!r} of '
+        problems.add('unknown label', f'{where}: label {common.shown(label)} of '
                      f'{common.shown(video)} is not one of {known}'
                      f'{checks.suggestion(label, known)}: fix the cell.')
         continue
@@ -185,7 +185,7 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
                      f'{common.shown(r.path)} is blank while other rows give a split: fill it '
                      f'(one of {names}), or clear every split cell for a seeded split.')
       elif r.split not in names:
-        problems.add('unknown split', f'{r.where}: split {common.text_id(r.split)!r} of '
+        problems.add('unknown split', f'{r.where}: split {common.shown(r.split)} of '
                      f'{common.shown(r.path)} is not one of {names}'
                      f'{checks.suggestion(r.split, names)}: fix the cell.')
     assignment = {r.path: r.split for r in rows}
