@@ -1,0 +1,139 @@
+"""The house's structure: one batch specification, registries instead of name checks, a
+new method from one model file and one config, restores without the optimizer state, and
+no host sync per step that would hide which step went wrong."""
+import importlib
+import json
+import os
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import helpers
+from input_pipeline import pipeline
+from input_pipeline import spec
+from usvjax import checkpoint
+from usvjax import evaluate
+from usvjax import losses
+from usvjax import models
+from usvjax import parallel
+from usvjax import runners
+from usvjax import tasks
+from usvjax import train
+from toy_method import config as toy_config
+from toy_method import model as toy_model
+
+TASK_NAMES = re.compile(r"""['"](segmentation|classification|contrastive)['"]""")
+
+
+def test_no_task_name_is_compared_outside_the_task_registry():
+  repo = pathlib.Path(helpers.REPO)
+  roots = [repo / p for p in ('usvjax', 'input_pipeline', 'experiments')]
+  offenders = []
+  for root in roots:
+    for path in root.rglob('*.py'):
+      if path == repo / 'usvjax' / 'tasks' / '__init__.py':
+        continue
+      for number, line in enumerate(path.read_text().splitlines(), 1):
+        if TASK_NAMES.search(line.split('#')[0]) and ('==' in line or '!=' in line or
+                                                      ' in (' in line):
+          offenders.append(f'{path.relative_to(repo)}:{number}: {line.strip()}')
+  assert not offenders, offenders
+  assert 'is_two_stage' not in ''.join(p.read_text() for r in roots for p in r.rglob('*.py'))
+
+
+@pytest.mark.parametrize('name, variant', [('unet', 'tiny'), ('flanet', 'tiny'),
+                                           ('stpfnet', 'tiny'), ('cnn_aver', 'tiny'),
+                                           ('clman', 'tiny,pretrain'), ('cnn_lstm', 'tiny')])
+def test_pipeline_batches_are_exactly_the_batch_spec(data_dir, name, variant):
+  config = importlib.import_module(f'configs.{name}').get_config(variant)
+  config.dataset.data_dir = data_dir
+  builder = pipeline.get_builder(config.dataset)
+  features = builder.info.features
+  spec.check(next(pipeline.train_batches(config, builder)),
+             pipeline.batch_spec(config, True, features))
+  batches, _ = pipeline.eval_batches(config, builder, config.dataset.eval_split)
+  spec.check(next(batches), pipeline.batch_spec(config, False, features))
+
+
+def test_cached_features_are_a_time_field_padded_across_processes():
+  class FeatureCache:
+    def __contains__(self, key):
+      return key in ('features', 'label')
+
+    def __getitem__(self, key):
+      return type('Feature', (), {'shape': (None, 6)})()
+  config = helpers.load_config('cnn_lstm', '')
+  fields = pipeline.batch_spec(config, True, FeatureCache())
+  assert fields['features'] == spec.Field((None, 6), np.dtype(np.float32), time=True)
+  batch = spec.example_batch(fields, 2, length=3)
+  padded = spec.pad_time(batch, fields, 5)
+  assert padded['features'].shape == (2, 5, 6) and padded['valid'].shape == (2, 5)
+  assert not padded['valid'][:, 3:].any() and padded['label'].shape == (2,)
+
+
+def test_a_new_method_is_one_model_file_one_config_and_one_line(data_dir, tmp_path):
+  models.register('toy', toy_model.ToySegmenter, toy_model.loss_terms)  # The one line.
+  config = toy_config.get_config('tiny')
+  config.dataset.data_dir = data_dir
+  task = tasks.create_task(config)
+  batch = spec.example_batch(pipeline.batch_spec(config, True), 2, 1)
+  batch['masks'][0, -1, :8] = 1.0
+  logits = jnp.linspace(-2.0, 2.0, 2 * 32 * 32).reshape(2, 32, 32, 1)
+  area = jnp.array([0.1, 0.7])
+  loss, parts = task.loss({'logits': logits, 'area': area}, jax.tree.map(jnp.asarray, batch))
+  mask_loss, _ = losses.mask_loss(logits, jnp.asarray(batch['masks'][:, -1]),
+                                  jnp.ones(2), config.task)
+  prior = ((0.1 - 0.25) ** 2 + (0.7 - 0.25) ** 2) / 2
+  assert float(parts['area_prior']) == pytest.approx(prior, rel=1e-6)
+  assert float(loss) == pytest.approx(float(mask_loss) + 0.5 * prior, rel=1e-6)
+  runners.get(config).train(config, str(tmp_path))
+  logged = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  assert [r['step'] for r in logged if 'train/area_prior' in r] == [1, 2, 3]
+  report = runners.get(config).evaluate(config, str(tmp_path))['toy']
+  assert report.metrics['num_frames'] > 0
+
+
+def test_evaluation_restores_parameters_without_optimizer_state(data_dir, tmp_path):
+  config = helpers.load_config('unet', data_dir, total_steps=2, eval_every=2,
+                               checkpoint_every=2)
+  state, _ = train.train_and_evaluate(config, str(tmp_path))
+  mesh = parallel.create_mesh()
+  variables, step = evaluate.restore_variables(config, str(tmp_path), 'latest',
+                                               models.create_model(config.model), mesh)
+  assert step == 2 and set(variables) == {'params', 'batch_stats'}
+  for ours, saved in zip(jax.tree.leaves(variables), jax.tree.leaves(state.variables())):
+    np.testing.assert_array_equal(np.asarray(ours.addressable_data(0)),
+                                  np.asarray(saved.addressable_data(0)))
+
+
+def test_a_nan_between_logging_steps_is_named_by_its_own_step(data_dir, tmp_path,
+                                                              monkeypatch):
+  config = helpers.load_config('unet', data_dir, total_steps=6, log_every=5, eval_every=6,
+                               checkpoint_every=6)
+  make_batches = pipeline.train_batches
+
+  def poisoned(*args, **kwargs):
+    for step, batch in enumerate(make_batches(*args, **kwargs), start=1):
+      yield dict(batch, frames=np.full_like(batch['frames'], np.nan)) if step == 2 else batch
+  monkeypatch.setattr(pipeline, 'train_batches', poisoned)
+  with pytest.raises(train.NonFiniteLossError, match='loss is nan at step 2.*no checkpoint'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.create_manager(str(tmp_path), 2, read_only=True).all_steps() == []
+
+
+def test_a_contrastive_run_evaluates_and_clman_pretrains_inside_its_run(data_dir, tmp_path):
+  config = helpers.load_config('clman', data_dir, total_steps=2, eval_every=2,
+                               checkpoint_every=2)
+  config.pretrain.update(total_steps=2, eval_every=2, checkpoint_every=2)
+  runner = runners.get(config)
+  results = runner.train(config, str(tmp_path))
+  assert set(results) == {'pretrain', 'clman'}
+  pretrain = runners.pretrain_config(config)
+  report = runners.get(pretrain).evaluate(pretrain, str(tmp_path / 'pretrain'))['simclr']
+  assert 0.0 <= report.metrics['contrastive_accuracy'] <= 1.0
+  assert os.path.exists(os.path.join(report.directory, 'metrics.json'))
+  assert 'auc' in runner.evaluate(config, str(tmp_path))['clman'].metrics
