@@ -265,6 +265,17 @@ def test_video_table_cells(case, tmp_path):
   assert all(text in message for text in expected), message
 
 
+def _make(layout: str, root: str) -> str:
+  """Writes a DAVIS ('davis') or video-table dataset (videos/0..3, folders of two frames)
+  at ``root``; returns its builder's name."""
+  if layout == 'davis':
+    make_davis(root)
+    return 'usv_davis/480p'
+  make_video_table(root, [[f'videos/{i}', 'benign' if i % 2 else 'malignant']
+                          for i in range(4)])
+  return 'usv_video_table/default'
+
+
 def _frames_of_two_sizes(root):
   write_image(f'{root}/videos/1/1.png', frame(1, 8, 8))
 
@@ -307,16 +318,10 @@ DECODE = {  # (layout, breakage, what the error says)
 def test_decode_failures_name_the_file(case, tmp_path):
   layout, breakage, expected = DECODE[case]
   root = str(tmp_path / layout)
-  if layout == 'davis':
-    make_davis(root)
-    name = 'usv_davis/480p'
-  else:
-    make_video_table(root, [[f'videos/{i}', 'benign' if i % 2 else 'malignant']
-                            for i in range(4)])
-    if case in ('truncated video file', 'garbage video file'):
-      _remove('videos/0/0.png', 'videos/0/1.png')(root)
-      os.rmdir(f'{root}/videos/0')
-    name = 'usv_video_table/default'
+  name = _make(layout, root)
+  if case in ('truncated video file', 'garbage video file'):
+    _remove('videos/0/0.png', 'videos/0/1.png')(root)
+    os.rmdir(f'{root}/videos/0')
   breakage(root)
   message = _error(name, root, tmp_path)
   assert all(text in message for text in expected), message
@@ -361,12 +366,7 @@ BYTES = {  # (layout, breakage, the stored id or the error)
 def test_file_names_are_bytes(case, tmp_path):
   layout, breakage, expected = BYTES[case]
   root = str(tmp_path / layout)
-  if layout == 'davis':
-    make_davis(root)
-    name = 'usv_davis/480p'
-  else:
-    make_video_table(root, [['videos/a', 'benign'], ['videos/b', 'malignant']])
-    name = 'usv_video_table/default'
+  name = _make(layout, root)
   breakage(root)
   if isinstance(expected, str):
     assert expected in _error(name, root, tmp_path)

@@ -128,6 +128,17 @@ def check_groups_in_one_split(problems: Problems, assignment: dict[str, str],
                    'move them, or leave every split cell blank to split by group.')
 
 
+def has_blank_cells(problems: Problems, where: str, row: dict[str, str],
+                    columns: Sequence[str]) -> bool:
+  """Whether any of ``columns`` is blank in ``row`` (a table row, found ``where``); a
+  blank cell is a problem."""
+  blank = [c for c in columns if not row[c]]
+  if blank:
+    problems.add('blank cell', f'{where} has a blank {" and ".join(blank)} cell: fill it or '
+                 'delete the row.')
+  return bool(blank)
+
+
 def suggestion(value: str, known: Sequence[str]) -> str:
   """' (did you mean X?)' for the known value ``value`` most likely means: the same in
   another case, else the only one it abbreviates ('val'), else the closest by difflib."""

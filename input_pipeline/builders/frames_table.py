@@ -97,10 +97,7 @@ class UsvFramesTable(layout.SegmentationLayout):
     first: dict[str, tuple[int, str]] = {}  # Frame stem -> (line, video) of its first row.
     for line, row in rows:
       where = f'{cfg.table} line {line}'
-      blank = [c for c in needed if not row[c]]
-      if blank:
-        problems.add('blank cell', f'{where} has a blank {" and ".join(blank)} cell: fill it '
-                     'or delete the row.')
+      if checks.has_blank_cells(problems, where, row, needed):
         continue
       stem, video = row['frame'], row['sequence']
       group = row.get(cfg.group_column) or video

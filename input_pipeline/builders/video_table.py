@@ -134,10 +134,7 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
     rows, skipped, first = [], collections.Counter(), {}
     for line, cells in table:
       where = f'{cfg.table} line {line}'
-      blank = [c for c in needed if not cells[c]]
-      if blank:
-        problems.add('blank cell', f'{where} has a blank {" and ".join(blank)} cell: fill it '
-                     'or delete the row.')
+      if checks.has_blank_cells(problems, where, cells, needed):
         continue
       video, label = cells[cfg.path_column], cells[cfg.label_column]
       if label in cfg.skip_labels:
