@@ -174,7 +174,7 @@ def test_the_forward_pass_fuses_the_spatial_prior_read_of_the_previous_predictio
 
 def test_the_read_is_the_fused_read_and_the_query_frames_own_value(probe):
   """STM's read output: [X, V^C], the fused memory read and the query's value."""
-  assert len(probe['decoder']) == 2
+  assert len(probe['decoder']) == len(probe['msff']) == len(probe['query_value']) == 2
   for decoder_input, msff, value in zip(probe['decoder'], probe['msff'], probe['query_value']):
     np.testing.assert_array_equal(decoder_input, jnp.concatenate([msff[-1], value], axis=-1))
     assert not np.allclose(value, 0)
