@@ -211,7 +211,8 @@ def binarize_mask(values: np.ndarray, palette: bool, threshold: float | None,
   raise DatasetError(f'mask {shown(path)} is not binary ({values_text}): masks must hold '
                      '{0, 1}, {0, 255} or {0, 65535} (or be 1-bit or palette PNGs). Fix the '
                      'masks, or set the builder option mask_threshold to count value > '
-                     'mask_threshold as lesion (docs/data.md).')
+                     'mask_threshold as lesion (--config.dataset.name=<name>/mask_threshold=127'
+                     ', docs/data.md).')
 
 
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
