@@ -19,14 +19,14 @@ def _paper(c):
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 60000, 100, 4000, 4000
   c.input.update(image_size=352, channels=3, batch_size=2, eval_batch_size=8)
   c.input.augment.update(flip=True, crop_scale=1.0, brightness=0.0, contrast=0.0)
-  c.optimizer.update(lr=1e-4, weight_decay=5e-4)
-  c.schedule.name = 'constant'
+  c.optimizer.update(lr=1e-4, weight_decay=5e-4, clip_value=0.5)
+  c.schedule.update(name='cosine', warmup_steps=4000)
 
 
 def _demo(c):
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 100, 100
   c.input.update(image_size=64, batch_size=8, eval_batch_size=8)
-  c.model.update(backbone_width=0.125, channels=16, attention_layers=1)
+  c.model.update(backbone_width=0.125, channels=16, attention_layers=2)
 
 
 def _tiny(c):
@@ -34,14 +34,14 @@ def _tiny(c):
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 3
   c.input.update(image_size=32, batch_size=4, eval_batch_size=4, shuffle_buffer=32,
                  video_shuffle_buffer=4)
-  c.model.update(backbone_width=0.0625, channels=8, attention_layers=1)
+  c.model.update(backbone_width=0.0625, channels=16, attention_layers=1)
 
 
 def get_config(arg: str | None = None):
   c = common.base_config('segmentation')
   c.model = ml_collections.ConfigDict(dict(
-      name='dsanet', backbone='res2net50_26w_4s', backbone_width=1.0, channels=64,
-      attention_layers=2, similarity='channel'))
+      name='dsanet', backbone='res2net50_26w_4s', backbone_width=1.0, level='stride4',
+      channels=256, attention_layers=12, similarity='channel', afsa='bounded', lgsa=True))
   c.input.clip_length = 3
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   c.task.update(bce_weight=0.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=1.0,
