@@ -148,9 +148,8 @@ TABLE = {  # CVC-612 layout, frames 1..9 in videos 0 (1-3), 1 (4-5), 2 (6-9).
     'blank cell': (lambda r: _append(f'{r}/sequences.csv', ',3\n10,\n'),
                    ['sequences.csv line 11 has a blank frame cell',
                     'sequences.csv line 12 has a blank sequence cell']),
-    'video in two groups': (lambda r: _with_groups(r) or _append(f'{r}/sequences.csv',
-                                                                 '1,0,p9\n'),
-                            ["frame '1' is listed twice"]),
+    'frame listed again, other group': (lambda r: _with_groups(r) or _append(
+        f'{r}/sequences.csv', '1,0,p9\n'), ["frame '1' is listed twice"]),
     'group changes in a video': (lambda r: make_frames_table(r, groups=[
         'p0', 'p1', 'p0', 'p2', 'p2', 'p3', 'p3', 'p3', 'p3']),
                                  ["video '0' is in group 'p0' and in group 'p1' "
