@@ -85,8 +85,8 @@ def images_by_stem(directory: str, problems: Problems) -> dict[str, str]:
   return paths
 
 
-def pair_masks(frames: dict[str, str], masks: dict[str, str], mask_dir: str,
-               problems: Problems, frame_dir: str) -> list[str]:
+def pair_masks(frames: dict[str, str], masks: dict[str, str], frame_dir: str, mask_dir: str,
+               problems: Problems) -> list[str]:
   """Stems of the frames that have a mask, in frame order; a frame without a mask and a
   mask without a frame (``{stem: path}`` of each) are problems."""
   for stem in sorted(frames.keys() - masks.keys(), key=natural_key):

@@ -59,7 +59,7 @@ class UsvFramesTable(layout.SegmentationLayout):
     masks_dir = common.require_dir(os.path.join(root, cfg.masks_dir), 'masks folder')
     frames = checks.images_by_stem(frames_dir, problems)
     masks = checks.images_by_stem(masks_dir, problems)
-    paired = set(checks.pair_masks(frames, masks, masks_dir, problems, frames_dir))
+    paired = set(checks.pair_masks(frames, masks, frames_dir, masks_dir, problems))
     videos, groups = self._read_table(
         common.require_file(os.path.join(root, cfg.table), 'frame table'), frames, problems)
     ids = sorted(videos, key=common.natural_key)

@@ -122,7 +122,7 @@ def videos_in_folders(frames_root: str, masks_root: str,
         continue
       frames = checks.images_by_stem(frame_dir, problems)
       masks = checks.images_by_stem(mask_dir, problems)
-      stems = checks.pair_masks(frames, masks, mask_dir, problems, frame_dir)
+      stems = checks.pair_masks(frames, masks, frame_dir, mask_dir, problems)
       splits[split].append(checks.Video(common.text_id(name), [frames[s] for s in stems],
                                         [masks[s] for s in stems]))
   folders = {root: {n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))}
