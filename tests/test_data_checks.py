@@ -192,6 +192,10 @@ LISTS = {  # DAVIS: a (3 frames) in train, b (2) and c (4) in val; FLA-Net: v1 t
                            ["JPEGImages/480p/a/00001.jpg' has no mask"]),
     'mask without frame': ('davis', lambda r: write_image(f'{r}/Annotations/480p/a/00009.png',
                                                           _LESION), ["a/00009.png' has no frame"]),
+    'one frame file in two videos': ('davis', lambda r: [os.symlink(
+        f'{r}/{d}/480p/a/00000.{ext}', f'{r}/{d}/480p/b/00007.{ext}')
+        for d, ext in (('JPEGImages', 'jpg'), ('Annotations', 'png'))],
+                                     ["b/00007.jpg' is in video 'a' and in video 'b'"]),
     'video without frames': ('davis', _remove(*[f'JPEGImages/480p/b/{i:05d}.jpg'
                                                 for i in range(2)]),
                              ["video 'b' has no frames"]),
@@ -355,6 +359,8 @@ BYTES = {  # (layout, breakage, the stored id or the error)
     'video file name not UTF-8': ('table', _table_with_bytes_names, ('videos/clip\\xe91', 3)),
     'truncated frame, name not UTF-8': ('davis', _truncated_bytes_name,
                                         "c/\\xe9.jpg' is truncated"),
+    'NUL in a table cell': ('table', lambda r: _append(f'{r}/labels.csv', b'videos/\x001,benign\n'),
+                            "videos/\\x001' does not exist"),
     'table not UTF-8 (Latin-1 label)': ('table', lambda r: _append(
         f'{r}/labels.csv', b'videos/0,b' + _E9 + b'nin\n'),
                                         "label 'b\\xe9nin' of 'videos/0' is not one of"),

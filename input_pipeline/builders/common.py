@@ -45,8 +45,10 @@ class DatasetError(ValueError):
 
 
 def shown(path: str) -> str:
-  """``path`` quoted for messages: bytes that are not UTF-8 as ``\\xNN`` escapes."""
-  return "'" + os.fsencode(path).decode('utf-8', 'backslashreplace') + "'"
+  """``path`` quoted for messages: bytes that are not UTF-8, and control characters, as
+  ``\\xNN`` escapes."""
+  text = os.fsencode(path).decode('utf-8', 'backslashreplace')
+  return "'" + ''.join(c if c.isprintable() else f'\\x{ord(c):02x}' for c in text) + "'"
 
 
 def text_id(name: str) -> str:

@@ -100,9 +100,12 @@ def _log_mixed_groups(y: np.ndarray, g: np.ndarray) -> None:
 
 def _log_missing_labels(y: np.ndarray, names: np.ndarray,
                         fractions: Sequence[tuple[str, float]]) -> None:
-  present = set(y)
+  present = {str(label) for label in y}
   for name, weight in fractions:
-    missing = present - set(y[names == name])
-    if weight > 0 and len(present) > 1 and missing:
+    in_split = {str(label) for label in y[names == name]}
+    if weight > 0 and not in_split:
+      logging.warning('split %r gets no video: too few groups for the fractions %s.', name,
+                      [f for _, f in fractions])
+    elif weight > 0 and len(present) > 1 and present - in_split:
       logging.warning('split %r has no video labelled %s: too few groups of that label to '
-                      'give every split one.', name, sorted(missing))
+                      'give every split one.', name, sorted(present - in_split))
