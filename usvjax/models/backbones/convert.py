@@ -19,6 +19,7 @@ reports the BatchNorm tensors as unused.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import os
 
@@ -63,8 +64,9 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   return {k.removeprefix('module.'): v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def flax_path(torch_key: str, ndim: int) -> tuple[str, ...] | None:
-  """('params'|'batch_stats', module..., leaf) for a PyTorch key; None if not in a trunk."""
+def module_path(torch_key: str) -> tuple[list[str], str]:
+  """(Flax module names, leaf) of a PyTorch key: ``layer1.0.convs.2.weight`` ->
+  (['layer1_0', 'convs_2'], 'weight'); a numeric component joins the previous one."""
   parts = torch_key.split('.')
   leaf, modules = parts[-1], []
   for part in parts[:-1]:
@@ -72,6 +74,12 @@ def flax_path(torch_key: str, ndim: int) -> tuple[str, ...] | None:
       modules[-1] = f'{modules[-1]}_{part}'
     else:
       modules.append(part)
+  return modules, leaf
+
+
+def flax_path(torch_key: str, ndim: int) -> tuple[str, ...] | None:
+  """('params'|'batch_stats', module..., leaf) for a PyTorch key; None if not in a trunk."""
+  modules, leaf = module_path(torch_key)
   if not modules or modules[0] == 'fc' or leaf in _IGNORED_SUFFIXES:
     return None
   if leaf in _LEAVES:
@@ -86,15 +94,20 @@ def flax_path(torch_key: str, ndim: int) -> tuple[str, ...] | None:
   return None
 
 
-def convert(state_dict: dict[str, np.ndarray], variables: dict) -> tuple[dict, Report]:
+def convert(state_dict: dict[str, np.ndarray], variables: dict,
+            path_of: Callable[[str, int], tuple[str, ...] | None] = flax_path
+            ) -> tuple[dict, Report]:
   """Fills ``variables`` (``{'params', 'batch_stats'}`` of a ResNet) from ``state_dict``.
 
-  Returns the new variables (unmatched ones keep their values) and the report.
+  ``path_of(key, ndim)`` places a tensor (default: :func:`flax_path`, a trunk's names; the
+  released FLA-Net's are in ``usvjax/models/flanet_import.py``); 4-D tensors are
+  convolution weights, transposed to Flax's layout. Returns the new variables (unmatched
+  ones keep their values) and the report.
   """
   flat = traverse_util.flatten_dict(variables)
   report = Report()
   for key, tensor in state_dict.items():
-    path = flax_path(key, np.ndim(tensor))
+    path = path_of(key, np.ndim(tensor))
     if path is None or path not in flat:
       report.unused.append(key)
       continue
@@ -105,7 +118,7 @@ def convert(state_dict: dict[str, np.ndarray], variables: dict) -> tuple[dict, R
       continue
     flat[path] = value.astype(flat[path].dtype)
     report.loaded.append(key)
-  loaded = {flax_path(k, np.ndim(state_dict[k])) for k in report.loaded}
+  loaded = {path_of(k, np.ndim(state_dict[k])) for k in report.loaded}
   report.missing = ['/'.join(p) for p in flat if p not in loaded]
   return traverse_util.unflatten_dict(flat), report
 
