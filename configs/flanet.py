@@ -9,9 +9,13 @@ Variants (combine with commas, e.g. ``configs/flanet.py:tiny,basic``):
   with experiments/convert_weights.py, pass ``--config.init.checkpoint=DIR``), Adam 5e-5,
   batch 24, 100 epochs (the paper's 230 training videos hold about 13,800 frames: 575
   steps per epoch, 57,500 steps), heatmap sigma 5 pixels.
-* ``released_code``: the released code's choices on top of ``paper``: FFA on the stride-16
+* ``released_code``: the released code's choices on top of ``paper``: its architecture
+  module by module (``design='released'``: FFA with its SE block on the stride-16
   features only, after a 1/8 temporal channel shift, added to the current frame's
-  features; heatmap sigma 10; no contrastive loss (it is not in that code).
+  features; one smp U-Net decoder (256, 128, 64, 32, 16) plus a transposed-conv heatmap
+  head), so that its weights load (experiments/convert_weights.py --flanet); heatmap
+  sigma 10; no contrastive loss (it is not in that code). Combine a scale after it
+  (``released_code,tiny``).
 * ``demo`` (minutes on a CPU), ``tiny`` (tests; a narrow Res2Net at 64x64).
 * Table 3 ablations: ``basic`` (concat + 1x1 conv instead of FFA, no localisation branch),
   ``fla`` (Basic+FLA), ``lb`` (Basic+LB), ``fla_lb`` (Basic+FLA+LB), ``full`` (all of it,
@@ -33,7 +37,9 @@ def _paper(c):
 
 def _released_code(c):
   _paper(c)
-  c.model.update(ffa_levels=('stride16',), ffa_combine='add', temporal_shift=0.125)
+  c.model.update(design='released', decoder_channels=(256, 128, 64, 32, 16),
+                 ffa_levels=('stride16',), ffa_combine='add', ffa_reduction=2,
+                 temporal_shift=0.125, groups=8)
   c.input.update(heatmap_sigma=10.0, clip_length=3)
   c.task.contrastive_weight = 0.0
 
@@ -41,7 +47,9 @@ def _released_code(c):
 def _demo(c):
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 300, 20, 100, 100
   c.input.update(image_size=64, batch_size=8, eval_batch_size=8, heatmap_sigma=2.0)
-  c.model.update(backbone_width=0.125, decoder_channels=(64, 32, 16, 8))
+  # Four decoder widths for the paper's design, five for the released one.
+  c.model.update(backbone_width=0.125,
+                 decoder_channels=(64, 32, 16, 8, 8)[:len(c.model.decoder_channels)])
 
 
 def _tiny(c):
@@ -49,7 +57,8 @@ def _tiny(c):
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 3
   c.input.update(image_size=32, batch_size=4, eval_batch_size=4, shuffle_buffer=32,
                  video_shuffle_buffer=4, heatmap_sigma=1.5)
-  c.model.update(backbone_width=0.0625, decoder_channels=(16, 8, 8, 4), groups=4)
+  c.model.update(backbone_width=0.0625, groups=4,
+                 decoder_channels=(16, 8, 8, 4, 4)[:len(c.model.decoder_channels)])
 
 
 def _ablation(aggregation: str, localization: bool, contrastive: bool):
@@ -67,7 +76,7 @@ def get_config(arg: str | None = None):
       name='flanet', backbone='res2net50_26w_4s', backbone_width=1.0,
       decoder_channels=(256, 128, 64, 32), aggregation='ffa', ffa_levels=('stride32',),
       ffa_combine='replace', ffa_reduction=16, temporal_shift=0.0, localization=True,
-      groups=32))
+      groups=32, design='paper'))
   c.input.update(clip_length=4, heatmap_sigma=5.0)
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   c.task.update(bce_weight=1.0, dice_weight=0.0, iou_weight=1.0, heatmap_weight=1.0,

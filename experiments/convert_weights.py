@@ -1,4 +1,4 @@
-r"""Converts PyTorch ImageNet weights into a backbone checkpoint for usvjax configs.
+r"""Converts PyTorch weights into a usvjax checkpoint: ImageNet backbones, or a whole FLA-Net.
 
   python -m experiments.convert_weights --weights=resnet50-0676ba61.pth --arch=resnet50 \
       --output=weights/resnet50_imagenet
@@ -8,13 +8,26 @@ r"""Converts PyTorch ImageNet weights into a backbone checkpoint for usvjax conf
 PyTorch installed, or .safetensors). Every tensor that does not find its place, and every
 backbone variable left without a tensor, is listed; with --strict (default) any of them is
 an error. Nothing is downloaded.
+
+With --flanet, --weights is a state dict of the released FLA-Net (jhl-Det/FLA-Net, e.g.
+its published checkpoint; a DataParallel ``module.`` prefix is removed), and the whole
+model of ``configs/flanet.py:released_code`` is converted (``usvjax/models/flanet_import.py``;
+--arch and --norm do not apply). Strict means every variable is filled and every tensor
+but the ``num_batches_tracked`` counters is used:
+
+  python -m experiments.convert_weights --flanet --weights=FLA-Net.pth \
+      --output=weights/flanet_released
 """
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from configs import flanet as flanet_config
 from experiments import common
+from usvjax import models
+from usvjax.models import flanet_import
 from usvjax.models.backbones import convert
 from usvjax.models.backbones import resnet
 
@@ -23,7 +36,24 @@ ARCH = flags.DEFINE_enum('arch', 'resnet50', sorted(resnet.ARCHITECTURES), 'Arch
 OUTPUT = flags.DEFINE_string('output', None, 'Folder for the converted checkpoint.')
 NORM = flags.DEFINE_enum('norm', 'batch', ['batch', 'group'], 'Normalisation of the model.')
 STRICT = flags.DEFINE_bool('strict', True, 'Fail unless every backbone variable is loaded.')
+FLANET = flags.DEFINE_bool('flanet', False, 'The weights are a released FLA-Net state dict: '
+                           'convert the whole configs/flanet.py:released_code model.')
 flags.mark_flags_as_required(['weights', 'output'])
+
+
+def _convert_flanet(state_dict: dict[str, np.ndarray]) -> dict:
+  """The released FLA-Net's variables (see ``usvjax/models/flanet_import.py``)."""
+  config = flanet_config.get_config('released_code').model
+  model = models.create_model(config)
+  batch = {'frames': jnp.zeros((1, 3, 64, 64, 3))}
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
+  empty = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  variables, report = flanet_import.convert_state_dict(state_dict, empty, config.ffa_levels[0])
+  print(report.summary())
+  if STRICT.value and flanet_import.problems(report):
+    common.fail(ValueError('the weights are not the released FLA-Net (see above); pass '
+                           '--nostrict to keep what fits.'))
+  return variables
 
 
 def main(argv):
@@ -32,6 +62,10 @@ def main(argv):
     state_dict = convert.load_state_dict(WEIGHTS.value)
   except (FileNotFoundError, ImportError) as e:
     common.fail(e)
+  if FLANET.value:
+    variables = _convert_flanet(state_dict)
+    print(f'converted FLA-Net written to {convert.save_converted(variables, OUTPUT.value)}')
+    return
   model = resnet.ResNet(ARCH.value, norm=NORM.value)
   variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(
       jnp.zeros((1, 64, 64, 3)))

@@ -1,5 +1,8 @@
 """FLA-Net: the FFA module against a NumPy evaluation of the paper's equations, the
-location-based contrastive loss, and the model's configurations."""
+location-based contrastive loss, the model's configurations, the segmentation's use of
+the localisation branch, and the released design against the released PyTorch code."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +12,13 @@ from configs import flanet as flanet_config
 from usvjax import losses
 from usvjax import models
 from usvjax.models import flanet
+from usvjax.models import flanet_import
 from usvjax.models.backbones import resnet
 from usvjax.loss_terms import flanet as flanet_terms
 from usvjax.tasks.segmentation import SegmentationTask
+from scripts import make_flanet_fixture as parity_rule
+
+FIXTURE = os.path.join(os.path.dirname(__file__), 'fixtures', 'flanet_released.npz')
 
 
 def _spectrum(f):
@@ -123,9 +130,18 @@ def _ffa_parameters(c: int, reduction: int) -> int:
   return 2 * attention + (9 * 2 * c * c + c) + 2 * c
 
 
-@pytest.mark.parametrize('variant,level,channels', [('paper', 'stride32', 2048),
-                                                    ('released_code', 'stride16', 1024)])
-def test_full_size_model_has_one_ffa_on_top_of_res2net50(variant, level, channels):
+def _released_ffa_parameters(c: int) -> int:
+  """Two SE blocks (1x1 convs 4c -> 2c -> 4c), the reduce conv 2c -> c and GroupNorm."""
+  se_block = (4 * c * 2 * c + 2 * c) + (2 * c * 4 * c + 4 * c)
+  return 2 * se_block + (9 * 2 * c * c + c) + 2 * c
+
+
+# The released model's count is its state dict's, without BatchNorm statistics (measured
+# on the released code, see scripts/make_flanet_fixture.py).
+@pytest.mark.parametrize('variant,level,ffa,total', [
+    ('paper', 'stride32', _ffa_parameters(2048, 16), None),
+    ('released_code', 'stride16', _released_ffa_parameters(1024), 87_615_002)])
+def test_full_size_model_has_one_ffa_on_top_of_res2net50(variant, level, ffa, total):
   config = flanet_config.get_config(variant)
   model = models.create_model(config.model)
   batch = {'frames': jnp.zeros((1, config.input.clip_length, 352, 352, 3))}
@@ -137,7 +153,8 @@ def test_full_size_model_has_one_ffa_on_top_of_res2net50(variant, level, channel
                                                train=False))['params']
   assert jax.tree.structure(alone) == jax.tree.structure(params[config.init.target])
   assert [k for k in params if k.startswith('fusions')] == [f'fusions_{level}']
-  assert _count(params[f'fusions_{level}']) == _ffa_parameters(channels, 16)
+  assert _count(params[f'fusions_{level}']) == ffa
+  assert total is None or _count(params) == total
   print(f'{variant}: {_count(params):,} parameters')  # Reported in the notes.
 
 
@@ -156,3 +173,92 @@ def test_table3_ablations_switch_modules(ablation, outputs):
   assert ('localisation' in names) == ('heatmap' in outputs)
   fuse = variables['params']['fusions_stride32']
   assert ('bconv' in fuse) == (config.model.aggregation == 'ffa')
+
+
+@pytest.mark.parametrize('variant,branch', [('tiny', 'localisation'),
+                                            ('released_code,tiny', 'heatmap_head')])
+def test_segmentation_adds_the_localisation_branch(variant, branch):
+  """The segmentation output adds the localisation branch (the paper: d1l and d2l; the
+  released code: its heatmap): changing only that branch's weights changes the logits."""
+  config = flanet_config.get_config(variant)
+  config.model.backbone = 'resnet18'  # A short compilation; the branch is the same.
+  model = models.create_model(config.model)
+  frames = np.random.default_rng(0).random((2, 3, 32, 32, 1), np.float32)
+  variables = jax.jit(lambda: model.init(jax.random.key(0), {'frames': frames}, train=False))()
+  logits = jax.jit(lambda v: model.apply(v, {'frames': frames}, train=False)['logits'])
+  keys = iter(jax.random.split(jax.random.key(1), 1000))
+  moved = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(next(keys), p.shape),
+                       variables['params'][branch])
+  before = np.asarray(logits(variables))
+  after = np.asarray(logits({**variables, 'params': {**variables['params'], branch: moved}}))
+  change = np.abs(after - before).max() / np.abs(before).max()
+  assert change > 1e-3, f'the logits ignore {branch!r} (relative change {change:.1e})'
+
+
+def test_released_ffa_output_does_not_depend_on_its_input():
+  """The released FFA treats [Im X, Re X] as real and imaginary parts: a real odd plus j
+  times a real even spectrum, whose inverse FFT is purely imaginary, so z_1 + z_2 = 0 and
+  o_t = GroupNorm(ReLU(bias)) for any features (measured on the released code too)."""
+  rng = np.random.default_rng(0)
+  f = [rng.standard_normal((1, 4, 4, 16)).astype(np.float32) for _ in range(6)]
+  module = flanet.ReleasedFFA(reduction=2, groups=4)
+  variables = module.init(jax.random.key(0), *f[:3])
+  variables = jax.tree.map(lambda v: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype),
+                           variables)
+  np.testing.assert_allclose(module.apply(variables, *f[:3]), module.apply(variables, *f[3:]),
+                             atol=1e-4)
+
+
+def test_released_se_attention_is_a_constant_per_channel():
+  """The released SE block divides each channel's L2 norm G by its mean over a size-1 axis,
+  i.e. by itself: its attention is sigmoid(up(relu(down(1)))) whatever the input (with no
+  all-zero channel), and its gradient stays finite on an all-zero channel (the temporal
+  shift makes some)."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 3, 3, 8)).astype(np.float32)
+  module = flanet.SEBlock(hidden=4)
+  variables = module.init(jax.random.key(0), x)
+  p = jax.tree.map(np.asarray, variables['params'])
+  hidden = np.maximum(np.ones(8) @ p['down']['kernel'][0, 0] + p['down']['bias'], 0)
+  expected = 1 / (1 + np.exp(-(hidden @ p['up']['kernel'][0, 0] + p['up']['bias'])))
+  for scale in (1.0, 30.0):
+    y = scale * rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_allclose(module.apply(variables, y), y * expected, rtol=1e-5, atol=1e-6)
+  zero_channel = np.copy(x)
+  zero_channel[..., 0] = 0.0
+  grad = jax.grad(lambda v: module.apply(variables, v).sum())(zero_channel)
+  assert np.isfinite(np.asarray(grad)).all()
+
+
+def test_released_design_reproduces_the_released_code(tmp_path):
+  """Parity with the released PyTorch FLA-Net (fixture and rule weights: see
+  scripts/make_flanet_fixture.py): the rule's state dict, written as a .pth and imported as
+  a user's file is, fills every variable, and the segmentation, the heatmap and the SE
+  blocks' attention equal the released code's to a relative error of 1e-4
+  (max |difference| / max |reference|)."""
+  torch = pytest.importorskip('torch')
+  fixture = np.load(FIXTURE)
+  shapes = {str(name): tuple(int(d) for d in shape[:ndim])
+            for name, shape, ndim in zip(fixture['names'], fixture['shapes'], fixture['ndims'])}
+  state_dict = parity_rule.rule_state_dict(shapes)
+  torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, tmp_path / 'flanet.pth')
+  model = models.create_model(flanet_config.get_config('released_code').model)
+  batch = {'frames': parity_rule.rule_frames()}
+  empty = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(
+      lambda: model.init(jax.random.key(0), batch, train=False)))
+  variables, report = flanet_import.import_file(str(tmp_path / 'flanet.pth'), empty)
+  assert not flanet_import.problems(report), report.summary()
+  outputs, state = jax.jit(lambda v: model.apply(v, batch, train=False,
+                                                  mutable=['intermediates']))(variables)
+  for i in (1, 2):
+    (attention,) = state['intermediates']['fusions_stride16'][f'se_block{i}']['attention']
+    outputs[f'se_block{i}_attention'] = attention.reshape(-1)
+  for name in ('logits', 'heatmap', 'se_block1_attention', 'se_block2_attention'):
+    error = np.abs(np.asarray(outputs[name]) - fixture[name]).max() / np.abs(fixture[name]).max()
+    assert error <= 1e-4, f'{name}: relative error {error:.2e}'
+  # A tensor without a place, and a variable without a tensor, are both named.
+  del state_dict['decoder.blocks.4.conv2.0.weight']
+  state_dict['FAM_list.0.extra.weight'] = np.zeros((1, 1, 1, 1), np.float32)
+  _, report = flanet_import.convert_state_dict(state_dict, empty)
+  assert flanet_import.problems(report) == [
+      'params/decoder/block4_conv2/Conv_0/kernel', 'FAM_list.0.extra.weight']
