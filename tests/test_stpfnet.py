@@ -182,16 +182,17 @@ def test_the_read_is_the_fused_read_and_the_query_frames_own_value(probe):
 
 def test_the_training_loss_reaches_every_parameter(tiny):
   """BCE of frames 2 and 3 (Eq. 12) through the training forward pass: a gradient for every
-  parameter array (the shared encoder's included, through frames and prior images)."""
+  parameter array, the encoder's (shared by frames and prior images) included."""
   model, variables, batch = tiny
+
+  def bce(logits, target):
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, target))
 
   @jax.jit
   def gradients(params):
     def loss(p):
       outputs, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, batch,
                                train=True, mutable=['batch_stats'])
-      bce = lambda logits, target: jnp.mean(  # pylint: disable=unnecessary-lambda-assignment
-          optax.sigmoid_binary_cross_entropy(logits, target))
       return bce(outputs['logits'], batch['masks'][:, 2]) + bce(outputs['aux_logits'][:, 0],
                                                                   batch['masks'][:, 1])
     return jax.grad(loss)(params)

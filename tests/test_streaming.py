@@ -81,7 +81,8 @@ def test_stpfnet_stream_equals_the_clip_forward_pass():
   for k in range(1, t):
     np.testing.assert_allclose(stream.step(batch['frames'][:, k]), clip[:, k - 1], rtol=1e-4,
                                atol=1e-5, err_msg=f'frame {k}')
-  last = lambda frames: forward(frames, masks[:, 0])[:, -1]  # pylint: disable=unnecessary-lambda-assignment
+  def last(frames):
+    return forward(frames, masks[:, 0])[:, -1]
   assert all(_changes_output(last, batch['frames'], k) for k in range(t))
   shifted = np.roll(masks[:, 0], 6, axis=2)
   assert not np.allclose(forward(batch['frames'], shifted)[:, -1], clip[:, -1], atol=1e-5)
