@@ -24,21 +24,23 @@ Eq. 1 as printed is a cosine of two scalars (always +-1). ``similarity='channel'
 (default) reads it as the cosine of each channel's spatial response between the two
 frames, S_c = <P_c, F_c> / (|P_c| |F_c|) over the h*w positions, a [C] vector;
 ``similarity='pixel'`` is the released code's reading, the cosine over channels at each
-position, an [h, w] map. Two gates (``afsa``):
+position, an [h, w] map. The gating (``afsa``):
 
 * ``'bounded'`` (default, the released code): with CA(x) = sigmoid(MLP(avgpool x) +
   MLP(maxpool x)) (CBAM channel attention; MLP C -> C/16 -> C, ReLU, no biases; at
   least 8 hidden units in narrow models, see ``ChannelAttention``) and
   s = sigmoid(S),
     F' = s * F_t,  P' = s * P,  y = F' * CA_1(P'),  AFSA(P, F_t) = y * CA_2(y).
-  Every gate lies in (0, 1), so the output is at most linear in the features' scale. The
+  Every gate lies in (0, 1), so |AFSA(P, F_t)| <= |F_t| element by element at any scale:
+  the output is bounded by a linear function of the features (its local growth exponent
+  can still exceed 1 where a sigmoid gate is in its rising range, but not the bound). The
   pooled previous frame (the "Pooling(F'_{t-1})" of Eq. 3) enters through CA_1 and the
   self-context term through CA_2, applied to y as released (Eq. 3 pools F'_t).
 * ``'literal'``: Eqs. 2-3 as printed, F' = S F_t, P' = S P and
   AFSA = GAP(P') * F' * GAP(F') (GAP = global average pooling). It is a product of three
   copies of the features, so it grows with the third power of their scale, and with
   the fifth in the target branch, which multiplies two AFSA outputs: kept only to
-  reproduce the reading, it collapses under unseen speckle.
+  reproduce that reading, under which DSANet collapsed under unseen speckle (issue 19).
 * ``'none'``: no AFSA (ablation): m = F_{t-1}, f_a = F_t; the past frames reach only the
   auxiliary losses.
 
@@ -59,9 +61,10 @@ the target frame's encoder features (as released):
   F_fus1^i = [F_g^i[:C/2], F_l^i[C/2:]],  F_fus2^i = [F_g^i[C/2:], F_l^i[:C/2]].
 Each of the two fused pyramids is decoded by a U-Net decoder as above (to stride 4,
 ``channels``), the two are concatenated, and a 3x3 conv-BN-ReLU (to ``channels``/2) and a
-1x1 conv predict the mask at stride 4, upsampled bilinearly to the input size (the
-released code pairs the halves as [F_l[:C/2], F_g[:C/2]], [F_l[C/2:], F_g[C/2:]]; with
-two identical decoders after it this is the same family of functions).
+1x1 conv predict the mask at stride 4, upsampled bilinearly to the input size (half-pixel
+centres; the released training uses align_corners=True). The released code pairs the
+halves as [F_l[:C/2], F_g[:C/2]], [F_l[C/2:], F_g[C/2:]]; with two identical decoders
+after it this is the same family of functions.
 ``lgsa=False`` (ablation): f_a goes straight to that head, without self-attention,
 global features or reassembly.
 
