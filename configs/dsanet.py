@@ -12,8 +12,8 @@ does not give its splits; for about 8,000 training frames of ERUS10K's 10,000 th
 Model and schedule of ``paper`` as released (ZhouL2001/DSANet): AFSA and self-attention at
 stride 4 on 256 channels, 12 attention layers; linear warm-up over 15 // 8 = 1 epoch, then
 cosine decay; every gradient element clipped to [-0.5, 0.5] (trainV4.py calls
-``clip_gradient(optimizer, 0.5)``, whose utils.py is not released; in the code it comes
-from that function clamps each element, which is optax.clip, not a norm clip). Released
+``clip_gradient(optimizer, 0.5)`` from a utils.py that is not released; in the code that
+script is copied from (PraNet's lineage) it clamps each element: optax.clip). Released
 details optax does not copy: the scheduler steps once per epoch (and an extra step
 before training skips the zero-lr warm-up epoch), the cosine ends at 1e-6 (T_max 15
 epochs) and training stops after 14 epochs (``range(1, 15)``).
