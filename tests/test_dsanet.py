@@ -212,6 +212,20 @@ def test_every_frame_reaches_the_output_and_their_order_matters(placement):
   assert changes(clip[:, [0, 2, 1]])[0] > 1e-4, 't-1 and t swapped: same output'
 
 
+def test_the_baseline_ablation_segments_frame_t_alone():
+  """afsa='none', lgsa=False (Table II's baseline): the target's logits depend on frame t
+  only, the t-1 head on frame t-1 only; no AFSA or LGSA parameters exist."""
+  config, model, variables, forward = _tiny_model((('afsa', 'none'), ('lgsa', False)))
+  assert not {'afsa_memory', 'afsa_target', 'lgsa'} & set(variables['params'])
+  clip, other = _clip(0, config), _clip(1, config)
+  base = forward(clip)
+  for k in range(3):
+    out = forward(clip.at[:, k].set(other[:, k]))
+    moved = [bool(jnp.max(jnp.abs(out[n][:, j] - base[n][:, j])) > 1e-4)
+             for n, j in (('logits', ...), ('aux_logits', 0), ('aux_logits', 1))]
+    assert moved == [k == 2, k == 0, k == 1], (k, moved)
+
+
 def test_streaming_equals_the_clip_forward_pass():
   config, model, variables, forward = _tiny_model()
   video = _clip(2, config, frames=4)
