@@ -125,9 +125,9 @@ class ChannelAttention(nn.Module):
   [B, 1, 1, C] in (0, 1); one MLP C -> C/``reduction`` -> C, ReLU, no biases, with at least
   min(C, 8) hidden units (released: 256/16 = 16). Its inputs are non-negative, so a narrow
   model's one or two hidden units are often dead from the start, and then no gradient
-  revives them; in the target AFSA with ``similarity='channel'`` that gate is the only path
-  from I_{t-2} to the output (every other dependence on the memory is a per-channel factor,
-  which a per-channel cosine cancels)."""
+  revives them. With ``similarity='channel'`` the target AFSA's ``previous_gate`` is the
+  only way I_{t-2} reaches the target's logits (the memory is F_{t-1} times per-channel
+  factors, which a per-channel cosine cancels)."""
   reduction: int = 16
 
   @nn.compact
