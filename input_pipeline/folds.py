@@ -1,4 +1,5 @@
-"""k-fold cross-validation folds: by video (never by frame), stratified by label, seeded."""
+"""k-fold cross-validation folds: by patient (or video; never by frame), stratified by
+label, seeded."""
 from __future__ import annotations
 
 import tensorflow as tf
@@ -11,8 +12,10 @@ _CACHE: dict[tuple, dict[str, int]] = {}
 
 
 def fold_assignment(builder, split: str, num_folds: int, seed: int) -> dict[str, int]:
-  """{video_id: fold} for k-fold cross-validation: folds by video (never by frame),
-  stratified by label when the dataset has labels, fixed by ``seed``.
+  """{video_id: fold} for k-fold cross-validation: folds by patient when the dataset has a
+  ``group`` feature (a patient's videos are never in two folds), else by video; never by
+  frame; stratified by label when the dataset has labels; fixed by ``seed``
+  (``builders.splits.split_videos``).
 
   Computed once per (dataset, split, folds, seed) and process: every training stream,
   count and evaluation of a fold needs it, and it reads the whole split.
@@ -26,14 +29,17 @@ def fold_assignment(builder, split: str, num_folds: int, seed: int) -> dict[str,
 def _assign_folds(builder, split: str, num_folds: int, seed: int) -> dict[str, int]:
   decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
   has_label = 'label' in builder.info.features
-  ids, labels = [], []
+  has_group = 'group' in builder.info.features
+  ids, labels, groups = [], [], []
   for video in builder.as_dataset(split=split, decoders=decoders).as_numpy_iterator():
     ids.append(video['video_id'].decode())
     labels.append(int(video['label']) if has_label else 0)
-  if len(ids) < num_folds:
-    raise ValueError(f'{len(ids)} videos in {split!r} cannot make {num_folds} folds.')
+    groups.append(video['group'].decode() if has_group else ids[-1])
+  if len(set(groups)) < num_folds:
+    raise ValueError(f'{len(set(groups))} patients (groups of videos) in {split!r} cannot '
+                     f'make {num_folds} folds: use fewer --folds.')
   folds = splits_lib.split_videos(ids, [(str(k), 1.0) for k in range(num_folds)], seed,
-                                  labels=labels)
+                                  labels=labels, groups=groups)
   return {video: int(fold) for video, fold in folds.items()}
 
 

@@ -1,4 +1,4 @@
-"""k-fold cross-validation: folds by video, stratified, and the end-to-end run."""
+"""k-fold cross-validation: folds by video or patient, stratified, and the end-to-end run."""
 import collections
 import json
 import os
@@ -6,6 +6,8 @@ import os
 import tensorflow_datasets as tfds
 
 import helpers
+import pytest
+from test_builders import make_video_table, prepare
 from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
 from usvjax import cross_validation
@@ -26,6 +28,23 @@ def test_folds_never_share_a_video_and_keep_label_ratios(data_dir):
       assert abs(per_fold[(fold, label)] - total / 4) <= 1  # Stratified.
   assert folds_lib.fold_assignment(builder, split, 4, seed=3) == folds  # Fixed by the seed.
   assert folds_lib.fold_assignment(builder, split, 4, seed=4) != folds
+
+
+def test_folds_keep_a_patients_videos_together(tmp_path):
+  root = str(tmp_path / 'table')
+  patient = {v: f'p{v // 3}' for v in range(12)}  # Four patients, three videos each.
+  make_video_table(root, [[f'videos/{v}', 'benign' if v < 6 else 'malignant', patient[v]]
+                          for v in range(12)], header=('path', 'label', 'group'))
+  builder = prepare('usv_video_table/default', root, tmp_path / 'tfds')
+  split = '+'.join(builder.info.splits)
+  folds = folds_lib.fold_assignment(builder, split, 2, seed=0)
+  folds_of_patient = collections.defaultdict(set)
+  for video, fold in folds.items():
+    folds_of_patient[patient[int(video.split('/')[-1])]].add(fold)
+  assert len(folds) == 12 and set(folds.values()) == {0, 1}
+  assert all(len(f) == 1 for f in folds_of_patient.values())
+  with pytest.raises(ValueError, match='4 patients'):
+    folds_lib.fold_assignment(builder, split, 5, seed=0)
 
 
 def test_two_fold_cross_validation_runs_end_to_end(data_dir, tmp_path):
