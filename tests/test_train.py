@@ -154,14 +154,17 @@ def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
   folder.mkdir()
   for i, frame in enumerate(video['frames']):
     cv2.imwrite(str(folder / f'frame{i}.png'), frame)
-  cv2.imwrite(str(tmp_path / 'mask0.png'), video['masks'][0] * 255)
+  # A grey first mask (0/128): --first_mask means lesion > 0, whatever the value.
+  given = np.zeros(video['masks'][0].shape, np.uint8)
+  given[10:30, 20:40] = 128
+  cv2.imwrite(str(tmp_path / 'mask0.png'), given)
   output = tmp_path / 'segmented'
   result = segment.segment_video(config, workdir, 'best', str(folder),
                                  str(tmp_path / 'mask0.png'), str(output))
   assert result.num_frames == len(video['frames']) and result.frames_per_second > 0
   assert len(os.listdir(output / 'masks')) == len(video['frames'])
   first = cv2.imread(str(output / 'masks' / '00000.png'), cv2.IMREAD_GRAYSCALE)
-  np.testing.assert_array_equal(first > 0, video['masks'][0][..., 0] > 0)  # Given, not predicted.
+  np.testing.assert_array_equal(first > 0, given[..., 0] > 0)  # Given, not predicted.
   assert (output / 'overlay.mp4').stat().st_size > 0
   assert (output / 'latency.csv').read_text().count('\n') == len(video['frames']) + 1
 

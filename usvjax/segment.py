@@ -33,7 +33,7 @@ def _to_model(frame: np.ndarray, config) -> np.ndarray:
 
 
 def _first_mask(path: str, frame: np.ndarray, size: int) -> np.ndarray:
-  mask = data_common.read_mask(path, frame.shape).astype(np.float32)
+  mask = data_common.read_mask(path, frame.shape, threshold=0).astype(np.float32)  # Lesion > 0.
   return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)[None, ..., None]
 
 
