@@ -3,7 +3,6 @@ new method from one model file and one config, restores without the optimizer st
 no host sync per step that would hide which step went wrong."""
 import importlib
 import json
-import os
 import pathlib
 import re
 
@@ -123,17 +122,3 @@ def test_a_nan_between_logging_steps_is_named_by_its_own_step(data_dir, tmp_path
   with pytest.raises(train.NonFiniteLossError, match='loss is nan at step 2.*no checkpoint'):
     train.train_and_evaluate(config, str(tmp_path))
   assert checkpoint.create_manager(str(tmp_path), 2, read_only=True).all_steps() == []
-
-
-def test_a_contrastive_run_evaluates_and_clman_pretrains_inside_its_run(data_dir, tmp_path):
-  config = helpers.load_config('clman', data_dir, total_steps=2, eval_every=2,
-                               checkpoint_every=2)
-  config.pretrain.update(total_steps=2, eval_every=2, checkpoint_every=2)
-  runner = runners.get(config)
-  results = runner.train(config, str(tmp_path))
-  assert set(results) == {'pretrain', 'clman'}
-  pretrain = runners.pretrain_config(config)
-  report = runners.get(pretrain).evaluate(pretrain, str(tmp_path / 'pretrain'))['simclr']
-  assert 0.0 <= report.metrics['contrastive_accuracy'] <= 1.0
-  assert os.path.exists(os.path.join(report.directory, 'metrics.json'))
-  assert 'auc' in runner.evaluate(config, str(tmp_path))['clman'].metrics

@@ -1,6 +1,8 @@
 """CLMAN: multi-meta attention against Eqs. 4-6 in NumPy, its degenerate average, padding
 invariance of every aggregation, NT-Xent by hand, the contrastive views, and pretraining
 feeding the classifier."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +13,9 @@ import helpers
 from configs import clman as clman_config
 from input_pipeline import augment
 from input_pipeline import view_pairs
+from usvjax import checkpoint
 from usvjax import losses
-from usvjax import train
+from usvjax import runners
 from usvjax.models import clman
 
 
@@ -97,19 +100,23 @@ def test_elastic_deformation_is_smooth_and_keeps_masks_binary():
 
 
 def test_pretraining_initialises_the_classifier(data_dir, tmp_path):
-  """Contrastive pretraining trains with the same trainer; its extractor is what the
-  classifier starts from (the classifier's report is the classification one, tested with
-  CNN_Aver in test_train)."""
+  """CLMAN's runner pretrains with the same trainer in <workdir>/pretrain, then trains the
+  classifier from its extractor (the classifier's report is the classification one, tested
+  with CNN_Aver in test_train); the pretraining run has a report of its own."""
   steps = {'total_steps': 2, 'eval_every': 2, 'checkpoint_every': 2}
-  pretrain = clman_config.get_config('tiny,pretrain')
-  pretrain.dataset.data_dir = data_dir
-  pretrain.update(steps)
-  state, metrics = train.train_and_evaluate(pretrain, str(tmp_path / 'cl'))
-  assert 0.0 <= metrics['contrastive_accuracy'] <= 1.0 and np.isfinite(metrics['nt_xent'])
-  config = helpers.load_config('clman', data_dir, **steps, **{
-      'init.checkpoint': str(tmp_path / 'cl'), 'optimizer.lr': 0.0})
-  classifier, metrics = train.train_and_evaluate(config, str(tmp_path / 'clman'))
-  for ours, theirs in zip(jax.tree.leaves(helpers.flat_local(classifier.params['encoder'])),
-                          jax.tree.leaves(helpers.flat_local(state.params['encoder']))):
-    np.testing.assert_array_equal(ours, theirs)  # lr 0: still the pretrained extractor.
-  assert {'accuracy', 'ap', 'sensitivity', 'specificity', 'f1', 'auc'} <= set(metrics)
+  config = helpers.load_config('clman', data_dir, **steps, **{'optimizer.lr': 0.0})
+  config.pretrain.update(steps)
+  results = runners.get(config).train(config, str(tmp_path))
+  assert list(results) == ['pretrain', 'clman']
+  pretrained = results['pretrain']
+  assert 0.0 <= pretrained['contrastive_accuracy'] <= 1.0 and np.isfinite(pretrained['nt_xent'])
+  assert {'accuracy', 'ap', 'sensitivity', 'specificity', 'f1', 'auc'} <= set(results['clman'])
+  ours = checkpoint.restore_latest_raw(str(tmp_path))['params']['encoder']
+  theirs = checkpoint.restore_latest_raw(str(tmp_path / 'pretrain'))['params']['encoder']
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+    np.testing.assert_array_equal(a, b)  # lr 0: still the pretrained extractor.
+  pretrain = runners.pretrain_config(config)
+  report = runners.get(pretrain).evaluate(pretrain, str(tmp_path / 'pretrain'),
+                                          pretrain.dataset.eval_split)['simclr']
+  assert report.metrics['contrastive_accuracy'] == pretrained['contrastive_accuracy']
+  assert os.path.exists(os.path.join(report.directory, 'metrics.json'))
