@@ -39,6 +39,7 @@ from usvjax import optim
 from usvjax import parallel
 from usvjax import state as state_lib
 from usvjax import tasks
+from usvjax import workdir as workdir_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -136,11 +137,19 @@ def _check_finite(pending: list[tuple[int, dict]], manager) -> dict[str, float]:
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> tuple[state_lib.TrainState, dict[str, float]]:
-  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
+  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints), holding the
+  workdir's lock (``usvjax.workdir``: one trainer per directory).
 
   Returns:
     The final train state (replicated) and the validation metrics at the last step.
   """
+  with workdir_lib.hold(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict,
+                        workdir: str) -> tuple[state_lib.TrainState, dict[str, float]]:
+  """``train_and_evaluate`` while the workdir's lock is held."""
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
   builder = pipeline.get_builder(config.dataset)
