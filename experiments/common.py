@@ -15,6 +15,7 @@ from ml_collections import config_flags
 from input_pipeline.builders.common import DatasetError
 from usvjax import parallel
 from usvjax.train import NonFiniteLossError
+from usvjax.workdir import WorkdirError
 
 COORDINATOR = flags.DEFINE_string(
     'coordinator_address', '', 'host:port of process 0 for multi-process runs '
@@ -44,7 +45,7 @@ def define_run_flags(output_help: str) -> RunFlags:
 
 
 # Errors whose message already says what is wrong and what to do: no traceback.
-USER_ERRORS = (DatasetError, NonFiniteLossError, FileNotFoundError, ValueError)
+USER_ERRORS = (DatasetError, NonFiniteLossError, FileNotFoundError, ValueError, WorkdirError)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
