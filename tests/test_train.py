@@ -1,4 +1,5 @@
 """The trainer: device-count invariance, exact resume, NaN stop, evaluation, CLI errors."""
+import json
 import os
 import signal
 import subprocess
@@ -211,6 +212,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
   assert f'resumed from step {saved[-1]}' in output
   manager = checkpoint.create_manager(str(tmp_path), 2, read_only=True)
   assert manager.latest_step() == saved[-1] + 5
+  with open(tmp_path / 'metrics.jsonl') as f:
+    logged = [json.loads(line)['step'] for line in f if '"train/loss"' in line]
+  assert logged == sorted(set(logged)) and logged[-1] == saved[-1] + 5  # Each step once.
 
 
 def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_path):
@@ -236,3 +240,13 @@ def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_pa
   for key, value in expected.items():
     np.testing.assert_array_equal(p0[key], p1[key], err_msg=key)
     np.testing.assert_allclose(p0[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_resumed_log_drops_the_steps_it_will_write_again(tmp_path):
+  lines = [json.dumps({'step': s, 'train/loss': 1.0 / s}) + '\n' for s in range(1, 7)]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(lines) + '{"step": 7, "train/lo')  # Killed.
+  writer = train.Writer(str(tmp_path), start_step=4)
+  writer.write(5, {'train/loss': 0.5})
+  writer.close()
+  steps = [json.loads(line)['step'] for line in open(tmp_path / 'metrics.jsonl')]
+  assert steps == [1, 2, 3, 4, 5]

@@ -77,14 +77,22 @@ def jit_train_step(train_step, mesh: jax.sharding.Mesh):
 
 
 class Writer:
-  """TensorBoard scalars and a JSON-lines log in the workdir (process 0 only)."""
+  """TensorBoard scalars and a JSON-lines log in the workdir (process 0 only).
 
-  def __init__(self, workdir: str):
+  A run resumed at ``start_step`` first drops the log lines of later steps (written after
+  its last checkpoint by the run it resumes, and about to be written again) and any line
+  cut short by a kill, so ``metrics.jsonl`` holds each step once after any number of
+  resumes.
+  """
+
+  def __init__(self, workdir: str, start_step: int = 0):
     self.enabled = jax.process_index() == 0
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       self.summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
-      self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # pylint: disable=consider-using-with
+      path = os.path.join(workdir, 'metrics.jsonl')
+      _keep_steps_up_to(path, start_step)
+      self.jsonl = open(path, 'a')  # pylint: disable=consider-using-with
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
@@ -99,6 +107,24 @@ class Writer:
     if self.enabled:
       self.summary.flush()
       self.jsonl.close()
+
+
+def _keep_steps_up_to(path: str, last_step: int) -> None:
+  """Rewrites the JSON-lines log ``path`` (atomically) without lines of steps after
+  ``last_step`` and without unreadable lines."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        if json.loads(line)['step'] <= last_step:
+          kept.append(line)
+      except (ValueError, KeyError):
+        continue
+  with open(path + '.tmp', 'w') as f:
+    f.writelines(kept)
+  os.replace(path + '.tmp', path)
 
 
 def say(message: str) -> None:
@@ -170,7 +196,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
     state = jax.device_put(state, parallel.replicated(mesh))
     say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
   step_fn = jit_train_step(make_train_step(model, task, tx, config.seed), mesh)
-  writer = Writer(workdir)
+  writer = Writer(workdir, start_step)
   eval_step = evaluate.make_eval_step(model, task, config.input.eval_protocol)
   evaluator = functools.partial(evaluate.evaluate_split, eval_step, task, config, builder,
                                 config.dataset.eval_split, mesh)
