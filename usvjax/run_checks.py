@@ -1,0 +1,184 @@
+"""Run settings checked when a run starts, before anything trains or is evaluated.
+
+``check_run(config, builder)`` reads the config and the prepared dataset's split table and
+video lengths (frames are not decoded) and raises one ``ValueError`` listing every problem,
+each naming its config key and what to do:
+
+* batch sizes: ``input.batch_size`` and ``input.eval_batch_size`` > 0 and divisible by the
+  number of devices (data parallelism splits a batch evenly over all devices of all
+  processes; so also by the number of processes);
+* splits: ``dataset.train_split``, ``eval_split`` and ``test_split`` name splits of the
+  dataset (``+`` combinations and slices such as ``train[:80%]`` included) and are not
+  empty; with k-fold cross-validation (``dataset.folds.num`` > 0) training and evaluation
+  both draw from ``train_split``;
+* evaluation settings: ``total_steps``, ``log_every``, ``eval_every``, ``checkpoint_every``
+  and ``keep_checkpoints`` > 0; ``best_metric`` one of the metrics the task's registry entry
+  names (``usvjax.tasks``: its ``best_metric``, ``curve_metric`` and table ``columns``);
+  ``best_mode`` 'max' or 'min';
+* image size: ``input.image_size`` > 0, and divisible by the model's stride where it is
+  known without building the model (U-Net: 2**(levels-1); FLA-Net's released design: 32);
+* whether the data suits the method (segmentation; video lengths are read once per split
+  with the frames left encoded):
+
+  - a clip model (every segmentation model but the single-frame U-Net) sees the target and
+    its ``input.clip_length`` - 1 predecessors; at a video's start the missing predecessors
+    are the first frame repeated (``input_pipeline/clips.py``). That padding is accepted
+    for the first frames of a video, but a video shorter than ``clip_length`` would never
+    give the model a full clip (a 1-frame video: a still image posing as a video), so such
+    videos in the training or evaluation split are an error;
+  - ``input.eval_protocol='first_frame'`` (STPFNet) gives the first frame's mask and
+    scores the later frames: an evaluation video of one frame has nothing to score, so it
+    is an error.
+
+A dataset without frames (the feature cache ``usv_features`` of a two-stage run's stage 2)
+has no video lengths to check; its splits are checked like any other's.
+"""
+from __future__ import annotations
+
+import jax
+import ml_collections
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from usvjax import tasks
+
+# Models that read only the target frame of a clip (``frames[:, -1]``).
+SINGLE_FRAME_MODELS = ('unet',)
+# The input size a model's encoder-decoder needs a multiple of, where known from its config.
+STRIDES = {
+    'unet': lambda model: 2 ** (model.levels - 1),
+    'flanet': lambda model: 32 if model.design == 'released' else 1,
+}
+
+
+def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> None:
+  """Raises ``ValueError`` listing every problem of ``config`` with ``builder``'s data."""
+  problems = (_batch_problems(config) + _schedule_problems(config) +
+              _image_problems(config))
+  split_problems = _split_problems(config, builder)
+  problems += split_problems.values()
+  if config.input.task == 'segmentation':
+    problems += _length_problems(config, builder, set(split_problems))
+  if problems:
+    raise ValueError('the run settings have problems:\n' +
+                     '\n'.join(f'  - {p}' for p in problems))
+
+
+def _positive(config: ml_collections.ConfigDict, key: str) -> list[str]:
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  if isinstance(node, bool) or not isinstance(node, int) or node <= 0:
+    return [f'config.{key}={node!r}: set it to a positive integer.']
+  return []
+
+
+def _batch_problems(config: ml_collections.ConfigDict) -> list[str]:
+  devices = jax.device_count()
+  out = []
+  for key in ('input.batch_size', 'input.eval_batch_size'):
+    bad = _positive(config, key)
+    size = config.input[key.split('.')[1]]
+    if not bad and size % devices:
+      bad = [f'config.{key}={size} is not divisible by the number of devices {devices} '
+             f'({jax.process_count()} process(es)): use a multiple of {devices}, e.g. '
+             f'{-(-size // devices) * devices}.']
+    out += bad
+  return out
+
+
+def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
+  out = []
+  for key in ('total_steps', 'log_every', 'eval_every', 'checkpoint_every',
+              'keep_checkpoints'):
+    out += _positive(config, key)
+  entry = tasks.definition(config.input.task)
+  metrics = sorted({entry.best_metric, entry.curve_metric, *entry.columns.values()})
+  if config.best_metric not in metrics:
+    out.append(f'config.best_metric={config.best_metric!r} is not a metric of task '
+               f'{config.input.task!r}: use one of {metrics}.')
+  if config.best_mode not in ('max', 'min'):
+    out.append(f"config.best_mode={config.best_mode!r}: use 'max' or 'min'.")
+  return out
+
+
+def _image_problems(config: ml_collections.ConfigDict) -> list[str]:
+  bad = _positive(config, 'input.image_size')
+  if bad:
+    return bad
+  size, model = config.input.image_size, config.model
+  stride = STRIDES[model.name](model) if model.name in STRIDES else 1
+  if size % stride:
+    return [f'config.input.image_size={size}: model {model.name!r} needs a multiple of '
+            f'{stride}, e.g. {-(-size // stride) * stride}.']
+  return []
+
+
+def _split_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The split keys the run reads (with k-fold cross-validation, train_split serves both)."""
+  if config.dataset.folds.num:
+    return ('train_split', 'test_split')
+  return ('train_split', 'eval_split', 'test_split')
+
+
+def _split_problems(config: ml_collections.ConfigDict, builder) -> dict[str, str]:
+  """{split key: its problem} of the split keys the run reads."""
+  out = {}
+  for key in _split_keys(config):
+    split = config.dataset[key]
+    try:
+      count = builder.info.splits[split].num_examples
+    except (ValueError, KeyError) as e:
+      out[key] = (f'config.dataset.{key}={split!r}: {e} (dataset {builder.info.full_name} has '
+                  f'splits {sorted(builder.info.splits)}; combine them with +, slice them as '
+                  f"'train[:80%]').")
+      continue
+    if not count:
+      out[key] = (f'config.dataset.{key}={split!r} holds no videos in dataset '
+                  f'{builder.info.full_name}: choose a non-empty split or slice.')
+  return out
+
+
+def video_lengths(builder, split: str) -> dict[str, int]:
+  """{video id: number of frames} of ``split``, read without decoding a frame."""
+  decoders = {k: tfds.decode.SkipDecoding() for k in ('frames', 'masks')
+              if k in builder.info.features}
+  ds = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
+  ds = ds.map(lambda v: (v['video_id'], tf.shape(v['frames'])[0]))
+  return {key.decode(): int(n) for key, n in ds.as_numpy_iterator()}
+
+
+def _shortest(lengths: dict[str, int], below: int) -> str:
+  short = sorted((n, v) for v, n in lengths.items() if n < below)
+  listed = ', '.join(f'{v!r} ({n})' for n, v in short[:3])
+  return f"{len(short)} video(s) of fewer frames, e.g. {listed}"
+
+
+def _length_problems(config: ml_collections.ConfigDict, builder,
+                     bad_splits: set[str]) -> list[str]:
+  """Videos of the training and evaluation splits (those not in ``bad_splits``) too short
+  for the method."""
+  if 'frames' not in builder.info.features:
+    return []
+  keys = [k for k in _split_keys(config)[:-1] if k not in bad_splits]  # Not test_split.
+  lengths = {key: video_lengths(builder, config.dataset[key]) for key in keys}
+  out = _positive(config, 'input.clip_length')
+  clip_length = config.input.clip_length
+  if not out and config.model.name not in SINGLE_FRAME_MODELS and clip_length > 1:
+    for key, videos in lengths.items():
+      if videos and min(videos.values()) < clip_length:
+        out.append(
+            f'config.input.clip_length={clip_length} (model {config.model.name!r}) but '
+            f'config.dataset.{key}={config.dataset[key]!r} has '
+            f'{_shortest(videos, clip_length)}: their clips would repeat the first frame '
+            f'in place of every missing one. Remove the videos shorter than {clip_length} '
+            f'frames from the split, or train a single-frame model (configs/unet.py).')
+  key = 'train_split' if config.dataset.folds.num else 'eval_split'
+  if config.input.eval_protocol == 'first_frame' and key in lengths:
+    if min(lengths[key].values(), default=2) < 2:
+      out.append(
+          f"config.input.eval_protocol='first_frame' gives each video's first mask and "
+          f'scores the later frames, but config.dataset.{key}={config.dataset[key]!r} has '
+          f'{_shortest(lengths[key], 2)}: nothing of them can be scored. Remove 1-frame '
+          f"videos from the split, or set config.input.eval_protocol='clip'.")
+  return out
