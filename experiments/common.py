@@ -22,6 +22,10 @@ COORDINATOR = flags.DEFINE_string(
     '(or set USVJAX_DISTRIBUTED=auto / run under SLURM to detect it).')
 NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Number of processes.')
 PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Index of this process.')
+HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout_seconds', parallel.DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
+    'A process of a multi-process run that sends no heartbeat for this long is lost: the '
+    'others print which one and exit with status 1 (resume by restarting all processes).')
 
 class RunFlags(NamedTuple):
   """Flags of the entry points that read a trained run's checkpoint."""
@@ -65,7 +69,9 @@ def start_processes() -> None:
   """Quiets library INFO logs (use --verbosity=0 to see them) and starts multi-process JAX."""
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
-  parallel.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
+  workdir = flags.FLAGS['workdir'].value if 'workdir' in flags.FLAGS else ''
+  parallel.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
+                      HEARTBEAT_TIMEOUT.value, workdir or '')
 
 
 def fail(error: Exception) -> None:

@@ -1,6 +1,7 @@
-"""One process of the multi-process test: trains the tiny U-Net, saves its final params.
+"""One process of the multi-process tests: trains the tiny U-Net, saves its final params.
 
-  python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR DATA_DIR OUT.npz
+  python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR DATA_DIR OUT.npz \
+      [TOTAL_STEPS CHECKPOINT_EVERY HEARTBEAT_TIMEOUT_SECONDS]
 """
 import os
 import sys
@@ -9,16 +10,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def main(process_id, num_processes, port, workdir, data_dir, out):
+def main(process_id, num_processes, port, workdir, data_dir, out, total_steps='4',
+         checkpoint_every='4', heartbeat_timeout_seconds='10'):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import helpers  # pylint: disable=g-import-not-at-top
   from usvjax import parallel, train  # pylint: disable=g-import-not-at-top
-  parallel.initialize(f'127.0.0.1:{port}', int(num_processes), int(process_id))
+  parallel.initialize(f'127.0.0.1:{port}', int(num_processes), int(process_id),
+                      int(heartbeat_timeout_seconds), workdir)
   assert jax.process_count() == int(num_processes) and jax.device_count() == 4
-  config = helpers.load_config('unet', data_dir, total_steps=4, eval_every=4,
-                               checkpoint_every=4, **{'optimizer.name': 'sgd',
-                                                      'optimizer.lr': 0.1})
+  config = helpers.load_config(
+      'unet', data_dir, total_steps=int(total_steps), eval_every=int(total_steps),
+      checkpoint_every=int(checkpoint_every), **{'optimizer.name': 'sgd', 'optimizer.lr': 0.1})
   state, metrics = train.train_and_evaluate(config, workdir)
   np.savez(out, num_frames=metrics['num_frames'], **helpers.flat_local(state.params))
 

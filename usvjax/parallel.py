@@ -7,7 +7,13 @@ over the global batch, so 1 device and N devices compute the same step.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
 import os
+import sys
+import time
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -15,13 +21,24 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-def initialize(coordinator_address: str = '', num_processes: int = 1,
-               process_id: int = 0) -> None:
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 10
+
+
+def initialize(coordinator_address: str = '', num_processes: int = 1, process_id: int = 0,
+               heartbeat_timeout_seconds: int = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
+               workdir: str = '') -> None:
   """Starts multi-process JAX when asked (flags or a cluster environment), else nothing.
 
   With ``coordinator_address`` set, the three values are passed explicitly; with
   ``USVJAX_DISTRIBUTED=auto`` (or on SLURM), ``jax.distributed.initialize()`` detects them.
   On CPU the cross-process collectives use gloo.
+
+  A peer that sends no heartbeat for ``heartbeat_timeout_seconds``, or a coordinator that
+  stops answering, ends every surviving process: it prints :func:`peer_lost_message` (with
+  ``workdir`` as the place to resume from) and exits with status 1 via ``os._exit``, without
+  the shutdown barrier that would wait for the dead process and then abort with a native
+  stack. Checkpoints on disk are complete (saves are atomic), so restarting all processes
+  resumes the run.
   """
   explicit = bool(coordinator_address)
   auto = os.environ.get('USVJAX_DISTRIBUTED') == 'auto' or 'SLURM_NTASKS' in os.environ
@@ -29,12 +46,83 @@ def initialize(coordinator_address: str = '', num_processes: int = 1,
     return
   if jax.config.jax_platforms in (None, '', 'cpu'):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  if explicit:
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  else:
-    jax.distributed.initialize()
+  args = (coordinator_address, num_processes, process_id) if explicit else ()
+  with _exit_when_a_peer_is_lost(heartbeat_timeout_seconds, workdir):
+    jax.distributed.initialize(*args, heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+  sys.excepthook = functools.partial(_await_peer_verdict, 2 * heartbeat_timeout_seconds + 5)
   logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def peer_lost_message(process_id: int, num_processes: int, heartbeat_timeout_seconds: int,
+                      workdir: str) -> str:
+  """The line process ``process_id`` prints when a peer is lost.
+
+  The runtime does not tell Python which peer it lost; with two processes it is the other one.
+  """
+  if num_processes == 2:
+    lost = f'process {1 - process_id} of 2'
+  else:
+    lost = f'a peer of process {process_id} (of {num_processes})'
+  where = f' in {workdir}' if workdir else ''
+  return (f'error: {lost} was lost (no heartbeat for {heartbeat_timeout_seconds} s or its '
+          f'connection closed); the run can be resumed from the last checkpoint{where} by '
+          'restarting all processes')
+
+
+# The C++ terminate handler installed by _exit_when_a_peer_is_lost (kept alive here).
+_terminate_handler = None
+
+
+@contextlib.contextmanager
+def _exit_when_a_peer_is_lost(heartbeat_timeout_seconds: int, workdir: str):
+  """Makes a lost peer print :func:`peer_lost_message` and ``os._exit(1)``, while
+  ``jax.distributed.initialize`` runs inside.
+
+  The distributed runtime client reports a lost peer (a heartbeat timeout propagated by the
+  coordinator, or the coordinator itself gone) to its ``missed_heartbeat_callback``, whose
+  default aborts with a native stack. ``jax.distributed.initialize`` (jax 0.10) does not expose
+  that argument, so the client factory is wrapped to pass a Python callback. jaxlib 0.10 cannot
+  hand the callback its ``absl::Status`` argument: the cast throws on the runtime's thread,
+  which ends in ``std::terminate``. So the same exit is also installed as the C++ terminate
+  handler (of the shared libstdc++ that jaxlib links); should a later jaxlib call the callback,
+  it exits the same way.
+  """
+  global _terminate_handler
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  state = distributed.global_state
+
+  def exit_lost(*unused_status) -> None:
+    print(peer_lost_message(state.process_id, state.num_processes, heartbeat_timeout_seconds,
+                            workdir), file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access
+
+  _terminate_handler = ctypes.CFUNCTYPE(None)(exit_lost)
+  libstdcxx = ctypes.CDLL(ctypes.util.find_library('stdc++'))
+  libstdcxx._ZSt13set_terminatePFvvE(_terminate_handler)  # std::set_terminate
+  runtime = distributed._jax  # pylint: disable=protected-access
+  make_client = runtime.get_distributed_runtime_client
+  runtime.get_distributed_runtime_client = functools.partial(
+      make_client, missed_heartbeat_callback=exit_lost)
+  try:
+    yield
+  finally:
+    runtime.get_distributed_runtime_client = make_client
+
+
+def _await_peer_verdict(seconds: float, kind: type[BaseException], error: BaseException,
+                        tb) -> None:
+  """``sys.excepthook`` of a multi-process run: an uncaught runtime error waits ``seconds``
+  before it is printed.
+
+  When a peer dies, this process's next collective fails at once (gloo: "Connection reset by
+  peer"), before the coordinator has declared the peer lost. Waiting lets that verdict end the
+  process with the one clear line of :func:`peer_lost_message` instead of a traceback; an
+  error of any other cause is printed after the wait as usual.
+  """
+  if isinstance(error, jax.errors.JaxRuntimeError):
+    time.sleep(seconds)
+  sys.__excepthook__(kind, error, tb)
 
 
 def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

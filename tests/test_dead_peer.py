@@ -1,0 +1,63 @@
+"""A dead peer ends a two-process run promptly, with one clear line and no native stack.
+
+Two processes train the tiny U-Net over 127.0.0.1 with gloo (as in test_train's two-process
+test); once the first checkpoint is on disk one of them is killed with SIGKILL. The survivor
+must exit with status 1 within a generous bound, printing which process was lost and that the
+run resumes from the workdir, and without the abort the runtime gave before
+(``parallel._exit_when_a_peer_is_lost``).
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEARTBEAT_SECONDS = 5
+NATIVE_CRASH_SIGNS = ('Fatal Python error', 'SIGABRT', 'terminate called', 'Check failure',
+                      '*** Begin stack trace', 'Aborted', 'Traceback')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.parametrize('victim', [1, 0], ids=['worker_dies', 'coordinator_dies'])
+def test_survivor_exits_with_one_clear_line(victim, data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2 '
+             '--xla_backend_optimization_level=0',
+             TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
+  # 1000 steps: far more than run before the kill; a checkpoint every 2 steps marks "mid-run".
+  processes = [subprocess.Popen(
+      [sys.executable, 'tests/distributed_worker.py', str(i), '2', str(port), str(workdir),
+       data_dir, str(tmp_path / f'p{i}.npz'), '1000', '2', str(HEARTBEAT_SECONDS)],
+      cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for i in range(2)]
+  survivor = processes[1 - victim]
+  try:
+    deadline = time.monotonic() + 300
+    while not (workdir / 'checkpoints' / '2').exists():
+      assert survivor.poll() is None and processes[victim].poll() is None, 'a process ended early'
+      assert time.monotonic() < deadline, 'no checkpoint at step 2'
+      time.sleep(0.2)
+    processes[victim].send_signal(signal.SIGKILL)
+    output = survivor.communicate(timeout=60)[0]
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+      p.communicate()
+  assert survivor.returncode == 1, output[-3000:]
+  lost = f'error: process {victim} of 2 was lost (no heartbeat for {HEARTBEAT_SECONDS} s'
+  lines = [line for line in output.splitlines() if line.startswith('error:')]
+  assert len(lines) == 1 and lines[0].startswith(lost), output[-3000:]
+  assert f'resumed from the last checkpoint in {workdir} by restarting all processes' in lines[0]
+  for sign in NATIVE_CRASH_SIGNS:
+    assert sign not in output, output[-3000:]
