@@ -25,6 +25,7 @@ from usvjax import interfaces
 from usvjax import models
 from usvjax import parallel
 from usvjax import plots
+from usvjax import run_checks
 from usvjax import state as state_lib
 from usvjax import streaming
 from usvjax import tasks
@@ -116,6 +117,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   split = split or config.dataset.test_split
   mesh = parallel.create_mesh()
   builder = pipeline.get_builder(config.dataset)
+  run_checks.check_run(config, builder)
   model, task = models.create_model(config.model), tasks.create_task(config)
   variables, step = restore_variables(config, workdir, which, model, mesh,
                                       builder.info.features)

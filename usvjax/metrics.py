@@ -32,6 +32,10 @@ from sklearn import metrics as skm
 
 SEGMENTATION_KEYS = ('dice', 'iou', 'precision', 'recall', 'f1', 'mae', 's_measure',
                      'e_measure', 'weighted_f')
+POOLED_KEYS = ('dice', 'iou', 'precision', 'recall')
+# Every metric SegmentationEvaluator.result() reports (besides num_frames).
+SEGMENTATION_RESULT_KEYS = (tuple(f'mean_{k}' for k in SEGMENTATION_KEYS) +
+                            tuple(f'pooled_{k}' for k in POOLED_KEYS) + ('max_f',))
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -87,7 +91,7 @@ class SegmentationEvaluator:
       raise ValueError('no frames were evaluated.')
     out = {f'mean_{k}': float(np.mean([r[k] for r in self.rows])) for k in SEGMENTATION_KEYS}
     pooled = overlap_metrics(*self.totals)
-    out.update({f'pooled_{k}': float(pooled[k]) for k in ('dice', 'iou', 'precision', 'recall')})
+    out.update({f'pooled_{k}': float(pooled[k]) for k in POOLED_KEYS})
     out['max_f'] = float(np.max(self._fmeasure.get_results()['fm']['dynamic']))
     out['num_frames'] = len(self.rows)
     return out

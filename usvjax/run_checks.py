@@ -12,8 +12,8 @@ each naming its config key and what to do:
   empty; with k-fold cross-validation (``dataset.folds.num`` > 0) training and evaluation
   both draw from ``train_split``;
 * evaluation settings: ``total_steps``, ``log_every``, ``eval_every``, ``checkpoint_every``
-  and ``keep_checkpoints`` > 0; ``best_metric`` one of the metrics the task's registry entry
-  names (``usvjax.tasks``: its ``best_metric``, ``curve_metric`` and table ``columns``);
+  and ``keep_checkpoints`` > 0; ``best_metric`` one of the metrics the task's evaluation
+  reports (``usvjax.tasks``: the registry entry's ``metrics``);
   ``best_mode`` 'max' or 'min';
 * image size: ``input.image_size`` > 0, and divisible by the model's stride where it is
   known without building the model (U-Net: 2**(levels-1); FLA-Net's released design: 32);
@@ -57,8 +57,8 @@ def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
               _image_problems(config))
   split_problems = _split_problems(config, builder)
   problems += split_problems.values()
-  if config.input.task == 'segmentation':
-    problems += _length_problems(config, builder, set(split_problems))
+  if 'masks' in tasks.example_source(config).required_features(builder.info.features):
+    problems += _length_problems(config, builder, set(split_problems))  # Clip-based tasks.
   if problems:
     raise ValueError('the run settings have problems:\n' +
                      '\n'.join(f'  - {p}' for p in problems))
@@ -93,7 +93,7 @@ def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
               'keep_checkpoints'):
     out += _positive(config, key)
   entry = tasks.definition(config.input.task)
-  metrics = sorted({entry.best_metric, entry.curve_metric, *entry.columns.values()})
+  metrics = sorted(entry.metrics)
   if config.best_metric not in metrics:
     out.append(f'config.best_metric={config.best_metric!r} is not a metric of task '
                f'{config.input.task!r}: use one of {metrics}.')

@@ -37,6 +37,7 @@ from usvjax import evaluate
 from usvjax import models
 from usvjax import optim
 from usvjax import parallel
+from usvjax import run_checks
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import workdir as workdir_lib
@@ -179,6 +180,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
   builder = pipeline.get_builder(config.dataset)
+  run_checks.check_run(config, builder)
   model, task = models.create_model(config.model), tasks.create_task(config)
   tx = optim.create_optimizer(config)
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,

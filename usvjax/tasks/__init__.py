@@ -9,6 +9,7 @@ where a task's name is looked at. An entry gives:
 * ``best_metric``: the default validation metric that ranks checkpoints;
 * ``columns``: {header: metric} of a comparison table (``usvjax.compare``);
 * ``curve_metric``: the validation metric whose curve a comparison plots;
+* ``metrics``: every metric its evaluation reports (what ``best_metric`` may name);
 * ``pooled``: whether its evaluations give video probabilities and labels (``arrays()``)
   that k-fold cross-validation pools over folds.
 
@@ -26,7 +27,9 @@ from input_pipeline import sequences
 from input_pipeline import spec
 from input_pipeline import view_pairs
 from usvjax import interfaces
+from usvjax import metrics as metrics_lib
 from usvjax import models
+from usvjax import tables
 from usvjax.tasks.classification import ClassificationTask
 from usvjax.tasks.contrastive import ContrastiveTask
 from usvjax.tasks.segmentation import SegmentationTask
@@ -38,6 +41,7 @@ class TaskDefinition(NamedTuple):
   best_metric: str
   columns: dict[str, str]
   curve_metric: str
+  metrics: tuple[str, ...]
   pooled: bool = False
 
 
@@ -46,15 +50,16 @@ TASKS: dict[str, TaskDefinition] = {
         SegmentationTask, clips.Clips(), 'mean_dice',
         {'Dice': 'mean_dice', 'IoU': 'mean_iou', 'Recall': 'mean_recall', 'F1': 'mean_f1',
          'MAE': 'mean_mae', 'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure'},
-        'mean_dice'),
+        'mean_dice', metrics_lib.SEGMENTATION_RESULT_KEYS),
     'classification': TaskDefinition(
         ClassificationTask, sequences.Sequences(), 'auc',
         {'Acc': 'accuracy', 'Precision': 'precision', 'Sens': 'sensitivity',
-         'Spec': 'specificity', 'F1': 'f1', 'AUC': 'auc', 'AP': 'ap'}, 'auc', pooled=True),
+         'Spec': 'specificity', 'F1': 'f1', 'AUC': 'auc', 'AP': 'ap'}, 'auc',
+        tables.CLASSIFICATION_KEYS, pooled=True),
     'contrastive': TaskDefinition(
         ContrastiveTask, view_pairs.ViewPairs(), 'contrastive_accuracy',
         {'retrieval accuracy': 'contrastive_accuracy', 'NT-Xent': 'nt_xent'},
-        'contrastive_accuracy'),
+        'contrastive_accuracy', ('contrastive_accuracy', 'nt_xent')),
 }
 
 
