@@ -71,6 +71,17 @@ def test_empty_mask_rule():
   assert m == {'dice': 0.0, 'iou': 0.0, 'precision': 0.0, 'recall': 0.0, 'f1': 0.0}
 
 
+def test_reports_give_the_share_of_empty_ground_truth_frames():
+  evaluator = metrics.SegmentationEvaluator()
+  lesion = np.zeros((8, 8))
+  lesion[2:5, 2:5] = 1.0
+  for gt in (np.zeros((8, 8)), lesion, np.zeros((8, 8)), lesion):
+    evaluator.update(np.zeros((8, 8)), gt)  # Finds nothing: Dice 1 on the empty frames.
+  result = evaluator.result()
+  assert result['empty_gt_fraction'] == 0.5
+  assert result['mean_dice'] == 0.5 and result['pooled_dice'] == 0.0
+
+
 def test_pooled_differs_from_frame_mean():
   evaluator = metrics.SegmentationEvaluator()
   big = np.zeros((10, 10), bool)

@@ -17,6 +17,10 @@ when ``prob > threshold``, threshold 0.5 by default):
   (``pooled_dice`` / ``pooled_iou`` / ``pooled_precision`` / ``pooled_recall`` from the
   summed TP, FP, FN); ``max_f`` is the maximum over thresholds of the frame-averaged
   F-measure curve (beta^2 = 0.3, the salient-object convention of the video papers).
+* ``empty_gt_fraction``: the share of scored frames whose ground truth is empty. Every
+  report carries it because an empty prediction on an empty mask scores Dice 1: a split of
+  mostly empty masks gives a high mean Dice to a model that finds nothing (the pooled Dice
+  does not).
 
 Classification (scikit-learn): accuracy, precision, sensitivity (recall), specificity, F1,
 AUC (ROC) and AP. Binary: the positive class is 1 and a video is positive when
@@ -81,6 +85,7 @@ class SegmentationEvaluator:
     self.totals += counts
     row = dict(info, **overlap_metrics(*counts))
     row['mae'] = float(np.mean(np.abs(prob - gt_bool)))
+    row['empty_gt'] = not gt_bool.any()
     row.update(_structure_metrics(prob, gt_bool))
     self._fmeasure.step(prob, gt_bool, normalize=False)
     self.rows.append(row)
@@ -93,6 +98,7 @@ class SegmentationEvaluator:
     pooled = overlap_metrics(*self.totals)
     out.update({f'pooled_{k}': float(pooled[k]) for k in POOLED_KEYS})
     out['max_f'] = float(np.max(self._fmeasure.get_results()['fm']['dynamic']))
+    out['empty_gt_fraction'] = float(np.mean([r['empty_gt'] for r in self.rows]))
     out['num_frames'] = len(self.rows)
     return out
 
