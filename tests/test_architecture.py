@@ -107,6 +107,10 @@ def test_evaluation_restores_parameters_without_optimizer_state(data_dir, tmp_pa
   for ours, saved in zip(jax.tree.leaves(variables), jax.tree.leaves(state.variables())):
     np.testing.assert_array_equal(np.asarray(ours.addressable_data(0)),
                                   np.asarray(saved.addressable_data(0)))
+  config.model.width = 8  # Not the config the run was trained with.
+  with pytest.raises(ValueError, match=r'does not fit the model.*: \(8,\) here, \(4,\) saved'):
+    evaluate.restore_variables(config, str(tmp_path), 'latest',
+                               models.create_model(config.model), mesh)
 
 
 def test_a_nan_between_logging_steps_is_named_by_its_own_step(data_dir, tmp_path,

@@ -57,8 +57,35 @@ def restore_variables(manager: ocp.CheckpointManager, step: int, abstract: dict)
   ``jax.ShapeDtypeStruct`` with shardings) of a saved train state: the optimizer state is
   neither read nor allocated."""
   restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
-  return manager.restore(step, args=ocp.args.PyTreeRestore(
-      item=abstract, restore_args=restore_args, partial_restore=True))
+  try:
+    return manager.restore(step, args=ocp.args.PyTreeRestore(
+        item=abstract, restore_args=restore_args, partial_restore=True))
+  except (ValueError, KeyError, TypeError) as e:
+    differences = _differences(abstract, _saved_variables(manager.directory, step))
+    if not differences:
+      raise
+    raise ValueError(
+        f'checkpoint step {step} in {manager.directory} does not fit the model of this config '
+        f'({len(differences)} variables differ, e.g. {differences[:4]}): evaluate with the '
+        'config (and overrides, e.g. --config.model.*) the run was trained with.') from e
+
+
+def _saved_variables(directory: str, step: int) -> dict:
+  """{'params', 'batch_stats'} of a saved train state as host arrays (no target needed)."""
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True)) as manager:
+    raw = manager.restore(step, args=ocp.args.StandardRestore())
+  return {k: raw.get(k) or {} for k in ('params', 'batch_stats')}
+
+
+def _differences(expected: dict, saved: dict) -> list[str]:
+  """'path: shape here vs saved' for every variable whose presence or shape differs."""
+  def shapes(tree):
+    return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  ours, theirs = shapes(expected), shapes(saved)
+  return [f'{k}: {ours.get(k, "absent")} here, {theirs.get(k, "absent")} saved'
+          for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
 
 
 def restore_latest_raw(workdir: str) -> dict:
