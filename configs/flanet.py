@@ -7,30 +7,70 @@ Variants (combine with commas, e.g. ``configs/flanet.py:tiny,basic``):
 
 * ``paper``: 352x352, Res2Net-50 26w4s (initialise it from ImageNet: convert the weights
   with experiments/convert_weights.py, pass ``--config.init.checkpoint=DIR``), Adam 5e-5,
-  batch 24, 100 epochs (the paper's 230 training videos hold about 13,800 frames: 575
-  steps per epoch, 57,500 steps), heatmap sigma 5 pixels.
-* ``released_code``: the released code's choices on top of ``paper``: its architecture
-  module by module (``design='released'``: FFA with its SE block on the stride-16
-  features only, after a 1/8 temporal channel shift, added to the current frame's
-  features; one smp U-Net decoder (256, 128, 64, 32, 16) plus a transposed-conv heatmap
-  head), so that its weights load (experiments/convert_weights.py --flanet); heatmap
-  sigma 10; no contrastive loss (it is not in that code). Combine a scale after it
+  batch 24, 100 epochs, constant learning rate, heatmap sigma 5 pixels.
+* ``released_code``: the released code's choices (jhl-Det/FLA-Net) on top of ``paper``:
+  its architecture module by module (``design='released'``: FFA with its SE block on the
+  stride-16 features only, after a 1/8 temporal channel shift, added to the current
+  frame's features; one smp U-Net decoder (256, 128, 64, 32, 16) plus a transposed-conv
+  heatmap head), so that its weights load (experiments/convert_weights.py --flanet);
+  heatmap sigma 10; clips of 3 frames; and its training recipe (``train_w_hm.py``):
+
+  - loss = ``structure_loss`` + 0.5 x MSE(heatmap, Gaussian target), no contrastive term
+    (it is not in that code). ``structure_loss`` is written as F3Net's wBCE + wIoU, but
+    its BCE call passes the deprecated ``reduce='none'``, which PyTorch reads as the old
+    boolean ``reduce=True``: the call returns the plain mean BCE over the batch, and the
+    boundary weights then cancel (sum(w * mean) / sum(w)). So the loss it trains with is
+    plain BCE + boundary-weighted IoU (``bce_weight=1``, ``wiou_weight=1``,
+    ``wbce_weight=0``; checked with torch in tests/test_flanet.py); set
+    ``--config.task.wbce_weight=1 --config.task.bce_weight=0`` for the loss as written;
+  - Adam with the learning rate multiplied by 0.1 at epoch 60 (``adjust_lr``: lr *
+    0.1 ** (epoch // 60), epochs counted from 1, so the decay starts after 59 epochs):
+    schedule 'step' with a boundary at 59 x steps per epoch;
+  - every gradient element clamped to [-0.5, 0.5] (``clip_gradient(optimizer, 0.5)``:
+    ``optimizer.clip_value``);
+  - no augmentation (its loader only resizes; it also sprinkles 0.15% salt-and-pepper
+    pixels into the training masks, which is not reproduced).
+
+  The released defaults (options.py: lr 1e-4, batch 10; trainer.sh: lr 2e-4, batch 2,
+  200 epochs; ``range(1, epoch)`` trains epoch - 1 epochs) differ from the paper's
+  explicit Adam 5e-5, batch 24, 100 epochs, which are kept. Combine a scale after it
   (``released_code,tiny``).
+
+**Steps per epoch.** One training example per annotated frame (the released loader makes
+a clip ending at every frame of every training video; the last batch is kept), so an
+epoch is ceil(frames / batch size) steps. The paper's 230 training videos are not
+counted separately; at its average of 34,300 / 572 = 60 frames per video they hold
+``TRAIN_FRAMES`` = 13,800 frames: 575 steps per epoch at batch 24, 57,500 steps for 100
+epochs, the decay at step 59 x 575 = 33,925. ``steps_per_epoch`` computes it from the
+batch size when the variant is applied; for another dataset or a later batch-size
+override, set ``total_steps`` and ``schedule.step_boundaries`` to match.
 * ``demo`` (minutes on a CPU), ``tiny`` (tests; a narrow Res2Net at 64x64).
 * Table 3 ablations: ``basic`` (concat + 1x1 conv instead of FFA, no localisation branch),
   ``fla`` (Basic+FLA), ``lb`` (Basic+LB), ``fla_lb`` (Basic+FLA+LB), ``full`` (all of it,
   the default).
 """
+import math
+
 import ml_collections
 
 from configs import common
 
 
+TRAIN_FRAMES = 13_800  # The paper's 230 training videos at 34,300 / 572 frames per video.
+
+
+def steps_per_epoch(c) -> int:
+  """Training steps of one pass over the paper's training frames at ``c``'s batch size."""
+  return math.ceil(TRAIN_FRAMES / c.input.batch_size)
+
+
 def _paper(c):
   c.dataset.config = 'paper'
-  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 57500, 100, 2875, 2875
   c.input.update(image_size=352, channels=3, batch_size=24, eval_batch_size=24,
                  heatmap_sigma=5.0)
+  epoch = steps_per_epoch(c)  # 575.
+  c.total_steps, c.log_every = 100 * epoch, 100
+  c.eval_every = c.checkpoint_every = 5 * epoch
   c.optimizer.lr = 5e-5
   c.schedule.name = 'constant'
 
@@ -41,7 +81,11 @@ def _released_code(c):
                  ffa_levels=('stride16',), ffa_combine='add', ffa_reduction=2,
                  temporal_shift=0.125, groups=8)
   c.input.update(heatmap_sigma=10.0, clip_length=3)
-  c.task.contrastive_weight = 0.0
+  c.input.augment.update(flip=False, crop_scale=1.0, brightness=0.0, contrast=0.0)
+  c.task.update(bce_weight=1.0, iou_weight=0.0, wbce_weight=0.0, wiou_weight=1.0,
+                heatmap_weight=0.5, contrastive_weight=0.0)
+  c.optimizer.clip_value = 0.5
+  c.schedule.update(name='step', step_boundaries=(59 * steps_per_epoch(c),), step_factor=0.1)
 
 
 def _demo(c):

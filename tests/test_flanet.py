@@ -262,3 +262,56 @@ def test_released_design_reproduces_the_released_code(tmp_path):
   _, report = flanet_import.convert_state_dict(state_dict, empty)
   assert flanet_import.problems(report) == [
       'params/decoder/block4_conv2/Conv_0/kernel', 'FAM_list.0.extra.weight']
+
+
+def _released_structure_loss(logits, masks):
+  """train_w_hm.py's structure_loss as it runs: its BCE call (``reduce='none'``, the old
+  boolean) returns the batch's plain mean BCE, so only the IoU is boundary-weighted.
+  F3Net's weights 1 + 5 |avgpool_31(mask) - mask| (zero padding counted); [B, H, W]."""
+  pad = np.pad(masks, ((0, 0), (15, 15), (15, 15)))
+  h, w = masks.shape[1:]
+  pooled = sum(pad[:, dy:dy + h, dx:dx + w] for dy in range(31) for dx in range(31)) / 31**2
+  weight = 1 + 5 * np.abs(pooled - masks)
+  bce = np.maximum(logits, 0) - logits * masks + np.log1p(np.exp(-np.abs(logits)))
+  probs = 1 / (1 + np.exp(-logits))
+  inter = (weight * probs * masks).sum((1, 2))
+  union = (weight * (probs + masks)).sum((1, 2))
+  wiou = 1 - (inter + 1) / (union - inter + 1)
+  weighted_bce = (weight * bce).sum((1, 2)) / weight.sum((1, 2))
+  return bce.mean() + wiou.mean(), weighted_bce.mean() + wiou.mean()
+
+
+def test_released_code_trains_with_its_structure_loss_heatmap_mse_and_step_decay():
+  """The ``released_code`` recipe: structure loss + 0.5 x heatmap MSE on an imperfect
+  prediction, the learning rate x0.1 after 59 epochs of 575 steps, gradients clamped."""
+  from usvjax import optim, tasks  # pylint: disable=import-outside-toplevel
+  config = flanet_config.get_config('released_code')
+  rng = np.random.default_rng(0)
+  masks = np.zeros((3, 20, 20), np.float32)
+  masks[:, 4:13, 6:15] = 1.0
+  # The lesion predicted 2 pixels off: errors on the boundary, where the weights are large.
+  logits = 4 * np.roll(masks, 2, axis=2) - 2 + rng.normal(0.0, 0.5, masks.shape)
+  logits = logits.astype(np.float32)
+  heatmap = rng.random(masks.shape, np.float32)
+  target = rng.random(masks.shape, np.float32)
+  batch = {'masks': np.stack([masks, masks, masks], 1)[..., None],
+           'heatmaps': np.stack([target, target, target], 1)[..., None],
+           'valid': np.ones((3, 3), bool), 'video_hash': np.arange(3)}
+  outputs = {'logits': jnp.asarray(logits[..., None]), 'heatmap': jnp.asarray(heatmap[..., None])}
+  total, _ = tasks.create_task(config).loss(outputs, batch)
+  structure, as_written = _released_structure_loss(logits.astype(np.float64), masks)
+  expected = structure + 0.5 * np.mean((heatmap - target) ** 2)
+  assert abs(as_written - structure) > 1e-2  # The data tell the two readings apart.
+  assert float(total) == pytest.approx(expected, rel=1e-5)
+  torch = pytest.importorskip('torch')
+  with pytest.warns(UserWarning):  # The released call: a scalar, the plain mean.
+    released = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.from_numpy(logits), torch.from_numpy(masks), reduce='none')
+  assert released.ndim == 0
+  assert float(released) == pytest.approx(float(np.mean(
+      np.maximum(logits, 0) - logits * masks + np.log1p(np.exp(-np.abs(logits))))), rel=1e-5)
+  schedule = optim.learning_rate_schedule(config)
+  assert config.schedule.step_boundaries == (59 * 575,)
+  assert float(schedule(59 * 575 - 1)) == pytest.approx(5e-5)
+  assert float(schedule(59 * 575)) == pytest.approx(5e-6)
+  assert config.total_steps == 100 * 575 and config.optimizer.clip_value == 0.5
