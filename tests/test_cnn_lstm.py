@@ -5,7 +5,9 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 import helpers
@@ -13,9 +15,10 @@ from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
 from usvjax import cross_validation
 from usvjax import two_stage
-
+from usvjax.models import clman
 from usvjax.models import cnn_lstm
 from usvjax.models import frame_classifier
+from usvjax.tasks import classification
 
 
 def test_padded_batch_equals_each_sequence_run_alone():
@@ -39,6 +42,42 @@ def test_padded_batch_equals_each_sequence_run_alone():
     np.testing.assert_allclose(batch_out['final_hidden'][i], alone['final_hidden'][0],
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(batch_out['logits'][i], alone['logits'][0], rtol=1e-5, atol=1e-6)
+
+
+_PADDED_MODELS = {
+    'cnn_aver_conv': (frame_classifier.FrameClassifier(width=4, levels=2), True),
+    'cnn_vote_resnet18': (frame_classifier.FrameClassifier(
+        backbone='resnet18', backbone_width=1 / 16, aggregation='vote'), True),
+    'clman_table1_vanilla': (clman.CLMAN(backbone='resnet18', backbone_width=1 / 16,
+                                         norm='batch', nonlocal_stages=()), False),
+}
+
+
+@pytest.mark.parametrize('name', _PADDED_MODELS)
+def test_train_mode_batch_statistics_and_loss_ignore_padding(name):
+  """Two videos (5 and 8 frames) padded to 8 or to 32 zero frames: one train step's loss
+  and updated BatchNorm statistics are the same (BatchNorm never sees padding). The
+  CNN-LSTM's frame CNN is the FrameClassifier (its LSTM trains on cached features)."""
+  model, frame_loss = _PADDED_MODELS[name]
+  task = classification.ClassificationTask(
+      ml_collections.ConfigDict(dict(frame_loss=frame_loss, threshold=0.5)), 2)
+  frames = np.random.default_rng(0).uniform(size=(2, 8, 16, 16, 1)).astype(np.float32)
+  lengths = np.array([5, 8])
+  def batch(t):
+    valid = np.arange(t)[None] < lengths[:, None]
+    padded = np.zeros((2, t, 16, 16, 1), np.float32)
+    padded[:, :8] = frames * valid[:, :8, None, None, None]
+    return {'frames': padded, 'valid': valid, 'label': np.array([0, 1])}
+  variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch(8))
+  @jax.jit
+  def step(batch):
+    outputs, updated = model.apply(variables, batch, train=True, mutable=['batch_stats'])
+    return task.loss(outputs, batch)[0], updated['batch_stats']
+  (loss8, stats8), (loss32, stats32) = step(batch(8)), step(batch(32))
+  np.testing.assert_allclose(loss32, loss8, rtol=1e-5)
+  assert jax.tree.leaves(stats8)
+  for a, b in zip(jax.tree.leaves(stats8), jax.tree.leaves(stats32), strict=True):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
 def test_video_probability_is_the_mean_of_the_real_frames_only():

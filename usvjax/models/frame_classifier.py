@@ -15,11 +15,25 @@ Per-frame logits become the video's class probabilities by ``aggregation``:
 Padded frames are computed (their shapes are static) but never contribute. Training uses
 the per-frame loss (``config.task.frame_loss``), so the rule only matters at evaluation.
 
+**BatchNorm never sees padding.** A clip batch is padded to its bucket length, so up to
+half of the frames a frame CNN sees in train mode can be padding. ``FrameEncoder`` computes
+every BatchNorm's batch statistics (and so its running averages) over the valid frames
+only: each ``nn.BatchNorm`` call inside the frame CNN gets ``mask`` = the frame's ``valid``
+flag (``nn.intercept_methods``, so the backbones need no mask argument of their own). We
+chose masked statistics over gathering the valid frames into a smaller frame batch: a
+gather to a static size still leaves slots beyond the valid count that BatchNorm would
+average over, and a size below B*T could overflow. The frame CNN therefore still computes
+the padded frames, but the loss, the outputs of the valid frames and the updated
+``batch_stats`` are the same whatever the padding (tests/test_cnn_lstm.py). A batch with no
+valid frame at all uses every frame (it has no statistics otherwise). GroupNorm is
+per-frame and needs no mask.
+
 Input ``frames`` [B, T, H, W, C], ``valid`` [B, T] bool. Outputs ``features`` [B, T, D],
 ``frame_logits`` [B, T, K] and ``logits`` [B, K] = log p_video (softmax(logits) = p_video).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -53,9 +67,20 @@ class FrameEncoder(nn.Module):
   nonlocal_stages: Sequence[int] = ()
 
   @nn.compact
-  def __call__(self, frames: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+  def __call__(self, frames: jnp.ndarray, *, train: bool,
+               valid: jnp.ndarray | None = None) -> jnp.ndarray:
+    """frames [B, T, H, W, C], valid [B, T] (None: all valid) -> features [B, T, D]."""
     b, t = frames.shape[:2]
     x = frames.reshape((b * t,) + frames.shape[2:])
+    if valid is None:
+      return self.encode(x, train).reshape(b, t, -1)
+    frame_valid = valid.reshape(b * t)
+    frame_valid = frame_valid | ~jnp.any(frame_valid)  # No valid frame: use them all.
+    with nn.intercept_methods(_batch_norm_mask(frame_valid)):
+      return self.encode(x, train).reshape(b, t, -1)
+
+  def encode(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """Frames [N, H, W, C] -> pooled features [N, D]."""
     if self.backbone == 'conv':
       x = layers.ConvEncoder(self.width, self.levels, name='backbone')(x * 2.0 - 1.0, train=train)
       x = jnp.mean(x[-1], axis=(1, 2))
@@ -64,7 +89,21 @@ class FrameEncoder(nn.Module):
       x = resnet.ResNet(self.backbone, width=self.backbone_width, norm=self.norm,
                         nonlocal_stages=tuple(self.nonlocal_stages), name='backbone')(
                             resnet.imagenet_normalize(x), train=train)['pooled']
-    return x.reshape(b, t, -1)
+    return x
+
+
+def _batch_norm_mask(frame_valid: jnp.ndarray) -> Callable:
+  """A method interceptor that passes ``mask`` = ``frame_valid`` [N] (broadcast over the
+  other axes) to every ``nn.BatchNorm`` call on an [N, ...] input."""
+  def interceptor(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm) and context.method_name == '__call__':
+      x = args[0]
+      if x.shape[0] != frame_valid.shape[0]:
+        raise ValueError(f'a BatchNorm in the frame CNN normalises an input of shape {x.shape}'
+                         f' whose leading axis is not the {frame_valid.shape[0]} frames.')
+      kwargs = dict(kwargs, mask=frame_valid.reshape((-1,) + (1,) * (x.ndim - 1)))
+    return next_fun(*args, **kwargs)
+  return interceptor
 
 
 def average_frame_probabilities(frame_logits: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
@@ -98,7 +137,7 @@ class VideoClassifierBase(nn.Module):
       return batch['features']
     return FrameEncoder(self.backbone, self.width, self.levels, self.backbone_width,
                         self.norm, tuple(self.nonlocal_stages), name='encoder')(
-                            batch['frames'], train=train)
+                            batch['frames'], train=train, valid=batch['valid'])
 
 
 class FrameClassifier(VideoClassifierBase):
