@@ -1,4 +1,5 @@
-"""Metrics: agreement with pysodmetrics, the empty-mask rule, hand-computed classification."""
+"""Metrics: agreement with pysodmetrics, the empty-mask rule, FLA-Net's F-measure and
+classification, by hand."""
 import numpy as np
 import py_sod_metrics
 import pytest
@@ -53,22 +54,22 @@ def test_overlap_metrics_by_hand():
   m = metrics.overlap_metrics(tp, fp, fn)
   assert m['dice'] == pytest.approx(6 / 8)
   assert m['iou'] == pytest.approx(3 / 5)
-  assert m['precision'] == m['recall'] == m['f1'] == pytest.approx(0.75)
+  assert m['precision'] == m['recall'] == pytest.approx(0.75)
 
 
 def test_empty_mask_rule():
   empty = np.zeros((8, 8), bool)
   assert metrics.overlap_metrics(*metrics.confusion(np.zeros((8, 8)), empty)) == {
-      'dice': 1.0, 'iou': 1.0, 'precision': 1.0, 'recall': 1.0, 'f1': 1.0}
+      'dice': 1.0, 'iou': 1.0, 'precision': 1.0, 'recall': 1.0}
   false_alarm = np.zeros((8, 8))
   false_alarm[0, 0] = 1.0
   m = metrics.overlap_metrics(*metrics.confusion(false_alarm, empty))
-  assert m['dice'] == m['iou'] == m['precision'] == m['f1'] == 0.0
-  # A complete miss is 0 everywhere, F1 included (precision = recall = 0 there).
+  assert m['dice'] == m['iou'] == m['precision'] == 0.0
+  # A complete miss is 0 everywhere.
   gt = np.zeros((8, 8), bool)
   gt[4:, 4:] = True
   m = metrics.overlap_metrics(*metrics.confusion(false_alarm, gt))
-  assert m == {'dice': 0.0, 'iou': 0.0, 'precision': 0.0, 'recall': 0.0, 'f1': 0.0}
+  assert m == {'dice': 0.0, 'iou': 0.0, 'precision': 0.0, 'recall': 0.0}
 
 
 def test_reports_give_the_share_of_empty_ground_truth_frames():
@@ -94,6 +95,37 @@ def test_pooled_differs_from_frame_mean():
   assert result['mean_dice'] == pytest.approx(0.5)
   assert result['pooled_dice'] == pytest.approx(100 / 101)
   assert result['max_f'] == pytest.approx(0.5)  # F curve: 1 and 0, at every threshold.
+
+
+def test_flanet_f_measure_by_hand():
+  """``max_f_mean_pr`` (FLA-Net's released evaluator): F(beta^2 = 0.3) of the frame-mean
+  precision and recall of ``prob >= th``, maximised over th; here not the Dice, not F1
+  (beta^2 = 1) and not ``max_f`` (the mean of per-frame F)."""
+  evaluator = metrics.SegmentationEvaluator()
+  evaluator.update(np.array([[0.9, 0.4], [0.6, 0.1]]), np.array([[1, 1], [0, 0]]))  # A
+  evaluator.update(np.array([[0.8, 0.7], [0.2, 0.2]]), np.array([[1, 0], [0, 0]]))  # B
+  result = evaluator.result()
+  # Dice at 0.5: A finds 0.9 and 0.6 (1/2), B finds 0.8 and 0.7 (2/3).
+  assert result['mean_dice'] == pytest.approx((1 / 2 + 2 / 3) / 2)
+  # Per th (P, R) of A, B -> mean (P, R) -> F:
+  #   th <= 0.1:   (1/2, 1), (1/4, 1)  -> (3/8, 1)     -> 0.438
+  #   (0.1, 0.2]:  (2/3, 1), (1/4, 1)  -> (11/24, 1)   -> 0.524
+  #   (0.2, 0.4]:  (2/3, 1), (1/2, 1)  -> (7/12, 1)    -> 0.645
+  #   (0.4, 0.6]:  (1/2, 1/2), (1/2, 1) -> (1/2, 3/4)  -> 0.542
+  #   (0.6, 0.7]:  (1, 1/2), (1/2, 1)  -> (3/4, 3/4)   -> 0.750
+  #   (0.7, 0.8]:  (1, 1/2), (1, 1)    -> (1, 3/4)     -> 1.3 * 3/4 / (0.3 + 3/4) = 13/14
+  #   (0.8, 0.9]:  (1, 1/2), (0, 0)    -> (1/2, 1/4)   -> 0.406; above 0.9: 0.
+  assert result['max_f_mean_pr'] == pytest.approx(13 / 14)
+  assert metrics.f_measure(np.array(1.0), np.array(0.75), beta2=1.0) == pytest.approx(6 / 7)
+  # The mean of per-frame F there: (1.3 * 1/2 / 0.8 + 1) / 2 = 0.906 (pysodmetrics' rounding
+  # of prob to 256 levels moves its thresholds, not this value).
+  assert result['max_f'] == pytest.approx((1.3 * 0.5 / 0.8 + 1) / 2)
+  # Nothing predicted (th > 0 on zeros; th = 0 takes every pixel), or no lesion: precision
+  # (recall) 0, as in the released evaluator.
+  precision, recall = metrics.precision_recall_curve(np.zeros((2, 2)), np.eye(2))
+  assert precision[0] == 0.5 and not precision[1:].any() and not recall[1:].any()
+  precision, recall = metrics.precision_recall_curve(np.full((2, 2), 0.9), np.zeros((2, 2)))
+  assert not precision.any() and not recall.any()
 
 
 def test_binary_classification_by_hand():

@@ -4,11 +4,11 @@ Segmentation (per frame; ``prob`` in [0, 1], ``gt`` in {0, 1}; a pixel is predic
 when ``prob > threshold``, threshold 0.5 by default):
 
 * Dice = 2TP / (2TP + FP + FN), IoU (Jaccard) = TP / (TP + FP + FN),
-  precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = harmonic mean of precision
-  and recall (equal to Dice on non-empty frames), MAE = mean |prob - gt|.
+  precision = TP / (TP + FP), recall = TP / (TP + FN), MAE = mean |prob - gt|. (The
+  harmonic mean of one frame's precision and recall is its Dice, so it is not reported.)
 * **Empty-mask rule**: every ratio whose numerator and denominator are both 0 is 1
   (nothing to find and nothing found is a perfect frame); so a frame with an empty mask
-  scores 1 if nothing is predicted and Dice = IoU = precision = F1 = 0 otherwise.
+  scores 1 if nothing is predicted and Dice = IoU = precision = 0 otherwise.
 * S-measure (alpha 0.5), mean E-measure (mean over the 256 thresholds) and weighted
   F-measure (beta^2 = 1) come from pysodmetrics with ``normalize=False`` (probabilities
   are used as they are, not min-max stretched per frame). On empty masks they keep
@@ -17,6 +17,16 @@ when ``prob > threshold``, threshold 0.5 by default):
   (``pooled_dice`` / ``pooled_iou`` / ``pooled_precision`` / ``pooled_recall`` from the
   summed TP, FP, FN); ``max_f`` is the maximum over thresholds of the frame-averaged
   F-measure curve (beta^2 = 0.3, the salient-object convention of the video papers).
+* ``max_f_mean_pr``: the F-measure of FLA-Net's released evaluator (jhl-Det/FLA-Net,
+  ``Code/utils/evaluator.py``, ``Eval_fmeasure``), the only F in the authors' code and so
+  our reading of the "F1-score" of Lin et al., Tables 2 and 3 (0.815 beside Dice 0.789):
+  at each of 255 thresholds th = linspace(0, 1 - 1e-10, 255), a pixel is lesion when
+  ``prob >= th``; precision P and recall R of every frame are averaged over the frames
+  first, F(th) = (1 + b2) P R / (b2 P + R) with b2 = 0.3 (0 where P = R = 0), and the
+  result is the maximum over th. Unlike ``max_f`` it averages P and R, not F; and as
+  there, a ratio with a zero denominator is 0 (no empty-mask rule: a frame where nothing
+  is predicted has precision 0). Differences from the released pipeline: our
+  probabilities are not min-max stretched per frame nor stored as 8-bit PNGs first.
 * ``empty_gt_fraction``: the share of scored frames whose ground truth is empty. Every
   report carries it because an empty prediction on an empty mask scores Dice 1: a split of
   mostly empty masks gives a high mean Dice to a model that finds nothing (the pooled Dice
@@ -34,12 +44,16 @@ import numpy as np
 import py_sod_metrics
 from sklearn import metrics as skm
 
-SEGMENTATION_KEYS = ('dice', 'iou', 'precision', 'recall', 'f1', 'mae', 's_measure',
-                     'e_measure', 'weighted_f')
+SEGMENTATION_KEYS = ('dice', 'iou', 'precision', 'recall', 'mae', 's_measure', 'e_measure',
+                     'weighted_f')
 POOLED_KEYS = ('dice', 'iou', 'precision', 'recall')
 # Every metric SegmentationEvaluator.result() reports (besides num_frames).
 SEGMENTATION_RESULT_KEYS = (tuple(f'mean_{k}' for k in SEGMENTATION_KEYS) +
-                            tuple(f'pooled_{k}' for k in POOLED_KEYS) + ('max_f',))
+                            tuple(f'pooled_{k}' for k in POOLED_KEYS) +
+                            ('max_f', 'max_f_mean_pr'))
+# The released FLA-Net evaluator's thresholds and F-measure weight (``max_f_mean_pr``).
+F_THRESHOLDS = np.linspace(0.0, 1.0 - 1e-10, 255)
+F_BETA2 = 0.3
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -55,15 +69,34 @@ def confusion(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> tuple
 
 
 def overlap_metrics(tp: int, fp: int, fn: int) -> dict[str, float]:
-  """Dice, IoU, precision, recall and F1 from pixel counts, with the empty-mask rule."""
-  precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+  """Dice, IoU, precision and recall from pixel counts, with the empty-mask rule."""
   return {
       'dice': _ratio(2 * tp, 2 * tp + fp + fn),
       'iou': _ratio(tp, tp + fp + fn),
-      'precision': precision,
-      'recall': recall,
-      'f1': 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall),
+      'precision': _ratio(tp, tp + fp),
+      'recall': _ratio(tp, tp + fn),
   }
+
+
+def precision_recall_curve(prob: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """One frame's precision and recall of ``prob >= th`` at each th of ``F_THRESHOLDS``
+  (as FLA-Net's released evaluator: 0 where the denominator is 0): [H, W] -> 2 x [255]."""
+  # A pixel is predicted at the thresholds below its rank: those th_i with i < rank.
+  rank = np.searchsorted(F_THRESHOLDS, np.ravel(prob), side='right')
+  gt = np.ravel(gt).astype(bool)
+  size = len(F_THRESHOLDS) + 1
+  predicted = np.cumsum(np.bincount(rank, minlength=size)[::-1])[::-1][1:]
+  tp = np.cumsum(np.bincount(rank[gt], minlength=size)[::-1])[::-1][1:]
+  precision = np.divide(tp, predicted, out=np.zeros(tp.shape), where=predicted > 0)
+  recall = tp / gt.sum() if gt.any() else np.zeros(tp.shape)
+  return precision, recall
+
+
+def f_measure(precision: np.ndarray, recall: np.ndarray, beta2: float = F_BETA2) -> np.ndarray:
+  """(1 + beta2) P R / (beta2 P + R), 0 where P = R = 0."""
+  denominator = beta2 * precision + recall
+  return np.divide((1 + beta2) * precision * recall, denominator,
+                   out=np.zeros(np.shape(denominator)), where=denominator > 0)
 
 
 class SegmentationEvaluator:
@@ -73,6 +106,7 @@ class SegmentationEvaluator:
     self.threshold = threshold
     self.rows: list[dict] = []
     self.totals = np.zeros(3, np.int64)
+    self.pr_sums = np.zeros((2, len(F_THRESHOLDS)))  # Summed precision and recall curves.
     self._fmeasure = py_sod_metrics.FmeasureV2(
         {'fm': py_sod_metrics.FmeasureHandler(with_dynamic=True, with_adaptive=False,
                                               beta=0.3)})
@@ -88,6 +122,7 @@ class SegmentationEvaluator:
     row['empty_gt'] = not gt_bool.any()
     row.update(_structure_metrics(prob, gt_bool))
     self._fmeasure.step(prob, gt_bool, normalize=False)
+    self.pr_sums += precision_recall_curve(prob, gt_bool)
     self.rows.append(row)
     return row
 
@@ -98,6 +133,7 @@ class SegmentationEvaluator:
     pooled = overlap_metrics(*self.totals)
     out.update({f'pooled_{k}': float(pooled[k]) for k in POOLED_KEYS})
     out['max_f'] = float(np.max(self._fmeasure.get_results()['fm']['dynamic']))
+    out['max_f_mean_pr'] = float(np.max(f_measure(*self.pr_sums / len(self.rows))))
     out['empty_gt_fraction'] = float(np.mean([r['empty_gt'] for r in self.rows]))
     out['num_frames'] = len(self.rows)
     return out
