@@ -25,7 +25,8 @@ Variants (combine with commas: a scale, then ``pretrain`` or an aggregation):
   ``input.positives`` 'same_frame' (two augmentations of one frame, SimCLR's) or
   'same_video' (two frames of one video: "different cross-sections of the same lesion").
 * Table 3: ``average``, ``max``, ``lstm``, ``self_attention`` replace the multi-meta
-  attention.
+  attention. ``--config.model.attention_temperature`` (1, Eq. 5) below 1 lets the
+  multi-meta attention approach max pooling.
 """
 import ml_collections
 
@@ -115,7 +116,8 @@ def get_config(arg: str | None = None):
   c = common.base_config('classification')
   c.model = ml_collections.ConfigDict(dict(
       name='clman', num_classes=2, backbone='resnet18', backbone_width=1.0, norm='group',
-      nonlocal_stages=(3, 4), aggregation='multi_meta', attention_layers=2, hidden=256))
+      nonlocal_stages=(3, 4), aggregation='multi_meta', attention_layers=2,
+      attention_temperature=1.0, hidden=256))
   c.init.target = 'encoder'  # The pretraining run initialises the extractor.
   c.runner = 'pretrain_finetune'
   c.pretrain = pretraining_config(scale)

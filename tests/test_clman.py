@@ -42,6 +42,29 @@ def test_equal_scores_give_the_average_of_the_valid_frames():
   np.testing.assert_allclose(pooled[1], features[1, :2].mean(axis=0), rtol=1e-6)
 
 
+def test_a_small_temperature_takes_the_top_scored_frame_and_can_max_pool():
+  rng = np.random.default_rng(2)
+  features = rng.standard_normal((2, 5, 4)).astype(np.float32)
+  valid = np.array([[True] * 5, [True] * 3 + [False] * 2])
+  module = clman.MultiMetaAttention(layers=2, temperature=1e-4)
+  params = module.init(jax.random.key(0), features, valid)['params']
+  scores = features
+  for i in range(2):
+    scores = np.tanh(scores @ np.asarray(params[f'filter{i}']['kernel'])
+                     + np.asarray(params[f'filter{i}']['bias']))
+  scores = np.where(valid[..., None], scores, -np.inf)
+  top = np.take_along_axis(features, scores.argmax(axis=1)[:, None], axis=1)[:, 0]
+  np.testing.assert_allclose(module.apply({'params': params}, features, valid), top, atol=1e-4)
+  # Identity filters: the scores rise with the features, so the pooling is max pooling.
+  identity = {f'filter{i}': {'kernel': jnp.eye(4), 'bias': jnp.zeros(4)} for i in range(2)}
+  expected = np.where(valid[..., None], features, -np.inf).max(axis=1)
+  np.testing.assert_allclose(module.apply({'params': identity}, features, valid), expected,
+                             atol=1e-4)
+  # The paper's temperature 1 cannot: tanh bounds the weights' ratio to e^2.
+  paper = clman.MultiMetaAttention(layers=2).apply({'params': identity}, features, valid)
+  assert np.abs(paper - expected).max() > 0.1
+
+
 @pytest.mark.parametrize('aggregation', clman.AGGREGATIONS)
 def test_padding_never_changes_the_output(aggregation):
   model = clman.CLMAN(aggregation=aggregation, hidden=8)

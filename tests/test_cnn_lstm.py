@@ -14,6 +14,7 @@ import helpers
 from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
 from usvjax import cross_validation
+from usvjax import metrics
 from usvjax import two_stage
 from usvjax.models import clman
 from usvjax.models import cnn_lstm
@@ -88,13 +89,26 @@ def test_video_probability_is_the_mean_of_the_real_frames_only():
   np.testing.assert_allclose(probs[0], (p + p[::-1]) / 2, rtol=1e-6)
 
 
-def test_votes_count_real_frames_and_ties_go_to_the_first_class():
-  frame_logits = jnp.array([[[0.0, 1.0], [0.0, 2.0], [3.0, 0.0], [9.0, 0.0]],
-                            [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])
-  valid = jnp.array([[True, True, True, False], [True, True, False, False]])
-  votes = jnp.exp(frame_classifier.frame_votes(frame_logits, valid))
-  np.testing.assert_allclose(votes, [[1 / 3, 2 / 3], [0.5, 0.5]], rtol=1e-6)
-  assert jnp.argmax(votes, -1).tolist() == [1, 0]
+def test_votes_count_real_frames_and_the_evaluation_calls_a_tie_malignant():
+  """CNN_Vote on the evaluation's path: model -> task.eval_outputs -> evaluation metrics.
+  The frame logits are the given features (no head, identity classifier)."""
+  model = frame_classifier.FrameClassifier(aggregation='vote')
+  features = jnp.array([[[0.0, 1.0], [0.0, 2.0], [3.0, 0.0], [9.0, 0.0]],   # 1 of 3 benign.
+                        [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]],   # A 1:1 tie.
+                        [[2.0, 0.0], [2.0, 1.0], [0.0, 1.0], [5.0, -5.0]]])  # 2 of 3 benign.
+  batch = {'features': features, 'valid': jnp.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0]],
+                                                    bool),
+           'label': jnp.array([1, 1, 0]), 'video_key': jnp.zeros((3, 8), jnp.uint8)}
+  params = {'classifier': {'kernel': jnp.eye(2), 'bias': jnp.zeros(2)}}
+  task = classification.ClassificationTask(
+      ml_collections.ConfigDict(dict(frame_loss=True, threshold=0.5)), 3)
+  evaluation = task.evaluator()
+  evaluation.update(jax.device_get(task.eval_outputs(
+      model.apply({'params': params}, batch, train=False), batch)))
+  probs, _ = evaluation.arrays()
+  np.testing.assert_allclose(probs, [[1 / 3, 2 / 3], [0.5, 0.5], [2 / 3, 1 / 3]], rtol=1e-6)
+  assert metrics.class_predictions(probs).tolist() == [1, 1, 0]
+  assert evaluation.result()['accuracy'] == 1.0
 
 
 def test_paper_frame_cnn_is_resnet18_then_three_fully_connected_layers():

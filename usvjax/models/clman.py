@@ -12,7 +12,12 @@ dims, so the last gives e^t, one score per dimension), a softmax over the frames
 dimension* (Eq. 5), and F_bar = sum_t A^t o F^t (Eq. 6). Padded frames (``valid`` False)
 get zero weight, so a padded sequence gives exactly the result of the same sequence
 unpadded; equal scores give the average of the valid frames (the paper's degenerate case).
-A linear classifier on F_bar gives the video logits.
+A linear classifier on F_bar gives the video logits. The tanh bounds every score to
+[-1, 1], so at the paper's softmax (``attention_temperature`` 1) one frame's weight is at
+most e^2 times another's and the module cannot reach the max pooling the paper calls its
+extreme case; ``attention_temperature`` tau divides the scores (softmax(e / tau)): as
+tau -> 0 each dimension takes the top-scored frame's value (max pooling when the scores
+rise with the features).
 
 **Table 3 alternatives** (``aggregation``): 'multi_meta' (default), 'average', 'max' (over
 valid frames), 'lstm' (an LSTM of ``hidden`` units over the valid frames, its last state;
@@ -58,15 +63,17 @@ def multi_meta_pool(features: jnp.ndarray, scores: jnp.ndarray, valid: jnp.ndarr
 
 
 class MultiMetaAttention(nn.Module):
-  """Eqs. 4-6: cascaded Dense + tanh scores, softmax over frames per dimension, weighted sum."""
+  """Eqs. 4-6: cascaded Dense + tanh scores, softmax over frames per dimension (of the
+  scores divided by ``temperature``), weighted sum: [B, T, m], [B, T] -> [B, m]."""
   layers: int = 2
+  temperature: float = 1.0
 
   @nn.compact
   def __call__(self, features: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
     scores = features
     for i in range(self.layers):
       scores = jnp.tanh(nn.Dense(features.shape[-1], name=f'filter{i}')(scores))
-    return multi_meta_pool(features, scores, valid)
+    return multi_meta_pool(features, scores / self.temperature, valid)
 
 
 class SequenceSelfAttention(nn.Module):
@@ -92,6 +99,7 @@ class CLMAN(frame_classifier.VideoClassifierBase):
   nonlocal_stages: Sequence[int] = (3, 4)
   aggregation: str = 'multi_meta'
   attention_layers: int = 2
+  attention_temperature: float = 1.0  # Eq. 5's softmax temperature ('multi_meta').
   hidden: int = 256  # LSTM units ('lstm' aggregation).
 
   @nn.compact
@@ -102,7 +110,8 @@ class CLMAN(frame_classifier.VideoClassifierBase):
     valid = batch['valid']
     features = self.frame_features(batch, train)
     if self.aggregation == 'multi_meta':
-      pooled = MultiMetaAttention(self.attention_layers, name='attention')(features, valid)
+      pooled = MultiMetaAttention(self.attention_layers, self.attention_temperature,
+                                  name='attention')(features, valid)
     elif self.aggregation == 'average':
       pooled = frame_classifier.masked_mean(features, valid)
     elif self.aggregation == 'max':

@@ -9,8 +9,13 @@ Per-frame logits become the video's class probabilities by ``aggregation``:
 
 * 'average' (CNN_Aver): p_video = sum_t valid_t softmax(f(x_t)) / sum_t valid_t.
 * 'vote' (CNN_Vote): the fraction of real frames whose arg-max is each class,
-  p_video[k] = sum_t valid_t [argmax f(x_t) = k] / sum_t valid_t; the predicted class is
-  the arg-max of the votes (a tie goes to the lower class index, benign).
+  p_video[k] = sum_t valid_t [argmax f(x_t) = k] / sum_t valid_t. The evaluation decides a
+  video's class from p_video as for every classifier (``metrics.class_predictions``): two
+  classes, malignant when p_video[1] >= ``config.task.threshold`` (0.5), so a tie (half the
+  votes each) is called malignant; more classes, the arg-max (a tie goes to the lower
+  index). The paper does not say how ties are broken; calling a tie malignant is the
+  conservative clinical choice (a split vote is no evidence of a benign lesion), and it is
+  what one rule for every row of Table 3 gives.
 
 Padded frames are computed (their shapes are static) but never contribute. Training uses
 the per-frame loss (``config.task.frame_loss``), so the rule only matters at evaluation.
