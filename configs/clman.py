@@ -17,9 +17,13 @@ Variants (combine with commas: a scale, then ``pretrain`` or an aggregation):
 * ``paper``: ResNet-18 + GroupNorm + non-local (stages 3, 4), T = 16 frames per video,
   batch 8, SGD lr 1e-4, momentum 0.9, weight decay 5e-4, 320 epochs (161 training videos:
   21 steps per epoch, 6,720 steps), cross entropy. 224x224 grey frames (the paper gives no
-  size). Pretraining: LARS lr 9e-3, weight decay 1e-6, batch 64, cosine annealing,
-  temperature 0.5 (not given; SimCLR's), 8,192 epochs of 16 frames per video (41 steps per
-  epoch: 335,872 steps; cut it down with --config.total_steps for a first try).
+  size). The paper's "initial" learning rate has no schedule given: it stays constant;
+  the whole network (pretrained extractor included) is fine-tuned. Pretraining: LARS lr
+  9e-3, weight decay 1e-6 (neither on biases nor normalisation parameters, as SimCLR),
+  batch 64, cosine annealing, temperature 0.5 (not given; SimCLR's), 8,192 epochs of 16
+  frames per video (ceil(161 x 16 / 64) = 41 steps per epoch, the last one partial as in
+  PyTorch's DataLoader: 335,872 steps; cut it down with --config.total_steps for a first
+  try).
 * ``demo`` (minutes on a CPU), ``tiny`` (tests).
 * ``pretrain``: the SimCLR run alone (model ``simclr``, task ``contrastive``). Positive pairs:
   ``input.positives`` 'same_frame' (two augmentations of one frame, SimCLR's) or
@@ -48,7 +52,7 @@ def _paper(c):
 def _paper_pretrain(c):
   c.dataset.config = 'paper'
   c.input.update(image_size=224, channels=1, max_frames=16, length_buckets=(16,))
-  c.total_steps = 8192 * (TRAIN_VIDEOS * 16 // 64)
+  c.total_steps = 8192 * -(-TRAIN_VIDEOS * 16 // 64)
   c.log_every, c.eval_every, c.checkpoint_every = 100, 5000, 5000
   c.input.update(batch_size=64, eval_batch_size=64)
   c.optimizer.update(name='lars', lr=9e-3, weight_decay=1e-6, momentum=0.9)

@@ -12,7 +12,9 @@ Variants: ``demo`` (minutes on a CPU), ``tiny`` (tests: synthetic videos of 1 to
 frames at 32x32), ``paper``: Adam 1e-5 in both stages; frame CNN as ``cnn_aver.py:paper``;
 LSTM batch 32 for 300 epochs with validation every 20, which for the paper's 649 training
 videos per fold (5-fold CV of 811) is 21 steps per epoch: 6,300 steps, validation every
-420; equal-frame length 12.
+420; equal-frame length 12. The LSTM's loss is the cross-entropy of the video's averaged
+probability (``task.frame_loss`` False; see ``usvjax/models/cnn_lstm.py``); the frame CNN
+is frozen in stage 2 (the LSTM reads cached features).
 """
 import ml_collections
 

@@ -1,4 +1,5 @@
 """Optimizers and schedules from the config."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -53,6 +54,26 @@ def test_every_optimizer_reduces_a_quadratic(name):
     updates, state = tx.update(2 * params, state, params)
     params = params + updates
   assert float(jnp.sum(params**2)) < 5.0  # LARS scales its steps by a small trust ratio.
+
+
+def test_lars_leaves_biases_and_norm_parameters_alone():
+  """SimCLR's LARS: no weight decay and no trust ratio on biases and norm scales/offsets."""
+  config = _config(**{'optimizer.name': 'lars', 'optimizer.lr': 1.0, 'optimizer.momentum': 0.0,
+                      'optimizer.weight_decay': 0.1, 'schedule.name': 'constant'})
+  tx = optim.create_optimizer(config)
+  params = {'conv': {'kernel': jnp.full((2, 2), 3.0), 'bias': jnp.ones(2)},
+            'norm': {'scale': jnp.ones(2), 'bias': jnp.ones(2)}}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)  # Only weight decay moves them.
+  assert float(jnp.abs(updates['conv']['kernel']).min()) > 0
+  for leaf in (updates['conv']['bias'], updates['norm']['scale'], updates['norm']['bias']):
+    np.testing.assert_array_equal(leaf, 0.0)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates['norm']['scale'], -1.0)  # lr x gradient, no trust ratio.
+  decayed = 1.0 + 0.1 * 3.0  # Kernel: trust 1e-3 |w| / |g + wd w|, times (g + wd w).
+  np.testing.assert_allclose(updates['conv']['kernel'], -1e-3 * 6.0 / (2 * decayed) * decayed,
+                             rtol=1e-5)
 
 
 def test_unknown_optimizer_is_named():

@@ -5,12 +5,18 @@
 happens before the optimizer). ``config.schedule``: ``name`` in {constant, step, cosine},
 ``warmup_steps`` (linear from 0), ``step_boundaries`` and ``step_factor`` (step decay:
 multiply by the factor at every boundary). Plain ``adam``/``sgd`` add weight decay to the
-gradient (L2, as PyTorch's ``weight_decay``); ``adamw`` decouples it.
+gradient (L2, as PyTorch's ``weight_decay``); ``adamw`` decouples it. ``lars`` (You et
+al., CLMAN's pretraining) decays and trust-ratio-scales only the weights: biases and
+normalisation parameters (Flax leaves named ``bias`` and ``scale``: BatchNorm, GroupNorm,
+LayerNorm) get neither, as SimCLR excludes them, and take plain momentum steps.
 """
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
+
+_NOT_ADAPTED = ('bias', 'scale')  # Biases and normalisation parameters (LARS).
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -30,6 +36,12 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+def lars_mask(params):
+  """True for the leaves LARS decays and adapts: all but biases and normalisation params."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: not path or getattr(path[-1], 'key', None) not in _NOT_ADAPTED, params)
+
+
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """The full gradient transformation: clipping, then the optimizer with its schedule."""
   opt = config.optimizer
@@ -42,7 +54,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     core = optax.chain(optax.add_decayed_weights(opt.weight_decay),
                        optax.sgd(lr, momentum=opt.momentum or None))
   elif opt.name == 'lars':
-    core = optax.lars(lr, weight_decay=opt.weight_decay, momentum=opt.momentum)
+    core = optax.lars(lr, weight_decay=opt.weight_decay, momentum=opt.momentum,
+                      weight_decay_mask=lars_mask, trust_ratio_mask=lars_mask)
   else:
     raise ValueError(f'config.optimizer.name={opt.name!r}: use adam, adamw, sgd or lars.')
   clipping = []

@@ -29,6 +29,15 @@ valid frames, residual, then the average of the valid frames).
 an MLP projection head, f_bar = MLP(Theta(tau(v))), applied to two augmented views of each
 example; the loss is ``losses.nt_xent`` (``tasks/contrastive.py``).
 
+**Training choices the paper leaves open** (``configs/clman.py``). Stage 2 fine-tunes the
+whole network: the pretrained extractor initialises CLMAN's and trains with the
+aggregation head and classifier at the same learning rate (the paper pretrains the
+extractor "before formally training" and mentions no freezing; the trainer has no frozen
+parameters). The paper gives SGD an "initial learning rate" of 1e-4 but no schedule, so
+stage 2 keeps it constant (``schedule.name='constant'``); pretraining uses the cosine
+annealing the paper names. LARS (pretraining) decays and trust-ratio-scales only weights,
+not biases or normalisation parameters, as SimCLR (``usvjax.optim``).
+
 Inputs: ``batch['frames']`` [B, T, H, W, C], ``batch['valid']`` [B, T]. Outputs:
 ``features`` [B, T, m], ``logits`` [B, K] (CLMAN); ``projections`` [B, 2, d] (SimCLR, T = 2
 views).

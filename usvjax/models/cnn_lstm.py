@@ -12,6 +12,17 @@ padded steps come after every real step, so they cannot change one; and padded o
 excluded from the average. The result for a padded batch therefore equals running each
 sequence alone.
 
+**Loss (our choice).** The paper names cross-entropy (Eq. 1) but not what it is applied
+to. Training minimises the cross-entropy of the video's averaged probability, -log p_video
+[label] with ``logits`` = log p_video (``config.task.frame_loss`` False, the default of
+``configs/cnn_lstm.py``): the quantity the paper predicts with. ``--config.task.frame_loss=
+True`` instead averages the per-step cross-entropy of ``frame_logits`` over the real steps.
+
+**Frozen frame CNN.** In the two-stage run (``usvjax.two_stage``) stage 2 reads cached
+features, so the frame CNN is frozen while the LSTM trains, as in the paper (features
+"saved locally as a numpy file"). Given ``frames``, this module also trains the frame CNN
+end to end (its BatchNorms then never see padding: ``frame_classifier``).
+
 Inputs: ``batch['features']`` [B, T, D] (cached CNN features), or ``batch['frames']``
 [B, T, H, W, C] encoded here by a ``FrameEncoder``; ``batch['valid']`` [B, T].
 Outputs: ``frame_logits`` [B, T, K], ``logits`` [B, K] = log mean probability,
