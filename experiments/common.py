@@ -15,7 +15,6 @@ from ml_collections import config_flags
 from input_pipeline.builders.common import DatasetError
 from usvjax import parallel
 from usvjax.train import NonFiniteLossError
-from usvjax.workdir import WorkdirError
 
 COORDINATOR = flags.DEFINE_string(
     'coordinator_address', '', 'host:port of process 0 for multi-process runs '
@@ -48,8 +47,10 @@ def define_run_flags(output_help: str) -> RunFlags:
   return run_flags
 
 
-# Errors whose message already says what is wrong and what to do: no traceback.
-USER_ERRORS = (DatasetError, NonFiniteLossError, FileNotFoundError, ValueError, WorkdirError)
+# Errors whose message already says what is wrong and what to do: no traceback. An OSError
+# names its file and cause (a missing file, a full disk, a read-only filesystem); the
+# workdir's own are ``WorkdirError``s that also say what to do.
+USER_ERRORS = (DatasetError, NonFiniteLossError, OSError, ValueError)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -23,6 +23,7 @@ from usvjax import segment
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import train
+from usvjax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,25 +59,25 @@ def test_one_step_is_the_same_on_1_and_4_devices(data_dir):
   _assert_trees_close(one.batch_stats, four.batch_stats)  # Global-batch BN statistics.
 
 
-class _Killed(Exception):
-  pass
-
-
 def test_resumed_run_ends_with_exactly_the_parameters_of_an_uninterrupted_run(
     data_dir, tmp_path, monkeypatch):
   config = helpers.load_config('unet', data_dir)  # 6 steps, checkpoints at 3 and 6.
   straight, _ = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-  save = checkpoint.save
+  saves = []
 
-  def save_then_die(manager, step, *args, **kwargs):
-    save(manager, step, *args, **kwargs)
-    if step == 3:
-      raise _Killed  # The same run, stopped right after its step-3 checkpoint.
-  monkeypatch.setattr(checkpoint, 'save', save_then_die)
-  with pytest.raises(_Killed):
-    train.train_and_evaluate(config, str(tmp_path / 'resumed'))
-  monkeypatch.setattr(checkpoint, 'save', save)
-  resumed, _ = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  def disk_fills_after_one_save(path):  # The disk is full when step 6 is to be saved.
+    saves.append(path)
+    return 2**40 if len(saves) == 1 else 1000
+  monkeypatch.setattr(workdir_lib, 'free_bytes', disk_fills_after_one_save)
+  resumed_dir = str(tmp_path / 'resumed')
+  with pytest.raises(workdir_lib.WorkdirError, match=(
+      rf"^cannot write the checkpoint of step 6 in the run directory '{resumed_dir}' \(the "
+      r'disk is full: 0.0 MB free, .* MB needed\). Training stopped; .* rerun the same '
+      'command to resume')):
+    train.train_and_evaluate(config, resumed_dir)
+  assert checkpoint.create_manager(resumed_dir, 2, read_only=True).all_steps() == [3]
+  monkeypatch.undo()
+  resumed, _ = train.train_and_evaluate(config, resumed_dir)
   assert int(resumed.step) == int(straight.step) == 6
   # Bitwise: same data, same augmentation, same compiled steps (a rerun reproduces a run).
   for tree in ('params', 'batch_stats', 'opt_state'):

@@ -92,12 +92,12 @@ def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: st
   on the batch specification (``features``: the dataset's, see ``pipeline.batch_spec``):
   no data is read, and the optimizer state is neither built nor restored.
   """
-  manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
-                                      config.best_mode, read_only=True)
-  step = checkpoint.resolve_step(manager, which)
-  batch = state_lib.init_batch(config, pipeline.batch_spec(config, True, features))
-  abstract = state_lib.abstract_variables(model, batch, mesh)
-  return checkpoint.restore_variables(manager, step, abstract), step
+  with checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
+                                 config.best_mode, read_only=True) as manager:
+    step = checkpoint.resolve_step(manager, which)
+    batch = state_lib.init_batch(config, pipeline.batch_spec(config, True, features))
+    abstract = state_lib.abstract_variables(model, batch, mesh)
+    return checkpoint.restore_variables(manager, step, abstract), step
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
@@ -117,7 +117,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   split = split or config.dataset.test_split
   mesh = parallel.create_mesh()
   builder = pipeline.get_builder(config.dataset)
-  run_checks.check_run(config, builder)
+  run_checks.check_run(config, builder, split)
   model, task = models.create_model(config.model), tasks.create_task(config)
   variables, step = restore_variables(config, workdir, which, model, mesh,
                                       builder.info.features)

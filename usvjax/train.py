@@ -87,27 +87,39 @@ class Writer:
   """
 
   def __init__(self, workdir: str, start_step: int = 0):
-    self.enabled = jax.process_index() == 0
+    self.enabled, self.workdir = jax.process_index() == 0, workdir
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
-      self.summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
-      path = os.path.join(workdir, 'metrics.jsonl')
-      _keep_steps_up_to(path, start_step)
-      self.jsonl = open(path, 'a')  # pylint: disable=consider-using-with
+      with self._writing():
+        self.summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+        path = os.path.join(workdir, 'metrics.jsonl')
+        _keep_steps_up_to(path, start_step)
+        self.jsonl = open(path, 'a')  # pylint: disable=consider-using-with
+
+  def _writing(self):
+    return workdir_lib.writing(self.workdir, 'the metrics log', resume_hint(self.workdir))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
-    with self.summary.as_default(step=step):
-      for name, value in scalars.items():
-        tf.summary.scalar(name, value)
-    self.jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
-    self.jsonl.flush()
+    with self._writing():
+      with self.summary.as_default(step=step):
+        for name, value in scalars.items():
+          tf.summary.scalar(name, value)
+      self.jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
+      self.jsonl.flush()
 
   def close(self) -> None:
     if self.enabled:
-      self.summary.flush()
-      self.jsonl.close()
+      with self._writing():
+        self.summary.flush()
+        self.jsonl.close()
+
+
+def resume_hint(workdir: str) -> str:
+  """What to do after a filesystem failure in the middle of a run."""
+  return (f'Training stopped; the checkpoints already in {workdir}/checkpoints are intact '
+          '(a save is renamed into place only when complete): free space or fix the '
+          'filesystem, then rerun the same command to resume from the last one.')
 
 
 def _keep_steps_up_to(path: str, last_step: int) -> None:
@@ -160,6 +172,19 @@ def _check_finite(pending: list[tuple[int, dict]], manager) -> dict[str, float]:
           f'{what} at step {step}. Training stopped; {kept}. Lower config.optimizer.lr, '
           'enable config.optimizer.clip_norm, or check the input data.')
   return {k: float(v) for k, v in fetched[-1][1].items()}
+
+
+def _save(manager, step: int, state: state_lib.TrainState, metrics: dict | None,
+          workdir: str) -> None:
+  """Saves a checkpoint; a full or read-only filesystem is one ``WorkdirError``, raised
+  before writing where it can be foreseen (free space below the state's uncompressed size,
+  an upper bound of what Orbax writes)."""
+  what, then = f'the checkpoint of step {step}', resume_hint(workdir)
+  if jax.process_index() == 0:
+    needed = sum(x.nbytes for x in jax.tree.leaves(state))
+    workdir_lib.check_space(workdir, needed, what, then)
+  with workdir_lib.writing(workdir, what, then):
+    checkpoint.save(manager, step, state, metrics)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -234,9 +259,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
         writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
         say(f'step {step} validation: ' + ', '.join(
             f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(('mean_dice', 'pooled_dice', 'accuracy', 'auc', 'contrastive_accuracy'))))
-      checkpoint.save(manager, step, state, eval_metrics if evaluated else None)
+      if evaluated or step % config.checkpoint_every == 0:
+        _save(manager, step, state, eval_metrics if evaluated else None, workdir)
   finally:
     progress.close()
     writer.close()
-    manager.wait_until_finished()
+    manager.close()  # Waits for a save in flight.
   return state, eval_metrics

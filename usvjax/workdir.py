@@ -1,4 +1,5 @@
-"""The run directory: created writable, and held by one trainer at a time.
+"""The run directory: created writable, held by one trainer at a time, written with clear
+errors.
 
 ``hold(workdir)`` creates the directory (a read-only, missing or full filesystem is one
 clear error naming the path) and, on process 0, takes an exclusive ``fcntl.flock`` on
@@ -7,6 +8,15 @@ second trainer on the same directory stops at once and says which process holds 
 kernel releases a flock when its process dies, however it dies, so the lock file a killed
 trainer leaves behind is stale by construction and the next trainer takes it over. (flock
 is reliable on local filesystems; on NFS, start one trainer per workdir yourself.)
+
+Before each checkpoint the trainer calls ``check_space(workdir, bytes, what, then)``: a
+read-only filesystem, a directory it may not write, or less free space than the checkpoint
+needs stops the run there, with one error and before Orbax starts writing (whose own
+failure would log a page of asynchronous tracebacks). ``writing(workdir, what, then)`` turns a filesystem failure while the run writes (disk full,
+quota exceeded, filesystem remounted read-only, permissions changed) into one
+``WorkdirError`` naming the directory, what was being written and what to do, whether the
+failure comes from Python (``OSError``) or from TensorStore under Orbax (a ``ValueError``
+whose message carries ``os_error_code``).
 """
 from __future__ import annotations
 
@@ -14,16 +24,25 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import socket
 from collections.abc import Iterator
 
 import jax
 
 LOCK_FILE = '.lock'
+# What the person running the job can do something about, by errno.
+_HINTS = {errno.EROFS: 'the filesystem is read-only', errno.ENOSPC: 'the disk is full',
+          errno.EDQUOT: 'the disk quota is exceeded', errno.EACCES: 'permission denied',
+          errno.EPERM: 'permission denied'}
+_TENSORSTORE_ERRNO = re.compile(r"os_error_code='?(\d+)")
 
 
 class WorkdirError(OSError):
   """The run directory cannot be used: not writable, or held by another trainer."""
+
+  def __str__(self) -> str:
+    return self.strerror
 
 
 def _create(workdir: str) -> None:
@@ -34,15 +53,56 @@ def _create(workdir: str) -> None:
                        'Pass a --workdir on a writable filesystem with free space.') from e
 
 
-def _open_lock(workdir: str):
-  path = os.path.join(workdir, LOCK_FILE)
+def _filesystem_errno(error: Exception) -> int | None:
+  """The errno of a filesystem failure the user can fix, else None."""
+  if isinstance(error, OSError) and not isinstance(error, WorkdirError):
+    code = error.errno
+  else:
+    match = _TENSORSTORE_ERRNO.search(str(error)) if isinstance(error, ValueError) else None
+    code = int(match.group(1)) if match else None
+  return code if code in _HINTS else None
+
+
+@contextlib.contextmanager
+def writing(workdir: str, what: str, then: str) -> Iterator[None]:
+  """Runs the block; a disk-full, read-only or permission failure in it becomes one
+  ``WorkdirError``: 'cannot write <what> in the run directory <workdir> (<cause>). <then>'."""
   try:
-    return open(path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
-  except OSError as e:
-    hint = {errno.EROFS: 'the filesystem is read-only', errno.ENOSPC: 'the disk is full',
-            errno.EACCES: 'permission denied'}.get(e.errno, e.strerror)
-    raise WorkdirError(e.errno, f'cannot write to the run directory {workdir!r} ({hint}). '
-                       'Pass a --workdir on a writable filesystem with free space.') from e
+    yield
+  except (OSError, ValueError) as e:
+    code = _filesystem_errno(e)
+    if code is None:
+      raise
+    raise WorkdirError(code, f'cannot write {what} in the run directory {workdir!r} '
+                       f'({_HINTS[code]}). {then}') from e
+
+
+def free_bytes(path: str) -> int:
+  """Bytes an unprivileged user may still write on the filesystem of ``path``."""
+  stats = os.statvfs(path)
+  return stats.f_bavail * stats.f_frsize
+
+
+def check_space(workdir: str, needed: int, what: str, then: str) -> None:
+  """Raises ``WorkdirError`` if ``needed`` bytes of ``what`` cannot be written in
+  ``workdir`` now: read-only, not writable, or not enough free space."""
+  free = free_bytes(workdir)
+  if os.statvfs(workdir).f_flag & os.ST_RDONLY:
+    code, detail = errno.EROFS, ''
+  elif not os.access(workdir, os.W_OK):
+    code, detail = errno.EACCES, ''
+  elif free < needed:
+    code, detail = errno.ENOSPC, f': {free / 1e6:.1f} MB free, {needed / 1e6:.1f} MB needed'
+  else:
+    return
+  raise WorkdirError(code, f'cannot write {what} in the run directory {workdir!r} '
+                     f'({_HINTS[code]}{detail}). {then}')
+
+
+def _open_lock(workdir: str):
+  with writing(workdir, 'its lock file', 'Pass a --workdir on a writable filesystem with '
+               'free space.'):
+    return open(os.path.join(workdir, LOCK_FILE), 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
 
 
 @contextlib.contextmanager
