@@ -33,10 +33,12 @@ BAD_SETTINGS = [
     # usv_synthetic/tiny's videos have 4 to 8 frames.
     ('flanet', {'input.clip_length': 9}, ['config.input.clip_length=9',
                                           'config.dataset.train_split',
-                                          'config.dataset.eval_split'], 2),
+                                          'config.dataset.eval_split',
+                                          'config.dataset.test_split'], 3),
     # k-fold cross-validation evaluates folds of train_split: eval_split is not read.
     ('dsanet', {'input.clip_length': 9, 'dataset.folds.num': 2, 'dataset.eval_split': 'val'},
-     ['config.input.clip_length=9', 'config.dataset.train_split']),
+     ['config.input.clip_length=9', 'config.dataset.train_split',
+      'config.dataset.test_split'], 2),
 ]
 
 
@@ -83,7 +85,7 @@ def test_every_problem_is_reported_at_once(tiny_builder, data_dir):
   # paper design has no stride to check, so image_size 30 is no problem.
   error = _error('flanet', data_dir, tiny_builder, overrides,
                  [f'config.{key}=' for key in overrides if key != 'input.image_size'])
-  assert error.count('\n  - ') == 6
+  assert error.count('\n  - ') == 7  # clip_length: train_split and test_split.
 
 
 @pytest.mark.parametrize('name,overrides,expected', [
@@ -97,6 +99,23 @@ def test_every_problem_is_reported_at_once(tiny_builder, data_dir):
 def test_one_frame_videos_are_refused_by_video_methods(stills_builder, data_dir, name,
                                                        overrides, expected):
   _error(name, data_dir, stills_builder, overrides, expected)
+
+
+@pytest.mark.parametrize('test_split,flagged', [('', True), ('validation', False)])
+def test_the_test_split_is_checked_before_training_and_the_evaluated_one_at_evaluation(
+    tiny_builder, data_dir, monkeypatch, test_split, flagged):
+  # Only the test split has a 1-frame video: training must refuse it before it starts,
+  # and `evaluate --split=validation` (test_split given) must not.
+  monkeypatch.setattr(run_checks, 'video_lengths',
+                      lambda builder, split: {'still': 1} if split == 'test' else {'v': 8})
+  config = helpers.load_config('stpfnet', data_dir)
+  if not flagged:
+    run_checks.check_run(config, tiny_builder, test_split)
+    return
+  error = _error('stpfnet', data_dir, tiny_builder, {},
+                 ["config.dataset.test_split='test' has 1 video(s) of fewer frames, "
+                  "e.g. 'still' (1)", "eval_protocol='first_frame'"])
+  assert error.count('\n  - ') == 2  # Clip length and first-frame protocol.
 
 
 @pytest.mark.parametrize('name', ['unet', 'cnn_aver', 'clman'])

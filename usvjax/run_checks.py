@@ -25,10 +25,12 @@ each naming its config key and what to do:
     are the first frame repeated (``input_pipeline/clips.py``). That padding is accepted
     for the first frames of a video, but a video shorter than ``clip_length`` would never
     give the model a full clip (a 1-frame video: a still image posing as a video), so such
-    videos in the training or evaluation split are an error;
+    videos in the training, evaluation or test split are an error (the test split is
+    checked when training starts too, so that no run trains for hours towards a test it
+    cannot take; ``evaluate --split`` checks the split it scores);
   - ``input.eval_protocol='first_frame'`` (STPFNet) gives the first frame's mask and
-    scores the later frames: an evaluation video of one frame has nothing to score, so it
-    is an error.
+    scores the later frames: a video of one frame in a split that is evaluated has nothing
+    to score, so it is an error.
 
 A dataset without frames (the feature cache ``usv_features`` of a two-stage run's stage 2)
 has no video lengths to check; its splits are checked like any other's.
@@ -51,14 +53,21 @@ STRIDES = {
 }
 
 
-def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder) -> None:
-  """Raises ``ValueError`` listing every problem of ``config`` with ``builder``'s data."""
+def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+              test_split: str = '') -> None:
+  """Raises ``ValueError`` listing every problem of ``config`` with ``builder``'s data.
+
+  ``test_split`` is the split an evaluation scores when it is not
+  ``config.dataset.test_split`` (``evaluate --split``).
+  """
   problems = (_batch_problems(config) + _schedule_problems(config) +
               _image_problems(config))
-  split_problems = _split_problems(config, builder)
+  splits = _splits(config, test_split)
+  split_problems = _split_problems(splits, builder)
   problems += split_problems.values()
   if 'masks' in tasks.example_source(config).required_features(builder.info.features):
-    problems += _length_problems(config, builder, set(split_problems))  # Clip-based tasks.
+    splits = {k: v for k, v in splits.items() if k not in split_problems}
+    problems += _length_problems(config, builder, splits)  # Clip-based tasks.
   if problems:
     raise ValueError('the run settings have problems:\n' +
                      '\n'.join(f'  - {p}' for p in problems))
@@ -114,18 +123,20 @@ def _image_problems(config: ml_collections.ConfigDict) -> list[str]:
   return []
 
 
-def _split_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The split keys the run reads (with k-fold cross-validation, train_split serves both)."""
-  if config.dataset.folds.num:
-    return ('train_split', 'test_split')
-  return ('train_split', 'eval_split', 'test_split')
+def _splits(config: ml_collections.ConfigDict, test_split: str) -> dict[str, str]:
+  """{config key: split} the run reads (with k-fold cross-validation, train_split serves
+  training and evaluation)."""
+  keys = ('train_split', 'test_split') if config.dataset.folds.num else (
+      'train_split', 'eval_split', 'test_split')
+  splits = {key: config.dataset[key] for key in keys}
+  splits['test_split'] = test_split or splits['test_split']
+  return splits
 
 
-def _split_problems(config: ml_collections.ConfigDict, builder) -> dict[str, str]:
-  """{split key: its problem} of the split keys the run reads."""
+def _split_problems(splits: dict[str, str], builder) -> dict[str, str]:
+  """{split key: its problem} of the splits the run reads."""
   out = {}
-  for key in _split_keys(config):
-    split = config.dataset[key]
+  for key, split in splits.items():
     try:
       count = builder.info.splits[split].num_examples
     except (ValueError, KeyError) as e:
@@ -155,13 +166,11 @@ def _shortest(lengths: dict[str, int], below: int) -> str:
 
 
 def _length_problems(config: ml_collections.ConfigDict, builder,
-                     bad_splits: set[str]) -> list[str]:
-  """Videos of the training and evaluation splits (those not in ``bad_splits``) too short
-  for the method."""
+                     splits: dict[str, str]) -> list[str]:
+  """Videos of ``splits`` ({config key: split}) too short for the method."""
   if 'frames' not in builder.info.features:
     return []
-  keys = [k for k in _split_keys(config)[:-1] if k not in bad_splits]  # Not test_split.
-  lengths = {key: video_lengths(builder, config.dataset[key]) for key in keys}
+  lengths = {key: video_lengths(builder, split) for key, split in splits.items()}
   out = _positive(config, 'input.clip_length')
   clip_length = config.input.clip_length
   if not out and config.model.name not in SINGLE_FRAME_MODELS and clip_length > 1:
@@ -169,16 +178,18 @@ def _length_problems(config: ml_collections.ConfigDict, builder,
       if videos and min(videos.values()) < clip_length:
         out.append(
             f'config.input.clip_length={clip_length} (model {config.model.name!r}) but '
-            f'config.dataset.{key}={config.dataset[key]!r} has '
+            f'config.dataset.{key}={splits[key]!r} has '
             f'{_shortest(videos, clip_length)}: their clips would repeat the first frame '
             f'in place of every missing one. Remove the videos shorter than {clip_length} '
             f'frames from the split, or train a single-frame model (configs/unet.py).')
-  key = 'train_split' if config.dataset.folds.num else 'eval_split'
-  if config.input.eval_protocol == 'first_frame' and key in lengths:
-    if min(lengths[key].values(), default=2) < 2:
+  if config.input.eval_protocol != 'first_frame':
+    return out
+  for key, videos in lengths.items():
+    evaluated = key != 'train_split' or config.dataset.folds.num  # Folds evaluate on it.
+    if evaluated and min(videos.values(), default=2) < 2:
       out.append(
           f"config.input.eval_protocol='first_frame' gives each video's first mask and "
-          f'scores the later frames, but config.dataset.{key}={config.dataset[key]!r} has '
-          f'{_shortest(lengths[key], 2)}: nothing of them can be scored. Remove 1-frame '
+          f'scores the later frames, but config.dataset.{key}={splits[key]!r} has '
+          f'{_shortest(videos, 2)}: nothing of them can be scored. Remove 1-frame '
           f"videos from the split, or set config.input.eval_protocol='clip'.")
   return out
