@@ -1,6 +1,7 @@
 """FLA-Net: the FFA module against a NumPy evaluation of the paper's equations, the
 location-based contrastive loss, the model's configurations, the segmentation's use of
 the localisation branch, and the released design against the released PyTorch code."""
+import functools
 import os
 
 import jax
@@ -175,16 +176,25 @@ def test_table3_ablations_switch_modules(ablation, outputs):
   assert ('bconv' in fuse) == (config.model.aggregation == 'ffa')
 
 
+@functools.cache
+def _resnet18_model(variant: str):
+  """The model of ``variant`` on a ResNet-18 (a short compilation; the heads are the same)
+  and its initial variables, shared by the tests that run it."""
+  config = flanet_config.get_config(variant)
+  config.model.backbone = 'resnet18'
+  model = models.create_model(config.model)
+  frames = np.zeros((2, 3, 32, 32, 1), np.float32)
+  return model, jax.jit(lambda: model.init(jax.random.key(0), {'frames': frames},
+                                           train=False))()
+
+
 @pytest.mark.parametrize('variant,branch', [('tiny', 'localisation'),
                                             ('released_code,tiny', 'heatmap_head')])
 def test_segmentation_adds_the_localisation_branch(variant, branch):
   """The segmentation output adds the localisation branch (the paper: d1l and d2l; the
   released code: its heatmap): changing only that branch's weights changes the logits."""
-  config = flanet_config.get_config(variant)
-  config.model.backbone = 'resnet18'  # A short compilation; the branch is the same.
-  model = models.create_model(config.model)
+  model, variables = _resnet18_model(variant)
   frames = np.random.default_rng(0).random((2, 3, 32, 32, 1), np.float32)
-  variables = jax.jit(lambda: model.init(jax.random.key(0), {'frames': frames}, train=False))()
   logits = jax.jit(lambda v: model.apply(v, {'frames': frames}, train=False)['logits'])
   keys = iter(jax.random.split(jax.random.key(1), 1000))
   moved = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(next(keys), p.shape),
@@ -193,6 +203,22 @@ def test_segmentation_adds_the_localisation_branch(variant, branch):
   after = np.asarray(logits({**variables, 'params': {**variables['params'], branch: moved}}))
   change = np.abs(after - before).max() / np.abs(before).max()
   assert change > 1e-3, f'the logits ignore {branch!r} (relative change {change:.1e})'
+
+
+def test_contrastive_positive_is_the_heatmap_of_the_previous_frame():
+  """``previous_heatmap`` (the positive of Eq. 1) is H_{t-1}: the heatmap of frame t-1 of
+  the same clip, predicted from t-1, t-2, t-3. The clip [a, b, c, d] gives it for target c;
+  the clip [d, a, b, c] has c as its target, and holds the same four frames, so training
+  mode's BatchNorm statistics are the same: its ``heatmap`` must equal the first clip's
+  ``previous_heatmap`` (any other frame, or the current one, gives another map)."""
+  model, variables = _resnet18_model('tiny')
+  a, b, c, d = np.random.default_rng(0).random((4, 2, 1, 32, 32, 1), np.float32)
+  first, second = np.concatenate([a, b, c, d], 1), np.concatenate([d, a, b, c], 1)
+  forward = jax.jit(lambda frames: model.apply(variables, {'frames': frames}, train=True,
+                                               mutable=['batch_stats'])[0])
+  clip, shifted = forward(first), forward(second)
+  np.testing.assert_allclose(clip['previous_heatmap'], shifted['heatmap'], atol=1e-5)
+  assert np.abs(clip['previous_heatmap'] - clip['heatmap']).max() > 1e-3
 
 
 def test_released_ffa_output_does_not_depend_on_its_input():
