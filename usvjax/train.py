@@ -217,7 +217,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
                                mesh)
   if start_step:
     state = checkpoint.restore(manager, start_step, state)
-    say(f'resumed from step {start_step} ({manager.directory})')
+    say(f'resumed from step {start_step} ({manager.directory})' + (
+        f': nothing left to train (config.total_steps={config.total_steps}); raise '
+        'total_steps to train on, or evaluate the run' if start_step >= config.total_steps
+        else ''))
   elif config.init.checkpoint:
     state = state_lib.load_pretrained(state, config.init.checkpoint, config.init.target)
     state = jax.device_put(state, parallel.replicated(mesh))
