@@ -1,10 +1,15 @@
 """Metrics: agreement with pysodmetrics, the empty-mask rule, FLA-Net's F-measure and
-classification, by hand."""
+classification, by hand; the robustness study's speckle at the frames' own resolution."""
+import types
+
 import numpy as np
 import py_sod_metrics
 import pytest
+import tensorflow as tf
 
+from input_pipeline import preprocess
 from usvjax import metrics
+from usvjax import robustness
 
 
 def _random_frame(rng, empty=False):
@@ -158,3 +163,27 @@ def test_multiclass_macro_metrics():
 def test_single_class_labels_give_nan_auc():
   m = metrics.classification_metrics(np.array([[0.3, 0.7], [0.8, 0.2]]), np.array([1, 1]))
   assert np.isnan(m['auc']) and m['accuracy'] == 0.5
+
+
+def test_robustness_speckle_is_added_before_resizing():
+  """A constant grey 256x256 video through the study's builder: at the stored resolution
+  the speckle has its full variance x^2 / L; resized to a 32-pixel model input (8x8
+  pixels averaged) it keeps only a small part of it, where noise added after resizing
+  would keep all of it."""
+  looks, grey = 20.0, 128 / 255
+  frame = tf.io.encode_png(tf.fill([256, 256, 1], tf.constant(128, tf.uint8)))
+  video = {'frames': tf.stack([frame, frame]), 'video_id': tf.constant('v')}
+  frames_feature = types.SimpleNamespace(shape=(None, None, None, 1))
+  builder = types.SimpleNamespace(info=types.SimpleNamespace(features={'frames': frames_feature}),
+                                  as_dataset=lambda **_: tf.data.Dataset.from_tensors(video))
+  noisy = robustness.SpeckledBuilder(builder, looks, seed=0)
+  (encoded,) = list(noisy.as_dataset(split='test'))
+  stored = preprocess.decode(encoded['frames'], 1)
+  native = stored.numpy() / 255.0
+  assert native.shape == (2, 256, 256, 1)
+  assert native.mean() == pytest.approx(grey, rel=0.01)
+  assert native.var() == pytest.approx(grey**2 / looks, rel=0.05)
+  assert not np.array_equal(native[0], native[1])  # Every frame has its own noise.
+  assert preprocess.frames_to_model(stored, 32, 1).numpy().var() < grey**2 / looks / 10
+  (again,) = list(noisy.as_dataset(split='test'))  # The same noise every time.
+  np.testing.assert_array_equal(again['frames'], encoded['frames'])
