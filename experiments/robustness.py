@@ -6,9 +6,8 @@ r"""Speckle robustness study of a segmentation checkpoint (DSANet, Table II).
 Evaluates the split clean (L=0) and with multiplicative Gamma speckle of each look number L,
 added to every frame at its stored resolution before it is resized to the model's input
 (see usvjax/robustness.py), prints the MAE / IoU / Dice table with the change against clean
-input, and writes it
-(robustness.md, robustness.json) with one report per condition into OUTPUT_DIR (default
-WORKDIR/robustness).
+input, and writes it (robustness.md, robustness.json) with one report per condition into
+OUTPUT_DIR (default WORKDIR/robustness).
 """
 from absl import app
 from absl import flags
