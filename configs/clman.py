@@ -12,7 +12,7 @@ pretraining alone is ``configs/clman.py:paper,pretrain``; ``scratch`` trains the
 without pretraining (Table 2's "without CL"), and with ``scratch`` an existing pretraining
 run can be named in ``--config.init.checkpoint``.
 
-Variants (combine with commas: a scale, then ``pretrain`` or an aggregation):
+Variants (combine with commas: a scale, then ``pretrain``, an aggregation or a Table 1 row):
 
 * ``paper``: ResNet-18 + GroupNorm + non-local (stages 3, 4), T = 16 frames per video,
   batch 8, SGD lr 1e-4, momentum 0.9, weight decay 5e-4, 320 epochs (161 training videos:
@@ -28,9 +28,15 @@ Variants (combine with commas: a scale, then ``pretrain`` or an aggregation):
 * ``pretrain``: the SimCLR run alone (model ``simclr``, task ``contrastive``). Positive pairs:
   ``input.positives`` 'same_frame' (two augmentations of one frame, SimCLR's) or
   'same_video' (two frames of one video: "different cross-sections of the same lesion").
-* Table 3: ``average``, ``max``, ``lstm``, ``self_attention`` replace the multi-meta
-  attention. ``--config.model.attention_temperature`` (1, Eq. 5) below 1 lets the
-  multi-meta attention approach max pooling.
+* Table 3: ``average``, ``max``, ``lstm``, ``self_attention``, ``external_attention``
+  (``model.memory_units`` 64), ``efficient_mhsa`` (``model.attention_heads`` 8,
+  ``model.attention_reduction`` 2) replace the multi-meta attention.
+  ``--config.model.attention_temperature`` (1, Eq. 5) below 1 lets the multi-meta
+  attention approach max pooling.
+* Table 1 (the extractor's ablation, all without contrastive pretraining, so each implies
+  ``scratch``): ``vanilla`` (ResNet-18 with BatchNorm), ``gn`` (GroupNorm), ``nl``
+  (BatchNorm + non-local blocks in stages 3 and 4), ``gn_nl`` (GroupNorm + non-local, the
+  paper's extractor).
 """
 import ml_collections
 
@@ -90,10 +96,21 @@ def _augment_views(c):
 def _scratch(c):
   """The classifier alone, from scratch or from --config.init.checkpoint."""
   c.runner = 'single'
-  del c['pretrain']
+  if 'pretrain' in c:
+    del c['pretrain']
 
 
-AGGREGATIONS = ('average', 'max', 'lstm', 'self_attention')
+def _table1(c, norm, nonlocal_stages):
+  """A row of Table 1: the extractor's norm and non-local stages, without pretraining."""
+  c.model.update(norm=norm, nonlocal_stages=nonlocal_stages)
+  _scratch(c)
+
+
+AGGREGATIONS = ('average', 'max', 'lstm', 'self_attention', 'external_attention',
+                'efficient_mhsa')
+# Table 1: {variant: (norm, non-local stages)}.
+TABLE1 = {'vanilla': ('batch', ()), 'gn': ('group', ()), 'nl': ('batch', (3, 4)),
+          'gn_nl': ('group', (3, 4))}
 PRETRAIN_SCALES = {'demo': _demo_pretrain, 'tiny': _tiny_pretrain, 'paper': _paper_pretrain}
 
 
@@ -121,7 +138,8 @@ def get_config(arg: str | None = None):
   c.model = ml_collections.ConfigDict(dict(
       name='clman', num_classes=2, backbone='resnet18', backbone_width=1.0, norm='group',
       nonlocal_stages=(3, 4), aggregation='multi_meta', attention_layers=2,
-      attention_temperature=1.0, hidden=256))
+      attention_temperature=1.0, hidden=256, memory_units=64, attention_heads=8,
+      attention_reduction=2))
   c.init.target = 'encoder'  # The pretraining run initialises the extractor.
   c.runner = 'pretrain_finetune'
   c.pretrain = pretraining_config(scale)
@@ -129,4 +147,5 @@ def get_config(arg: str | None = None):
     del c.pretrain['dataset'], c.pretrain['seed']
   variants = {'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'scratch': _scratch}
   variants.update({a: lambda c, a=a: c.model.update(aggregation=a) for a in AGGREGATIONS})
+  variants.update({name: lambda c, row=row: _table1(c, *row) for name, row in TABLE1.items()})
   return common.finalize(c, arg or 'demo', variants)

@@ -65,18 +65,49 @@ def test_a_small_temperature_takes_the_top_scored_frame_and_can_max_pool():
   assert np.abs(paper - expected).max() > 0.1
 
 
-@pytest.mark.parametrize('aggregation', clman.AGGREGATIONS)
+@pytest.mark.parametrize('aggregation', [a for a in clman.AGGREGATIONS  # Others: below.
+                                         if a not in ('external_attention', 'efficient_mhsa')])
 def test_padding_never_changes_the_output(aggregation):
   model = clman.CLMAN(aggregation=aggregation, hidden=8)
   rng = np.random.default_rng(1)
   features = jnp.asarray(rng.standard_normal((1, 3, 8)), jnp.float32)
   alone = {'features': features, 'valid': jnp.ones((1, 3), bool)}
-  padded = {'features': jnp.concatenate([features, 1e3 * jnp.ones((1, 5, 8))], axis=1),
+  garbage = 1e3 * rng.standard_normal((1, 5, 8)).astype(np.float32)  # LayerNorm-proof.
+  padded = {'features': jnp.concatenate([features, garbage], axis=1),
             'valid': jnp.arange(8)[None] < 3}
-  variables = model.init(jax.random.key(0), alone, train=False)
-  np.testing.assert_allclose(model.apply(variables, padded, train=False)['logits'],
-                             model.apply(variables, alone, train=False)['logits'],
-                             rtol=1e-5, atol=1e-6)
+  variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(alone)
+  run = jax.jit(lambda batch: model.apply(variables, batch, train=False)['logits'])
+  np.testing.assert_allclose(run(padded), run(alone), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('aggregation, reduction', [
+    ('external_attention', 2), ('efficient_mhsa', 1), ('efficient_mhsa', 3)])
+def test_table3_attention_aggregators(aggregation, reduction):
+  """Gradients reach every parameter; padding (of 1- and 4-frame videos) changes nothing;
+  frame order matters only through the efficient MHSA's temporal reduction."""
+  model = clman.CLMAN(aggregation=aggregation, memory_units=6, attention_heads=2,
+                      attention_reduction=reduction)
+  rng = np.random.default_rng(3)
+  features = jnp.asarray(rng.standard_normal((2, 9, 8)), jnp.float32)
+  valid = jnp.arange(9)[None] < jnp.array([[4], [1]])
+  garbage = 1e3 * rng.standard_normal(features.shape).astype(np.float32)  # Not constant.
+  padded = {'features': jnp.where(valid[..., None], features, garbage), 'valid': valid}
+  params = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(padded)['params']
+  run = jax.jit(lambda p, batch: model.apply({'params': p}, batch, train=False)['logits'])
+  logits = run(params, padded)
+  for i, n in enumerate((4, 1)):
+    alone = {'features': features[i:i + 1, :n], 'valid': jnp.ones((1, n), bool)}
+    np.testing.assert_allclose(run(params, alone)[0], logits[i], rtol=1e-5, atol=1e-5)
+  weights = jnp.asarray(rng.standard_normal(logits.shape), jnp.float32)
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(weights * run(p, padded))))(params)
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    assert float(jnp.abs(grad).max()) > 0, jax.tree_util.keystr(path)
+  reversed_ = dict(padded, features=padded['features'].at[0, :4].set(features[0, 3::-1]))
+  moved = np.abs(run(params, reversed_)[0] - logits[0]).max()
+  if aggregation == 'efficient_mhsa' and reduction > 1:
+    assert moved > 1e-4
+  else:
+    assert moved < 1e-5
 
 
 def test_nt_xent_by_hand():

@@ -21,8 +21,14 @@ rise with the features).
 
 **Table 3 alternatives** (``aggregation``): 'multi_meta' (default), 'average', 'max' (over
 valid frames), 'lstm' (an LSTM of ``hidden`` units over the valid frames, its last state;
-``cnn_lstm.MaskedLSTM``), 'self_attention' (one single-head self-attention layer over the
-valid frames, residual, then the average of the valid frames).
+``cnn_lstm.MaskedLSTM``), and three attention layers, each applied as x + A(LayerNorm(x))
+over the valid frames and followed by the average of the valid frames (``AttentionPool``):
+'self_attention' (one single-head dot-product self-attention), 'external_attention'
+(``ExternalAttention``) and 'efficient_mhsa' (``EfficientMHSA``). The paper cites them
+without their settings; ours are in those classes. Like the multi-meta attention, average,
+max and self- and external attention are blind to the frames' order (permuting the valid
+frames permutes nothing in the output); the efficient MHSA's temporal reduction is not
+(a strided convolution over neighbouring frames).
 
 **Contrastive pretraining (Sec. 3.2, Eq. 2).** ``SimCLR``: the same extractor (sub-module
 ``encoder``, so its weights initialise CLMAN's with ``config.init.target='encoder'``) and
@@ -53,7 +59,8 @@ from usvjax.models import cnn_lstm
 from usvjax.models import frame_classifier
 from usvjax.models import layers
 
-AGGREGATIONS = ('multi_meta', 'average', 'max', 'lstm', 'self_attention')
+AGGREGATIONS = ('multi_meta', 'average', 'max', 'lstm', 'self_attention',
+                'external_attention', 'efficient_mhsa')
 
 
 def multi_meta_pool(features: jnp.ndarray, scores: jnp.ndarray, valid: jnp.ndarray
@@ -85,14 +92,94 @@ class MultiMetaAttention(nn.Module):
     return multi_meta_pool(features, scores / self.temperature, valid)
 
 
-class SequenceSelfAttention(nn.Module):
-  """x + SA(LayerNorm(x)) over the valid frames, then their average: [B, T, m] -> [B, m]."""
+class ExternalAttention(nn.Module):
+  """External attention (Guo et al., 2021, "Beyond self-attention: external attention
+  using two linear layers"): A = Norm(F M_k^T), out = A M_v, with ``memory_units`` S
+  learnable memory rows (S = 64, theirs) and double normalisation: a softmax over the
+  frames (only the valid ones), then an l1 normalisation over the S units.
+  [B, T, m], [B, T] -> [B, T, m]; padded frames' rows are 0."""
+  memory_units: int = 64
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+    attention = nn.Dense(self.memory_units, use_bias=False, name='memory_key')(x)
+    attention = layers.masked_softmax(attention, valid[..., None], axis=1)
+    attention = attention / (1e-9 + jnp.sum(attention, axis=-1, keepdims=True))
+    return nn.Dense(x.shape[-1], use_bias=False, name='memory_value')(attention)
+
+
+class EfficientMHSA(nn.Module):
+  """Efficient multi-head self-attention of ResT (Zhang & Yang, 2021) over frames.
+
+  Queries from every frame; keys and values from the sequence shortened by ``reduction``
+  s: a depth-wise convolution over frames (kernel s + 1, stride s, left padding s // 2 as
+  ResT) and LayerNorm; ``heads`` heads of scaled dot products; with more than one head,
+  ResT's head interaction (a 1x1 convolution across heads before the softmax; its bias is
+  left out, as a constant along a softmax row changes nothing) and an instance
+  normalisation of each head's attention map after it; then an output projection.
+  Padding: padded frames are zeroed before the reduction and the convolution is padded by
+  s on the right, so the reduced keys whose window holds a valid frame are exactly those of
+  the unpadded sequence (ceil-like count (n + s // 2 - 1) // s + 1 for n valid frames);
+  the other keys, and padded queries, are masked, the instance norm's statistics included.
+  ResT's 512-channel stage uses 8 heads (our default) and no reduction; we reduce by 2,
+  the module's defining economy, since the paper names it "efficient".
+  [B, T, m], [B, T] -> [B, T, m].
+  """
+  heads: int = 8
+  reduction: int = 2
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+    b, t, c = x.shape
+    if c % self.heads:
+      raise ValueError(f'config.model.attention_heads={self.heads} does not divide the '
+                       f'{c} feature dimensions.')
+    split = lambda y: y.reshape(y.shape[:2] + (self.heads, c // self.heads))
+    q = split(nn.Dense(c, name='q')(x))
+    keys, key_valid = x, valid
+    if self.reduction > 1:
+      s = self.reduction
+      keys = nn.Conv(c, (s + 1,), (s,), padding=[(s // 2, s)], feature_group_count=c,
+                     name='reduce')(jnp.where(valid[..., None], x, 0.0))
+      keys = nn.LayerNorm(name='reduce_norm')(keys)
+      count = (jnp.sum(valid, axis=1) + s // 2 - 1) // s + 1
+      key_valid = jnp.arange(keys.shape[1])[None] < count[:, None]
+    k, v = jnp.split(nn.Dense(2 * c, name='kv')(keys), 2, axis=-1)
+    logits = jnp.einsum('bnhd,bmhd->bnmh', q, split(k)) * (c // self.heads) ** -0.5
+    pair_valid = (valid[:, :, None] & key_valid[:, None, :])[..., None]
+    if self.heads > 1:
+      logits = nn.Dense(self.heads, use_bias=False, name='transform')(logits)
+    attention = layers.masked_softmax(logits, key_valid[:, None, :, None], axis=2)
+    if self.heads > 1:
+      mean = frame_classifier.masked_mean(attention, pair_valid, axis=(1, 2))
+      centred = jnp.where(pair_valid, attention - mean[:, None, None], 0.0)
+      var = frame_classifier.masked_mean(centred**2, pair_valid, axis=(1, 2))
+      attention = centred / jnp.sqrt(var[:, None, None] + 1e-5)
+    out = jnp.einsum('bnmh,bmhd->bnhd', attention, split(v)).reshape(b, t, c)
+    return nn.Dense(c, name='proj')(out)
+
+
+class AttentionPool(nn.Module):
+  """x + A(LayerNorm(x)) over the valid frames, then their average: [B, T, m] -> [B, m].
+
+  ``kind`` picks A: 'self_attention' (one head, Flax's dot-product attention),
+  'external_attention' or 'efficient_mhsa' (the classes above, with ``memory_units``,
+  ``heads`` and ``reduction``)."""
+  kind: str = 'self_attention'
+  memory_units: int = 64
+  heads: int = 8
+  reduction: int = 2
 
   @nn.compact
   def __call__(self, features: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
     y = nn.LayerNorm(name='norm')(features)
-    mask = nn.make_attention_mask(valid, valid)
-    y = nn.MultiHeadDotProductAttention(num_heads=1, name='attention')(y, y, mask=mask)
+    if self.kind == 'self_attention':
+      y = nn.MultiHeadDotProductAttention(num_heads=1, name='attention')(
+          y, y, mask=nn.make_attention_mask(valid, valid))
+    elif self.kind == 'external_attention':
+      y = ExternalAttention(self.memory_units, name='attention')(y, valid)
+    else:
+      y = EfficientMHSA(self.heads, self.reduction, name='attention')(y, valid)
     return frame_classifier.masked_mean(features + y, valid)
 
 
@@ -110,6 +197,9 @@ class CLMAN(frame_classifier.VideoClassifierBase):
   attention_layers: int = 2
   attention_temperature: float = 1.0  # Eq. 5's softmax temperature ('multi_meta').
   hidden: int = 256  # LSTM units ('lstm' aggregation).
+  memory_units: int = 64  # 'external_attention'.
+  attention_heads: int = 8  # 'efficient_mhsa'.
+  attention_reduction: int = 2  # 'efficient_mhsa'.
 
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
@@ -129,7 +219,8 @@ class CLMAN(frame_classifier.VideoClassifierBase):
       lengths = jnp.sum(valid, axis=1).astype(jnp.int32)
       (_, pooled), _ = cnn_lstm.MaskedLSTM(self.hidden, name='lstm')(features, lengths)
     else:
-      pooled = SequenceSelfAttention(name='self_attention')(features, valid)
+      pooled = AttentionPool(self.aggregation, self.memory_units, self.attention_heads,
+                             self.attention_reduction, name=self.aggregation)(features, valid)
     return {'features': features,
             'logits': nn.Dense(self.num_classes, name='classifier')(pooled)}
 

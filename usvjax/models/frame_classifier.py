@@ -49,8 +49,10 @@ from usvjax.models import layers
 from usvjax.models.backbones import resnet
 
 
-def masked_mean(values: jnp.ndarray, valid: jnp.ndarray, axis: int = 1) -> jnp.ndarray:
-  """Mean of ``values`` over ``axis`` counting only ``valid`` entries (0 if none)."""
+def masked_mean(values: jnp.ndarray, valid: jnp.ndarray,
+                axis: int | tuple[int, ...] = 1) -> jnp.ndarray:
+  """Mean of ``values`` over ``axis`` counting only ``valid`` entries (0 if none); ``valid``
+  has the leading axes of ``values`` (missing trailing axes broadcast)."""
   weights = valid.astype(values.dtype).reshape(valid.shape + (1,) * (values.ndim - valid.ndim))
   total = jnp.sum(values * weights, axis=axis)
   return total / jnp.maximum(jnp.sum(weights, axis=axis), 1.0)
