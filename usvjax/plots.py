@@ -53,24 +53,31 @@ def overlays(examples: dict[str, list[tuple]], directory: str, max_videos: int) 
 
 def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
                           class_names: list[str] | None, metrics: dict,
-                          threshold: float = 0.5) -> None:
-  """roc.png, pr.png (one-vs-rest per class when K > 2) and confusion_matrix.png."""
+                          threshold: float = 0.5) -> dict[str, list]:
+  """roc.png, pr.png (one-vs-rest per class when K > 2) and confusion_matrix.png.
+
+  Drawn with scikit-learn's displays from probs [N, K] and integer labels [N]: a class
+  whose one-vs-rest target has a single value gets no curve; the confusion matrix holds
+  the counts of the predictions ``metrics.class_predictions(probs, threshold)``, each with
+  its share of the true class's videos. Returns the displays, {'roc': [RocCurveDisplay],
+  'pr': [PrecisionRecallDisplay], 'confusion_matrix': [ConfusionMatrixDisplay]}.
+  """
   os.makedirs(directory, exist_ok=True)
   num_classes = probs.shape[1]
   names = class_names or [str(k) for k in range(num_classes)]
   positives = [1] if num_classes == 2 else list(range(num_classes))
-  for kind in ('roc', 'pr'):
+  displays: dict[str, list] = {'roc': [], 'pr': [], 'confusion_matrix': []}
+  for kind, display_type in (('roc', skm.RocCurveDisplay), ('pr', skm.PrecisionRecallDisplay)):
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for k in positives:
       target = (labels == k).astype(int)
       if target.min() == target.max():
         continue
-      if kind == 'roc':
-        x, y, _ = skm.roc_curve(target, probs[:, k])
-        ax.plot(x, y, label=f'{names[k]} (AUC {skm.roc_auc_score(target, probs[:, k]):.3f})')
-      else:
-        y, x, _ = skm.precision_recall_curve(target, probs[:, k])
-        ax.plot(x, y, label=f'{names[k]} (AP {skm.average_precision_score(target, probs[:, k]):.3f})')
+      # The chance level: the diagonal (ROC, once) or the prevalence (PR, binary only).
+      chance = not displays[kind] if kind == 'roc' else len(positives) == 1
+      displays[kind].append(display_type.from_predictions(
+          target, probs[:, k], name=names[k], ax=ax, plot_chance_level=chance))
+    # One-vs-rest targets are 0/1: sklearn's axis labels would name "positive label: 1".
     ax.set_xlabel('false positive rate' if kind == 'roc' else 'recall')
     ax.set_ylabel('true positive rate' if kind == 'roc' else 'precision')
     ax.set_xlim(0, 1)
@@ -81,13 +88,20 @@ def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
     fig.savefig(os.path.join(directory, f'{kind}.png'), dpi=120)
     plt.close(fig)
   preds = metrics_lib.class_predictions(probs, threshold)
-  matrix = skm.confusion_matrix(labels, preds, labels=list(range(num_classes)), normalize='true')
-  skm.ConfusionMatrixDisplay(np.nan_to_num(matrix), display_labels=names).plot(
-      cmap='Blues', values_format='.2f')
-  plt.title('normalised confusion matrix')
-  plt.tight_layout()
-  plt.savefig(os.path.join(directory, 'confusion_matrix.png'), dpi=120)
-  plt.close('all')
+  counts = skm.confusion_matrix(labels, preds, labels=list(range(num_classes)))
+  fig, ax = plt.subplots(figsize=(4.5, 4.5))
+  display = skm.ConfusionMatrixDisplay(counts, display_labels=names).plot(
+      ax=ax, cmap='Blues', values_format='d', colorbar=False)
+  shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+  for (i, j), text in np.ndenumerate(display.text_):
+    text.set_text(f'{counts[i, j]}\n({shares[i, j]:.0%})')
+  displays['confusion_matrix'].append(display)
+  ax.set_title('confusion matrix' + (f' (threshold {threshold:g})' if num_classes == 2 else '')
+               + '\ncounts (share of the true class)')
+  fig.tight_layout()
+  fig.savefig(os.path.join(directory, 'confusion_matrix.png'), dpi=120)
+  plt.close(fig)
+  return displays
 
 
 def training_curves(workdir: str, directory: str) -> str | None:
