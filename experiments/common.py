@@ -10,10 +10,12 @@ from typing import NamedTuple
 
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 from input_pipeline.builders.common import DatasetError
 from usvjax import parallel
+from usvjax import provenance
 from usvjax.train import NonFiniteLossError
 
 COORDINATOR = flags.DEFINE_string(
@@ -26,6 +28,23 @@ HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
     'A process of a multi-process run that sends no heartbeat for this long is lost: the '
     'others print which one and exit with status 1 (resume by restarting all processes).')
 
+ALLOW_CONFIG_CHANGES = flags.DEFINE_bool(
+    'allow_config_changes', False, "Evaluate with a --config that differs from the run's "
+    'own (<workdir>/config.py), e.g. on other data, on purpose.')
+
+
+def run_config(given: ml_collections.ConfigDict | None,
+               workdir: str) -> ml_collections.ConfigDict:
+  """The config to evaluate the run in ``workdir`` with: its saved one without
+  ``--config``; else the given one, which must match the saved one (keys that may differ:
+  ``provenance.RESUMABLE``) unless --allow_config_changes."""
+  if given is None:
+    return provenance.load_config(workdir)
+  if not ALLOW_CONFIG_CHANGES.value:
+    provenance.check_matches(given, workdir, 'given with --config')
+  return given
+
+
 class RunFlags(NamedTuple):
   """Flags of the entry points that read a trained run's checkpoint."""
   config: flags.FlagHolder
@@ -36,14 +55,17 @@ class RunFlags(NamedTuple):
 
 
 def define_run_flags(output_help: str) -> RunFlags:
-  """Defines --config, --workdir (required), --checkpoint, --split and --output_dir."""
+  """Defines --config (default: the run's own), --workdir (required), --checkpoint, --split
+  and --output_dir."""
   run_flags = RunFlags(
-      config_flags.DEFINE_config_file('config', None, 'Config of the run.', lock_config=True),
+      config_flags.DEFINE_config_file(
+          'config', None, "Config of the run (default: the run's own, <workdir>/config.py).",
+          lock_config=True),
       flags.DEFINE_string('workdir', None, 'The run directory.'),
       flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step."),
       flags.DEFINE_string('split', '', 'Split (default: config.dataset.test_split).'),
       flags.DEFINE_string('output_dir', '', output_help))
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.mark_flags_as_required(['workdir'])
   return run_flags
 
 

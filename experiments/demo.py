@@ -22,7 +22,7 @@ from input_pipeline import pipeline
 from usvjax import evaluate
 from usvjax import metrics as metrics_lib
 from usvjax import plots
-from usvjax import train
+from usvjax import runners
 
 OUTDIR = flags.DEFINE_string('outdir', 'runs/demo', 'Where the run and its report go.')
 DATA_DIR = flags.DEFINE_string('data_dir', 'runs/tensorflow_datasets',
@@ -54,7 +54,7 @@ def main(argv):
   report = os.path.join(workdir, 'report')
   try:
     print(f'Training the image U-Net on synthetic ultrasound video in {workdir} ...')
-    train.train_and_evaluate(config, workdir)
+    runners.train(config, workdir)
     test_metrics = evaluate.evaluate_checkpoint(config, workdir, 'best', '', report).metrics
     baselines = trivial_baselines(config, pipeline.get_builder(config.dataset))
   except common.USER_ERRORS as e:

@@ -1,7 +1,10 @@
 r"""Evaluates a checkpoint exactly on a split and writes a report.
 
-  python -m experiments.evaluate --config=configs/unet.py:demo --workdir=runs/unet \
+  python -m experiments.evaluate --workdir=runs/unet \
       [--checkpoint=best|latest|STEP] [--split=test] [--output_dir=DIR]
+
+The run's own config (``<workdir>/config.py``, saved when it started) is used; a --config
+that differs from it is an error listing the keys, unless --allow_config_changes.
 
 Writes metrics.json, per_video.csv and pictures (segmentation overlays; ROC, PR and a
 confusion matrix for classification; training curves) and prints where. The config's
@@ -24,8 +27,8 @@ RUN = common.define_run_flags('Default: WORKDIR/eval_SPLIT_stepN.')
 def main(argv):
   del argv
   common.start_processes()
-  config = RUN.config.value
   try:
+    config = common.run_config(RUN.config.value, RUN.workdir.value)
     reports = runners.get(config).evaluate(config, RUN.workdir.value, RUN.split.value,
                                            RUN.checkpoint.value, RUN.output_dir.value)
   except common.USER_ERRORS as e:

@@ -1,6 +1,6 @@
 r"""Segments one video, frame by frame, with a trained segmentation checkpoint.
 
-  python -m experiments.segment_video --config=configs/stpfnet.py:demo --workdir=runs/stpf \
+  python -m experiments.segment_video --workdir=runs/stpf \
       --video=PATH [--first_mask=MASK.png] [--output_dir=DIR] [--checkpoint=best]
 
 ``--video`` is a video file (anything OpenCV decodes: .mp4, .avi, ...) or a folder of
@@ -25,14 +25,16 @@ from ml_collections import config_flags
 from experiments import common
 from usvjax import segment
 
-CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of the run.', lock_config=True)
+CONFIG = config_flags.DEFINE_config_file(
+    'config', None, "Config of the run (default: the run's own, <workdir>/config.py).",
+    lock_config=True)
 WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory (holds checkpoints/).')
 CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step.")
 VIDEO = flags.DEFINE_string('video', None, 'A video file or a folder of frames.')
 FIRST_MASK = flags.DEFINE_string('first_mask', '', "The first frame's mask (PNG); needed "
                                  'by STPFNet.')
 OUTPUT_DIR = flags.DEFINE_string('output_dir', '', 'Default: WORKDIR/segment_<video name>.')
-flags.mark_flags_as_required(['config', 'workdir', 'video'])
+flags.mark_flags_as_required(['workdir', 'video'])
 
 
 def main(argv):
@@ -41,7 +43,8 @@ def main(argv):
   name = os.path.splitext(os.path.basename(os.path.normpath(VIDEO.value)))[0]
   output_dir = OUTPUT_DIR.value or os.path.join(WORKDIR.value, f'segment_{name}')
   try:
-    result = segment.segment_video(CONFIG.value, WORKDIR.value, CHECKPOINT.value, VIDEO.value,
+    config = common.run_config(CONFIG.value, WORKDIR.value)
+    result = segment.segment_video(config, WORKDIR.value, CHECKPOINT.value, VIDEO.value,
                                    FIRST_MASK.value, output_dir)
   except common.USER_ERRORS as e:
     common.fail(e)

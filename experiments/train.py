@@ -28,7 +28,7 @@ def main(argv):
   del argv
   common.start_processes()
   try:
-    metrics = runners.get(CONFIG.value).train(CONFIG.value, WORKDIR.value)
+    metrics = runners.train(CONFIG.value, WORKDIR.value)
   except common.USER_ERRORS as e:
     common.fail(e)
   print(f'validation: {metrics}')

@@ -19,6 +19,7 @@ longest over the processes (``valid`` False), so the local batches form one glob
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterator, Mapping
 
 import jax
@@ -26,9 +27,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 from jax.experimental import multihost_utils
 
 from input_pipeline import builders  # pylint: disable=unused-import  (registers builders)
+from input_pipeline import fingerprint
 from input_pipeline import folds as folds_lib
 from input_pipeline import preprocess
 from input_pipeline import spec as spec_lib
@@ -44,22 +47,51 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 
   ``dataset.name`` is a registered builder (``usv_synthetic``, ``usv_frames_table``, ...),
   ``dataset.config`` its config name, ``dataset.manual_dir`` the folder of a local layout.
+  A folder is converted again when its files changed since its conversion
+  (``input_pipeline.fingerprint``).
   """
+  builder = _builder(dataset)
+  source = None
+  if dataset.manual_dir:
+    common.require_dir(dataset.manual_dir, 'config.dataset.manual_dir',
+                       'Point config.dataset.manual_dir at the dataset folder.')
+    source = fingerprint.folder_fingerprint(dataset.manual_dir)
+    if _stale(builder, source):
+      builder = _builder(dataset)
+  download_config = tfds.download.DownloadConfig(manual_dir=dataset.manual_dir or None)
+  builder.download_and_prepare(download_config=download_config)
+  if source and jax.process_index() == 0 and not fingerprint.stored(builder.data_dir):
+    fingerprint.store(builder.data_dir, source)
+  return builder
+
+
+def _builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   kwargs = {'data_dir': dataset.data_dir or None}
   if dataset.config:
     kwargs['config'] = dataset.config
   try:
-    builder = tfds.builder(dataset.name, **kwargs)
+    return tfds.builder(dataset.name, **kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f'config.dataset.name={dataset.name!r} is not a known dataset: '
                      f'use one of usv_synthetic, usv_davis, usv_flanet, usv_frames_table, '
                      f'usv_video_table.') from e
-  if dataset.manual_dir:
-    common.require_dir(dataset.manual_dir, 'config.dataset.manual_dir',
-                       'Point config.dataset.manual_dir at the dataset folder.')
-  download_config = tfds.download.DownloadConfig(manual_dir=dataset.manual_dir or None)
-  builder.download_and_prepare(download_config=download_config)
-  return builder
+
+
+def _stale(builder: tfds.core.DatasetBuilder, source: dict) -> bool:
+  """Deletes ``builder``'s conversion if it was made from other files than ``source``
+  describes (then True: build the builder again)."""
+  old = fingerprint.stored(builder.data_dir) if builder.is_prepared() else None
+  if old is None or old['sha256'] == source['sha256']:
+    return False
+  what = (f'the folder {source["folder"]} changed since its conversion in '
+          f'{builder.data_dir} ({old["files"]} files, {old["bytes"]} bytes then; '
+          f'{source["files"]} files, {source["bytes"]} bytes now)')
+  if jax.process_count() > 1:
+    raise ValueError(f'{what}: delete {builder.data_dir} and start again (or convert it '
+                     'once with a single process).')
+  logging.warning('%s: converting it again.', what)
+  shutil.rmtree(builder.data_dir)
+  return True
 
 
 def batch_spec(config: ml_collections.ConfigDict, train: bool,

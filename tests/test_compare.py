@@ -6,7 +6,9 @@ import os
 import numpy as np
 import pytest
 
+from input_pipeline import pipeline
 from usvjax import compare
+from usvjax import provenance
 from usvjax import train
 
 
@@ -22,6 +24,8 @@ def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
       '{"mean_dice": 0.5, "mean_iou": 0.4, "mean_recall": 0.5, "mean_f1": 0.5, "mean_mae": '
       '0.1, "mean_s_measure": 0.6, "mean_e_measure": 0.7, "train_seconds": 1.0, '
       '"eval_frames_per_second": 9.0}')
+  first_config = compare.method_config(first, shared, 0, workdir)  # Its run's record.
+  provenance.record(first_config, str(finished), pipeline.get_builder(first_config.dataset))
   trained = []
   real_train = train.train_and_evaluate
   monkeypatch.setattr(train, 'train_and_evaluate',

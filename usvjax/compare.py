@@ -9,7 +9,9 @@ the same comparison, listed before the method that loads it).
 Each (method, seed) trains in ``<workdir>/<name>/seed<seed>`` (an interrupted run resumes
 from its checkpoint); its best checkpoint is then evaluated exactly on the test split, and
 the result is written to ``result.json`` there, atomically. A rerun skips every run that
-has a result, so an interrupted comparison finishes only what is left. Each run is
+has a result of the same config and data (``usvjax.provenance``: the config saved in the
+run directory, the data fingerprint), so an interrupted comparison finishes only what is
+left, and a changed config or dataset is run again. Each run is
 trained and scored by its runner (``usvjax.runners``), which names the row it reports (a
 two-stage config: its variable-frame CNN-LSTM; CLMAN: the classifier after its own
 pretraining); a run's task (``usvjax.tasks``) gives the table's columns, one table per
@@ -26,6 +28,7 @@ import csv
 import importlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -34,6 +37,8 @@ import matplotlib
 import ml_collections
 import numpy as np
 
+from input_pipeline import pipeline
+from usvjax import provenance
 from usvjax import runners
 from usvjax import tables
 from usvjax import tasks
@@ -107,15 +112,37 @@ def headline_task(config: ml_collections.ConfigDict) -> str:
   return runners.get(config).headline(config)[1].input.task
 
 
+def _outdated(config: ml_collections.ConfigDict, run_dir: str) -> str:
+  """Why the run in ``run_dir`` is not a run of ``config`` on today's data ('' if it is)."""
+  if not os.path.exists(os.path.join(run_dir, provenance.CONFIG_FILE)):
+    return 'it records no config'
+  changed = provenance.differences(config, provenance.load_config(run_dir))
+  if changed:
+    return f'its config differs ({"; ".join(changed[:3])})'
+  if provenance.recorded_data(run_dir) != provenance.data_fingerprint(
+      pipeline.get_builder(config.dataset)):
+    return 'its data changed'
+  return ''
+
+
 def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
-  """Trains (or resumes) one run and scores its best checkpoint on the test split, once."""
+  """Trains (or resumes) one run and scores its best checkpoint on the test split, once.
+
+  A finished or partial run in ``run_dir`` of another config or other data is moved to
+  ``<run_dir>.outdated`` (replacing an older one there) and the run is made again.
+  """
   path = os.path.join(run_dir, 'result.json')
-  if os.path.exists(path):
+  outdated = _outdated(config, run_dir) if os.path.exists(run_dir) else ''
+  if outdated:
+    train.say(f'{run_dir}: {outdated}; moved to {run_dir}.outdated, running again')
+    shutil.rmtree(run_dir + '.outdated', ignore_errors=True)
+    os.replace(run_dir, run_dir + '.outdated')
+  elif os.path.exists(path):
     with open(path) as f:
       return json.load(f)
   runner = runners.get(config)
   start = time.perf_counter()
-  runner.train(config, run_dir)
+  runners.train(config, run_dir)
   trained = time.perf_counter()
   report = runner.evaluate(config, run_dir)[runner.headline(config)[0]]
   frames = report.metrics.get('num_frames') or sum(

@@ -41,9 +41,8 @@ KEYS = tables.CLASSIFICATION_KEYS
 
 def fold_reports(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
   """Trains one fold and scores its final checkpoint(s) on the held-out videos."""
-  runner = runners.get(config)
-  runner.train(config, fold_dir, which='latest')
-  return runner.evaluate(config, fold_dir, config.dataset.train_split, 'latest',
+  runners.train(config, fold_dir, which='latest')
+  return runners.get(config).evaluate(config, fold_dir, config.dataset.train_split, 'latest',
                          os.path.join(fold_dir, 'held_out'))
 
 

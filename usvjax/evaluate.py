@@ -10,6 +10,7 @@ and a confusion matrix for classification).
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ from usvjax import interfaces
 from usvjax import models
 from usvjax import parallel
 from usvjax import plots
+from usvjax import provenance
 from usvjax import run_checks
 from usvjax import state as state_lib
 from usvjax import streaming
@@ -100,6 +102,16 @@ def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: st
     return checkpoint.restore_variables(manager, step, abstract), step
 
 
+def _dataset_record(builder, workdir: str) -> dict:
+  """The evaluated data's fingerprint, with a warning if it is not the training run's."""
+  data = provenance.data_fingerprint(builder)
+  trained = provenance.recorded_data(workdir)
+  if trained and trained != data and jax.process_index() == 0:
+    tqdm.write(f'warning: the data differ from those the run in {workdir} was trained on '
+               f'(now {json.dumps(data)}; then {json.dumps(trained)}).')
+  return data
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
                         split: str = '', output_dir: str = '') -> Report:
   """Restores a checkpoint of ``workdir`` and writes an exact report of ``split``.
@@ -124,7 +136,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   eval_step = make_eval_step(model, task, config.input.eval_protocol)
   metrics, evaluation = evaluate_split(eval_step, task, config, builder,
                                        split, mesh, variables)
-  metrics = dict(metrics, step=step, split=split, checkpoint=which)
+  metrics = dict(metrics, step=step, split=split, checkpoint=which,
+                 dataset=_dataset_record(builder, workdir))
   output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')
   class_names = None
   if 'label' in builder.info.features:

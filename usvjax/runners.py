@@ -11,7 +11,9 @@
   from the pretraining run (CLMAN).
 
 ``train``, ``evaluate``, ``cross_validate`` and ``compare`` look the runner up here; none of
-them asks what kind of run it is. Each runner is an ``interfaces.Runner``.
+them asks what kind of run it is. Each runner is an ``interfaces.Runner``. Every run starts
+with ``train`` below, which records the run's config and data in its workdir
+(``usvjax.provenance``) before its runner trains it.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ import os
 
 import ml_collections
 
+from input_pipeline import pipeline
 from usvjax import evaluate as evaluate_lib
 from usvjax import interfaces
+from usvjax import provenance
 from usvjax import train as train_lib
 from usvjax import two_stage
 
@@ -105,3 +109,11 @@ def get(config: ml_collections.ConfigDict) -> interfaces.Runner:
   if config.runner not in RUNNERS:
     raise ValueError(f'config.runner={config.runner!r}: use one of {sorted(RUNNERS)}.')
   return RUNNERS[config.runner]
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, which: str = 'best'
+          ) -> dict[str, dict]:
+  """Records the run (``provenance.record``) and trains it with its runner; {row: the
+  validation metrics at the end}. ``which`` checkpoint the runner's later stages use."""
+  provenance.record(config, workdir, pipeline.get_builder(config.dataset))
+  return get(config).train(config, workdir, which)

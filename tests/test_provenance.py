@@ -1,0 +1,83 @@
+"""Runs describe themselves: saved config and data fingerprint, evaluation without --config,
+config changes refused, a changed dataset folder converted again, compare reruns what
+changed."""
+import json
+import os
+
+import ml_collections
+import pytest
+import tensorflow_datasets as tfds
+
+import helpers
+from input_pipeline import pipeline
+from test_builders import frame
+from test_builders import make_frames_table
+from test_builders import write_image
+from test_train import _run
+from usvjax import compare
+from usvjax import provenance
+from usvjax import runners
+
+
+def test_evaluate_with_only_the_workdir_reproduces_the_validation_metric(data_dir, tmp_path):
+  config = helpers.load_config('unet', data_dir, **{'model.width': 4, 'optimizer.lr': 3e-3})
+  workdir = str(tmp_path / 'run')
+  validation = runners.train(config, workdir)['unet']
+  assert provenance.differences(config, provenance.load_config(workdir)) == []
+  data = json.loads((tmp_path / 'run' / provenance.DATA_FILE).read_text())
+  assert data['builder'].startswith('usv_synthetic/tiny/') and data['splits']['test'] > 0
+  process = _run(['-m', 'experiments.evaluate', f'--workdir={workdir}', '--split=validation',
+                  '--checkpoint=latest', f'--output_dir={tmp_path / "report"}'])
+  output, _ = process.communicate(timeout=300)
+  assert process.returncode == 0, output
+  metrics = json.loads((tmp_path / 'report' / 'metrics.json').read_text())
+  assert metrics['mean_dice'] == pytest.approx(validation['mean_dice'], abs=1e-6)
+  assert metrics['dataset'] == data  # The report names the data it scored.
+
+
+def test_a_config_that_differs_from_the_runs_is_refused(data_dir, tmp_path):
+  config = helpers.load_config('unet', data_dir)
+  builder = pipeline.get_builder(config.dataset)
+  provenance.record(config, str(tmp_path), builder)
+  other = helpers.load_config('unet', data_dir, **{'optimizer.lr': 0.5, 'model.width': 2})
+  with pytest.raises(ValueError, match=(
+      r"(?s)differs from the one .*\n  - model.width: 2 here, 4 saved\n"
+      r"  - optimizer.lr: 0.5 here, .* saved\n.*--allow_config_changes")):
+    provenance.check_matches(other, str(tmp_path), 'given with --config')
+  with pytest.raises(ValueError, match='optimizer.lr'):  # Resuming with another config.
+    provenance.record(other, str(tmp_path), builder)
+  longer = helpers.load_config('unet', data_dir, total_steps=50)
+  provenance.record(longer, str(tmp_path), builder)  # Continuing for more steps is fine.
+  assert provenance.load_config(str(tmp_path)).total_steps == 50
+
+
+def test_compare_reruns_a_run_whose_config_or_data_changed(data_dir, tmp_path):
+  config = helpers.load_config('unet', data_dir)
+  builder = pipeline.get_builder(config.dataset)
+  run_dir = str(tmp_path / 'seed0')
+  assert compare._outdated(config, run_dir) == 'it records no config'  # pylint: disable=protected-access
+  provenance.record(config, run_dir, builder)
+  assert compare._outdated(config, run_dir) == ''  # pylint: disable=protected-access
+  narrow = helpers.load_config('unet', data_dir, **{"model.width": 2})
+  assert 'model.width: 2 here, 4 saved' in compare._outdated(narrow, run_dir)  # pylint: disable=protected-access
+  data = json.loads((tmp_path / 'seed0' / provenance.DATA_FILE).read_text())
+  data['splits']['train'] += 1
+  (tmp_path / 'seed0' / provenance.DATA_FILE).write_text(json.dumps(data))
+  assert compare._outdated(config, run_dir) == 'its data changed'  # pylint: disable=protected-access
+
+
+def test_a_changed_dataset_folder_is_converted_again(tmp_path, caplog):
+  root = str(tmp_path / 'cvc')
+  make_frames_table(root)
+  dataset = ml_collections.ConfigDict({'name': 'usv_frames_table', 'config': 'default',
+                                       'data_dir': str(tmp_path / 'tfds'), 'manual_dir': root})
+
+  def first_pixels():
+    builder = pipeline.get_builder(dataset)
+    return sorted(int(v['frames'][0, 0, 0, 0]) for split in builder.info.splits
+                  for v in tfds.as_numpy(builder.as_dataset(split=split)))
+  assert first_pixels() == [1, 4, 6]  # First frames of the three sequences.
+  assert first_pixels() == [1, 4, 6] and 'converting it again' not in caplog.text
+  write_image(f'{root}/Original/4.png', frame(77))
+  assert first_pixels() == [1, 6, 77]
+  assert 'changed since its conversion' in caplog.text and 'converting it again' in caplog.text

@@ -1,0 +1,138 @@
+"""What a run was made of: its resolved config and a fingerprint of its data, in the workdir.
+
+``record(config, workdir, builder)`` (called when a run starts, ``runners.train``) writes
+
+* ``<workdir>/config.py``: the resolved config with every command-line override, as a
+  config file (``get_config()``) that every entry point loads with
+  ``--config=<workdir>/config.py`` and that ``evaluate``, ``segment_video``,
+  ``robustness`` and ``compare`` load by themselves from ``--workdir``;
+* ``<workdir>/data.json``: ``data_fingerprint``: the builder (name, config, version), the
+  number of examples of each split and, for a local folder, the fingerprint its conversion
+  was made from (``input_pipeline.fingerprint``).
+
+A run resumed in the same workdir must have the same config, apart from ``RESUMABLE``
+keys (schedule and evaluation settings: a run can be continued for more steps). A config
+given to an evaluation is compared with the saved one the same way (``check_matches``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pprint
+
+import jax
+import ml_collections
+import tensorflow_datasets as tfds
+
+from input_pipeline import fingerprint
+
+CONFIG_FILE = 'config.py'
+DATA_FILE = 'data.json'
+# Keys that may differ between a run and its resumption or evaluation.
+RESUMABLE = ('total_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
+             'input.eval_batch_size')
+
+_HEADER = '''"""The resolved config of the run in this directory, written when it started.
+
+Load it with --config=<this file> (overrides such as --config.total_steps=... work as usual).
+"""
+import ml_collections
+
+inf, nan = float('inf'), float('nan')
+
+
+def get_config():
+  return ml_collections.ConfigDict(
+'''
+
+
+def _plain(config: ml_collections.ConfigDict) -> dict:
+  return config.copy_and_resolve_references().to_dict()
+
+
+def config_text(config: ml_collections.ConfigDict) -> str:
+  """``config`` as the text of a config file."""
+  body = pprint.pformat(_plain(config), indent=1, width=96, sort_dicts=True)
+  return _HEADER + '      ' + body.replace('\n', '\n      ') + ')\n'
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The locked config saved in ``workdir``; a clear error if there is none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a run directory '
+                            'made by this version (or not one at all); pass --config with '
+                            'the config and overrides the run was trained with.')
+  namespace: dict = {}
+  with open(path, encoding='utf-8') as f:
+    exec(compile(f.read(), path, 'exec'), namespace)  # pylint: disable=exec-used
+  config = namespace['get_config']()
+  config.lock()
+  return config
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def differences(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict,
+                ignore: tuple[str, ...] = ()) -> list[str]:
+  """'key: value here vs saved' for every key (dotted) whose value differs."""
+  ours, theirs = _flat(_plain(config)), _flat(_plain(saved))
+  return [f'{k}: {ours.get(k, "absent")!r} here, {theirs.get(k, "absent")!r} saved'
+          for k in sorted(set(ours) | set(theirs))
+          if k not in ignore and ours.get(k, 'absent') != theirs.get(k, 'absent')]
+
+
+def check_matches(config: ml_collections.ConfigDict, workdir: str, what: str) -> None:
+  """Raises ``ValueError`` naming the differing keys if ``config`` is not the config saved
+  in ``workdir`` (``RESUMABLE`` keys aside). ``what`` says what the config is for."""
+  if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    return
+  differing = differences(config, load_config(workdir), RESUMABLE)
+  if differing:
+    listed = '\n'.join(f'  - {d}' for d in differing)
+    raise ValueError(
+        f'the config {what} differs from the one the run in {workdir} was trained with '
+        f'({os.path.join(workdir, CONFIG_FILE)}):\n{listed}\nLeave out --config to use the '
+        "run's own, pass the same overrides again, or (evaluating on other data on purpose) "
+        'add --allow_config_changes.')
+
+
+def data_fingerprint(builder: tfds.core.DatasetBuilder) -> dict:
+  """{'builder', 'splits', 'source'} of a prepared dataset (``source``: the folder
+  fingerprint its conversion was made from, or None for generated data)."""
+  return {'builder': builder.info.full_name,
+          'splits': {name: split.num_examples for name, split in builder.info.splits.items()},
+          'source': fingerprint.stored(builder.data_dir)}
+
+
+def record(config: ml_collections.ConfigDict, workdir: str,
+           builder: tfds.core.DatasetBuilder) -> None:
+  """Writes ``config.py`` and ``data.json`` into ``workdir`` (process 0); a resumed run
+  must have the saved config (``check_matches``)."""
+  check_matches(config, workdir, 'of this training')
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  for name, text in ((CONFIG_FILE, config_text(config)),
+                     (DATA_FILE, json.dumps(data_fingerprint(builder), indent=2) + '\n')):
+    path = os.path.join(workdir, name)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def recorded_data(workdir: str) -> dict | None:
+  """The ``data.json`` of the run in ``workdir``, if any."""
+  path = os.path.join(workdir, DATA_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
