@@ -37,6 +37,9 @@ def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
   assert '| unet | 0.500 | 0.400 |' in table and '| unet_narrow |' in table
   lines = open(os.path.join(workdir, 'results.csv')).read().strip().splitlines()
   assert len(lines) == 3
+  assert lines[0].startswith('dataset,image_size,steps,method,variant,seed,task,mean_dice,')
+  assert lines[2].startswith('usv_synthetic/tiny,32,3,unet_narrow,configs/unet.py:tiny;'
+                             'model.width=4,0,segmentation,')
   assert os.path.exists(os.path.join(workdir, 'curves.png'))
 
 

@@ -18,8 +18,9 @@ pretraining); a run's task (``usvjax.tasks``) gives the table's columns, one tab
 task.
 
 Written to ``workdir``: ``results.md`` (mean ± std over seeds, the papers' columns, train
-time and evaluation frames/s), ``results.csv`` (one line per run) and ``curves.png`` (the
-validation metric over training steps of every method: mean over seeds, range shaded).
+time and evaluation frames/s), ``results.csv`` (one line per run: dataset, image_size,
+steps, method, variant, seed, task, then every metric) and ``curves.png`` (the validation
+metric over training steps of every method: mean over seeds, range shaded).
 """
 from __future__ import annotations
 
@@ -157,6 +158,15 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   return result
 
 
+def _setting(method: Method, config: ml_collections.ConfigDict) -> dict:
+  """The columns that say what a run was: dataset, image size, steps and the variant (the
+  method's config and its own overrides)."""
+  dataset = '/'.join(p for p in (config.dataset.name, config.dataset.config) if p)
+  variant = ';'.join([method.config] + [f'{k}={v}' for k, v in method.overrides.items()])
+  return {'dataset': dataset, 'image_size': config.input.image_size,
+          'steps': config.total_steps, 'variant': variant}
+
+
 def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
         workdir: str) -> dict[str, list[dict]]:
   """Runs every (method, seed) not yet done and writes the tables; {method: [results]}
@@ -169,7 +179,7 @@ def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
       train.say(f'{method.name}, seed {seed}: {run_dir}')
       result = run_one(config, run_dir)
       results.setdefault(method.name, []).append(
-          dict(result, seed=seed, task=headline_task(config),
+          dict(result, **_setting(method, config), seed=seed, task=headline_task(config),
                log_dir=os.path.join(method.name, f'seed{seed}',
                                     runners.get(config).headline(config)[2])))
   _write(results, workdir)
@@ -208,10 +218,12 @@ def _write(results: dict[str, list[dict]], workdir: str) -> None:
     f.write('\n'.join(markdown_table(group, task) if len(by_task) == 1 else
                       f'{task}\n\n{markdown_table(group, task)}'
                       for task, group in by_task.items()))
-  keys = ['method', 'seed', 'task']
+  keys = ['dataset', 'image_size', 'steps', 'method', 'variant', 'seed', 'task']
   for task in by_task:
     keys += [k for k in tasks.definition(task).columns.values() if k not in keys]
-  keys += list(TIMING.values())
+  metrics = {k for runs in results.values() for r in runs for k, v in r.items()
+             if isinstance(v, (int, float)) and k not in keys}
+  keys += sorted(metrics - set(TIMING.values())) + list(TIMING.values())
   with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
     writer.writeheader()
