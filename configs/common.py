@@ -45,8 +45,6 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # shorter video) or 'exact' (frames of a shorter video repeat).
       max_frames=16, length_buckets=(4, 8, 16), sampling='up_to',
       shuffle_buffer=512, video_shuffle_buffer=64, heatmap_sigma=0.0,
-      # > 0: evaluation frames get multiplicative Gamma speckle with this look number L.
-      eval_speckle_looks=0.0,
       # Segmentation evaluation: 'clip' scores every frame as the target of its clip;
       # 'first_frame' (semi-supervised, STPFNet) streams each whole video from its first
       # frame's given mask and scores the later frames.

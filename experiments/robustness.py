@@ -1,6 +1,6 @@
 r"""Speckle robustness study of a segmentation checkpoint (DSANet, Table II).
 
-  python -m experiments.robustness --config=configs/dsanet.py:demo --workdir=runs/dsanet \
+  python -m experiments.robustness --workdir=runs/dsanet \
       [--looks=0,25,20] [--checkpoint=best] [--split=test] [--output_dir=DIR]
 
 Evaluates the split clean (L=0) and with multiplicative Gamma speckle of each look number L,
@@ -23,7 +23,8 @@ def main(argv):
   del argv
   common.start_processes()
   try:
-    results = robustness.run(RUN.config.value, RUN.workdir.value,
+    config = common.run_config(RUN.config.value, RUN.workdir.value)
+    results = robustness.run(config, RUN.workdir.value,
                              [float(v) for v in LOOKS.value], RUN.checkpoint.value,
                              RUN.split.value, RUN.output_dir.value)
   except common.USER_ERRORS as e:

@@ -14,7 +14,6 @@ import ml_collections
 import tensorflow as tf
 
 from input_pipeline import augment as augment_lib
-from input_pipeline import speckle
 from input_pipeline import spec as spec_lib
 
 
@@ -73,13 +72,10 @@ def encode_key(video_id: tf.Tensor) -> tf.Tensor:
 def augment_frames(example: dict, seed: tf.Tensor, input_config: ml_collections.ConfigDict,
                    train: bool) -> dict:
   """The augmentation of clips and sequences: ``input.augment`` in training (one draw for
-  all frames of the example, masks alike); in evaluation, fixed multiplicative speckle of
-  look number ``input.eval_speckle_looks`` when it is > 0 (robustness studies)."""
+  all frames of the example, masks alike); none in evaluation (the robustness study adds
+  its speckle to the stored frames, ``usvjax.robustness``)."""
   if train:
     return augment_lib.augment_clip(example, seed, input_config.augment)
-  if input_config.eval_speckle_looks > 0:
-    example = dict(example, frames=speckle.add_speckle(
-        example['frames'], input_config.eval_speckle_looks, seed))
   return example
 
 

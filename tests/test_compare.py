@@ -21,7 +21,7 @@ def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
   finished = tmp_path / 'unet' / 'seed0'  # "Killed" after the first method had finished.
   finished.mkdir(parents=True)
   (finished / 'result.json').write_text(
-      '{"mean_dice": 0.5, "mean_iou": 0.4, "mean_recall": 0.5, "mean_f1": 0.5, "mean_mae": '
+      '{"mean_dice": 0.5, "mean_iou": 0.4, "mean_recall": 0.5, "max_f_mean_pr": 0.5, "mean_mae": '
       '0.1, "mean_s_measure": 0.6, "mean_e_measure": 0.7, "train_seconds": 1.0, '
       '"eval_frames_per_second": 9.0}')
   first_config = compare.method_config(first, shared, 0, workdir)  # Its run's record.

@@ -177,19 +177,6 @@ def test_resumed_stream_equals_the_uninterrupted_one(seg_config, builder):
       np.testing.assert_array_equal(got[key], want[key])
 
 
-def test_evaluation_speckle_is_fixed_and_multiplicative(seg_config, builder):
-  def first_frames(looks):
-    config = seg_config.copy_and_resolve_references()
-    config.input.eval_speckle_looks = looks
-    return next(pipeline.eval_batches(config, builder, 'test')[0])['frames']
-  clean, noisy = first_frames(0.0), first_frames(20.0)
-  np.testing.assert_array_equal(noisy, first_frames(20.0))  # Same noise every run.
-  assert not np.allclose(noisy, clean)
-  inside = (clean > 0.05) & (clean < 0.5)  # Away from clipping at 0 and 1.
-  ratio = noisy[inside] / clean[inside]
-  assert abs(ratio.mean() - 1) < 0.03 and abs(ratio.var() - 1 / 20) < 0.015  # Gamma(L, L).
-
-
 def test_heatmap_peaks_at_the_box_centre():
   boxes = tf.constant([[0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.0, 0.0]])
   heat = preprocess.gaussian_heatmaps(boxes, 16, sigma=2.0).numpy()

@@ -9,9 +9,8 @@ frame gets it at its stored (native) resolution, is stored again as an 8-bit PNG
 then goes through the usual evaluation pipeline (decoding, resizing to
 ``input.image_size``). Resizing averages the speckle of neighbouring pixels, so a frame
 shrunk from 384 to 64 pixels keeps a fraction of its noise variance, as a model that sees
-downsized acquisitions would. (Adding the noise after resizing, ``input.eval_speckle_looks``
-in ``input_pipeline.preprocess``, puts the full variance 1 / L on every model pixel: far
-harsher than the paper's L, and not what this study does.)
+downsized acquisitions would. (Adding the noise after resizing, as an earlier version did,
+puts the full variance 1 / L on every model pixel: far harsher than the paper's L.)
 
 The noise of a video is fixed by the run seed and the video id, so a study is
 reproducible, every model sees the same noisy frames, and a frame carries the same noise
@@ -87,9 +86,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, looks: Sequence[float] 
   if 'masks' not in pipeline.batch_spec(config, train=False):
     raise ValueError('the robustness study is for segmentation configs (its batches have no '
                      'masks to score).')
-  if config.input.eval_speckle_looks > 0:
-    raise ValueError(f'config.input.eval_speckle_looks={config.input.eval_speckle_looks} '
-                     'would add speckle after resizing on top of the study\'s own: set it to 0.')
   output_dir = output_dir or os.path.join(workdir, 'robustness')
   split = split or config.dataset.test_split
   mesh = parallel.create_mesh()
