@@ -6,9 +6,11 @@ The POCUS layout. Put the dataset in ``manual_dir``::
                         optionally, ``split`` and ``group`` (the patient)
                         (configs pocus_binary and pocus_3class: ``metadata.csv`` with a
                         ``Label`` column, as POCUS ships)
-  videos/...            video files (mp4, avi, mpeg, mov, gif, ...) or frame folders
+  videos/...            video files (mp4, avi, mpeg, mov, gif, ...), DICOM cine loops
+                        (.dcm) or frame folders
 
-Videos are decoded with OpenCV; a folder path is read as its image files in natural order.
+Videos are decoded with OpenCV, DICOM files with pydicom (the optional DICOM extra;
+``dicom.py``); a folder path is read as its image files in natural order.
 Raw labels are mapped to classes by ``label_map``; labels listed in ``skip_labels`` are left
 out (counted in the log); any other label is an error that suggests the closest known one.
 Split cells must all be filled (with the names of ``fractions``) or all be blank; without
@@ -38,6 +40,7 @@ from absl import logging
 
 from input_pipeline.builders import checks
 from input_pipeline.builders import common
+from input_pipeline.builders import dicom
 from input_pipeline.builders import splits as splits_lib
 
 _INSTRUCTIONS = __doc__
@@ -221,8 +224,8 @@ def check_video(path: str) -> None:
 
 
 def iter_video(path: str) -> tuple[Iterator[np.ndarray], float]:
-  """The frames (uint8 RGB [H, W, 3], decoded one at a time) of a video file or a folder of
-  frames, and its fps (0 for a folder).
+  """The frames (uint8 RGB [H, W, 3], decoded one at a time) of a video file, a DICOM file
+  (``dicom.is_dicom``) or a folder of frames, and its fps (0 for a folder).
 
   A missing path, an unreadable or truncated frame, a video without frames, frames of
   different sizes, or a file that decodes to fewer than MIN_DECODED_SHARE of the frames
@@ -231,6 +234,9 @@ def iter_video(path: str) -> tuple[Iterator[np.ndarray], float]:
   if os.path.isdir(path):
     frames = (common.read_rgb(os.path.join(path, n)) for n in common.list_images(path))
     fps, declared = 0.0, 0
+  elif dicom.is_dicom(path):
+    frames, info = dicom.iter_frames(path)
+    fps, declared = info.fps, info.num_frames
   else:
     common.require_file(path, 'video')
     capture = _open_capture(path)
