@@ -45,9 +45,9 @@ setup() {
   export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 }
 
-# Resolves requirements.txt and requirements-test.txt (uv's default index: PyPI) into the locks, for
-# Python 3.11 on linux x86_64 whatever machine runs it, with a pinned uv in a throwaway venv.
-# Versions already in a lock are kept unless requirements*.txt asks for others.
+# Resolves requirements.txt and requirements-test.txt on PyPI (uv's default index) into the
+# locks, for Python 3.11 on linux x86_64 whatever machine runs it, with a pinned uv in a
+# throwaway venv. Versions already in a lock are kept unless requirements*.txt asks for others.
 lock() {
   local python tool
   python=$(python311)
