@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 import cv2
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import patches  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from usvjax import metrics as metrics_lib  # pylint: disable=wrong-import-position
+from usvjax import reports  # pylint: disable=wrong-import-position
 
 GROUND_TRUTH_RGB = (0, 255, 0)
 PREDICTION_RGB = (255, 40, 40)
+DISPLAY_HEIGHT = 192  # Pixels of an overlay panel's frame.
 
 
 def overlay(frame: np.ndarray, mask: np.ndarray, prob: np.ndarray,
@@ -39,14 +43,47 @@ def overlay(frame: np.ndarray, mask: np.ndarray, prob: np.ndarray,
   return image
 
 
-def overlays(examples: dict[str, list[tuple]], directory: str, max_videos: int) -> list[str]:
-  """One PNG per video: its frames side by side with contours; returns the paths."""
+def overlay_figure(title: str, panels: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
+                   height: int = DISPLAY_HEIGHT) -> np.ndarray:
+  """uint8 RGB [H, W, 3]: one row of panels under ``title``, with a legend of the colours.
+
+  Each panel is (frame [h, w, C] in [0, 1], ground truth [h, w], prediction [h, w] (both
+  binary), caption): the frame with the two contours (``overlay``), shown ``height`` pixels
+  high (frames are resized for display only; contours are drawn after resizing).
+  """
+  images = []
+  for frame, mask, prediction, _ in panels:
+    size = (max(1, round(frame.shape[1] * height / frame.shape[0])), height)
+    frame = cv2.resize(np.asarray(frame, np.float32), size, interpolation=cv2.INTER_AREA)
+    images.append(overlay(frame.reshape(size[::-1] + (-1,)), *(
+        cv2.resize(np.asarray(m, np.float32), size, interpolation=cv2.INTER_LINEAR)
+        for m in (mask, prediction)), min_size=0))
+  dpi = 100
+  width = sum(image.shape[1] for image in images) / dpi + 0.1 * len(images)
+  fig, axes = plt.subplots(1, len(images), figsize=(width, height / dpi + 0.9), dpi=dpi,
+                           squeeze=False)
+  for ax, image, (*_, caption) in zip(axes[0], images, panels):
+    ax.imshow(image, interpolation='nearest')
+    ax.set_title(caption, fontsize=8)
+    ax.axis('off')
+  fig.suptitle(title, fontsize=9)
+  legend = [patches.Patch(color=np.array(rgb) / 255, label=label)
+            for rgb, label in ((GROUND_TRUTH_RGB, 'ground truth'), (PREDICTION_RGB, 'prediction'))]
+  fig.legend(handles=legend, loc='lower center', ncol=2, fontsize=8, frameon=False)
+  fig.tight_layout(rect=(0, 0.08, 1, 1))
+  fig.canvas.draw()
+  picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+  plt.close(fig)
+  return picture
+
+
+def overlays(figures: dict[str, np.ndarray], directory: str) -> list[str]:
+  """Writes each RGB figure as ``overlay_<name>.png`` in ``directory``; returns the paths."""
+  os.makedirs(directory, exist_ok=True)
   paths = []
-  for video, frames in list(examples.items())[:max_videos]:
-    strip = np.concatenate([overlay(f, m, p) for _, f, m, p in frames], axis=1)
-    name = ''.join(c if c.isalnum() or c in '-_' else '_' for c in video)
-    path = os.path.join(directory, f'overlay_{name}.png')
-    cv2.imwrite(path, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+  for name, figure in figures.items():
+    path = os.path.join(directory, f'overlay_{reports.file_name(name)}.png')
+    cv2.imwrite(path, cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))
     paths.append(path)
   return paths
 
@@ -129,3 +166,22 @@ def training_curves(workdir: str, directory: str) -> str | None:
   fig.savefig(out, dpi=120)
   plt.close(fig)
   return out
+
+
+def frame_scores(frames: list[int], scores: dict[str, list[float]], title: str,
+                 path: str) -> None:
+  """One curve per score over the video's frame indices (``usvjax.classify``); a note
+  instead when the model gives no per-frame output."""
+  fig, ax = plt.subplots(figsize=(6, 3))
+  for name, values in scores.items():
+    ax.plot(frames, values, marker='o', label=name.replace('_', ' '))
+  if scores:
+    ax.legend()
+  else:
+    ax.text(0.5, 0.5, 'this model gives no per-frame output', ha='center', va='center',
+            transform=ax.transAxes)
+  ax.set_xlabel('frame of the video')
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

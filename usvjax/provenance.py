@@ -106,11 +106,15 @@ def check_matches(config: ml_collections.ConfigDict, workdir: str, what: str) ->
 
 
 def data_fingerprint(builder: tfds.core.DatasetBuilder) -> dict:
-  """{'builder', 'splits', 'source'} of a prepared dataset (``source``: the folder
-  fingerprint its conversion was made from, or None for generated data)."""
-  return {'builder': builder.info.full_name,
-          'splits': {name: split.num_examples for name, split in builder.info.splits.items()},
-          'source': fingerprint.stored(builder.data_dir)}
+  """{'builder', 'splits', 'source'[, 'classes']} of a prepared dataset (``source``: the
+  folder fingerprint its conversion was made from, or None for generated data;
+  ``classes``: the label names of a classification dataset)."""
+  out = {'builder': builder.info.full_name,
+         'splits': {name: split.num_examples for name, split in builder.info.splits.items()},
+         'source': fingerprint.stored(builder.data_dir)}
+  if 'label' in builder.info.features:
+    out['classes'] = list(builder.info.features['label'].names)
+  return out
 
 
 def record(config: ml_collections.ConfigDict, workdir: str,

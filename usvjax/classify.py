@@ -1,0 +1,111 @@
+"""Classifying one video (folder of frames, video file or DICOM cine loop) with a trained
+run, and showing which frames mattered (``experiments/classify_video.py`` is the command).
+
+The video's frames are sampled and preprocessed exactly as in evaluation
+(``input_pipeline.sequences``: the centre frame of each of n equal segments, n =
+min(frames, ``input.max_frames``) or ``max_frames`` with ``sampling='exact'``), the model
+runs once on them, and the result is the video's class probabilities and label (binary:
+the positive class when its probability >= ``task.threshold``; otherwise the most
+probable class). Per frame, the model's frame-level output is reported where it has one:
+``frame_logits`` (CNN_Aver/CNN_Vote, CNN-LSTM's frame CNN) as the probability of the
+predicted class, ``frame_weights`` (attention pooling) as the weight of each frame.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import pipeline
+from input_pipeline import preprocess
+from input_pipeline import sequences
+from input_pipeline import spec as spec_lib
+from input_pipeline.builders import video_table
+from usvjax import evaluate
+from usvjax import models
+from usvjax import parallel
+from usvjax import plots
+from usvjax import provenance
+from usvjax import runners
+
+
+class Classified(NamedTuple):
+  probabilities: dict[str, float]  # Class name -> probability.
+  label: str
+  frames: list[int]  # Indices (in the video) of the frames the model saw.
+  frame_scores: dict[str, list[float]]  # 'frame_probability' / 'frame_weight' per frame.
+  step: int  # The checkpoint's step.
+
+
+def sample_frames(video: str, input_config: ml_collections.ConfigDict
+                  ) -> tuple[np.ndarray, list[int]]:
+  """The frames evaluation would take from ``video``: uint8 [n, H, W, 3] and their indices."""
+  frames = list(video_table.iter_video(video)[0])
+  count = (input_config.max_frames if input_config.sampling == 'exact'
+           else min(len(frames), input_config.max_frames))
+  indices = [int(i) for i in sequences.uniform_indices(len(frames), count).numpy()]
+  return np.stack([frames[i] for i in indices]), indices
+
+
+def _class_names(workdir: str, num_classes: int) -> list[str]:
+  recorded = provenance.recorded_data(workdir) or {}
+  return recorded.get('classes') or [f'class {k}' for k in range(num_classes)]
+
+
+def _label(probs: np.ndarray, names: list[str], threshold: float) -> str:
+  if len(probs) == 2:
+    return names[1] if probs[1] >= threshold else names[0]
+  return names[int(np.argmax(probs))]
+
+
+def classify_video(config: ml_collections.ConfigDict, workdir: str, which: str, video: str,
+                   output_dir: str) -> Classified:
+  """Classifies ``video`` with checkpoint ``which`` of the run in ``workdir`` (its
+  ``config``) and writes ``result.json``, ``frames.csv`` and ``frames.png`` into
+  ``output_dir``."""
+  config = runners.get(config).headline(config)[1]
+  fields = pipeline.batch_spec(config, False)
+  if 'frames' not in fields or 'label' not in fields:
+    raise ValueError(f'classify_video needs a video classifier run on frames; the run in '
+                     f'{workdir} ({config.model.name}) reads {sorted(fields)}.')
+  frames, indices = sample_frames(video, config.input)
+  batch = spec_lib.example_batch(fields, 1, len(indices))
+  batch['frames'] = preprocess.frames_to_model(
+      tf.constant(frames), config.input.image_size, config.input.channels).numpy()[None]
+  model = models.create_model(config.model)
+  mesh = parallel.create_mesh(jax.local_devices()[:1])
+  variables, step = evaluate.restore_variables(config, workdir, which, model, mesh)
+  outputs = jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
+  probs = np.asarray(jax.nn.softmax(outputs['logits'][0]))
+  names = _class_names(workdir, len(probs))
+  label = _label(probs, names, config.task.threshold)
+  scores = {}
+  if 'frame_logits' in outputs:
+    frame_probs = np.asarray(jax.nn.softmax(outputs['frame_logits'][0], axis=-1))
+    scores['frame_probability'] = frame_probs[:, names.index(label)].tolist()
+  if 'frame_weights' in outputs:
+    scores['frame_weight'] = np.asarray(outputs['frame_weights'][0]).tolist()
+  result = Classified(dict(zip(names, probs.tolist())), label, indices, scores, step)
+  _write(result, video, output_dir, config.task.threshold)
+  return result
+
+
+def _write(result: Classified, video: str, output_dir: str, threshold: float) -> None:
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, 'result.json'), 'w', encoding='utf-8') as f:
+    json.dump({'video': os.path.abspath(video), 'checkpoint_step': result.step,
+               'threshold': threshold, **result._asdict()}, f, indent=2)
+  with open(os.path.join(output_dir, 'frames.csv'), 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(['frame', *result.frame_scores])
+    writer.writerows(zip(result.frames, *result.frame_scores.values()))
+  plots.frame_scores(result.frames, result.frame_scores,
+                     f'{os.path.basename(os.path.normpath(video))}: {result.label} '
+                     f'(p={result.probabilities[result.label]:.3f})',
+                     os.path.join(output_dir, 'frames.png'))
