@@ -7,10 +7,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 
+import input_pipeline.builders  # pylint: disable=unused-import  # Registers the builders.
 from input_pipeline.builders import common
 from input_pipeline.builders import dicom
 from input_pipeline.builders import video_table
@@ -104,6 +106,21 @@ def test_video_table_reads_dicom_like_a_video(tmp_path):
   bare = shutil.copy(path, str(tmp_path / 'IM_0001'))
   assert dicom.is_dicom(bare) and not dicom.is_dicom(str(tmp_path / 'missing.mp4'))
   np.testing.assert_array_equal(video_table.read_video(bare)[0], COLOUR)
+
+
+def test_a_label_table_of_dicom_loops_converts(tmp_path):
+  root = tmp_path / 'us'
+  root.mkdir()
+  write_dicom(str(root / 'a.dcm'), GREY, 'MONOCHROME2', FrameTime=40.0)
+  write_dicom(str(root / 'IM_0002'), COLOUR, 'RGB', CineRate=30)
+  (root / 'labels.csv').write_text('path,label,split\na.dcm,benign,train\nIM_0002,1,train\n')
+  builder = tfds.builder('usv_video_table/default', data_dir=str(tmp_path / 'tfds'))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=root))
+  videos = {ex['video_id'].decode(): ex for ex in tfds.as_numpy(builder.as_dataset('train'))}
+  np.testing.assert_array_equal(videos['a.dcm']['frames'], np.repeat(GREY[..., None], 3, -1))
+  np.testing.assert_array_equal(videos['IM_0002']['frames'], COLOUR)
+  assert (videos['a.dcm']['fps'], videos['IM_0002']['fps']) == (25.0, 30.0)
+  assert (videos['a.dcm']['label'], videos['IM_0002']['label']) == (0, 1)
 
 
 def test_compressed_syntax_without_decoder_names_file_and_plugins(tmp_path):
