@@ -15,6 +15,7 @@ import ml_collections
 
 from usvjax.loss_terms import auxiliary_frames
 from usvjax.loss_terms import flanet as flanet_terms
+from usvjax.models.c3d import C3D
 from usvjax.models.clman import CLMAN
 from usvjax.models.clman import SimCLR
 from usvjax.models.cnn_lstm import CNNLSTM
@@ -22,7 +23,10 @@ from usvjax.models.dsanet import DSANet
 from usvjax.models.flanet import FLANet
 from usvjax.models.frame_classifier import FrameClassifier
 from usvjax.models.stpfnet import STPFNet
+from usvjax.models.timesformer import TimeSformer
+from usvjax.models.tsm import TSM
 from usvjax.models.unet import UNet
+from usvjax.models.video_resnet import VideoResNet
 
 LossTerms = Callable[[ml_collections.ConfigDict, int], list]
 
@@ -41,6 +45,10 @@ MODELS: dict[str, Entry] = {
     'stpfnet': Entry(STPFNet, auxiliary_frames.create),
     'clman': Entry(CLMAN),
     'simclr': Entry(SimCLR),
+    'video_resnet': Entry(VideoResNet),
+    'tsm': Entry(TSM),
+    'c3d': Entry(C3D),
+    'timesformer': Entry(TimeSformer),
 }
 
 

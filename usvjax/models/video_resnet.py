@@ -192,10 +192,12 @@ class VideoResNetTrunk(nn.Module):
 
 class VideoResNet(nn.Module):
   """R3D-18, MC3-18 or R(2+1)D-18 (``arch``, see ``ARCHITECTURES``) with a linear classifier
-  on the real frames' pooled features; ``width`` scales every channel count (tiny tests)."""
+  on the real frames' pooled features; ``width`` scales every channel count and ``depths``
+  sets the blocks per stage (18 layers: (2, 2, 2, 2); fewer for tiny tests)."""
   num_classes: int = 2
   arch: str = 'r3d_18'
   width: float = 1.0
+  depths: Sequence[int] = (2, 2, 2, 2)
 
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
@@ -204,7 +206,7 @@ class VideoResNet(nn.Module):
     valid = batch['valid']
     x = video_layers.video_input(batch['frames'], valid, video_layers.KINETICS_MEAN,
                                  video_layers.KINETICS_STD)
-    x, valid = VideoResNetTrunk(**ARCHITECTURES[self.arch], width=self.width, name='backbone')(
-        x, valid, train=train)
+    x, valid = VideoResNetTrunk(**ARCHITECTURES[self.arch], depths=tuple(self.depths),
+                                width=self.width, name='backbone')(x, valid, train=train)
     pooled = video_layers.masked_video_mean(x, valid)
     return {'pooled': pooled, 'logits': nn.Dense(self.num_classes, name='fc')(pooled)}
