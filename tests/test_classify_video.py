@@ -1,5 +1,8 @@
-"""classify_video: one video (folder, DICOM) gives exactly the probability the evaluation
-gives the same video, with its label and per-frame scores."""
+"""classify_video: one video (folder, DICOM) gives exactly the probability and label the
+evaluation gives the same video (threshold chosen on validation), with per-frame scores;
+the evaluation's per-video table holds numbers, names and the decision."""
+import csv
+
 import json
 
 import numpy as np
@@ -19,11 +22,22 @@ from test_dicom import write_dicom  # pylint: disable=g-import-not-at-top,wrong-
 
 
 def test_one_video_gets_the_probability_the_evaluation_gives_it(data_dir, tmp_path):
-  config = helpers.load_config('cnn_aver', data_dir)
+  config = helpers.load_config('cnn_aver', data_dir, **{'task.threshold_rule': 'youden'})
   workdir = str(tmp_path / 'run')
   runners.train(config, workdir)
   report = evaluate.evaluate_checkpoint(config, workdir, 'latest', 'test',
                                         str(tmp_path / 'report'))
+  threshold = report.metrics['threshold']
+  assert report.metrics['threshold_split'] == 'validation'
+  assert report.metrics['threshold_rule'] == 'youden'
+  with open(tmp_path / 'report' / 'per_video.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == report.metrics['num_videos']
+  for row in rows:
+    p = float(row['prob_malignant'])
+    assert float(row['prob_benign']) + p == pytest.approx(1, abs=1e-5)
+    assert row['predicted_class'] == ('malignant' if p >= threshold else 'benign')
+    assert row['correct'] == str(int(row['predicted_class'] == row['true_class']))
   video = next(iter(tfds.as_numpy(
       pipeline.get_builder(config.dataset).as_dataset(split='test'))))
   name = video['video_id'].decode()
@@ -44,7 +58,8 @@ def test_one_video_gets_the_probability_the_evaluation_gives_it(data_dir, tmp_pa
     names = list(result['probabilities'])
     assert names == ['benign', 'malignant']
     np.testing.assert_allclose(list(result['probabilities'].values()), expected, atol=1e-5)
-    assert result['label'] == names[int(expected[1] >= config.task.threshold)]
+    assert result['threshold'] == threshold
+    assert result['label'] == names[int(expected[1] >= threshold)]
     assert result['frames'] == list(range(len(video['frames'])))  # Fewer than max_frames.
     assert len(result['frame_scores']['frame_probability']) == len(result['frames'])
     assert (out / 'frames.png').exists() and (out / 'frames.csv').exists()

@@ -5,8 +5,8 @@ The video's frames are sampled and preprocessed exactly as in evaluation
 (``input_pipeline.sequences``: the centre frame of each of n equal segments, n =
 min(frames, ``input.max_frames``) or ``max_frames`` with ``sampling='exact'``), the model
 runs once on them, and the result is the video's class probabilities and label (binary:
-the positive class when its probability >= ``task.threshold``; otherwise the most
-probable class). Per frame, the model's frame-level output is reported where it has one:
+the positive class when its probability >= the threshold the evaluation uses, chosen on
+the validation split with ``task.threshold_rule``; otherwise the most probable class). Per frame, the model's frame-level output is reported where it has one:
 ``frame_logits`` (CNN_Aver/CNN_Vote, CNN-LSTM's frame CNN) as the probability of the
 predicted class, ``frame_weights`` (attention pooling) as the weight of each frame.
 """
@@ -33,6 +33,7 @@ from usvjax import parallel
 from usvjax import plots
 from usvjax import provenance
 from usvjax import runners
+from usvjax import tasks
 
 
 class Classified(NamedTuple):
@@ -78,13 +79,16 @@ def classify_video(config: ml_collections.ConfigDict, workdir: str, which: str, 
   batch = spec_lib.example_batch(fields, 1, len(indices))
   batch['frames'] = preprocess.frames_to_model(
       tf.constant(frames), config.input.image_size, config.input.channels).numpy()[None]
-  model = models.create_model(config.model)
+  model, task = models.create_model(config.model), tasks.create_task(config)
   mesh = parallel.create_mesh(jax.local_devices()[:1])
   variables, step = evaluate.restore_variables(config, workdir, which, model, mesh)
+  if task.calibrates:  # The threshold the evaluation would choose on the validation split.
+    evaluate.calibrate(task, evaluate.make_eval_step(model, task), config,
+                       pipeline.get_builder(config.dataset), mesh, variables)
   outputs = jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
   probs = np.asarray(jax.nn.softmax(outputs['logits'][0]))
   names = _class_names(workdir, len(probs))
-  label = _label(probs, names, config.task.threshold)
+  label = _label(probs, names, task.threshold)
   scores = {}
   if 'frame_logits' in outputs:
     frame_probs = np.asarray(jax.nn.softmax(outputs['frame_logits'][0], axis=-1))
@@ -92,7 +96,7 @@ def classify_video(config: ml_collections.ConfigDict, workdir: str, which: str, 
   if 'frame_weights' in outputs:
     scores['frame_weight'] = np.asarray(outputs['frame_weights'][0]).tolist()
   result = Classified(dict(zip(names, probs.tolist())), label, indices, scores, step)
-  _write(result, video, output_dir, config.task.threshold)
+  _write(result, video, output_dir, task.threshold)
   return result
 
 

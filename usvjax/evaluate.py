@@ -57,12 +57,17 @@ def evaluate_split(eval_step, task, config: ml_collections.ConfigDict, builder, 
                    mesh: jax.sharding.Mesh, variables: dict):
   """Evaluates ``variables`` on ``split`` with ``eval_step`` (from ``make_eval_step``).
 
+  An evaluation that scores against the stored data itself (segmentation at the frames'
+  own size) has ``use_split(config, builder, split)``, called before the first batch.
+
   Returns:
     (metrics dict, the task's evaluation object holding per-frame/per-video rows).
   """
   parallel.check_batch_size(config.input.eval_batch_size, mesh, 'eval batch size')
   batches, num_batches = pipeline.eval_batches(config, builder, split)
   evaluation = task.evaluator()
+  if hasattr(evaluation, 'use_split'):
+    evaluation.use_split(config, builder, split)
   for batch in tqdm(batches, total=num_batches, desc=f'eval {split}', leave=False,
                     disable=jax.process_index() != 0):
     for outputs in eval_step(variables, batch, mesh):
@@ -77,6 +82,23 @@ def write_report(directory: str, metrics: dict, evaluation: interfaces.Evaluatio
   ``directory`` (process 0 only)."""
   if jax.process_index() == 0:
     evaluation.write_report(directory, metrics, class_names)
+
+
+def pictures(evaluation: interfaces.Evaluation) -> dict[str, np.ndarray]:
+  """{name: uint8 RGB image} the evaluation shows (segmentation overlays) for
+  TensorBoard; {} for evaluations without pictures and on processes other than 0."""
+  if jax.process_index() != 0 or not hasattr(evaluation, 'pictures'):
+    return {}
+  return evaluation.pictures()
+
+
+def export_predictions(report: 'Report') -> list[str]:
+  """Writes the report's per-frame predictions into its directory (process 0 only;
+  segmentation: ``predicted_masks/<video>/<frame>.png``); returns the paths."""
+  if not hasattr(report.evaluation, 'export'):
+    raise ValueError(f'--export: the evaluation in {report.directory} has no predictions '
+                     'to export.')
+  return report.evaluation.export(report.directory) if jax.process_index() == 0 else []
 
 
 class Report(NamedTuple):
@@ -112,6 +134,22 @@ def _dataset_record(builder, workdir: str) -> dict:
   return data
 
 
+def calibrate(task: interfaces.Task, eval_step, config: ml_collections.ConfigDict, builder,
+              mesh: jax.sharding.Mesh, variables: dict) -> dict:
+  """Lets a task that calibrates (a decision threshold chosen on validation data:
+  ``task.calibrates``) evaluate ``dataset.eval_split`` first; returns what the report says
+  about it ({} for other tasks)."""
+  if not getattr(task, 'calibrates', False):
+    return {}
+  if config.dataset.folds.num:
+    raise ValueError(f'config.task.threshold_rule={config.task.threshold_rule!r} chooses the '
+                     'threshold on the validation split, which k-fold cross-validation does '
+                     "not have: use 'fixed' there.")
+  split = config.dataset.eval_split
+  _, validation = evaluate_split(eval_step, task, config, builder, split, mesh, variables)
+  return dict(task.calibrate(validation), threshold_split=split)
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
                         split: str = '', output_dir: str = '') -> Report:
   """Restores a checkpoint of ``workdir`` and writes an exact report of ``split``.
@@ -134,9 +172,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   variables, step = restore_variables(config, workdir, which, model, mesh,
                                       builder.info.features)
   eval_step = make_eval_step(model, task, config.input.eval_protocol)
+  calibration = calibrate(task, eval_step, config, builder, mesh, variables)
   metrics, evaluation = evaluate_split(eval_step, task, config, builder,
                                        split, mesh, variables)
-  metrics = dict(metrics, step=step, split=split, checkpoint=which,
+  metrics = dict(metrics, **calibration, step=step, split=split, checkpoint=which,
                  dataset=_dataset_record(builder, workdir))
   output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')
   class_names = None

@@ -4,6 +4,13 @@
 ``config.task.frame_loss`` the loss is the mean cross-entropy of ``outputs['frame_logits']``
 [B, T, K] over the valid frames with the video's label (how a frame CNN is trained);
 otherwise it is the cross-entropy of the video logits, averaged over valid videos.
+
+Decision threshold (binary): ``task.threshold`` on p(class 1), or, with
+``task.threshold_rule`` 'youden' or 'sensitivity=S', a threshold chosen on the validation
+split (``dataset.eval_split``) by ``evaluate`` before the test split is scored: Youden's J
+(the ROC point maximising sensitivity + specificity - 1), or the largest threshold whose
+validation sensitivity is at least S (the most specific one that keeps the sensitivity a
+screening study asks for). The report gives the rule, the threshold and its split.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from sklearn import metrics as skm
 
 from usvjax import interfaces
 from usvjax import losses
@@ -25,12 +33,23 @@ from usvjax.tasks.segmentation import decode_key
 class ClassificationTask:
   """``interfaces.Task`` of video classification."""
 
-  DEFAULTS = dict(frame_loss=False, threshold=0.5)
+  DEFAULTS = dict(frame_loss=False, threshold=0.5, threshold_rule='fixed')
 
   def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
                terms: Sequence[interfaces.LossTerm] = ()):
     del batch_size  # Any batch size works.
     self.config, self.terms = config, list(terms)
+    self.threshold = config.threshold
+    self.calibrates = config.threshold_rule != 'fixed'
+    if self.calibrates:
+      threshold_rule_target(config.threshold_rule)  # Fails early on a bad rule.
+
+  def calibrate(self, validation: 'ClassificationEvaluation') -> dict:
+    """Sets the decision threshold from a validation evaluation by ``threshold_rule``;
+    returns what the report says about it."""
+    probs, labels = validation.arrays()
+    self.threshold = choose_threshold(probs, labels, self.config.threshold_rule)
+    return {'threshold': self.threshold, 'threshold_rule': self.config.threshold_rule}
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
     labels, valid = batch['label'], batch['valid']
@@ -47,7 +66,8 @@ class ClassificationTask:
       value, term_parts = term(outputs, batch)
       loss += value
       parts.update(term_parts)
-    correct = (jnp.argmax(outputs['logits'], -1) == labels).astype(jnp.float32)
+    correct = (_predictions(outputs['logits'], self.config.threshold) == labels
+               ).astype(jnp.float32)
     return loss, dict(parts, accuracy=losses.weighted_mean(correct, video_valid))
 
   def eval_outputs(self, outputs: dict, batch: dict) -> dict:
@@ -57,7 +77,43 @@ class ClassificationTask:
             'num_frames': jnp.sum(batch['valid'], axis=1), 'video_key': batch['video_key']}
 
   def evaluator(self) -> 'ClassificationEvaluation':
-    return ClassificationEvaluation(self.config.threshold)
+    return ClassificationEvaluation(self.threshold)
+
+
+def _predictions(logits: jnp.ndarray, threshold: float) -> jnp.ndarray:
+  """The training log's decision, as ``metrics.class_predictions`` decides in evaluation
+  (binary: p(class 1) >= threshold, so a tie is class 1; else the arg-max)."""
+  if logits.shape[-1] == 2:
+    return (jax.nn.softmax(logits, axis=-1)[:, 1] >= threshold).astype(jnp.int32)
+  return jnp.argmax(logits, -1)
+
+
+def threshold_rule_target(rule: str) -> float | None:
+  """None for 'youden', S for 'sensitivity=S'; a clear error for anything else."""
+  if rule == 'youden':
+    return None
+  name, _, value = rule.partition('=')
+  try:
+    target = float(value)
+  except ValueError:
+    target = -1.0
+  if name != 'sensitivity' or not 0 < target <= 1:
+    raise ValueError(f"config.task.threshold_rule={rule!r}: use 'fixed', 'youden' or "
+                     "'sensitivity=S' with 0 < S <= 1 (e.g. 'sensitivity=0.9').")
+  return target
+
+
+def choose_threshold(probs: np.ndarray, labels: np.ndarray, rule: str) -> float:
+  """The threshold on p(class 1) that ``rule`` picks on these (validation) predictions."""
+  if probs.shape[1] != 2 or len(set(labels.tolist())) != 2:
+    raise ValueError(f'config.task.threshold_rule={rule!r} needs a binary task and both '
+                     'classes in the validation split.')
+  fpr, tpr, thresholds = skm.roc_curve(labels, probs[:, 1], drop_intermediate=False)
+  thresholds = np.minimum(thresholds, 1.0)  # The first is +inf: nothing positive.
+  target = threshold_rule_target(rule)
+  if target is None:
+    return float(thresholds[np.argmax(tpr - fpr)])
+  return float(thresholds[np.argmax(tpr >= target)])  # tpr rises: the first reaching S.
 
 
 class ClassificationEvaluation:
@@ -84,12 +140,21 @@ class ClassificationEvaluation:
       raise ValueError('no videos were evaluated.')
     return metrics.classification_metrics(*self.arrays(), threshold=self.threshold)
 
-  def video_rows(self) -> list[dict]:
-    return self.rows
+  def video_rows(self, class_names: Sequence[str] | None = None) -> list[dict]:
+    """Per video: id, frames, true and predicted class (index and name), and one numeric
+    probability column per class (``prob_<class name>``)."""
+    probs, labels = self.arrays()
+    names = list(class_names or [str(k) for k in range(probs.shape[1])])
+    preds = metrics.class_predictions(probs, self.threshold)
+    return [{'video_id': row['video_id'], 'num_frames': row['num_frames'],
+             'label': label, 'true_class': names[label], 'predicted': int(pred),
+             'predicted_class': names[pred], 'correct': int(pred == label),
+             **{f'prob_{name}': p for name, p in zip(names, row['probs'])}}
+            for row, label, pred in zip(self.rows, labels.tolist(), preds.tolist())]
 
   def write_report(self, directory: str, metrics_: dict,
                    class_names: list[str] | None = None) -> None:
     """metrics.json, per_video.csv, ROC and PR curves and the confusion matrix."""
-    reports.write_tables(directory, metrics_, self.video_rows())
+    reports.write_tables(directory, metrics_, self.video_rows(class_names))
     plots.classification_curves(*self.arrays(), directory, class_names, metrics_,
                                 self.threshold)
