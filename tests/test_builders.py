@@ -275,3 +275,34 @@ def test_mask_threshold_option_has_its_own_config_and_dataset_name_syntax(tmp_pa
   np.testing.assert_array_equal(videos(builder, 'test')['v2']['masks'][0, ..., 0], lesion())
   with pytest.raises(ValueError, match='mask_threshold=-1'):
     tfds.builder('usv_flanet', mask_threshold=-1)
+
+
+def test_a_split_file_assigns_the_videos_of_every_layout(tmp_path):
+  frames_root, videos_root = str(tmp_path / 'frames'), str(tmp_path / 'videos')
+  make_frames_table(frames_root)  # Sequences 0, 1, 2.
+  write_csv(f'{frames_root}/splits.csv', [['video', 'split'], ['0', 'test'], ['1', 'train'],
+                                          ['2', 'train']])
+  frames = prepare('usv_frames_table/default', frames_root, tmp_path / 'a')
+  assert {s: sorted(videos(frames, s)) for s in frames.info.splits} == {
+      'train': ['1', '2'], 'test': ['0']}
+  make_video_table(videos_root, [('v1', 'benign'), ('v2', 'malignant'), ('v3', 'benign')])
+  write_csv(f'{videos_root}/splits.csv', [['video', 'split'], ['v1', 'validation'],
+                                          ['v2', 'train'], ['v3', 'train']])
+  table = prepare('usv_video_table/default', videos_root, tmp_path / 'b')
+  assert {s: sorted(videos(table, s)) for s in table.info.splits} == {
+      'train': ['v2', 'v3'], 'validation': ['v1']}
+
+
+def test_a_split_file_with_problems_lists_each(tmp_path):
+  root = str(tmp_path / 'frames')
+  make_frames_table(root)
+  write_csv(f'{root}/splits.csv', [['video', 'split'], ['0', 'test'], ['0', 'train'],
+                                   ['7', 'train'], ['1', 'tset']])
+  with pytest.raises(common.DatasetError) as error:
+    prepare('usv_frames_table/default', root, tmp_path / 'tfds')
+  message = str(error.value)
+  for part in ("splits.csv line 3: video '0' is listed again",
+               "splits.csv line 4: video '7' is not in the dataset",
+               "split 'tset' of '1' is not one of ['train', 'validation', 'test'] (did you mean "
+               "'test'?)", "does not list 1 video(s) of the dataset, e.g. '2'"):
+    assert part in message

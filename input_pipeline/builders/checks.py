@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 
 from input_pipeline.builders.common import (DatasetError, list_images, natural_key,
-                                            read_mask, read_rgb, shown)
+                                            read_mask, read_rgb, read_table, shown)
 
 EMPTY_MASK_WARNING_SHARE = 0.5  # A split with a larger share of empty masks is logged.
 MAX_LISTED_PROBLEMS = 100  # The error lists this many; the rest are counted by kind.
@@ -217,3 +217,41 @@ def check_segmentation(problems: Problems, splits: dict[str, list[Video]],
                      f'different sizes {sorted(shapes)} (height, width): resize them to one.')
   stats.report(problems)
 
+
+
+SPLIT_FILE = 'splits.csv'  # Optional, in any layout's folder: columns video,split.
+SPLIT_NAMES = ('train', 'validation', 'test')
+
+
+def split_file(root: str, videos: Sequence[str], problems: Problems) -> dict[str, str] | None:
+  """{video id: split} from ``<root>/splits.csv`` (columns ``video,split``), or None when
+  the folder has none. Every video of the dataset (``videos``: its ids) must be listed
+  once, with a split of ``SPLIT_NAMES``, and no other video; anything else is a problem."""
+  path = os.path.join(root, SPLIT_FILE)
+  if not os.path.exists(path):
+    return None
+  columns, table = read_table(path)
+  if columns[:2] != ['video', 'split']:
+    problems.add('split file', f'{shown(path)} must start with the columns video,split '
+                 f'(it has {columns}): fix its header.')
+    return None
+  known, out = set(videos), {}
+  for line, cells in table:
+    video, split = cells['video'], cells['split']
+    where = f'{SPLIT_FILE} line {line}'
+    if video not in known:
+      problems.add('split file', f'{where}: video {shown(video)} is not in the dataset'
+                   f'{suggestion(video, sorted(known))}: fix or remove the row.')
+    elif video in out:
+      problems.add('split file', f'{where}: video {shown(video)} is listed again: list it once.')
+    elif split not in SPLIT_NAMES:
+      problems.add('split file', f'{where}: split {shown(split)} of {shown(video)} is not one '
+                   f'of {list(SPLIT_NAMES)}{suggestion(split, SPLIT_NAMES)}: fix the cell.')
+    else:
+      out[video] = split
+  missing = sorted(known - set(out) - {c['video'] for _, c in table})
+  if missing:
+    problems.add('split file', f'{shown(path)} does not list {len(missing)} video(s) of the '
+                 f'dataset, e.g. {", ".join(shown(v) for v in missing[:3])}: give every video '
+                 'a split.')
+  return out

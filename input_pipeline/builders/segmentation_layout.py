@@ -75,7 +75,7 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
     root = common.require_dir(str(dl_manager.manual_dir), f'{self.name} dataset folder',
                               self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     problems = checks.Problems(f'{self.name}/{self.builder_config.name}', root)
-    splits = self._read_layout(root, problems)
+    splits = _with_split_file(root, self._read_layout(root, problems), problems)
     checks.check_segmentation(problems, splits, self.builder_config.mask_threshold)
     problems.raise_if_any()
     return {split: self._generate_examples(videos) for split, videos in splits.items()}
@@ -91,6 +91,23 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
       if self.WITH_GROUP:
         example['group'] = video.group or video.video_id
       yield video.video_id, example
+
+
+def _with_split_file(root: str, splits: dict[str, list[checks.Video]],
+                     problems: checks.Problems) -> dict[str, list[checks.Video]]:
+  """``splits`` as ``<root>/splits.csv`` assigns the videos, if the folder has one."""
+  videos = [v for members in splits.values() for v in members]
+  assignment = checks.split_file(root, [v.video_id for v in videos], problems)
+  if assignment is None:
+    return splits
+  checks.check_groups_in_one_split(problems, assignment, {
+      v.video_id: v.group or v.video_id for v in videos if v.video_id in assignment},
+                                   checks.SPLIT_FILE)
+  out: dict[str, list[checks.Video]] = {}
+  for video in videos:
+    if video.video_id in assignment:
+      out.setdefault(assignment[video.video_id], []).append(video)
+  return out
 
 
 def videos_in_folders(frames_root: str, masks_root: str,

@@ -115,7 +115,16 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
     problems = checks.Problems(f'{self.name}/{cfg.name}', root)
     rows = self._read_rows(common.require_file(os.path.join(root, cfg.table), 'label table'),
                            problems)
-    assignment = self._assign_splits(rows, problems)
+    assignment = checks.split_file(root, [r.path for r in rows], problems)
+    if assignment is None:
+      assignment = self._assign_splits(rows, problems)
+    elif any(r.split for r in rows):
+      problems.add('split file', f'{cfg.table} has a {cfg.split_column!r} column and the '
+                   f'folder has {checks.SPLIT_FILE}: keep one of them.')
+    else:
+      checks.check_groups_in_one_split(problems, assignment, {r.path: r.group for r in rows},
+                                       checks.SPLIT_FILE)
+    rows = [r for r in rows if r.path in assignment]
     for row in rows:
       problems.check('unreadable file', check_video, os.path.join(root, row.path))
     problems.raise_if_any()
