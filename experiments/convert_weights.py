@@ -17,6 +17,14 @@ but the ``num_batches_tracked`` counters is used:
 
   python -m experiments.convert_weights --flanet --weights=FLA-Net.pth \
       --output=weights/flanet_released
+
+With --video, the trunk (``init.target`` 'backbone') of a video network is converted
+(``usvjax/models/backbones/video_convert.py``): r3d_18, mc3_18 or r2plus1d_18 from a
+torchvision video ResNet state dict (Kinetics-400, e.g. r2plus1d_18-91a641e6.pth), or
+tsm_resnet50 / tsm_resnet18 from a 2-D torchvision ResNet (ImageNet, as TSM starts):
+
+  python -m experiments.convert_weights --video=r2plus1d_18 --weights=r2plus1d_18-91a641e6.pth \
+      --output=weights/r2plus1d_18_kinetics
 """
 from absl import app
 from absl import flags
@@ -28,8 +36,11 @@ from configs import flanet as flanet_config
 from experiments import common
 from usvjax import models
 from usvjax.models import flanet_import
+from usvjax.models import tsm
+from usvjax.models import video_resnet
 from usvjax.models.backbones import convert
 from usvjax.models.backbones import resnet
+from usvjax.models.backbones import video_convert
 
 WEIGHTS = flags.DEFINE_string('weights', None, 'PyTorch state_dict file.')
 ARCH = flags.DEFINE_enum('arch', 'resnet50', sorted(resnet.ARCHITECTURES), 'Architecture.')
@@ -38,6 +49,10 @@ NORM = flags.DEFINE_enum('norm', 'batch', ['batch', 'group'], 'Normalisation of 
 STRICT = flags.DEFINE_bool('strict', True, 'Fail unless every backbone variable is loaded.')
 FLANET = flags.DEFINE_bool('flanet', False, 'The weights are a released FLA-Net state dict: '
                            'convert the whole configs/flanet.py:released_code model.')
+VIDEO = flags.DEFINE_enum(
+    'video', None,
+    sorted(video_resnet.ARCHITECTURES) + [f'tsm_{a}' for a in sorted(tsm.ARCHITECTURES)],
+    'Convert the trunk of this video network (see above; --arch and --norm do not apply).')
 flags.mark_flags_as_required(['weights', 'output'])
 
 
@@ -56,6 +71,22 @@ def _convert_flanet(state_dict: dict[str, np.ndarray]) -> dict:
   return variables
 
 
+def _convert_video(state_dict: dict[str, np.ndarray]) -> dict:
+  """The trunk of the --video network (see ``backbones/video_convert.py``)."""
+  imagenet_2d = VIDEO.value.startswith('tsm_')
+  trunk = (tsm.trunk(VIDEO.value.removeprefix('tsm_')) if imagenet_2d else
+           video_resnet.VideoResNetTrunk(**video_resnet.ARCHITECTURES[VIDEO.value]))
+  shapes = jax.eval_shape(lambda: trunk.init(
+      jax.random.key(0), jnp.zeros((1, 2, 32, 32, 3)), jnp.ones((1, 2), bool), train=False))
+  empty = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  variables, report = video_convert.convert_trunk(state_dict, empty, imagenet_2d)
+  print(report.summary())
+  if STRICT.value and (report.missing or report.mismatched):
+    common.fail(ValueError(f'the weights do not fit {VIDEO.value} (see above); pass --nostrict '
+                           'to keep what fits.'))
+  return variables
+
+
 def main(argv):
   del argv
   try:
@@ -65,6 +96,10 @@ def main(argv):
   if FLANET.value:
     variables = _convert_flanet(state_dict)
     print(f'converted FLA-Net written to {convert.save_converted(variables, OUTPUT.value)}')
+    return
+  if VIDEO.value:
+    variables = _convert_video(state_dict)
+    print(f'converted {VIDEO.value} written to {convert.save_converted(variables, OUTPUT.value)}')
     return
   model = resnet.ResNet(ARCH.value, norm=NORM.value)
   variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(
