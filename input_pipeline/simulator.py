@@ -73,6 +73,8 @@ class Video:
     label: 0 benign, 1 malignant.
     video_id: unique id, ``synthetic-<seed>-<index>``.
     fps: frame rate.
+    hard: bool [T]: the frames of the video's low-contrast episode (the lesion fades into
+      the tissue), where a model has to rely on the neighbouring frames.
   """
   frames: np.ndarray
   masks: np.ndarray
@@ -80,6 +82,7 @@ class Video:
   label: int
   video_id: str
   fps: float
+  hard: np.ndarray
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
@@ -299,7 +302,7 @@ class Simulator:
       masks[i, ..., 0] = mask
     boxes = np.stack([mask_to_box(m[..., 0]) for m in masks])
     return Video(frames=frames, masks=masks, boxes=boxes, label=int(malignant),
-                 video_id=f'synthetic-{seed}-{index}', fps=cfg.fps)
+                 video_id=f'synthetic-{seed}-{index}', fps=cfg.fps, hard=contrast_dip > 0)
 
   @staticmethod
   def _lesion_mask(lesion: _Lesion, scale: float, compression: float,

@@ -101,3 +101,21 @@ def test_speckle_is_fully_developed():
   level_db = (image - 1) * 200.0 + 14.0  # Undo the display mapping (dB above reference).
   intensity = 10 ** (level_db / 10)
   assert 0.8 < intensity.std() / intensity.mean() < 1.2
+
+
+def test_hard_frames_are_the_low_contrast_episode():
+  sim = simulator.Simulator(simulator.SimulatorConfig(height=64, width=64, min_frames=8,
+                                                      max_frames=8, hard_frame_prob=1.0))
+  gaps = {True: [], False: []}
+  for index in range(6):
+    video = sim.video(0, index)
+    hard = np.flatnonzero(video.hard)
+    assert 1 <= len(hard) <= 4 and np.all(np.diff(hard) == 1)  # One episode (may hit the end).
+    for frame, mask, is_hard in zip(video.frames[..., 0], video.masks[..., 0], video.hard):
+      if mask.sum() > 20:
+        inside, outside = frame[mask > 0].mean(), frame[mask == 0].mean()
+        gaps[bool(is_hard)].append(abs(float(inside) - float(outside)))
+  # The lesion stands out less from the tissue on hard frames.
+  assert np.mean(gaps[True]) < 0.8 * np.mean(gaps[False])
+  never = simulator.Simulator(simulator.SimulatorConfig(height=64, width=64, hard_frame_prob=0.0))
+  assert not never.video(0, 0).hard.any()

@@ -3,13 +3,16 @@
 Configs differ in frame size, video length and the number of videos per split:
 ``tiny`` (64x64, for tests), ``small`` (128x128, the README demo), ``paper`` (352x352),
 ``variable`` (64x64 videos of 1 to 30 frames, the lengths of Cui et al.'s variable-frame
-dataset).
-Any :class:`SyntheticConfig` can be passed as ``config=`` for other sizes. Splits use
+dataset), ``hard`` (``small`` with a low-contrast episode of 2 to 4 frames in every video).
+Every video stores per-frame ``hard_frame`` flags (the frames of its low-contrast
+episode, if any), so a report can score them apart. Any :class:`SyntheticConfig` can be passed as ``config=`` for other sizes. Splits use
 disjoint simulator seeds, so no video appears in two splits.
 """
 from __future__ import annotations
 
 import dataclasses
+
+import numpy as np
 
 import tensorflow_datasets as tfds
 
@@ -26,6 +29,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   max_frames: int = 16
   num_videos: tuple[tuple[str, int], ...] = (('train', 64), ('validation', 16), ('test', 24))
   seed: int = 0
+  hard_frame_prob: float = 0.3  # Share of videos with a low-contrast episode.
 
 
 _SPLIT_SEED_OFFSET = {'train': 0, 'validation': 1_000_003, 'test': 2_000_003}
@@ -34,11 +38,14 @@ _SPLIT_SEED_OFFSET = {'train': 0, 'validation': 1_000_003, 'test': 2_000_003}
 class UsvSynthetic(tfds.core.GeneratorBasedBuilder):
   """Synthetic breast-ultrasound videos with masks, boxes and benign/malignant labels."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': "Per-frame 'hard_frame' flags; the 'hard' config."}
   BUILDER_CONFIGS = [
       SyntheticConfig(name='tiny', height=64, width=64, min_frames=4, max_frames=8,
                       num_videos=(('train', 12), ('validation', 4), ('test', 6))),
       SyntheticConfig(name='small'),
+      # Every video has 2-4 low-contrast frames: the hard-frame study (docs/results.md).
+      SyntheticConfig(name='hard', hard_frame_prob=1.0),
       SyntheticConfig(name='paper', height=352, width=352, min_frames=10, max_frames=30,
                       num_videos=(('train', 160), ('validation', 20), ('test', 40))),
       SyntheticConfig(name='variable', height=64, width=64, min_frames=1, max_frames=30,
@@ -47,9 +54,10 @@ class UsvSynthetic(tfds.core.GeneratorBasedBuilder):
   DEFAULT_CONFIG_NAME = 'small'
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=common.segmentation_features(1, simulator.CLASS_NAMES),
-        description=__doc__)
+    features = dict(common.segmentation_features(1, simulator.CLASS_NAMES))
+    features['hard_frame'] = tfds.features.Tensor(shape=(None,), dtype=np.bool_)
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features),
+                                          description=__doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -60,10 +68,11 @@ class UsvSynthetic(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     sim = simulator.Simulator(simulator.SimulatorConfig(
         height=cfg.height, width=cfg.width, min_frames=cfg.min_frames,
-        max_frames=cfg.max_frames))
+        max_frames=cfg.max_frames, hard_frame_prob=cfg.hard_frame_prob))
     seed = cfg.seed + _SPLIT_SEED_OFFSET.get(split, hash(split) % 1_000_000_007)
     for index in range(num_videos):
       video = sim.video(seed, index)
       yield video.video_id, {
           'frames': video.frames, 'masks': video.masks, 'boxes': video.boxes,
-          'label': video.label, 'video_id': video.video_id, 'fps': video.fps}
+          'label': video.label, 'video_id': video.video_id, 'fps': video.fps,
+          'hard_frame': video.hard}
