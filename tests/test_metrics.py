@@ -1,5 +1,6 @@
-"""Metrics: agreement with pysodmetrics, the empty-mask rule, FLA-Net's F-measure and
-classification, by hand; the robustness study's speckle at the frames' own resolution."""
+"""Metrics: agreement with pysodmetrics, the empty-mask rule, FLA-Net's F-measure, HD95 and
+ASSD, the paired bootstrap and classification, by hand; the robustness study's speckle at
+the frames' own resolution."""
 import types
 
 import numpy as np
@@ -131,6 +132,62 @@ def test_flanet_f_measure_by_hand():
   assert precision[0] == 0.5 and not precision[1:].any() and not recall[1:].any()
   precision, recall = metrics.precision_recall_curve(np.full((2, 2), 0.9), np.zeros((2, 2)))
   assert not precision.any() and not recall.any()
+
+
+def _square(top, left, size=3, shape=(12, 16)):
+  mask = np.zeros(shape, bool)
+  mask[top:top + size, left:left + size] = True
+  return mask
+
+
+@pytest.mark.parametrize('offset', [3, 4, 6])
+def test_hd95_and_assd_of_two_offset_squares_by_hand(offset):
+  """3x3 squares k pixels apart along x: every pixel but the centre is border. From one
+  square's border to the other's facing column: k (3 pixels), k - 1 (2), k - 2 (3), both
+  ways; so ASSD = (6k + 4(k - 1) + 6(k - 2)) / 16 = k - 1, and the 95th percentile of the
+  16 distances (numpy's linear rule, position 14.25 of the sorted ones, both k) is k."""
+  a, b = _square(4, 2), _square(4, 2 + offset)
+  d = metrics.surface_distances(a, b)
+  assert d['hd95'] == pytest.approx(offset) and d['assd'] == pytest.approx(offset - 1)
+  assert np.isnan(d['hd95_mm']) and np.isnan(d['assd_mm'])  # No spacing given.
+  # 0.5 mm rows, 0.2 mm columns: the shortest paths stay horizontal.
+  mm = metrics.surface_distances(a, b, spacing=(0.5, 0.2))
+  assert mm['hd95_mm'] == pytest.approx(0.2 * offset)
+  assert mm['assd_mm'] == pytest.approx(0.2 * (offset - 1))
+  assert metrics.surface_distances(b, a) == pytest.approx(d, nan_ok=True)  # Symmetric.
+
+
+def test_surface_distances_leave_out_frames_with_an_empty_mask():
+  evaluator = metrics.SegmentationEvaluator()
+  empty = np.zeros((12, 16), bool)
+  evaluator.update(_square(4, 2).astype(float), _square(4, 6))  # HD95 4, ASSD 3.
+  evaluator.update(_square(4, 2).astype(float), _square(4, 8))  # HD95 6, ASSD 5.
+  evaluator.update(np.zeros((12, 16)), _square(4, 2))  # Nothing predicted.
+  evaluator.update(_square(4, 2).astype(float), empty)  # No lesion.
+  evaluator.update(np.zeros((12, 16)), empty)  # Neither (Dice 1).
+  result = evaluator.result()
+  assert result['hd95'] == pytest.approx(5.0) and result['assd'] == pytest.approx(4.0)
+  assert result['surface_distance_undefined_frames'] == 3
+  assert 'hd95_mm' not in result  # No frame came with a pixel spacing.
+  assert [np.isnan(r['hd95']) for r in evaluator.rows] == [False, False, True, True, True]
+  evaluator.update(_square(4, 2).astype(float), _square(4, 6), spacing=(1.0, 0.5))
+  assert evaluator.result()['hd95_mm'] == pytest.approx(2.0)
+
+
+def test_paired_bootstrap_of_per_video_differences():
+  weights = np.array([3, 1, 2, 5])
+  better = metrics.paired_bootstrap(np.full(4, 0.1), weights)
+  assert better['difference'] == pytest.approx(0.1)
+  assert better['ci95_lo'] == pytest.approx(0.1) and better['ci95_hi'] == pytest.approx(0.1)
+  assert better['p'] == 0.0
+  mixed = metrics.paired_bootstrap(np.array([0.2, -0.2, 0.1, -0.04]), weights)
+  # The frame-weighted mean: (0.6 - 0.2 + 0.2 - 0.2) / 11.
+  assert mixed['difference'] == pytest.approx(0.4 / 11)
+  assert mixed['ci95_lo'] < 0 < mixed['ci95_hi'] and 0.2 < mixed['p'] <= 1
+  same = metrics.paired_bootstrap(np.zeros(4), weights)
+  assert same['p'] == 1.0
+  one = metrics.paired_bootstrap(np.array([0.3]), np.array([4]))
+  assert one['difference'] == pytest.approx(0.3) and np.isnan(one['p'])
 
 
 def test_binary_classification_by_hand():

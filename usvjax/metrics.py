@@ -31,6 +31,21 @@ when ``prob > threshold``, threshold 0.5 by default):
   report carries it because an empty prediction on an empty mask scores Dice 1: a split of
   mostly empty masks gives a high mean Dice to a model that finds nothing (the pooled Dice
   does not).
+* Boundary distances, from MedPy (``medpy.metric.binary``, 0.5.2): ``hd95``, the 95th
+  percentile of the symmetric surface distances between the predicted and the true lesion
+  (their one-pixel borders, 4-connected erosion), and ``assd``, the mean of those
+  distances (MedPy's: the surface distances of both directions pooled, then averaged), in
+  pixels of the scored frame; ``hd95_mm`` and ``assd_mm`` in millimetres where the frame's
+  pixel spacing (row, column) is known (``spacing``). **Empty-mask convention**: a
+  surface distance is undefined on a frame whose ground truth or prediction is empty (NaN
+  in its row); such frames are left out of the means ``hd95`` / ``assd`` and counted in
+  ``surface_distance_undefined_frames``; the mean of a split without any defined frame is
+  NaN. (Dice and IoU score those frames by the empty-mask rule above.)
+* ``video_bootstrap_ci``: 95% confidence intervals of the frame means, by a percentile
+  bootstrap over videos (frames of one video are not independent): videos are resampled
+  with replacement (9999 resamples, seed 0), and each resample's statistic is weighted by
+  the videos' frame counts, as the headline mean is. ``paired_bootstrap`` is the same over
+  per-video differences of two methods on the same videos, with a two-sided p-value.
 
 Classification (scikit-learn): accuracy, precision, sensitivity (recall), specificity, F1,
 AUC (ROC) and AP. Binary: the positive class is 1 and a video is positive when
@@ -42,15 +57,25 @@ from __future__ import annotations
 
 import numpy as np
 import py_sod_metrics
+from medpy.metric import binary as medpy_binary
+from scipy import stats
 from sklearn import metrics as skm
 
 SEGMENTATION_KEYS = ('dice', 'iou', 'precision', 'recall', 'mae', 's_measure', 'e_measure',
                      'weighted_f')
 POOLED_KEYS = ('dice', 'iou', 'precision', 'recall')
-# Every metric SegmentationEvaluator.result() reports (besides num_frames).
+# Boundary distances per frame: in pixels always, in mm where the pixel spacing is known.
+DISTANCE_KEYS = ('hd95', 'assd')
+DISTANCE_MM_KEYS = ('hd95_mm', 'assd_mm')
+# Every metric SegmentationEvaluator.result() always reports (besides counts; the mm
+# distances come with a pixel spacing).
 SEGMENTATION_RESULT_KEYS = (tuple(f'mean_{k}' for k in SEGMENTATION_KEYS) +
                             tuple(f'pooled_{k}' for k in POOLED_KEYS) +
-                            ('max_f', 'max_f_mean_pr'))
+                            ('max_f', 'max_f_mean_pr') + DISTANCE_KEYS)
+# The headline metrics that get a per-video bootstrap confidence interval in reports.
+CI_KEYS = ('mean_dice', 'mean_iou') + DISTANCE_KEYS + DISTANCE_MM_KEYS
+BOOTSTRAP_RESAMPLES = 9999
+BOOTSTRAP_SEED = 0
 # The released FLA-Net evaluator's thresholds and F-measure weight (``max_f_mean_pr``).
 F_THRESHOLDS = np.linspace(0.0, 1.0 - 1e-10, 255)
 F_BETA2 = 0.3
@@ -99,6 +124,79 @@ def f_measure(precision: np.ndarray, recall: np.ndarray, beta2: float = F_BETA2)
                    out=np.zeros(np.shape(denominator)), where=denominator > 0)
 
 
+def surface_distances(pred: np.ndarray, gt: np.ndarray,
+                      spacing: tuple[float, float] | None = None) -> dict[str, float]:
+  """HD95 and ASSD (MedPy) of one frame's bool [H, W] prediction and ground truth: in
+  pixels, and in mm with ``spacing`` (row, column mm per pixel); NaN where either mask is
+  empty, mm values NaN without ``spacing``."""
+  out = dict.fromkeys(DISTANCE_KEYS + DISTANCE_MM_KEYS, float('nan'))
+  if not (pred.any() and gt.any()):
+    return out
+  out['hd95'] = float(medpy_binary.hd95(pred, gt))
+  out['assd'] = float(medpy_binary.assd(pred, gt))
+  if spacing is not None:
+    out['hd95_mm'] = float(medpy_binary.hd95(pred, gt, voxelspacing=spacing))
+    out['assd_mm'] = float(medpy_binary.assd(pred, gt, voxelspacing=spacing))
+  return out
+
+
+def defined_mean(values) -> float:
+  """The mean of the finite ``values`` (NaN when there is none): the boundary distances'
+  mean over the frames where they are defined."""
+  values = np.asarray(values, np.float64)
+  finite = values[np.isfinite(values)]
+  return float(np.mean(finite)) if finite.size else float('nan')
+
+
+def _weighted_mean(values: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:
+  return np.sum(values * weights, axis=axis) / np.sum(weights, axis=axis)
+
+
+def _bootstrap(values: np.ndarray, weights: np.ndarray):
+  """scipy's percentile bootstrap of the weighted mean over videos (None for < 2 videos)."""
+  if len(values) < 2:
+    return None
+  return stats.bootstrap((values, weights), _weighted_mean, paired=True, vectorized=True,
+                         n_resamples=BOOTSTRAP_RESAMPLES, method='percentile',
+                         rng=np.random.default_rng(BOOTSTRAP_SEED))
+
+
+def video_bootstrap_ci(values: np.ndarray, weights: np.ndarray) -> list[float]:
+  """[lo, hi], the 95% percentile-bootstrap interval of sum(w v) / sum(w) when videos are
+  resampled: ``values`` [V] per-video means, ``weights`` [V] their frame counts (videos of
+  weight 0 are left out). [nan, nan] with fewer than two videos."""
+  values, weights = np.asarray(values, np.float64), np.asarray(weights, np.float64)
+  keep = weights > 0
+  result = _bootstrap(values[keep], weights[keep])
+  if result is None:
+    return [float('nan'), float('nan')]
+  return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def paired_bootstrap(differences: np.ndarray, weights: np.ndarray) -> dict[str, float]:
+  """Paired bootstrap over videos of a metric's difference between two methods.
+
+  Args:
+    differences: [V] per-video differences (method minus reference) on the same videos.
+    weights: [V] the videos' frame counts (the headline mean's weights).
+
+  Returns:
+    ``difference`` (the weighted mean), ``ci95_lo`` / ``ci95_hi`` (percentile bootstrap)
+    and ``p`` (two-sided: twice the share of resampled means on the far side of 0, at most
+    1; NaN, like the interval, with fewer than two videos).
+  """
+  differences = np.asarray(differences, np.float64)
+  weights = np.asarray(weights, np.float64)
+  out = {'difference': float(_weighted_mean(differences, weights))}
+  result = _bootstrap(differences, weights)
+  if result is None:
+    return dict(out, ci95_lo=float('nan'), ci95_hi=float('nan'), p=float('nan'))
+  means = result.bootstrap_distribution
+  p = min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0)))
+  return dict(out, ci95_lo=float(result.confidence_interval.low),
+              ci95_hi=float(result.confidence_interval.high), p=float(p))
+
+
 class SegmentationEvaluator:
   """Accumulates per-frame metrics over a dataset; ``result()`` summarises them."""
 
@@ -106,18 +204,23 @@ class SegmentationEvaluator:
     self.threshold = threshold
     self.rows: list[dict] = []
     self.totals = np.zeros(3, np.int64)
+    self.with_spacing = False  # Whether any frame came with its pixel spacing.
     self.pr_sums = np.zeros((2, len(F_THRESHOLDS)))  # Summed precision and recall curves.
     self._fmeasure = py_sod_metrics.FmeasureV2(
         {'fm': py_sod_metrics.FmeasureHandler(with_dynamic=True, with_adaptive=False,
                                               beta=0.3)})
 
-  def update(self, prob: np.ndarray, gt: np.ndarray, **info) -> dict:
-    """Adds one frame: ``prob`` float [H, W], ``gt`` [H, W] in {0, 1}; returns its row."""
+  def update(self, prob: np.ndarray, gt: np.ndarray,
+             spacing: tuple[float, float] | None = None, **info) -> dict:
+    """Adds one frame: ``prob`` float [H, W], ``gt`` [H, W] in {0, 1}, ``spacing`` its
+    pixel size in mm (row, column) if known; returns its row."""
     prob = np.asarray(prob, np.float64)
     gt_bool = np.asarray(gt) > 0.5
     counts = confusion(prob, gt_bool, self.threshold)
     self.totals += counts
     row = dict(info, **overlap_metrics(*counts))
+    row.update(surface_distances(prob > self.threshold, gt_bool, spacing))
+    self.with_spacing |= spacing is not None
     row['mae'] = float(np.mean(np.abs(prob - gt_bool)))
     row['empty_gt'] = not gt_bool.any()
     row.update(_structure_metrics(prob, gt_bool))
@@ -136,6 +239,29 @@ class SegmentationEvaluator:
     out['max_f_mean_pr'] = float(np.max(f_measure(*self.pr_sums / len(self.rows))))
     out['empty_gt_fraction'] = float(np.mean([r['empty_gt'] for r in self.rows]))
     out['num_frames'] = len(self.rows)
+    for key in DISTANCE_KEYS + (DISTANCE_MM_KEYS if self.with_spacing else ()):
+      out[key] = defined_mean([r[key] for r in self.rows])
+    out['surface_distance_undefined_frames'] = int(np.sum(np.isnan(
+        [r['hd95'] for r in self.rows])))
+    return out
+
+
+  def confidence_intervals(self) -> dict[str, list[float]]:
+    """{'<metric>_ci95': [lo, hi]} of the headline metrics (``CI_KEYS`` that ``result()``
+    reports): per-video bootstrap (``video_bootstrap_ci``) of the frame-weighted mean; the
+    boundary distances weight each video by its frames where they are defined."""
+    videos: dict = {}
+    for i, row in enumerate(self.rows):
+      videos.setdefault(row.get('video_id', i), []).append(row)
+    out = {}
+    for key in CI_KEYS:
+      if key in DISTANCE_MM_KEYS and not self.with_spacing:
+        continue
+      frame_key = key.removeprefix('mean_')
+      values = [np.array([r[frame_key] for r in rows], np.float64) for rows in videos.values()]
+      counts = np.array([np.isfinite(v).sum() for v in values])
+      means = np.array([defined_mean(v) for v in values])
+      out[f'{key}_ci95'] = video_bootstrap_ci(np.nan_to_num(means), counts)
     return out
 
 
