@@ -15,3 +15,9 @@ def write_tables(directory: str, metrics: dict, rows: list[dict]) -> None:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
+
+
+def file_name(text: str) -> str:
+  """``text`` as one safe file name: characters other than letters, digits, '-' and '_'
+  become '_'."""
+  return ''.join(c if c.isalnum() or c in '-_' else '_' for c in text)

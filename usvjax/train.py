@@ -108,6 +108,15 @@ class Writer:
       self.jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
       self.jsonl.flush()
 
+  def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+    """uint8 RGB [H, W, 3] images to TensorBoard (``evaluate.pictures``: overlays)."""
+    if not (self.enabled and images):
+      return
+    with self._writing():
+      with self.summary.as_default(step=step):
+        for name, image in images.items():
+          tf.summary.image(name, image[None])
+
   def close(self) -> None:
     if self.enabled:
       with self._writing():
@@ -258,8 +267,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
                              fps=f"{scalars['train/frames_per_second']:.1f}")
         tick, frames = time.perf_counter(), 0
       if evaluated:
-        eval_metrics, _ = evaluator(state.variables())
+        eval_metrics, evaluation = evaluator(state.variables())
         writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
+        writer.images(step, {f'val_overlay/{k}': v
+                             for k, v in evaluate.pictures(evaluation).items()})
         say(f'step {step} validation: ' + ', '.join(
             f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(('mean_dice', 'pooled_dice', 'accuracy', 'auc', 'contrastive_accuracy'))))
       if evaluated or step % config.checkpoint_every == 0:
