@@ -4,14 +4,25 @@ videos; exported masks."""
 import types
 
 import cv2
+import jax
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
+import helpers
+from input_pipeline import pipeline
 from input_pipeline import preprocess
 from input_pipeline import spec
+from usvjax import compare
+from usvjax import evaluate
+from usvjax import models
+from usvjax import parallel
 from usvjax import plots
+from usvjax import state as state_lib
+from usvjax import tasks
+from usvjax import train
 from usvjax.tasks import segmentation
 
 
@@ -282,3 +293,62 @@ def test_report_holds_bootstrap_intervals_over_videos(tmp_path):
   written = (tmp_path / 'metrics.json').read_text()
   assert '"mean_dice_ci95": [\n    0.0,\n    1.0\n  ]' in written
   assert '"eval_resolution": "native"' in written
+
+
+def test_compare_pairs_each_method_with_the_first_over_the_test_videos(tmp_path):
+  def run(seed, dice, method):
+    columns = list(tasks.definition('segmentation').columns.values()) + list(
+        compare.TIMING.values())
+    return {**dict.fromkeys(columns, 0.5), 'seed': seed, 'task': 'segmentation',
+            'log_dir': f'{method}/seed{seed}', 'video_dice': {
+                f'v{i}': [d, 2 + i] for i, d in enumerate(dice)}}
+  base = [0.5, 0.6, 0.7, 0.8]
+  results = {'first': [run(0, base, 'first'), run(1, base, 'first')],
+             'better': [run(0, [d + 0.1 for d in base], 'better'),
+                        run(1, [d + 0.3 for d in base], 'better')],
+             'mixed': [run(0, [0.6, 0.5, 0.8, 0.7], 'mixed'), run(1, base, 'mixed')]}
+  compare._write(results, str(tmp_path))
+  better = results['better']
+  assert better[0]['paired_dice_difference'] == pytest.approx(0.1)  # Against seed 0.
+  assert better[1]['paired_dice_difference'] == pytest.approx(0.3)
+  assert better[0]['paired_dice_p'] == 0.0
+  # Seed 0 of 'mixed': +0.1, -0.1, +0.1, -0.1 on videos of 2, 3, 4, 5 frames.
+  assert results['mixed'][0]['paired_dice_difference'] == pytest.approx(-0.2 / 14)
+  assert results['mixed'][0]['paired_dice_p'] > 0.5
+  assert 'paired_dice_p' not in results['first'][0]
+  table = (tmp_path / 'results.md').read_text()
+  assert 'Dice against first (paired bootstrap' in table
+  assert '| better | +0.2000 | [+0.2000, +0.2000] | 0.0000 |' in table  # Seeds pooled.
+  header = (tmp_path / 'results.csv').read_text().splitlines()[0].split(',')
+  assert {'paired_dice_difference', 'paired_dice_ci95_lo', 'paired_dice_p'} <= set(header)
+
+
+def test_the_pipeline_scores_every_stored_frame_once_at_its_size(data_dir, tmp_path):
+  """The synthetic test split (64-pixel frames, a 32-pixel model) on 4 devices, the last
+  batch padded: every stored frame scored once against its 64-pixel mask (batching and
+  order: ``test_every_frame_is_scored_once_whatever_the_batching_and_order``); exported
+  masks at 64 pixels; TensorBoard gets the overlays."""
+  config = helpers.load_config('unet', data_dir, **{'input.eval_batch_size': 8})
+  builder = pipeline.get_builder(config.dataset)
+  model, task = models.create_model(config.model), tasks.create_task(config)
+  lengths = {ex['video_id'].decode(): len(ex['boxes'])
+             for ex in tfds.as_numpy(builder.as_dataset(split='test'))}
+  assert sum(lengths.values()) % 8 and config.input.image_size == 32
+  mesh = parallel.create_mesh()
+  variables = model.init(jax.random.key(0), state_lib.init_batch(
+      config, pipeline.batch_spec(config, True, builder.info.features)), train=False)
+  metrics, evaluation = evaluate.evaluate_split(evaluate.make_eval_step(model, task), task,
+                                                config, builder, 'test', mesh, variables)
+  assert sorted((r['video_id'], r['frame_index']) for r in evaluation.rows) == sorted(
+      (v, t) for v, n in lengths.items() for t in range(n))
+  assert metrics['num_frames'] == sum(lengths.values())
+  paths = evaluate.export_predictions(evaluate.Report(metrics, evaluation, str(tmp_path)))
+  assert len(paths) == metrics['num_frames']
+  assert cv2.imread(paths[0], cv2.IMREAD_UNCHANGED).shape == (64, 64)
+  writer = train.Writer(str(tmp_path))
+  writer.images(3, {f'val_overlay/{k}': v for k, v in evaluate.pictures(evaluation).items()})
+  writer.close()
+  (events,) = (tmp_path / 'tensorboard').iterdir()
+  tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events))
+          for value in event.summary.value}
+  assert tags == {'val_overlay/best', 'val_overlay/median', 'val_overlay/worst'}

@@ -21,6 +21,13 @@ Written to ``workdir``: ``results.md`` (mean ± std over seeds, the papers' colu
 time and evaluation frames/s), ``results.csv`` (one line per run: dataset, image_size,
 steps, method, variant, seed, task, then every metric) and ``curves.png`` (the validation
 metric over training steps of every method: mean over seeds, range shaded).
+
+Segmentation methods are also tested against the first one (``paired_tests``): a paired
+bootstrap over the test videos (``metrics.paired_bootstrap``) of the per-video Dice
+difference, frame-weighted as the headline Dice. Each run is paired with the first method's
+run of the same seed (results.csv: ``paired_dice_difference``, ``paired_dice_ci95_lo`` /
+``_hi``, ``paired_dice_p``); results.md pools the seeds (each video's difference averaged
+over the seed pairs).
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import pipeline
+from usvjax import metrics as metrics_lib
 from usvjax import provenance
 from usvjax import runners
 from usvjax import tables
@@ -149,6 +157,10 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   frames = report.metrics.get('num_frames') or sum(
       row.get('num_frames', 0) for row in report.evaluation.video_rows())
   result = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
+  video_dice = {r['video_id']: [r['dice'], r['num_frames']]
+                for r in report.evaluation.video_rows() if 'dice' in r}
+  if video_dice:  # {video: [its mean Dice, its frames]}, for the paired tests.
+    result['video_dice'] = video_dice
   result.update(train_seconds=trained - start,
                 eval_frames_per_second=frames / (time.perf_counter() - trained))
   os.makedirs(run_dir, exist_ok=True)
@@ -214,10 +226,18 @@ def _write(results: dict[str, list[dict]], workdir: str) -> None:
   if not results:
     return
   by_task = _by_task(results)
+  paired = paired_tests(results)
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
     f.write('\n'.join(markdown_table(group, task) if len(by_task) == 1 else
                       f'{task}\n\n{markdown_table(group, task)}'
                       for task, group in by_task.items()))
+    if paired:
+      f.write(f'\n\nDice against {next(iter(paired.values()))["reference"]} (paired '
+              'bootstrap over the test videos, seeds pooled):\n\n')
+      f.write(tables.markdown(
+          {name: [f'{t["difference"]:+.4f}', f'[{t["ci95_lo"]:+.4f}, {t["ci95_hi"]:+.4f}]',
+                  f'{t["p"]:.4f}'] for name, t in paired.items()},
+          ['Dice difference', '95% CI', 'p'], 'method'))
   keys = ['dataset', 'image_size', 'steps', 'method', 'variant', 'seed', 'task']
   for task in by_task:
     keys += [k for k in tasks.definition(task).columns.values() if k not in keys]
@@ -230,6 +250,33 @@ def _write(results: dict[str, list[dict]], workdir: str) -> None:
     for name, runs in results.items():
       writer.writerows(dict(r, method=name) for r in runs)
   _curves(results, workdir)
+
+
+def paired_tests(results: dict[str, list[dict]]) -> dict[str, dict]:
+  """{method: ``metrics.paired_bootstrap`` of its Dice minus the first method's, seeds
+  pooled, with 'reference' (the first method)} over the methods whose runs carry per-video
+  Dice; each run also gets ``paired_dice_*`` against the first method's run of its seed.
+  Videos are weighted by the first method's scored frames; only videos both scored count."""
+  names = [n for n, runs in results.items() if all('video_dice' in r for r in runs)]
+  if len(names) < 2:
+    return {}
+  reference = {r['seed']: r['video_dice'] for r in results[names[0]]}
+  out = {}
+  for name in names[1:]:
+    pairs = []
+    for run in results[name]:
+      first = reference.get(run['seed'])
+      if first is None:
+        continue
+      videos = sorted(set(first) & set(run['video_dice']))
+      pairs.append({v: (run['video_dice'][v][0] - first[v][0], first[v][1]) for v in videos})
+      test = metrics_lib.paired_bootstrap(*np.array(list(pairs[-1].values())).T)
+      run.update({f'paired_dice_{k}': v for k, v in test.items()})
+    if pairs:
+      videos = sorted(set.intersection(*(set(p) for p in pairs)))
+      mean = np.array([[np.mean([p[v][0] for p in pairs]), pairs[0][v][1]] for v in videos])
+      out[name] = dict(metrics_lib.paired_bootstrap(*mean.T), reference=names[0])
+  return out
 
 
 def validation_curves(results: dict[str, list[dict]], workdir: str
