@@ -120,6 +120,22 @@ def test_temporal_shift_moves_an_eighth_of_the_channels_each_way():
   np.testing.assert_array_equal(y[:, 4:], x[0, :, 0, 0, 4:])
 
 
+def test_tsm_shifts_the_residual_branch_only():
+  """Residual shift (TSM Fig. 3b): the block's convolutions see shifted frames, its
+  shortcut the unshifted input."""
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 3, 4, 4, 16)), jnp.float32)
+  valid = np.ones((1, 3), bool)
+  shifted = video_resnet.BasicBlock('2d', planes=16, mid=16, shift_div=8)
+  plain = video_resnet.BasicBlock('2d', planes=16, mid=16)
+  variables = _perturbed(shifted.init(jax.random.key(0), x, valid, False))
+  out, _ = shifted.apply(variables, x, valid, False)
+  assert not np.allclose(out, plain.apply(variables, x, valid, False)[0], atol=1e-3)
+  silent = jax.tree.map(np.zeros_like, variables['params']['conv2_1'])  # Residual output 0.
+  variables['params']['conv2_1'] = silent
+  out, _ = shifted.apply(variables, x, valid, False)
+  np.testing.assert_allclose(out, x, atol=1e-6)  # relu(0 + x) for x >= 0: not shifted.
+
+
 def _perturbed(variables, seed=0):
   """Every parameter moved by noise (so no bias or zero-initialised layer hides padding),
   non-trivial running statistics."""
