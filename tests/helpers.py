@@ -2,6 +2,8 @@
 import importlib
 import os
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -21,6 +23,35 @@ def load_config(name: str, data_dir: str, **overrides):
 def flat_local(tree) -> dict:
   """{'a/b/c': numpy array} of a pytree of replicated arrays, from this process's copy."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   return {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v.addressable_data(0))
           for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def write_dicom(path: str, frames: np.ndarray, photometric: str,
+                syntax: str = '', encapsulated=None, bits: int = 8,
+                **tags) -> str:
+  """A multi-frame ultrasound DICOM file of ``frames`` ([T, H, W] or [T, H, W, 3]) with
+  ``bits`` per sample, uncompressed, or with the given ``encapsulated`` fragments under a
+  compressed ``syntax``."""
+  from pydicom import uid as uids  # pylint: disable=g-import-not-at-top
+  from pydicom.dataset import Dataset, FileMetaDataset  # pylint: disable=g-import-not-at-top
+  from pydicom.encaps import encapsulate  # pylint: disable=g-import-not-at-top
+  syntax = syntax or uids.ExplicitVRLittleEndian
+  ds = Dataset()
+  ds.file_meta = FileMetaDataset()
+  ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uids.UltrasoundMultiFrameImageStorage
+  ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uids.generate_uid()
+  if encapsulated is None:
+    ds.set_pixel_data(frames, photometric, bits)
+  else:
+    ds.NumberOfFrames, ds.Rows, ds.Columns = frames.shape[:3]
+    ds.SamplesPerPixel = 3 if frames.ndim == 4 else 1
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = photometric, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate(encapsulated)
+    ds['PixelData'].VR = 'OB'
+  ds.file_meta.TransferSyntaxUID = syntax
+  for keyword, value in tags.items():
+    setattr(ds, keyword, value)
+  ds.save_as(path, enforce_file_format=True)
+  return path

@@ -18,7 +18,6 @@ from usvjax import evaluate
 from usvjax import runners
 
 pytest.importorskip('pydicom')
-from test_dicom import write_dicom  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_one_video_gets_the_probability_the_evaluation_gives_it(data_dir, tmp_path):
@@ -46,7 +45,7 @@ def test_one_video_gets_the_probability_the_evaluation_gives_it(data_dir, tmp_pa
   folder = tmp_path / 'frames'
   for index, frame in enumerate(grey):
     write_image(str(folder / f'frame{index}.png'), frame)  # PNG: lossless.
-  dicom = write_dicom(str(tmp_path / 'loop.dcm'), grey, 'MONOCHROME2')
+  dicom = helpers.write_dicom(str(tmp_path / 'loop.dcm'), grey, 'MONOCHROME2')
   classify.classify_video(config, workdir, 'latest', str(folder), str(tmp_path / 'out_frames'))
   process = _run(['-m', 'experiments.classify_video', f'--workdir={workdir}',  # Own config.
                   f'--video={dicom}', '--checkpoint=latest', f'--output_dir={tmp_path}/out_dcm'])

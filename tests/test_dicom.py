@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from pydicom import uid
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 
 import input_pipeline.builders  # pylint: disable=unused-import  # Registers the builders.
+from helpers import write_dicom
 from input_pipeline.builders import common
 from input_pipeline.builders import dicom
 from input_pipeline.builders import video_table
@@ -28,32 +29,6 @@ def _region(delta_x_cm: float, delta_y_cm: float, spatial_format: int = 1) -> Da
   region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
   region.PhysicalDeltaX, region.PhysicalDeltaY = delta_x_cm, delta_y_cm
   return region
-
-
-def write_dicom(path: str, frames: np.ndarray, photometric: str,
-                syntax: str = uid.ExplicitVRLittleEndian, encapsulated=None, bits: int = 8,
-                **tags) -> str:
-  """A multi-frame ultrasound DICOM file of ``frames`` ([T, H, W] or [T, H, W, 3]) with
-  ``bits`` per sample, uncompressed, or with the given ``encapsulated`` fragments under a
-  compressed ``syntax``."""
-  ds = Dataset()
-  ds.file_meta = FileMetaDataset()
-  ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uid.UltrasoundMultiFrameImageStorage
-  ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
-  if encapsulated is None:
-    ds.set_pixel_data(frames, photometric, bits)
-  else:
-    ds.NumberOfFrames, ds.Rows, ds.Columns = frames.shape[:3]
-    ds.SamplesPerPixel = 3 if frames.ndim == 4 else 1
-    ds.PhotometricInterpretation, ds.PlanarConfiguration = photometric, 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = encapsulate(encapsulated)
-    ds['PixelData'].VR = 'OB'
-  ds.file_meta.TransferSyntaxUID = syntax
-  for keyword, value in tags.items():
-    setattr(ds, keyword, value)
-  ds.save_as(path, enforce_file_format=True)
-  return path
 
 
 def test_grey_cine_loop_frames_fps_and_region_spacing(tmp_path):
