@@ -3,6 +3,7 @@ ResNets, TSM's shift and ImageNet import, padding that changes nothing (inferenc
 training BatchNorm), and a few steps of each through the trainer."""
 import importlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,7 @@ from usvjax import train
 from usvjax.models import c3d
 from usvjax.models import timesformer
 from usvjax.models import tsm
+from usvjax.models import video_layers
 from usvjax.models import video_resnet
 from usvjax.models.backbones import video_convert
 
@@ -136,12 +138,32 @@ def test_tsm_shifts_the_residual_branch_only():
   np.testing.assert_allclose(out, x, atol=1e-6)  # relu(0 + x) for x >= 0: not shifted.
 
 
+def test_masked_batch_norm_is_flax_batch_norm_on_the_real_frames():
+  """Train mode: the output and running averages of Flax's BatchNorm over the real frames
+  alone; padded frames come out zero."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 5, 3, 3, 4)) * 2 + 1, jnp.float32)
+  valid = np.array([[True] * 5, [True, True, False, False, False]])
+  ours = video_layers.MaskedBatchNorm()
+  variables = ours.init(jax.random.key(0), x, valid, True)
+  out, updates = ours.apply(variables, x, valid, True, mutable=['batch_stats'])
+  real = jnp.concatenate([x[0], x[1, :2]])  # The 7 real frames as one batch.
+  flax_norm = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+  expected, flax_updates = flax_norm.apply(flax_norm.init(jax.random.key(0), real), real,
+                                           mutable=['batch_stats'])
+  np.testing.assert_allclose(out[0], expected[:5], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out[1, :2], expected[5:], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(out[1, 2:], 0.0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               updates['batch_stats'], flax_updates['batch_stats'])
+
+
 def _perturbed(variables, seed=0):
   """Every parameter moved by noise (so no bias or zero-initialised layer hides padding),
   non-trivial running statistics."""
   rng = np.random.default_rng(seed)
-  noise = lambda v, s: v + s * rng.standard_normal(v.shape).astype(v.dtype)  # pylint: disable=unnecessary-lambda-assignment
-  out = {'params': jax.tree.map(lambda v: noise(v, 0.1), variables['params'])}
+  out = {'params': jax.tree.map(
+      lambda v: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype), variables['params'])}
   if 'batch_stats' in variables:
     out['batch_stats'] = jax.tree_util.tree_map_with_path(
         lambda p, v: (rng.uniform(0.5, 1.5, v.shape) if p[-1].key == 'var'
@@ -171,20 +193,19 @@ def test_padding_changes_nothing(name):
   batch16, _ = _padded_batch(16)
   variables = _perturbed(jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch8))
 
+  infer = jax.jit(lambda b: model.apply(variables, b, train=False)['logits'])
+  alone = infer({'frames': videos[1][None], 'valid': np.ones((1, LENGTHS[1]), bool)})
+  np.testing.assert_allclose(infer(batch8)[1], alone[0], rtol=1e-4, atol=1e-5)
+
   @jax.jit
-  def run(batch):
+  def train_step(batch):
     outputs, updates = model.apply(variables, batch, train=True, mutable=['batch_stats'],
                                    rngs={'dropout': jax.random.key(1)})
     loss = -jnp.mean(jax.nn.log_softmax(outputs['logits'])[:, 1])
-    return (model.apply(variables, batch, train=False)['logits'],
-            (outputs['logits'], updates.get('batch_stats', {}), loss))
+    return outputs['logits'], updates.get('batch_stats', {}), loss
 
-  padded, train8 = run(batch8)
-  _, train16 = run(batch16)
-  alone, _ = run({'frames': videos[1][None], 'valid': np.ones((1, LENGTHS[1]), bool)})
-  np.testing.assert_allclose(padded[1], alone[0], rtol=1e-4, atol=1e-5)
   # Sums over 8 or 16 frames add the same values in another order: float32 rounding.
-  (logits8, stats8, loss8), (logits16, stats16, loss16) = train8, train16
+  (logits8, stats8, loss8), (logits16, stats16, loss16) = train_step(batch8), train_step(batch16)
   np.testing.assert_allclose(logits8, logits16, rtol=1e-3, atol=1e-4)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                stats8, stats16)

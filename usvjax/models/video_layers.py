@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from usvjax.models import frame_classifier
+
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
@@ -57,10 +59,7 @@ def strided_valid(valid: jnp.ndarray, stride: int) -> jnp.ndarray:
 def masked_video_mean(x: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
   """Mean of x [B, T, H, W, C] over the real frames and all positions -> [B, C] (zero for a
   video without real frames)."""
-  weights = frame_weights(valid, x)
-  total = jnp.sum(x * weights, axis=(1, 2, 3))
-  count = jnp.sum(weights, axis=(1, 2, 3)) * x.shape[2] * x.shape[3]
-  return total / jnp.maximum(count, 1.0)
+  return frame_classifier.masked_mean(jnp.mean(x, axis=(2, 3)), valid)
 
 
 class MaskedBatchNorm(nn.Module):
