@@ -9,10 +9,10 @@ padding change nothing, in training and in inference:
   output there (``MaskedBatchNorm``; ReLU, residual sums and per-frame 2-D layers keep the
   zeros). A temporal convolution with zero padding then reads exactly what it reads at the
   end of the video run alone at its true length: zeros.
-* **A temporal stride keeps the frames its windows start on** (``strided_valid``): a
-  stride-s layer (kernel 3 with padding 1, kernel 1, or a ceil-mode pooling window) keeps
-  output frame t' iff input frame s t' is real, i.e. ceil(n / s) frames of a video of n,
-  which is the output length of the same layer on the video alone.
+* **A temporal stride keeps ceil(n / s) frames** (``strided_valid``): output frame t' of a
+  stride-s layer (kernel 3 with padding 1, centred on input frame s t'; kernel 1; or a
+  ceil-mode pooling window starting there) is real iff input frame s t' is, so a video of
+  n frames keeps ceil(n / s), the output length of the same layer on the video alone.
 * **BatchNorm statistics count the real frames only** (``MaskedBatchNorm``): in training
   the mean and variance are those of the real frames of the whole batch (all devices: the
   batch is one global array), so the updated running averages and every real output are
