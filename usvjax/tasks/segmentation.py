@@ -201,7 +201,8 @@ class SegmentationEvaluation:
       prob, gt, spacing = np.asarray(outputs['probs'][i], np.float32), outputs['masks'][i], None
       if self.resolution == 'native':
         gt = self.stored.mask(video, index)
-        prob = cv2.resize(prob, gt.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        # Clipped: a bilinear mix of values in [0, 1] may round just outside it.
+        prob = np.clip(cv2.resize(prob, gt.shape[::-1], interpolation=cv2.INTER_LINEAR), 0, 1)
         spacing = self.stored.video(video).spacing
       row = self.metrics.update(prob, gt, spacing, video_id=video, frame_index=index)
       self.dice[video, index] = row['dice']
