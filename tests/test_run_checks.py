@@ -30,6 +30,9 @@ BAD_SETTINGS = [
     ('unet', {'input.image_size': 0}, ['config.input.image_size=0']),
     ('unet', {'input.image_size': 34}, ['config.input.image_size=34', 'multiple of 4']),
     ('flanet', {'input.clip_length': 0}, ['config.input.clip_length=0']),
+    ('timesformer', {'input.image_size': 36}, ['config.input.image_size=36', 'multiple of 8']),
+    ('timesformer', {'input.length_buckets': (4, 32)},
+     ['config.input.length_buckets=(4, 32) reach 32', 'config.model.num_frames=16']),
     # usv_synthetic/tiny's videos have 4 to 8 frames.
     ('flanet', {'input.clip_length': 9}, ['config.input.clip_length=9',
                                           'config.dataset.train_split',

@@ -24,7 +24,14 @@ class LossTerm(Protocol):
 
 
 class Evaluation(Protocol):
-  """A host-side accumulator of one split's evaluation outputs."""
+  """A host-side accumulator of one split's evaluation outputs.
+
+  Optional methods that ``usvjax.evaluate`` calls where an evaluation has them:
+  ``use_split(config, builder, split)`` before the first batch (the segmentation evaluation
+  reads the stored masks of the split to score at native resolution); ``pictures() ->
+  {name: uint8 image}`` for TensorBoard at each validation; ``export(directory) -> paths``
+  for ``evaluate --export``.
+  """
 
   def update(self, outputs: dict[str, Any]) -> None:
     """Adds one batch of the task's ``eval_outputs`` (host arrays, all processes')."""
@@ -51,6 +58,10 @@ class Task(Protocol):
 
   def evaluator(self) -> Evaluation:
     """A fresh accumulator for one split."""
+
+  # Optional: ``calibrates`` (bool) and ``calibrate(validation_evaluation) -> dict``: a task
+  # that chooses a setting on the validation split before the test split is scored (the
+  # classification task's decision threshold; ``evaluate.calibrate``).
 
 
 @runtime_checkable

@@ -28,9 +28,11 @@ from input_pipeline import fingerprint
 
 CONFIG_FILE = 'config.py'
 DATA_FILE = 'data.json'
-# Keys that may differ between a run and its resumption or evaluation.
+# Keys that may differ between a run and its resumption or evaluation: the schedule and
+# how an evaluation scores and reports (not what was trained).
 RESUMABLE = ('total_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
-             'input.eval_batch_size')
+             'input.eval_batch_size', 'input.eval_resolution', 'input.overlay_videos',
+             'task.threshold', 'task.threshold_rule')
 
 _HEADER = '''"""The resolved config of the run in this directory, written when it started.
 

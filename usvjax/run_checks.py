@@ -16,7 +16,9 @@ each naming its config key and what to do:
   reports (``usvjax.tasks``: the registry entry's ``metrics``);
   ``best_mode`` 'max' or 'min';
 * image size: ``input.image_size`` > 0, and divisible by the model's stride where it is
-  known without building the model (U-Net: 2**(levels-1); FLA-Net's released design: 32);
+  known without building the model (U-Net: 2**(levels-1); FLA-Net's released design: 32;
+  TimeSformer: its patch size); TimeSformer's length buckets within its ``num_frames``
+  time positions;
 * whether the data suits the method (segmentation; video lengths are read once per split
   with the frames left encoded):
 
@@ -50,6 +52,7 @@ SINGLE_FRAME_MODELS = ('unet',)
 STRIDES = {
     'unet': lambda model: 2 ** (model.levels - 1),
     'flanet': lambda model: 32 if model.design == 'released' else 1,
+    'timesformer': lambda model: model.patch,
 }
 
 
@@ -68,6 +71,7 @@ def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
   if 'masks' in tasks.example_source(config).required_features(builder.info.features):
     splits = {k: v for k, v in splits.items() if k not in split_problems}
     problems += _length_problems(config, builder, splits)  # Clip-based tasks.
+  problems += _length_bucket_problems(config)
   if problems:
     raise ValueError('the run settings have problems:\n' +
                      '\n'.join(f'  - {p}' for p in problems))
@@ -121,6 +125,20 @@ def _image_problems(config: ml_collections.ConfigDict) -> list[str]:
     return [f'config.input.image_size={size}: model {model.name!r} needs a multiple of '
             f'{stride}, e.g. {-(-size // stride) * stride}.']
   return []
+
+
+def _length_bucket_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """A model with learned per-frame positions (TimeSformer) cannot take longer sequences
+  than it has positions for."""
+  frames = config.model.get('num_frames')
+  if config.model.name != 'timesformer' or not frames:
+    return []
+  longest = max(config.input.length_buckets)
+  if longest <= frames:
+    return []
+  return [f'config.input.length_buckets={tuple(config.input.length_buckets)} reach {longest} '
+          f'frames but config.model.num_frames={frames} (TimeSformer\'s time positions): '
+          f'raise num_frames to {longest} or cap the buckets (and input.max_frames).']
 
 
 def _splits(config: ml_collections.ConfigDict, test_split: str) -> dict[str, str]:

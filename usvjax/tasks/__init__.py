@@ -49,7 +49,7 @@ TASKS: dict[str, TaskDefinition] = {
     'segmentation': TaskDefinition(
         SegmentationTask, clips.Clips(), 'mean_dice',
         {'Dice': 'mean_dice', 'IoU': 'mean_iou', 'Recall': 'mean_recall',
-         'max F': 'max_f_mean_pr', 'MAE': 'mean_mae', 'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure'},
+         'max F': 'max_f_mean_pr', 'HD95': 'hd95', 'MAE': 'mean_mae', 'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure'},
         'mean_dice', metrics_lib.SEGMENTATION_RESULT_KEYS),
     'classification': TaskDefinition(
         ClassificationTask, sequences.Sequences(), 'auc',
