@@ -30,8 +30,8 @@ class StoredVideos:
   """A dataset builder holding ``videos`` {id: (frames uint8 [T, H, W, 1], masks [T, H, W],
   pixel spacing or None)}, encoded as TFDS stores them."""
 
-  def __init__(self, videos, frame_names=False):
-    self.videos, self.frame_names = videos, frame_names
+  def __init__(self, videos, frame_names=False, hard=None):
+    self.videos, self.frame_names, self.hard = videos, frame_names, hard
     self.spacing = any(spacing is not None for *_, spacing in videos.values())
     features = {'frames': types.SimpleNamespace(shape=(None, None, None, 1)), 'masks': None,
                 'video_id': None}
@@ -46,6 +46,8 @@ class StoredVideos:
       signature['pixel_spacing_mm'] = tf.TensorSpec([2], tf.float32)
     if self.frame_names:
       signature['frame_names'] = tf.TensorSpec([None], tf.string)
+    if self.hard:
+      signature['hard_frame'] = tf.TensorSpec([None], tf.bool)
 
     def generate():
       for video_id, (frames, masks, spacing) in self.videos.items():
@@ -56,6 +58,8 @@ class StoredVideos:
           out['pixel_spacing_mm'] = np.float32(spacing or (0, 0))
         if self.frame_names:
           out['frame_names'] = [f'img_{video_id}_{t}.jpg' for t in range(len(frames))]
+        if self.hard:
+          out['hard_frame'] = self.hard[video_id]
         yield out
     return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
@@ -352,3 +356,23 @@ def test_the_pipeline_scores_every_stored_frame_once_at_its_size(data_dir, tmp_p
   tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events))
           for value in event.summary.value}
   assert tags == {'val_overlay/best', 'val_overlay/median', 'val_overlay/worst'}
+
+
+def test_hard_frames_are_scored_apart_where_the_dataset_flags_them():
+  mask = np.zeros((8, 8), bool)
+  mask[2:6, 2:6] = True
+  frames = np.zeros((2, 8, 8, 1), np.uint8)
+  videos = {'a': (frames, np.stack([mask, mask]), None), 'b': (frames[:1], mask[None], None)}
+  hard = {'a': np.array([False, True]), 'b': np.array([False])}
+  found, missed = mask.astype(np.float32), np.zeros((8, 8), np.float32)
+  examples = [('a', 0, found, mask), ('a', 1, missed, mask), ('b', 0, found, mask)]
+  evaluation = _evaluation(StoredVideos(videos, hard=hard))
+  for batch in _outputs(examples, 2):
+    evaluation.update(batch)
+  result = evaluation.result()
+  assert result['num_hard_frames'] == 1 and result['hard_frame_dice'] == 0.0
+  assert result['other_frame_dice'] == 1.0 and result['mean_dice'] == pytest.approx(2 / 3)
+  unflagged = _evaluation(StoredVideos(videos))
+  for batch in _outputs(examples, 2):
+    unflagged.update(batch)
+  assert 'hard_frame_dice' not in unflagged.result()

@@ -97,6 +97,7 @@ class StoredVideo(NamedTuple):
   masks: list[bytes]  # PNG-encoded [H, W, 1] masks in {0, 1}, at the frames' size.
   spacing: tuple[float, float] | None  # (row, column) mm per pixel, if stored.
   frame_names: list[str] | None  # The source frames' names, if stored.
+  hard: np.ndarray | None  # bool [T]: frames the dataset flags as hard (synthetic data).
 
 
 class StoredSplit:
@@ -129,7 +130,8 @@ class StoredSplit:
         names = video.get('frame_names')
         self._videos[key] = StoredVideo(
             list(video['masks']), spacing if spacing and min(spacing) > 0 else None,
-            None if names is None else [n.decode('utf-8', 'replace') for n in names])
+            None if names is None else [n.decode('utf-8', 'replace') for n in names],
+            video.get('hard_frame'))
     return self._videos
 
   def video(self, key: str) -> StoredVideo:
@@ -210,7 +212,23 @@ class SegmentationEvaluation:
       self.labels.setdefault(video, {})[index] = cv2.imencode('.png', label.astype(np.uint8))[1]
 
   def result(self) -> dict[str, float]:
-    return self.metrics.result()
+    return {**self.metrics.result(), **self._hard_frame_metrics()}
+
+  def _hard_frame_metrics(self) -> dict[str, float]:
+    """Where the dataset flags hard frames (``hard_frame``: the synthetic videos'
+    low-contrast episodes), the mean Dice over them (``hard_frame_dice``, with
+    ``num_hard_frames``) and over the other scored frames (``other_frame_dice``)."""
+    if self.stored is None or not self.dice:
+      return {}
+    flags = {key: self.stored.video(key[0]).hard for key in self.dice}
+    if any(f is None for f in flags.values()):
+      return {}
+    hard = [d for key, d in self.dice.items() if flags[key][key[1]]]
+    other = [d for key, d in self.dice.items() if not flags[key][key[1]]]
+    if not hard:
+      return {}
+    return {'hard_frame_dice': float(np.mean(hard)), 'num_hard_frames': len(hard),
+            'other_frame_dice': float(np.mean(other)) if other else float('nan')}
 
   def video_rows(self) -> list[dict]:
     """Per video: its frame count, the means of the frame metrics and the boundary
