@@ -41,6 +41,7 @@ Variants (combine with commas: a scale, then ``pretrain``, an aggregation or a T
 import ml_collections
 
 from configs import common
+from usvjax.errors import ConfigError
 
 TRAIN_VIDEOS = 161  # The paper: 268 videos, 107 for testing.
 
@@ -131,7 +132,7 @@ def get_config(arg: str | None = None):
   if 'pretrain' in names:
     unknown = [n for n in names if n not in (scale, 'pretrain')]
     if unknown:
-      raise ValueError(f'unknown config variant {unknown[0]!r} for pretraining; choose from '
+      raise ConfigError(f'unknown config variant {unknown[0]!r} for pretraining; choose from '
                        f'{sorted(PRETRAIN_SCALES)}.')
     return pretraining_config(scale)
   c = common.base_config('classification')

@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from input_pipeline.builders.common import DatasetError
 from usvjax import parallel
+from usvjax.errors import ConfigError
 from usvjax import provenance
 from usvjax.train import NonFiniteLossError
 
@@ -69,10 +70,11 @@ def define_run_flags(output_help: str) -> RunFlags:
   return run_flags
 
 
-# Errors whose message already says what is wrong and what to do: no traceback. An OSError
-# names its file and cause (a missing file, a full disk, a read-only filesystem); the
-# workdir's own are ``WorkdirError``s that also say what to do.
-USER_ERRORS = (DatasetError, NonFiniteLossError, OSError, ValueError)
+# Errors whose message already says what is wrong and what to do: one line, no traceback.
+# An OSError names its file and cause (a missing file, a full disk, a read-only
+# filesystem); the workdir's own are ``WorkdirError``s that also say what to do. Anything
+# else (a plain ValueError included) is a bug and keeps its traceback.
+USER_ERRORS = (DatasetError, NonFiniteLossError, OSError, ConfigError)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from input_pipeline import preprocess
 from input_pipeline import spec as spec_lib
+from usvjax.errors import ConfigError
 
 EVAL_PROTOCOLS = ('clip', 'first_frame')
 
@@ -40,7 +41,7 @@ def whole_videos(config: ml_collections.ConfigDict, train: bool) -> bool:
   """Whether examples are whole videos (evaluation with ``input.eval_protocol='first_frame'``)."""
   protocol = config.input.eval_protocol
   if protocol not in EVAL_PROTOCOLS:
-    raise ValueError(f'config.input.eval_protocol={protocol!r}: use one of {EVAL_PROTOCOLS}.')
+    raise ConfigError(f'config.input.eval_protocol={protocol!r}: use one of {EVAL_PROTOCOLS}.')
   return not train and protocol == 'first_frame'
 
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from input_pipeline.builders import splits as splits_lib
+from usvjax.errors import ConfigError
 
 _ENCODED = ('frames', 'masks')
 _CACHE: dict[tuple, dict[str, int]] = {}
@@ -36,7 +37,7 @@ def _assign_folds(builder, split: str, num_folds: int, seed: int) -> dict[str, i
     labels.append(int(video['label']) if has_label else 0)
     groups.append(video['group'].decode() if has_group else ids[-1])
   if len(set(groups)) < num_folds:
-    raise ValueError(f'{len(set(groups))} patients (groups of videos) in {split!r} cannot '
+    raise ConfigError(f'{len(set(groups))} patients (groups of videos) in {split!r} cannot '
                      f'make {num_folds} folds: use fewer --folds.')
   folds = splits_lib.split_videos(ids, [(str(k), 1.0) for k in range(num_folds)], seed,
                                   labels=labels, groups=groups)

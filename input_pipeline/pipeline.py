@@ -36,6 +36,7 @@ from input_pipeline import folds as folds_lib
 from input_pipeline import preprocess
 from input_pipeline import spec as spec_lib
 from input_pipeline.builders import common
+from usvjax.errors import ConfigError
 from usvjax import tasks
 
 Batch = dict[str, np.ndarray]
@@ -72,7 +73,7 @@ def _builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   try:
     return tfds.builder(dataset.name, **kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f'config.dataset.name={dataset.name!r} is not a known dataset: '
+    raise ConfigError(f'config.dataset.name={dataset.name!r} is not a known dataset: '
                      f'use one of usv_synthetic, usv_davis, usv_flanet, usv_frames_table, '
                      f'usv_video_table.') from e
 
@@ -87,7 +88,7 @@ def _stale(builder: tfds.core.DatasetBuilder, source: dict) -> bool:
           f'{builder.data_dir} ({old["files"]} files, {old["bytes"]} bytes then; '
           f'{source["files"]} files, {source["bytes"]} bytes now)')
   if jax.process_count() > 1:
-    raise ValueError(f'{what}: delete {builder.data_dir} and start again (or convert it '
+    raise ConfigError(f'{what}: delete {builder.data_dir} and start again (or convert it '
                      'once with a single process).')
   logging.warning('%s: converting it again.', what)
   shutil.rmtree(builder.data_dir)
@@ -110,7 +111,7 @@ def _encoded_videos(builder, split: str, shard: bool) -> tf.data.Dataset:
   unknown = [part for part in split.split('+')
              if part.split('[')[0].strip() not in builder.info.splits]
   if unknown:
-    raise ValueError(f'split {unknown[0]!r} not in dataset {builder.info.full_name}: it has '
+    raise ConfigError(f'split {unknown[0]!r} not in dataset {builder.info.full_name}: it has '
                      f'{sorted(builder.info.splits)} (combine them with +).')
   if shard:
     split = tfds.even_splits(split, n=jax.process_count(), drop_remainder=False)[
@@ -131,7 +132,7 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
   features = builder.info.features
   missing = [k for k in source.required_features(features) if k not in features]
   if missing:
-    raise ValueError(f'dataset {builder.info.full_name} has no {missing}: config.input.task='
+    raise ConfigError(f'dataset {builder.info.full_name} has no {missing}: config.input.task='
                      f'{config.input.task!r} needs {list(source.required_features(features))}.')
   folds = config.dataset.folds
   if folds.num:
@@ -159,7 +160,7 @@ def _decoded(items: tf.data.Dataset, config, builder, train: bool, batch_size: i
 
 def local_batch_size(global_batch_size: int) -> int:
   if global_batch_size % jax.process_count():
-    raise ValueError(f'batch size {global_batch_size} is not divisible by the number of '
+    raise ConfigError(f'batch size {global_batch_size} is not divisible by the number of '
                      f'processes {jax.process_count()}.')
   return global_batch_size // jax.process_count()
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from input_pipeline import preprocess
 from input_pipeline import spec as spec_lib
+from usvjax.errors import ConfigError
 
 SAMPLINGS = ('up_to', 'exact')
 
@@ -45,10 +46,10 @@ def _sequence(video: dict, key: str, max_frames: int, sampling: str) -> dict:
 
 def check_input(input_config: ml_collections.ConfigDict) -> None:
   if max(input_config.length_buckets) < input_config.max_frames:
-    raise ValueError(f'config.input.length_buckets {list(input_config.length_buckets)} must '
+    raise ConfigError(f'config.input.length_buckets {list(input_config.length_buckets)} must '
                      f'include a bucket >= config.input.max_frames={input_config.max_frames}.')
   if input_config.sampling not in SAMPLINGS:
-    raise ValueError(f'config.input.sampling={input_config.sampling!r}: use one of '
+    raise ConfigError(f'config.input.sampling={input_config.sampling!r}: use one of '
                      f'{SAMPLINGS}.')
 
 

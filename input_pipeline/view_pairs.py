@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from input_pipeline import augment
 from input_pipeline import spec as spec_lib
+from usvjax.errors import ConfigError
 
 POSITIVES = ('same_frame', 'same_video')
 
@@ -24,7 +25,7 @@ def view_pairs(video: dict, position: tf.Tensor, input_config: ml_collections.Co
                seed: int) -> tf.data.Dataset:
   """The contrastive examples of one video (see the module docstring)."""
   if input_config.positives not in POSITIVES:
-    raise ValueError(f'config.input.positives={input_config.positives!r}: use one of '
+    raise ConfigError(f'config.input.positives={input_config.positives!r}: use one of '
                      f'{POSITIVES}.')
   num = tf.shape(video['frames'])[0]
   count = input_config.max_frames

@@ -193,6 +193,17 @@ def test_cli_errors_name_the_problem(data_dir, tmp_path, extra, message):
   assert 'Traceback' not in output
 
 
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback():
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  from usvjax import runners  # pylint: disable=g-import-not-at-top
+  from usvjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  assert not issubclass(ValueError, common.USER_ERRORS)  # A bug's ValueError.
+  assert not issubclass(KeyError, common.USER_ERRORS)
+  assert issubclass(ConfigError, common.USER_ERRORS) and issubclass(ConfigError, ValueError)
+  with pytest.raises(ConfigError, match="config.runner='twice'"):  # A settings error.
+    runners.get(helpers.load_config('unet', '', runner='twice'))
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
   args = ['-m', 'experiments.train', '--config=configs/unet.py:tiny', f'--workdir={tmp_path}',
           f'--config.dataset.data_dir={data_dir}', '--config.total_steps=400',

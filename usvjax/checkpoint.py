@@ -13,6 +13,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from usvjax.errors import ConfigError
+
 
 def create_manager(workdir: str, keep: int, best_metric: str = '', best_mode: str = 'max',
                    read_only: bool = False) -> ocp.CheckpointManager:
@@ -64,7 +66,7 @@ def restore_variables(manager: ocp.CheckpointManager, step: int, abstract: dict)
     differences = _differences(abstract, _saved_variables(manager.directory, step))
     if not differences:
       raise
-    raise ValueError(
+    raise ConfigError(
         f'checkpoint step {step} in {manager.directory} does not fit the model of this config '
         f'({len(differences)} variables differ, e.g. {differences[:4]}): evaluate with the '
         'config (and overrides, e.g. --config.model.*) the run was trained with.') from e
@@ -109,6 +111,6 @@ def resolve_step(manager: ocp.CheckpointManager, which: str) -> int:
     best = manager.best_step()
     return manager.latest_step() if best is None else best
   if not which.isdigit() or int(which) not in steps:
-    raise ValueError(f'checkpoint {which!r} not found in {manager.directory}; available: '
+    raise ConfigError(f'checkpoint {which!r} not found in {manager.directory}; available: '
                      f"{sorted(steps)}, 'latest' or 'best'.")
   return int(which)

@@ -27,6 +27,7 @@ from input_pipeline import preprocess
 from input_pipeline import sequences
 from input_pipeline import spec as spec_lib
 from input_pipeline.builders import video_table
+from usvjax.errors import ConfigError
 from usvjax import evaluate
 from usvjax import models
 from usvjax import parallel
@@ -73,7 +74,7 @@ def classify_video(config: ml_collections.ConfigDict, workdir: str, which: str, 
   config = runners.get(config).headline(config)[1]
   fields = pipeline.batch_spec(config, False)
   if 'frames' not in fields or 'label' not in fields:
-    raise ValueError(f'classify_video needs a video classifier run on frames; the run in '
+    raise ConfigError(f'classify_video needs a video classifier run on frames; the run in '
                      f'{workdir} ({config.model.name}) reads {sorted(fields)}.')
   frames, indices = sample_frames(video, config.input)
   batch = spec_lib.example_batch(fields, 1, len(indices))

@@ -46,6 +46,7 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import pipeline
+from usvjax.errors import ConfigError
 from usvjax import metrics as metrics_lib
 from usvjax import provenance
 from usvjax import runners
@@ -70,7 +71,7 @@ def parse_method(spec: str) -> Method:
   head, *overrides = spec.split(';')
   name, sep, config = head.partition('=')
   if not sep or not name or ':' not in config and not config.endswith('.py'):
-    raise ValueError(f'method {spec!r}: write NAME=configs/<method>.py:<variant>[;key=value].')
+    raise ConfigError(f'method {spec!r}: write NAME=configs/<method>.py:<variant>[;key=value].')
   return Method(name.strip(), config.strip(), parse_overrides(overrides))
 
 
@@ -80,7 +81,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
   for item in items:
     key, sep, value = item.partition('=')
     if not sep:
-      raise ValueError(f'override {item!r}: write key=value (e.g. input.image_size=64).')
+      raise ConfigError(f'override {item!r}: write key=value (e.g. input.image_size=64).')
     out[key.strip()] = value.strip()
   return out
 
@@ -112,7 +113,7 @@ def _set(config: ml_collections.ConfigDict, key: str, value, method: str) -> Non
       node = node[parent]
     old = node[leaf]
   except KeyError as e:
-    raise ValueError(f'method {method!r}: the config has no key {key!r}.') from e
+    raise ConfigError(f'method {method!r}: the config has no key {key!r}.') from e
   node[leaf] = type(old)(value) if isinstance(old, float) and isinstance(value, int) else value
 
 

@@ -28,11 +28,12 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import pipeline
+from usvjax.errors import ConfigError
 from usvjax import evaluate
 from usvjax import metrics as metrics_lib
 from usvjax import plots
-from usvjax import tables
 from usvjax import runners
+from usvjax import tables
 from usvjax import tasks
 from usvjax import train
 
@@ -55,7 +56,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
     'fold_seconds': [...]} (a resumed fold's time counts only what this call did).
   """
   if not tasks.definition(runners.get(config).headline(config)[1].input.task).pooled:
-    raise ValueError('cross-validation is for classification configs '
+    raise ConfigError('cross-validation is for classification configs '
                      f'(config.input.task={config.input.task!r}).')
   rows: dict[str, list] = {}
   seconds = []

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from input_pipeline import pipeline
 from usvjax import checkpoint
+from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import models
 from usvjax import parallel
@@ -96,7 +97,7 @@ def export_predictions(report: 'Report') -> list[str]:
   """Writes the report's per-frame predictions into its directory (process 0 only;
   segmentation: ``predicted_masks/<video>/<frame>.png``); returns the paths."""
   if not hasattr(report.evaluation, 'export'):
-    raise ValueError(f'--export: the evaluation in {report.directory} has no predictions '
+    raise ConfigError(f'--export: the evaluation in {report.directory} has no predictions '
                      'to export.')
   return report.evaluation.export(report.directory) if jax.process_index() == 0 else []
 
@@ -142,7 +143,7 @@ def calibrate(task: interfaces.Task, eval_step, config: ml_collections.ConfigDic
   if not getattr(task, 'calibrates', False):
     return {}
   if config.dataset.folds.num:
-    raise ValueError(f'config.task.threshold_rule={config.task.threshold_rule!r} chooses the '
+    raise ConfigError(f'config.task.threshold_rule={config.task.threshold_rule!r} chooses the '
                      'threshold on the validation split, which k-fold cross-validation does '
                      "not have: use 'fixed' there.")
   split = config.dataset.eval_split

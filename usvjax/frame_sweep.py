@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import matplotlib
 import ml_collections
 
+from usvjax.errors import ConfigError
 from usvjax import evaluate
 from usvjax import runners
 
@@ -41,7 +42,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, counts: Sequence[int],
   frame_sweep.png (and each count's report in ``frames_<n>/``) into ``output_dir``
   (default ``<workdir>/frame_sweep``)."""
   if not counts or min(counts) < 1:
-    raise ValueError(f'--frames={list(counts)}: give frame counts >= 1, e.g. 1,2,4,8,16.')
+    raise ConfigError(f'--frames={list(counts)}: give frame counts >= 1, e.g. 1,2,4,8,16.')
   _, model_config, sub_dir = runners.get(config).headline(config)
   run_dir = os.path.join(workdir, sub_dir)
   output_dir = output_dir or os.path.join(workdir, 'frame_sweep')

@@ -61,6 +61,8 @@ from medpy.metric import binary as medpy_binary
 from scipy import stats
 from sklearn import metrics as skm
 
+from usvjax.errors import ConfigError
+
 SEGMENTATION_KEYS = ('dice', 'iou', 'precision', 'recall', 'mae', 's_measure', 'e_measure',
                      'weighted_f')
 POOLED_KEYS = ('dice', 'iou', 'precision', 'recall')
@@ -231,7 +233,7 @@ class SegmentationEvaluator:
 
   def result(self) -> dict[str, float]:
     if not self.rows:
-      raise ValueError('no frames were evaluated.')
+      raise ConfigError('no frames were evaluated.')
     out = {f'mean_{k}': float(np.mean([r[k] for r in self.rows])) for k in SEGMENTATION_KEYS}
     pooled = overlap_metrics(*self.totals)
     out.update({f'pooled_{k}': float(pooled[k]) for k in POOLED_KEYS})

@@ -21,6 +21,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from usvjax.errors import ConfigError
+
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 10
 
 
@@ -153,5 +155,5 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = 'batch size') -> None:
   if batch_size % mesh.size:
-    raise ValueError(f'{what} {batch_size} must be divisible by the number of devices '
+    raise ConfigError(f'{what} {batch_size} must be divisible by the number of devices '
                      f'{mesh.size} (data parallelism splits it evenly).')

@@ -25,6 +25,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from input_pipeline import fingerprint
+from usvjax.errors import ConfigError
 
 CONFIG_FILE = 'config.py'
 DATA_FILE = 'data.json'
@@ -100,7 +101,7 @@ def check_matches(config: ml_collections.ConfigDict, workdir: str, what: str) ->
   differing = differences(config, load_config(workdir), RESUMABLE)
   if differing:
     listed = '\n'.join(f'  - {d}' for d in differing)
-    raise ValueError(
+    raise ConfigError(
         f'the config {what} differs from the one the run in {workdir} was trained with '
         f'({os.path.join(workdir, CONFIG_FILE)}):\n{listed}\nLeave out --config to use the '
         "run's own, pass the same overrides again, or (evaluating on other data on purpose) "

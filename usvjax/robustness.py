@@ -30,6 +30,7 @@ import tensorflow as tf
 from input_pipeline import pipeline
 from input_pipeline import preprocess
 from input_pipeline import speckle
+from usvjax.errors import ConfigError
 from usvjax import evaluate
 from usvjax import models
 from usvjax import parallel
@@ -84,7 +85,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, looks: Sequence[float] 
   ``output_dir`` (default ``<workdir>/robustness``). Returns {condition: metrics}.
   """
   if 'masks' not in pipeline.batch_spec(config, train=False):
-    raise ValueError('the robustness study is for segmentation configs (its batches have no '
+    raise ConfigError('the robustness study is for segmentation configs (its batches have no '
                      'masks to score).')
   output_dir = output_dir or os.path.join(workdir, 'robustness')
   split = split or config.dataset.test_split

@@ -44,6 +44,7 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from usvjax.errors import ConfigError
 from usvjax import tasks
 
 # Models that read only the target frame of a clip (``frames[:, -1]``).
@@ -73,7 +74,7 @@ def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
     problems += _length_problems(config, builder, splits)  # Clip-based tasks.
   problems += _length_bucket_problems(config)
   if problems:
-    raise ValueError('the run settings have problems:\n' +
+    raise ConfigError('the run settings have problems:\n' +
                      '\n'.join(f'  - {p}' for p in problems))
 
 

@@ -22,6 +22,7 @@ import os
 import ml_collections
 
 from input_pipeline import pipeline
+from usvjax.errors import ConfigError
 from usvjax import evaluate as evaluate_lib
 from usvjax import interfaces
 from usvjax import provenance
@@ -62,7 +63,7 @@ def pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 def finetune_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """The model's config: ``config`` initialised from the pretraining run in ``workdir``."""
   if config.init.checkpoint:
-    raise ValueError(f'config.init.checkpoint={config.init.checkpoint!r}: a pretrain_finetune '
+    raise ConfigError(f'config.init.checkpoint={config.init.checkpoint!r}: a pretrain_finetune '
                      'run initialises from its own pretraining; to start from another run, '
                      'set config.runner=single.')
   c = config.copy_and_resolve_references()
@@ -107,7 +108,7 @@ RUNNERS: dict[str, interfaces.Runner] = {
 
 def get(config: ml_collections.ConfigDict) -> interfaces.Runner:
   if config.runner not in RUNNERS:
-    raise ValueError(f'config.runner={config.runner!r}: use one of {sorted(RUNNERS)}.')
+    raise ConfigError(f'config.runner={config.runner!r}: use one of {sorted(RUNNERS)}.')
   return RUNNERS[config.runner]
 
 

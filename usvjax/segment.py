@@ -19,6 +19,7 @@ import tensorflow as tf
 from input_pipeline import preprocess
 from input_pipeline.builders import common as data_common
 from input_pipeline.builders import video_table
+from usvjax.errors import ConfigError
 from usvjax import evaluate
 from usvjax import models
 from usvjax import parallel
@@ -54,7 +55,7 @@ def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, v
   first = next(frames)
   size = config.input.image_size
   if streaming.needs_first_mask(model) and not first_mask:
-    raise ValueError(f'{config.model.name} propagates the first frame\'s mask: pass '
+    raise ConfigError(f'{config.model.name} propagates the first frame\'s mask: pass '
                      '--first_mask=PATH (a PNG the size of the frames, lesion > 0).')
   mask = (_first_mask(first_mask, first, size) if first_mask
           else np.zeros((1, size, size, 1), np.float32))

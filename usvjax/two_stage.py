@@ -34,6 +34,7 @@ import os
 
 import ml_collections
 
+from usvjax.errors import ConfigError
 from usvjax import evaluate as evaluate_lib
 from usvjax import feature_cache
 from usvjax import train
@@ -73,7 +74,7 @@ def source_splits(config: ml_collections.ConfigDict) -> list[str]:
                 config.dataset.test_split):
     for part in split.split('+'):
       if '[' in part:
-        raise ValueError(f'split {split!r}: a two-stage config needs whole splits (the cache '
+        raise ConfigError(f'split {split!r}: a two-stage config needs whole splits (the cache '
                          'is stored per split); combine whole splits with + instead.')
       if part.strip() not in names:
         names.append(part.strip())

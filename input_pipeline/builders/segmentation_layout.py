@@ -27,6 +27,7 @@ from absl import logging
 
 from input_pipeline.builders import checks
 from input_pipeline.builders import common
+from usvjax.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -51,12 +52,12 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
 
   def _config_with_threshold(self, config, threshold: float) -> SegmentationConfig:
     if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
-      raise ValueError(f'{self.name}: mask_threshold={threshold!r} must be a number >= 0.')
+      raise ConfigError(f'{self.name}: mask_threshold={threshold!r} must be a number >= 0.')
     if config is None or isinstance(config, str):
       name = config or self.BUILDER_CONFIGS[0].name
       known = {c.name: c for c in self.BUILDER_CONFIGS}
       if name not in known:
-        raise ValueError(f'{self.name} has no config {name!r}: use one of {sorted(known)}.')
+        raise ConfigError(f'{self.name} has no config {name!r}: use one of {sorted(known)}.')
       config = known[name]
     return dataclasses.replace(config, name=f'{config.name}-mask_threshold-{threshold:g}',
                                mask_threshold=threshold)

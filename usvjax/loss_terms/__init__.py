@@ -11,11 +11,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from usvjax.errors import ConfigError
+
 
 def weight(task_config: ml_collections.ConfigDict, key: str, method: str) -> float:
   """``task_config[key]``, or an error naming the key the method's config must declare."""
   if key not in task_config:
-    raise ValueError(f'the {method} loss terms read config.task.{key}, which this config does '
+    raise ConfigError(f'the {method} loss terms read config.task.{key}, which this config does '
                      f'not have: declare it in the method config (c.task.update({key}=...)).')
   return task_config[key]
 
@@ -23,6 +25,6 @@ def weight(task_config: ml_collections.ConfigDict, key: str, method: str) -> flo
 def require(outputs: dict, name: str, what_to_do: str) -> jnp.ndarray:
   """``outputs[name]``, or an error saying which output is missing and how to fix it."""
   if name not in outputs:
-    raise ValueError(f'the model gives no {name!r} (outputs: {sorted(outputs)}): '
+    raise ConfigError(f'the model gives no {name!r} (outputs: {sorted(outputs)}): '
                      f'{what_to_do}')
   return outputs[name]

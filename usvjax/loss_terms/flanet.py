@@ -16,8 +16,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from usvjax import losses
+from usvjax.errors import ConfigError
 from usvjax import loss_terms
+from usvjax import losses
 
 
 class HeatmapMSE:
@@ -29,7 +30,7 @@ class HeatmapMSE:
     heatmap = loss_terms.require(outputs, 'heatmap', 'enable the localisation branch or set '
                                  'config.task.heatmap_weight to 0.')
     if 'heatmaps' not in batch:
-      raise ValueError('config.task.heatmap_weight > 0 needs heatmap targets: set '
+      raise ConfigError('config.task.heatmap_weight > 0 needs heatmap targets: set '
                        'config.input.heatmap_sigma > 0.')
     mse = losses.weighted_mean(losses.mean_squared_error(heatmap, batch['heatmaps'][:, -1]),
                                batch['valid'][:, -1])
@@ -64,7 +65,7 @@ def create(task_config: ml_collections.ConfigDict, batch_size: int) -> list:
   contrastive_weight = loss_terms.weight(task_config, 'contrastive_weight', 'FLA-Net')
   if contrastive_weight:
     if batch_size < 2:
-      raise ValueError(f'config.task.contrastive_weight > 0 needs negatives from other videos '
+      raise ConfigError(f'config.task.contrastive_weight > 0 needs negatives from other videos '
                        f'in the batch: config.input.batch_size is {batch_size}, use >= 2.')
     terms.append(LocationContrastive(
         contrastive_weight, loss_terms.weight(task_config, 'contrastive_margin', 'FLA-Net')))

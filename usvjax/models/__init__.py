@@ -13,6 +13,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import ml_collections
 
+from usvjax.errors import ConfigError
 from usvjax.loss_terms import auxiliary_frames
 from usvjax.loss_terms import flanet as flanet_terms
 from usvjax.models.c3d import C3D
@@ -59,7 +60,7 @@ def register(name: str, model: type[nn.Module], loss_terms: LossTerms | None = N
 
 def _entry(name: str) -> Entry:
   if name not in MODELS:
-    raise ValueError(f'config.model.name={name!r} is not a model; choose one of '
+    raise ConfigError(f'config.model.name={name!r} is not a model; choose one of '
                      f'{sorted(MODELS)}.')
   return MODELS[name]
 
@@ -69,7 +70,7 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
   try:
     return _entry(config.name).model(**kwargs)
   except TypeError as e:
-    raise ValueError(f'config.model has a field that {config.name!r} does not take: {e}') from e
+    raise ConfigError(f'config.model has a field that {config.name!r} does not take: {e}') from e
 
 
 def create_loss_terms(config: ml_collections.ConfigDict) -> list:

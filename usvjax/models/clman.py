@@ -55,6 +55,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
 from usvjax.models import cnn_lstm
 from usvjax.models import frame_classifier
 from usvjax.models import layers
@@ -132,7 +133,7 @@ class EfficientMHSA(nn.Module):
   def __call__(self, x: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
     b, t, c = x.shape
     if c % self.heads:
-      raise ValueError(f'config.model.attention_heads={self.heads} does not divide the '
+      raise ConfigError(f'config.model.attention_heads={self.heads} does not divide the '
                        f'{c} feature dimensions.')
     split = lambda y: y.reshape(y.shape[:2] + (self.heads, c // self.heads))
     q = split(nn.Dense(c, name='q')(x))
@@ -204,7 +205,7 @@ class CLMAN(frame_classifier.VideoClassifierBase):
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     if self.aggregation not in AGGREGATIONS:
-      raise ValueError(f'config.model.aggregation={self.aggregation!r}: use one of '
+      raise ConfigError(f'config.model.aggregation={self.aggregation!r}: use one of '
                        f'{AGGREGATIONS}.')
     valid = batch['valid']
     features = self.frame_features(batch, train)

@@ -85,6 +85,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
 from usvjax.models import layers
 from usvjax.models.backbones import resnet
 
@@ -268,7 +269,7 @@ class DSANet(nn.Module):
                            'set config.input.image_size.')]
     for bad, message in problems:
       if bad:
-        raise ValueError(message)
+        raise ConfigError(message)
 
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool, stream: bool = False,
@@ -282,7 +283,7 @@ class DSANet(nn.Module):
     self._check(h, w)
     used = 1 if stream else 3
     if t < used:
-      raise ValueError(f'DSANet needs clips of >= 3 frames (t, t-1, t-2); got {t}: set '
+      raise ConfigError(f'DSANet needs clips of >= 3 frames (t, t-1, t-2); got {t}: set '
                        'config.input.clip_length >= 3.')
     x = frames[:, -used:].reshape((b * used, h, w, c))
     x = jnp.broadcast_to(x, x.shape[:-1] + (3,)) if c == 1 else x

@@ -97,6 +97,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
 from usvjax.models import layers
 from usvjax.models.backbones import resnet
 
@@ -290,21 +291,21 @@ class FLANet(nn.Module):
 
   def setup(self):
     if self.design not in ('paper', 'released'):
-      raise ValueError(f"config.model.design={self.design!r}: use 'paper' or 'released'.")
+      raise ConfigError(f"config.model.design={self.design!r}: use 'paper' or 'released'.")
     if self.aggregation not in ('ffa', 'concat'):
-      raise ValueError(f"config.model.aggregation={self.aggregation!r}: use 'ffa' or 'concat'.")
+      raise ConfigError(f"config.model.aggregation={self.aggregation!r}: use 'ffa' or 'concat'.")
     if self.ffa_combine not in ('replace', 'add'):
-      raise ValueError(f"config.model.ffa_combine={self.ffa_combine!r}: use 'replace' or 'add'.")
+      raise ConfigError(f"config.model.ffa_combine={self.ffa_combine!r}: use 'replace' or 'add'.")
     unknown = set(self.ffa_levels) - set(LEVELS)
     if unknown:
-      raise ValueError(f'config.model.ffa_levels has {sorted(unknown)}; levels are {LEVELS}.')
+      raise ConfigError(f'config.model.ffa_levels has {sorted(unknown)}; levels are {LEVELS}.')
     released = self.design == 'released'
     blocks = 5 if released else 4
     if len(self.decoder_channels) != blocks:
-      raise ValueError(f'config.model.decoder_channels={tuple(self.decoder_channels)}: the '
+      raise ConfigError(f'config.model.decoder_channels={tuple(self.decoder_channels)}: the '
                        f'{self.design!r} design has {blocks} decoder blocks, give {blocks} widths.')
     if released and len(self.ffa_levels) != 1:
-      raise ValueError(f'config.model.ffa_levels={tuple(self.ffa_levels)}: the released design '
+      raise ConfigError(f'config.model.ffa_levels={tuple(self.ffa_levels)}: the released design '
                        'fuses one level (its heatmap head reads it); give one.')
     self.encoder = resnet.ResNet(self.backbone, width=self.backbone_width)
     fuse = {'ffa': ReleasedFFA if released else FFA, 'concat': ConcatFuse}[self.aggregation]
@@ -328,7 +329,7 @@ class FLANet(nn.Module):
     frames = batch['frames']
     b, t, h, w, c = frames.shape
     if t < 3:
-      raise ValueError(f'FLA-Net needs clips of >= 3 frames (t, t-1, t-2); got {t}: set '
+      raise ConfigError(f'FLA-Net needs clips of >= 3 frames (t, t-1, t-2); got {t}: set '
                        'config.input.clip_length >= 3.')
     self._check_size(h, w)
     used = min(t, 4 if train and self.localization else 3)
@@ -341,7 +342,7 @@ class FLANet(nn.Module):
 
   def _check_size(self, h: int, w: int) -> None:
     if self.design == 'released' and (h % 32 or w % 32):
-      raise ValueError(f'the released FLA-Net design needs frames whose height and width are '
+      raise ConfigError(f'the released FLA-Net design needs frames whose height and width are '
                        f'multiples of 32; got {h}x{w}: set config.input.image_size.')
 
   def _encode(self, frames: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:

@@ -45,6 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
 from usvjax.models import layers
 from usvjax.models.backbones import resnet
 
@@ -155,7 +156,7 @@ class FrameClassifier(VideoClassifierBase):
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     if self.aggregation not in AGGREGATIONS:
-      raise ValueError(f'config.model.aggregation={self.aggregation!r}: use one of '
+      raise ConfigError(f'config.model.aggregation={self.aggregation!r}: use one of '
                        f'{sorted(AGGREGATIONS)}.')
     features = self.frame_features(batch, train)
     x = features

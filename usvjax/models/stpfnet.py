@@ -107,6 +107,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
 from usvjax.models import layers
 from usvjax.models.backbones import resnet
 
@@ -207,21 +208,21 @@ class STPFNet(nn.Module):
 
   def _check_fields(self) -> None:
     if self.fusion not in ('msff', 'sum'):
-      raise ValueError(f"config.model.fusion={self.fusion!r}: use 'msff' or 'sum'.")
+      raise ConfigError(f"config.model.fusion={self.fusion!r}: use 'msff' or 'sum'.")
     if self.read_level not in READ_LEVELS:
-      raise ValueError(f'config.model.read_level={self.read_level!r}: use one of '
+      raise ConfigError(f'config.model.read_level={self.read_level!r}: use one of '
                        f'{READ_LEVELS}.')
     if self.fusion_level not in FUSION_LEVELS:
-      raise ValueError(f'config.model.fusion_level={self.fusion_level!r}: use one of '
+      raise ConfigError(f'config.model.fusion_level={self.fusion_level!r}: use one of '
                        f'{FUSION_LEVELS}.')
     if not self.pools or set(self.pools) - set(POOLS):
-      raise ValueError(f'config.model.pools={tuple(self.pools)}: use a non-empty subset of '
+      raise ConfigError(f'config.model.pools={tuple(self.pools)}: use a non-empty subset of '
                        f'{POOLS}.')
     if self.memory_size < 2 or self.memory_every < 1:
-      raise ValueError(f'config.model.memory_size={self.memory_size} must be >= 2 (the first '
+      raise ConfigError(f'config.model.memory_size={self.memory_size} must be >= 2 (the first '
                        f'and the previous frame) and memory_every={self.memory_every} >= 1.')
     if not 1 <= len(self.decoder_channels) <= len(self._skip_levels()):
-      raise ValueError(f'config.model.decoder_channels={tuple(self.decoder_channels)}: one '
+      raise ConfigError(f'config.model.decoder_channels={tuple(self.decoder_channels)}: one '
                        f'width per decoder block, 1 to {len(self._skip_levels())} blocks (the '
                        f'encoder levels finer than read_level={self.read_level!r}).')
 
@@ -306,7 +307,7 @@ class STPFNet(nn.Module):
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     frames, masks = batch['frames'], batch['masks']
     if frames.shape[1] < 2:
-      raise ValueError(f'STPFNet needs clips of >= 2 frames (frame 1 with its mask, then the '
+      raise ConfigError(f'STPFNet needs clips of >= 2 frames (frame 1 with its mask, then the '
                        f'frames to predict); got {frames.shape[1]}: set '
                        'config.input.clip_length=3.')
     state, _ = self.start(frames[:, 0], masks[:, 0], train)

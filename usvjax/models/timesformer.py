@@ -33,6 +33,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
 from usvjax.models import frame_classifier
 from usvjax.models import video_layers
 from usvjax.models.backbones import resnet
@@ -86,7 +87,7 @@ class TimeSformer(nn.Module):
     frames, valid = batch['frames'], batch['valid']
     b, t, h, w, _ = frames.shape
     if t > self.num_frames or h % self.patch or w % self.patch:
-      raise ValueError(f'TimeSformer: {t} frames of {h}x{w} need config.model.num_frames >= '
+      raise ConfigError(f'TimeSformer: {t} frames of {h}x{w} need config.model.num_frames >= '
                        f'{t} and an image size that is a multiple of config.model.patch='
                        f'{self.patch}.')
     x = video_layers.video_input(frames, valid, resnet.IMAGENET_MEAN, resnet.IMAGENET_STD)

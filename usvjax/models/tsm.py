@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
 from usvjax.models import video_layers
 from usvjax.models import video_resnet
 from usvjax.models.backbones import resnet
@@ -49,7 +50,7 @@ def trunk(arch: str, width: float = 1.0, shift_div: int = 8, depths: Sequence[in
   """TSM's shifted 2-D ResNet ``arch`` (a key of ``ARCHITECTURES``); ``depths``, if given,
   replaces its blocks per stage (tiny tests)."""
   if arch not in ARCHITECTURES:
-    raise ValueError(f'config.model.arch={arch!r}: use one of {sorted(ARCHITECTURES)}.')
+    raise ConfigError(f'config.model.arch={arch!r}: use one of {sorted(ARCHITECTURES)}.')
   layout = dict(ARCHITECTURES[arch], **({'depths': tuple(depths)} if depths else {}))
   return video_resnet.VideoResNetTrunk(stem='imagenet', convs=('2d',) * 4, width=width,
                                        shift_div=shift_div, name=name, **layout)

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
 from usvjax.models import video_layers
 
 CONV_KINDS = ('3d', '2d', '2plus1d')
@@ -163,7 +164,7 @@ class VideoResNetTrunk(nn.Module):
   def __call__(self, x: jnp.ndarray, valid: jnp.ndarray, *, train: bool
                ) -> tuple[jnp.ndarray, jnp.ndarray]:
     if self.stem not in STEMS or self.block not in BLOCKS or not set(self.convs) <= set(CONV_KINDS):
-      raise ValueError(f'video ResNet: stem {self.stem!r} (one of {STEMS}), block '
+      raise ConfigError(f'video ResNet: stem {self.stem!r} (one of {STEMS}), block '
                        f'{self.block!r} (one of {BLOCKS}), convs {self.convs} (each '
                        f'one of {CONV_KINDS}).')
     channels = lambda c: max(1, int(round(c * self.width)))  # pylint: disable=unnecessary-lambda-assignment
@@ -202,7 +203,7 @@ class VideoResNet(nn.Module):
   @nn.compact
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     if self.arch not in ARCHITECTURES:
-      raise ValueError(f'config.model.arch={self.arch!r}: use one of {sorted(ARCHITECTURES)}.')
+      raise ConfigError(f'config.model.arch={self.arch!r}: use one of {sorted(ARCHITECTURES)}.')
     valid = batch['valid']
     x = video_layers.video_input(batch['frames'], valid, video_layers.KINETICS_MEAN,
                                  video_layers.KINETICS_STD)

@@ -26,6 +26,7 @@ from input_pipeline import clips
 from input_pipeline import sequences
 from input_pipeline import spec
 from input_pipeline import view_pairs
+from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import metrics as metrics_lib
 from usvjax import models
@@ -65,7 +66,7 @@ TASKS: dict[str, TaskDefinition] = {
 
 def definition(name: str) -> TaskDefinition:
   if name not in TASKS:
-    raise ValueError(f'config.input.task={name!r}: use one of {sorted(TASKS)}.')
+    raise ConfigError(f'config.input.task={name!r}: use one of {sorted(TASKS)}.')
   return TASKS[name]
 
 

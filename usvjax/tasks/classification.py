@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from sklearn import metrics as skm
 
+from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import losses
 from usvjax import metrics
@@ -98,7 +99,7 @@ def threshold_rule_target(rule: str) -> float | None:
   except ValueError:
     target = -1.0
   if name != 'sensitivity' or not 0 < target <= 1:
-    raise ValueError(f"config.task.threshold_rule={rule!r}: use 'fixed', 'youden' or "
+    raise ConfigError(f"config.task.threshold_rule={rule!r}: use 'fixed', 'youden' or "
                      "'sensitivity=S' with 0 < S <= 1 (e.g. 'sensitivity=0.9').")
   return target
 
@@ -106,7 +107,7 @@ def threshold_rule_target(rule: str) -> float | None:
 def choose_threshold(probs: np.ndarray, labels: np.ndarray, rule: str) -> float:
   """The threshold on p(class 1) that ``rule`` picks on these (validation) predictions."""
   if probs.shape[1] != 2 or len(set(labels.tolist())) != 2:
-    raise ValueError(f'config.task.threshold_rule={rule!r} needs a binary task and both '
+    raise ConfigError(f'config.task.threshold_rule={rule!r} needs a binary task and both '
                      'classes in the validation split.')
   fpr, tpr, thresholds = skm.roc_curve(labels, probs[:, 1], drop_intermediate=False)
   thresholds = np.minimum(thresholds, 1.0)  # The first is +inf: nothing positive.
@@ -137,7 +138,7 @@ class ClassificationEvaluation:
 
   def result(self) -> dict[str, float]:
     if not self.rows:
-      raise ValueError('no videos were evaluated.')
+      raise ConfigError('no videos were evaluated.')
     return metrics.classification_metrics(*self.arrays(), threshold=self.threshold)
 
   def video_rows(self, class_names: Sequence[str] | None = None) -> list[dict]:

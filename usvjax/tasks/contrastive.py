@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import losses
 from usvjax import reports
@@ -33,10 +34,10 @@ class ContrastiveTask:
   def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
                terms: Sequence[interfaces.LossTerm] = ()):
     if batch_size < 2:
-      raise ValueError(f'contrastive pretraining needs negatives: config.input.batch_size is '
+      raise ConfigError(f'contrastive pretraining needs negatives: config.input.batch_size is '
                        f'{batch_size}, use >= 2 (the paper: 64).')
     if terms:
-      raise ValueError('contrastive pretraining takes no model loss terms.')
+      raise ConfigError('contrastive pretraining takes no model loss terms.')
     self.config = config
 
   def _per_example(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:

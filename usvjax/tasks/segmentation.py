@@ -42,6 +42,7 @@ import tensorflow_datasets as tfds
 
 from input_pipeline import preprocess
 from input_pipeline import spec
+from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import losses
 from usvjax import metrics
@@ -124,7 +125,7 @@ class StoredSplit:
       for video in self._dataset().as_numpy_iterator():
         key = key_text(video['video_id'])
         if key in self._videos:
-          raise ValueError(f'two videos of split {self.split!r} share the id {key!r} (or its '
+          raise ConfigError(f'two videos of split {self.split!r} share the id {key!r} (or its '
                            f'first {spec.VIDEO_KEY_BYTES} bytes): give them distinct ids.')
         spacing = tuple(float(s) for s in video.get('pixel_spacing_mm', ()))
         names = video.get('frame_names')
@@ -184,7 +185,7 @@ class SegmentationEvaluation:
     """Scores ``split`` of ``builder`` as ``config.input`` says (module docstring)."""
     resolution = config.input.eval_resolution
     if resolution not in EVAL_RESOLUTIONS:
-      raise ValueError(f'config.input.eval_resolution={resolution!r}: use one of '
+      raise ConfigError(f'config.input.eval_resolution={resolution!r}: use one of '
                        f'{EVAL_RESOLUTIONS}.')
     if config.dataset.folds.num:  # k-fold: the evaluated fold is part of train_split.
       split = config.dataset.train_split
