@@ -19,6 +19,14 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   task_defaults, input_defaults, best_metric = tasks.default_config(task)
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # Accelerator switches (usvjax/execution.py, usvjax/train.py; docs/performance.md):
+  # 'bfloat16' computes in bfloat16 with float32 parameters, optimizer state, BatchNorm
+  # statistics, losses and metrics; remat recomputes the backbones' residual blocks in the
+  # backward pass instead of storing their activations; profile_steps > 0 traces that many
+  # training steps (from the second) into <workdir>/tensorboard.
+  c.compute_dtype = 'float32'
+  c.remat = False
+  c.profile_steps = 0
   # How the run is trained and evaluated (usvjax/runners.py): 'single' (one model),
   # 'two_stage' (a frame CNN, its feature cache, sequence models; needs c.frame_cnn),
   # 'pretrain_finetune' (contrastive pretraining, then the model; needs c.pretrain).
@@ -63,7 +71,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.task = task_defaults
 
   c.optimizer = ml_collections.ConfigDict(dict(
-      name='adam', lr=1e-3, weight_decay=0.0, momentum=0.9, clip_norm=0.0, clip_value=0.0))
+      name='adam', lr=1e-3, weight_decay=0.0, momentum=0.9, clip_norm=0.0, clip_value=0.0,
+      # Gradient accumulation: each step's batch as this many micro-batches, one update.
+      accumulate_steps=1))
   c.schedule = ml_collections.ConfigDict(dict(
       name='cosine', warmup_steps=0, step_boundaries=(), step_factor=0.1))
   return c

@@ -6,6 +6,10 @@ The config names the model (``config.model``), the task (``config.input.task``),
 * Data parallel: ``jax.jit`` over a 1-D ``'data'`` mesh; parameters replicated, batches
   sharded on their leading axis (see ``parallel``). The train state is donated.
 * RNG: one root key from ``config.seed``; ``fold_in(key, step)`` inside the step.
+* Accelerator switches: ``config.compute_dtype`` and ``config.remat`` (``execution.wrap``:
+  bfloat16 compute with float32 parameters, rematerialised backbone blocks),
+  ``config.optimizer.accumulate_steps`` (gradient accumulation, ``make_train_step``),
+  ``config.profile_steps`` (a ``jax.profiler`` trace in the TensorBoard folder, ``Profiler``).
 * Checkpoints every ``checkpoint_every`` steps and at the end (last ``keep_checkpoints``
   plus the best by ``config.best_metric``); a run restarted in the same workdir resumes
   from the latest checkpoint, data stream included, and ends with the same parameters as
@@ -34,6 +38,7 @@ from tqdm import tqdm
 from input_pipeline import pipeline
 from usvjax import checkpoint
 from usvjax import evaluate
+from usvjax import execution
 from usvjax import models
 from usvjax import optim
 from usvjax import parallel
@@ -47,34 +52,104 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite."""
 
 
-def make_train_step(model, task, tx: optax.GradientTransformation, seed: int):
-  """The (un-jitted) step: forward, task loss, gradients, optax update."""
+def make_train_step(model, task, tx: optax.GradientTransformation, seed: int,
+                    accumulate_steps: int = 1):
+  """The (un-jitted) step: forward, task loss, gradients, optax update.
+
+  ``accumulate_steps`` k > 1 (gradient accumulation, ``config.optimizer.accumulate_steps``)
+  processes the batch of B examples as k micro-batches of B/k (examples i, i + k, ...: each
+  keeps the batch's split over devices), one after the other in a ``lax.scan``, so only one
+  micro-batch's activations are live at a time. The gradient, the loss and the metrics are
+  means over the micro-batches (the full batch's when the loss is a mean over equally
+  weighted examples) and the optimizer makes one update: the step, the schedule and the
+  data stream are those of the batch of B. BatchNorm normalises each micro-batch with its
+  own statistics and updates its running averages once per micro-batch (k momentum updates
+  per step), as training on batches of B/k does; batch-level loss terms (FLA-Net's
+  contrastive negatives) see their micro-batch only.
+  """
   root_key = jax.random.key(seed)
+
+  def gradients(params, batch_stats, batch: dict, rng: jax.Array):
+    def loss_fn(params):
+      outputs, updates = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, batch, train=True,
+          mutable=['batch_stats'], rngs={'dropout': rng})
+      loss, aux = task.loss(outputs, batch)
+      return loss, (dict(aux, loss=loss), updates.get('batch_stats', batch_stats))
+
+    (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, batch_stats, metrics
+
+  def accumulated(params, batch_stats, batch: dict, rng: jax.Array):
+    micro = jax.tree.map(lambda x: _micro_batches(x, accumulate_steps), batch)
+    shapes = jax.eval_shape(gradients, params, batch_stats,
+                            jax.tree.map(lambda x: x[0], micro), rng)
+    sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0], shapes[2]))
+
+    def add_micro_batch(carry, inputs):
+      sums, batch_stats = carry
+      i, micro_batch = inputs
+      grads, batch_stats, metrics = gradients(params, batch_stats, micro_batch,
+                                              jax.random.fold_in(rng, i))
+      return (jax.tree.map(jnp.add, sums, (grads, metrics)), batch_stats), None
+
+    (sums, batch_stats), _ = jax.lax.scan(
+        add_micro_batch, (sums, batch_stats), (jnp.arange(accumulate_steps), micro))
+    grads, metrics = jax.tree.map(lambda s: s / accumulate_steps, sums)
+    return grads, batch_stats, metrics
 
   def train_step(state: state_lib.TrainState, batch: dict) -> tuple[state_lib.TrainState, dict]:
     rng = jax.random.fold_in(root_key, state.step)
-
-    def loss_fn(params):
-      outputs, updates = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, batch, train=True,
-          mutable=['batch_stats'], rngs={'dropout': rng})
-      loss, aux = task.loss(outputs, batch)
-      return loss, (aux, updates.get('batch_stats', state.batch_stats))
-
-    (loss, (aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads_of = gradients if accumulate_steps == 1 else accumulated
+    grads, batch_stats, metrics = grads_of(state.params, state.batch_stats, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
-    return new_state, dict(aux, loss=loss, grad_norm=optax.tree.norm(grads),
+    return new_state, dict(metrics, grad_norm=optax.tree.norm(grads),
                            param_norm=optax.tree.norm(params))
   return train_step
+
+
+def _micro_batches(x: jax.Array, k: int) -> jax.Array:
+  """[B, ...] -> [k, B/k, ...], micro-batch i holding examples i, i + k, ... (when a
+  device's share of the batch is a multiple of k, its micro-batches are its own examples)."""
+  if x.shape[0] % k:
+    raise ValueError(f'the batch of {x.shape[0]} examples does not split into '
+                     f'config.optimizer.accumulate_steps={k} equal micro-batches.')
+  return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
 
 
 def jit_train_step(train_step, mesh: jax.sharding.Mesh):
   replicated = parallel.replicated(mesh)
   return jax.jit(train_step, in_shardings=(replicated, parallel.data_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+class Profiler:
+  """Traces ``steps`` training steps with ``jax.profiler`` into ``logdir`` (the run's
+  TensorBoard folder: its profile plugin shows the trace and XLA's per-op statistics; the
+  ``*.trace.json.gz`` beside it opens in Perfetto). Tracing starts at the second step of
+  the run (or of the resumption), after the first one compiled; 0 steps traces nothing."""
+
+  def __init__(self, steps: int, start_step: int, logdir: str):
+    self.first, self.last, self.logdir = start_step + 2, start_step + 1 + steps, logdir
+    self.active = False
+
+  def before(self, step: int) -> None:
+    if step == self.first and self.last >= self.first:
+      jax.profiler.start_trace(self.logdir, create_perfetto_trace=True)
+      self.active = True
+
+  def after(self, step: int, outputs) -> None:
+    if self.active and step == self.last:
+      jax.block_until_ready(outputs)
+      self.close()
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
 
 
 class Writer:
@@ -215,7 +290,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
   parallel.check_batch_size(config.input.batch_size, mesh)
   builder = pipeline.get_builder(config.dataset)
   run_checks.check_run(config, builder)
-  model, task = models.create_model(config.model), tasks.create_task(config)
+  model = execution.wrap(models.create_model(config.model), config)
+  task = tasks.create_task(config)
   tx = optim.create_optimizer(config)
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
                                       config.best_mode)
@@ -234,7 +310,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
     state = state_lib.load_pretrained(state, config.init.checkpoint, config.init.target)
     state = jax.device_put(state, parallel.replicated(mesh))
     say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
-  step_fn = jit_train_step(make_train_step(model, task, tx, config.seed), mesh)
+  step_fn = jit_train_step(make_train_step(model, task, tx, config.seed,
+                                           config.optimizer.accumulate_steps), mesh)
+  profiler = Profiler(config.profile_steps, start_step, os.path.join(workdir, 'tensorboard'))
   writer = Writer(workdir, start_step)
   eval_step = evaluate.make_eval_step(model, task, config.input.eval_protocol)
   evaluator = functools.partial(evaluate.evaluate_split, eval_step, task, config, builder,
@@ -246,7 +324,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
   tick, frames, pending = time.perf_counter(), 0, []
   try:
     for step in range(start_step + 1, config.total_steps + 1):
+      profiler.before(step)
       state, metrics = step_fn(state, parallel.global_batch(batch, mesh))
+      profiler.after(step, metrics)
       pending.append((step, metrics))
       frames += _frames_per_batch(batch)
       if step < config.total_steps:
@@ -276,6 +356,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
       if evaluated or step % config.checkpoint_every == 0:
         _save(manager, step, state, eval_metrics if evaluated else None, workdir)
   finally:
+    profiler.close()
     progress.close()
     writer.close()
     manager.close()  # Waits for a save in flight.

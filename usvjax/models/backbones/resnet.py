@@ -15,7 +15,10 @@ Options: ``norm`` 'batch' or 'group' (GroupNorm with ``groups`` groups, CLMAN),
 ``nonlocal_stages`` (an embedded-Gaussian non-local block, Wang et al. 2018, after the last
 block of each listed stage 1..4; CLMAN uses (3, 4)), ``frozen_norm`` (BatchNorm always uses
 its running statistics and never updates them), ``width`` (multiplies every channel count;
-1.0 is the reference, small values give tiny test models).
+1.0 is the reference, small values give tiny test models). Inside ``rematerialised()``
+(``config.remat``, see ``usvjax/execution.py``) every residual block is built with
+``nn.remat``: its activations are recomputed in the backward pass instead of being stored,
+so a stage keeps only its blocks' inputs; parameter names, outputs and gradients are the same.
 
 BatchNorm momentum: PyTorch updates ``running = (1 - m) running + m batch`` with m = 0.1;
 Flax's ``momentum`` is the weight of the old value, so 0.9 here. PyTorch uses the unbiased
@@ -24,15 +27,31 @@ biased one; normalisation in the forward pass uses the biased variance in both.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from usvjax.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_REMAT = contextvars.ContextVar('usvjax_remat_blocks', default=False)
+
+
+@contextlib.contextmanager
+def rematerialised(enabled: bool = True) -> Iterator[None]:
+  """ResNets traced inside this context (``enabled``) rematerialise every residual block."""
+  token = _REMAT.set(enabled)
+  try:
+    yield
+  finally:
+    _REMAT.reset(token)
 
 
 def imagenet_normalize(images: jnp.ndarray) -> jnp.ndarray:
@@ -182,8 +201,9 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray]:
     if self.arch not in ARCHITECTURES:
-      raise ValueError(f'unknown backbone {self.arch!r}; choose one of {sorted(ARCHITECTURES)}.')
+      raise ConfigError(f'unknown backbone {self.arch!r}; choose one of {sorted(ARCHITECTURES)}.')
     block, depths = ARCHITECTURES[self.arch]
+    layer = nn.remat(block, static_argnums=(2,)) if _REMAT.get() else block  # (x, train)
     channels = lambda c: max(1, int(round(c * self.width)))  # pylint: disable=unnecessary-lambda-assignment
     common = dict(norm=self.norm, groups=self.groups, frozen_norm=self.frozen_norm)
     x = _conv(channels(64), 7, 2, 'conv1')(x)
@@ -197,7 +217,7 @@ class ResNet(nn.Module):
         kwargs = dict(common, planes=planes, stride=stride, name=f'layer{stage}_{j}')
         if block is Bottle2neck:
           kwargs['first'] = j == 0
-        x = block(**kwargs)(x, train)
+        x = layer(**kwargs)(x, train)
       if stage in self.nonlocal_stages:
         x = NonLocalBlock(self.norm, self.groups, self.frozen_norm, name=f'nonlocal{stage}')(x, train)
       features[f'stride{2 ** (stage + 1)}'] = x
