@@ -26,7 +26,8 @@ from usvjax import tables
 
 RUN = common.define_run_flags('Default: WORKDIR/eval_SPLIT_stepN.')
 EXPORT = flags.DEFINE_bool('export', False, 'Also write every frame\'s prediction into the '
-                           'report (segmentation: predicted masks as PNG).')
+                           'report (segmentation: predicted masks as PNG; classification: '
+                           'frame_scores.csv, per-frame probabilities and attention weights).')
 
 
 def main(argv):

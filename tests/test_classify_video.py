@@ -31,6 +31,13 @@ def test_one_video_gets_the_probability_the_evaluation_gives_it(data_dir, tmp_pa
   assert report.metrics['threshold_rule'] == 'youden'
   with open(tmp_path / 'report' / 'per_video.csv', newline='') as f:
     rows = list(csv.DictReader(f))
+  exported = evaluate.export_predictions(report)  # evaluate --export: per-frame scores.
+  with open(exported[0], newline='') as f:
+    frames = list(csv.DictReader(f))
+  assert len(frames) == sum(int(row['num_frames']) for row in rows)
+  for row in rows:  # CNN_Aver's video probability is the mean of its frames'.
+    mine = [float(r['frame_prob_malignant']) for r in frames if r['video_id'] == row['video_id']]
+    assert np.mean(mine) == pytest.approx(float(row['prob_malignant']), abs=1e-5)
   assert len(rows) == report.metrics['num_videos']
   for row in rows:
     p = float(row['prob_malignant'])

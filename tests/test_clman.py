@@ -30,14 +30,15 @@ def test_multi_meta_attention_matches_equations_4_to_6():
     e = np.tanh(e @ np.asarray(params[f'filter{i}']['kernel']) + np.asarray(params[f'filter{i}']['bias']))
   a = np.exp(e) / np.exp(e).sum(axis=1, keepdims=True)  # Eq. 5: softmax over frames t, per dim.
   expected = (a * features).sum(axis=1)                 # Eq. 6.
-  np.testing.assert_allclose(module.apply({'params': params}, features, valid), expected,
-                             rtol=1e-5, atol=1e-6)
+  pooled, frame_weights = module.apply({'params': params}, features, valid)
+  np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(frame_weights, a.mean(axis=-1), rtol=1e-5)  # Shown per frame.
 
 
 def test_equal_scores_give_the_average_of_the_valid_frames():
   features = jnp.arange(24.0).reshape(2, 3, 4)
   valid = jnp.array([[True, True, True], [True, True, False]])
-  pooled = clman.multi_meta_pool(features, jnp.full(features.shape, 0.7), valid)
+  pooled, _ = clman.multi_meta_pool(features, jnp.full(features.shape, 0.7), valid)
   np.testing.assert_allclose(pooled[0], features[0].mean(axis=0), rtol=1e-6)
   np.testing.assert_allclose(pooled[1], features[1, :2].mean(axis=0), rtol=1e-6)
 
@@ -54,14 +55,15 @@ def test_a_small_temperature_takes_the_top_scored_frame_and_can_max_pool():
                      + np.asarray(params[f'filter{i}']['bias']))
   scores = np.where(valid[..., None], scores, -np.inf)
   top = np.take_along_axis(features, scores.argmax(axis=1)[:, None], axis=1)[:, 0]
-  np.testing.assert_allclose(module.apply({'params': params}, features, valid), top, atol=1e-4)
+  np.testing.assert_allclose(module.apply({'params': params}, features, valid)[0], top,
+                             atol=1e-4)
   # Identity filters: the scores rise with the features, so the pooling is max pooling.
   identity = {f'filter{i}': {'kernel': jnp.eye(4), 'bias': jnp.zeros(4)} for i in range(2)}
   expected = np.where(valid[..., None], features, -np.inf).max(axis=1)
-  np.testing.assert_allclose(module.apply({'params': identity}, features, valid), expected,
+  np.testing.assert_allclose(module.apply({'params': identity}, features, valid)[0], expected,
                              atol=1e-4)
   # The paper's temperature 1 cannot: tanh bounds the weights' ratio to e^2.
-  paper = clman.MultiMetaAttention(layers=2).apply({'params': identity}, features, valid)
+  paper = clman.MultiMetaAttention(layers=2).apply({'params': identity}, features, valid)[0]
   assert np.abs(paper - expected).max() > 0.1
 
 

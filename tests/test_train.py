@@ -164,11 +164,20 @@ def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
   result = segment.segment_video(config, workdir, 'best', str(folder),
                                  str(tmp_path / 'mask0.png'), str(output))
   assert result.num_frames == len(video['frames']) and result.frames_per_second > 0
-  assert len(os.listdir(output / 'masks')) == len(video['frames'])
-  first = cv2.imread(str(output / 'masks' / '00000.png'), cv2.IMREAD_GRAYSCALE)
+  names = [f'frame{i}.png' for i in range(len(video['frames']))]
+  assert sorted(os.listdir(output / 'masks')) == sorted(names)  # Named after the frames.
+  first = cv2.imread(str(output / 'masks' / 'frame0.png'), cv2.IMREAD_GRAYSCALE)
   np.testing.assert_array_equal(first > 0, given[..., 0] > 0)  # Given, not predicted.
   assert (output / 'overlay.mp4').stat().st_size > 0
   assert (output / 'latency.csv').read_text().count('\n') == len(video['frames']) + 1
+  # The same video as a DICOM cine loop: the same masks.
+  dicom = helpers.write_dicom(str(tmp_path / 'loop.dcm'), video['frames'][..., 0], 'MONOCHROME2')
+  segment.segment_video(config, workdir, 'best', dicom, str(tmp_path / 'mask0.png'),
+                        str(tmp_path / 'from_dicom'))
+  for i, name in enumerate(names):
+    np.testing.assert_array_equal(
+        cv2.imread(str(tmp_path / 'from_dicom' / 'masks' / f'{i:05d}.png')),
+        cv2.imread(str(output / 'masks' / name)), err_msg=name)
 
 
 def _run(args, timeout=300, **popen):

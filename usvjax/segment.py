@@ -38,6 +38,13 @@ def _first_mask(path: str, frame: np.ndarray, size: int) -> np.ndarray:
   return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)[None, ..., None]
 
 
+def _frame_name(video: str, index: int) -> str:
+  """The name (without extension) of frame ``index`` of a folder of frames, else its index."""
+  if os.path.isdir(video):
+    return os.path.splitext(data_common.list_images(video)[index])[0]
+  return f'{index:05d}'
+
+
 class Segmented(NamedTuple):
   num_frames: int
   frames_per_second: float  # Over the frames after the first two (compilation).
@@ -47,9 +54,10 @@ class Segmented(NamedTuple):
 def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, video: str,
                   first_mask: str, output_dir: str) -> Segmented:
   """Segments ``video`` with checkpoint ``which`` of ``workdir`` and writes to ``output_dir``:
-  ``masks/<frame>.png`` (0/255 at the video's resolution; frame 0 is the given mask for a
-  streaming model), ``overlay.mp4`` (predicted contours in red) and ``latency.csv``
-  (seconds per frame, preprocessing included)."""
+  ``masks/<frame>.png`` (0/255 at the video's resolution, named after the source frame of
+  a folder, else ``<index:05d>``; frame 0 is the given mask for a streaming model),
+  ``overlay.mp4`` (predicted contours in red) and ``latency.csv`` (seconds per frame,
+  preprocessing included)."""
   model = models.create_model(config.model)
   frames, fps = video_table.iter_video(video)
   first = next(frames)
@@ -79,7 +87,7 @@ def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, v
       latencies.append(time.perf_counter() - tick)
       prob = cv2.resize(probs[0, ..., 0], (width, height), interpolation=cv2.INTER_LINEAR)
       binary = (prob > config.task.threshold).astype(np.uint8) * 255
-      cv2.imwrite(os.path.join(output_dir, 'masks', f'{index:05d}.png'), binary)
+      cv2.imwrite(os.path.join(output_dir, 'masks', f'{_frame_name(video, index)}.png'), binary)
       image = plots.overlay(frame / 255.0, np.zeros_like(prob), prob,
                             config.task.threshold, min_size=0)
       writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

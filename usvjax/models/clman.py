@@ -65,7 +65,7 @@ AGGREGATIONS = ('multi_meta', 'average', 'max', 'lstm', 'self_attention',
 
 
 def multi_meta_pool(features: jnp.ndarray, scores: jnp.ndarray, valid: jnp.ndarray
-                    ) -> jnp.ndarray:
+                    ) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Eqs. 5-6: sum_t softmax_t(scores)[t, d] * features[t, d] over the valid frames.
 
   Args:
@@ -73,15 +73,16 @@ def multi_meta_pool(features: jnp.ndarray, scores: jnp.ndarray, valid: jnp.ndarr
     scores: e, [B, T, m].
     valid: bool [B, T].
   Returns:
-    F_bar [B, m] (zeros for a sequence without valid frames).
+    F_bar [B, m] (zeros for a sequence without valid frames) and the weights a [B, T, m].
   """
   weights = layers.masked_softmax(scores, valid[..., None], axis=1)
-  return jnp.sum(weights * features, axis=1)
+  return jnp.sum(weights * features, axis=1), weights
 
 
 class MultiMetaAttention(nn.Module):
   """Eqs. 4-6: cascaded Dense + tanh scores, softmax over frames per dimension (of the
-  scores divided by ``temperature``), weighted sum: [B, T, m], [B, T] -> [B, m]."""
+  scores divided by ``temperature``), weighted sum: [B, T, m], [B, T] -> [B, m], and each
+  frame's weight averaged over the m dimensions, [B, T] (what ``classify_video`` plots)."""
   layers: int = 2
   temperature: float = 1.0
 
@@ -90,7 +91,8 @@ class MultiMetaAttention(nn.Module):
     scores = features
     for i in range(self.layers):
       scores = jnp.tanh(nn.Dense(features.shape[-1], name=f'filter{i}')(scores))
-    return multi_meta_pool(features, scores / self.temperature, valid)
+    pooled, weights = multi_meta_pool(features, scores / self.temperature, valid)
+    return pooled, jnp.mean(weights, axis=-1)
 
 
 class ExternalAttention(nn.Module):
@@ -209,9 +211,10 @@ class CLMAN(frame_classifier.VideoClassifierBase):
                        f'{AGGREGATIONS}.')
     valid = batch['valid']
     features = self.frame_features(batch, train)
+    out = {'features': features}
     if self.aggregation == 'multi_meta':
-      pooled = MultiMetaAttention(self.attention_layers, self.attention_temperature,
-                                  name='attention')(features, valid)
+      pooled, out['frame_weights'] = MultiMetaAttention(
+          self.attention_layers, self.attention_temperature, name='attention')(features, valid)
     elif self.aggregation == 'average':
       pooled = frame_classifier.masked_mean(features, valid)
     elif self.aggregation == 'max':
@@ -222,8 +225,7 @@ class CLMAN(frame_classifier.VideoClassifierBase):
     else:
       pooled = AttentionPool(self.aggregation, self.memory_units, self.attention_heads,
                              self.attention_reduction, name=self.aggregation)(features, valid)
-    return {'features': features,
-            'logits': nn.Dense(self.num_classes, name='classifier')(pooled)}
+    return {**out, 'logits': nn.Dense(self.num_classes, name='classifier')(pooled)}
 
 
 class SimCLR(frame_classifier.VideoClassifierBase):

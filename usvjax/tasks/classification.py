@@ -14,6 +14,8 @@ screening study asks for). The report gives the rule, the threshold and its spli
 """
 from __future__ import annotations
 
+import csv
+import os
 from collections.abc import Sequence
 
 import jax
@@ -72,10 +74,17 @@ class ClassificationTask:
     return loss, dict(parts, accuracy=losses.weighted_mean(correct, video_valid))
 
   def eval_outputs(self, outputs: dict, batch: dict) -> dict:
-    """Everything the host evaluator needs, per video (computed on device)."""
-    return {'probs': jax.nn.softmax(outputs['logits'], axis=-1), 'label': batch['label'],
-            'valid': jnp.any(batch['valid'], axis=1),
-            'num_frames': jnp.sum(batch['valid'], axis=1), 'video_key': batch['video_key']}
+    """Everything the host evaluator needs, per video (computed on device), with the
+    model's per-frame outputs where it has them (``frame_logits`` as probabilities,
+    ``frame_weights``) for ``evaluate --export``."""
+    out = {'probs': jax.nn.softmax(outputs['logits'], axis=-1), 'label': batch['label'],
+           'valid': jnp.any(batch['valid'], axis=1),
+           'num_frames': jnp.sum(batch['valid'], axis=1), 'video_key': batch['video_key']}
+    if 'frame_logits' in outputs:
+      out['frame_probs'] = jax.nn.softmax(outputs['frame_logits'], axis=-1)
+    if 'frame_weights' in outputs:
+      out['frame_weights'] = outputs['frame_weights']
+    return out
 
   def evaluator(self) -> 'ClassificationEvaluation':
     return ClassificationEvaluation(self.threshold)
@@ -117,6 +126,10 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, rule: str) -> float:
   return float(thresholds[np.argmax(tpr >= target)])  # tpr rises: the first reaching S.
 
 
+FRAME_OUTPUTS = ('frame_probs', 'frame_weights')  # Per-frame model outputs, if any.
+FRAME_SCORES_FILE = 'frame_scores.csv'
+
+
 class ClassificationEvaluation:
   """Collects the probabilities of every valid video; metrics in ``result()`` (an
   ``interfaces.Evaluation``)."""
@@ -124,14 +137,17 @@ class ClassificationEvaluation:
   def __init__(self, threshold: float):
     self.threshold = threshold
     self.rows: list[dict] = []
+    self.class_names: list[str] | None = None
 
   def update(self, outputs: dict) -> None:
     """Adds the valid videos of one batch of ``ClassificationTask.eval_outputs``."""
     for i in np.flatnonzero(outputs['valid']):
+      frames = int(outputs['num_frames'][i])
       self.rows.append({'video_id': decode_key(outputs['video_key'][i]),
-                        'label': int(outputs['label'][i]),
-                        'num_frames': int(outputs['num_frames'][i]),
-                        'probs': [float(p) for p in outputs['probs'][i]]})
+                        'label': int(outputs['label'][i]), 'num_frames': frames,
+                        'probs': [float(p) for p in outputs['probs'][i]],
+                        **{k: np.asarray(outputs[k][i][:frames]) for k in FRAME_OUTPUTS
+                           if k in outputs}})
 
   def arrays(self) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([r['probs'] for r in self.rows]), np.array([r['label'] for r in self.rows]))
@@ -157,5 +173,27 @@ class ClassificationEvaluation:
                    class_names: list[str] | None = None) -> None:
     """metrics.json, per_video.csv, ROC and PR curves and the confusion matrix."""
     reports.write_tables(directory, metrics_, self.video_rows(class_names))
+    self.class_names = class_names
     plots.classification_curves(*self.arrays(), directory, class_names, metrics_,
                                 self.threshold)
+
+  def export(self, directory: str) -> list[str]:
+    """``frame_scores.csv``: per video and frame of the sequence the model saw (position
+    in the sampled sequence), the frame's class probabilities and attention weight where
+    the model gives them. (The per-video probabilities are in per_video.csv.)"""
+    if not any(k in row for row in self.rows for k in FRAME_OUTPUTS):
+      raise ConfigError('--export: this model gives no per-frame output; the per-video '
+                        'probabilities are in per_video.csv.')
+    num_classes = len(self.rows[0]['probs'])
+    names = list(self.class_names or [str(k) for k in range(num_classes)])
+    columns = ['video_id', 'position'] + [f'frame_prob_{n}' for n in names] + ['frame_weight']
+    path = os.path.join(directory, FRAME_SCORES_FILE)
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+      writer = csv.writer(f)
+      writer.writerow(columns)
+      for row in self.rows:
+        for t in range(row['num_frames']):
+          probs = row['frame_probs'][t].tolist() if 'frame_probs' in row else [''] * num_classes
+          weight = float(row['frame_weights'][t]) if 'frame_weights' in row else ''
+          writer.writerow([row['video_id'], t, *probs, weight])
+    return [path]
