@@ -244,3 +244,34 @@ def test_robustness_speckle_is_added_before_resizing():
   assert preprocess.frames_to_model(stored, 32, 1).numpy().var() < grey**2 / looks / 10
   (again,) = list(noisy.as_dataset(split='test'))  # The same noise every time.
   np.testing.assert_array_equal(again['frames'], encoded['frames'])
+
+
+def test_paired_auc_bootstrap_by_hand():
+  labels = np.array([0, 0, 0, 1, 1, 1])
+  perfect = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+  reference = np.array([0.1, 0.8, 0.3, 0.7, 0.2, 0.9])  # AUC: 6 of 9 pairs ranked right.
+  test = metrics.paired_auc_bootstrap(perfect, reference, labels)
+  assert test['difference'] == pytest.approx(1 - 6 / 9)
+  assert 0 <= test['ci95_lo'] <= test['difference'] <= test['ci95_hi'] <= 1
+  assert 0 < test['p'] < 1
+  reverse = metrics.paired_auc_bootstrap(reference, perfect, labels)
+  assert reverse['difference'] == pytest.approx(-test['difference'])
+  same = metrics.paired_auc_bootstrap(reference, reference, labels)
+  assert same['difference'] == 0 and same['p'] == 1
+  ties = np.full(6, 0.5)  # Average ranks: AUC 0.5, as scikit-learn's.
+  assert metrics.paired_auc_bootstrap(ties, perfect, labels)['difference'] == pytest.approx(-0.5)
+  assert np.isnan(metrics.paired_auc_bootstrap(perfect, reference, np.ones(6))['p'])
+
+
+def test_compare_pairs_classifiers_by_auc_per_seed_and_pooled():
+  from usvjax import compare  # pylint: disable=g-import-not-at-top
+  labels = [0, 0, 0, 1, 1, 1]
+  def run(seed, probs):
+    return {'seed': seed, 'video_probs': {f'v{i}': [p, y] for i, (p, y) in
+                                          enumerate(zip(probs, labels))}}
+  results = {'first': [run(0, [0.1, 0.8, 0.3, 0.7, 0.2, 0.9]), run(1, [0.1, 0.8, 0.3, 0.7, 0.2, 0.9])],
+             'better': [run(0, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), run(1, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])]}
+  pooled = compare.paired_tests(results)
+  assert pooled['better']['metric'] == 'auc' and pooled['better']['reference'] == 'first'
+  assert pooled['better']['difference'] == pytest.approx(1 - 6 / 9)
+  assert results['better'][1]['paired_auc_difference'] == pytest.approx(1 - 6 / 9)

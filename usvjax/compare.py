@@ -22,12 +22,13 @@ time and evaluation frames/s), ``results.csv`` (one line per run: dataset, image
 steps, method, variant, seed, task, then every metric) and ``curves.png`` (the validation
 metric over training steps of every method: mean over seeds, range shaded).
 
-Segmentation methods are also tested against the first one (``paired_tests``): a paired
-bootstrap over the test videos (``metrics.paired_bootstrap``) of the per-video Dice
-difference, frame-weighted as the headline Dice. Each run is paired with the first method's
-run of the same seed (results.csv: ``paired_dice_difference``, ``paired_dice_ci95_lo`` /
-``_hi``, ``paired_dice_p``); results.md pools the seeds (each video's difference averaged
-over the seed pairs).
+Every method is also tested against the first one (``paired_tests``), by a paired
+bootstrap over the test videos: segmentation, of the per-video Dice difference,
+frame-weighted as the headline Dice (``metrics.paired_bootstrap``); binary classification,
+of the AUC difference (``metrics.paired_auc_bootstrap``). Each run is paired with the first
+method's run of the same seed (results.csv: ``paired_dice_*`` or ``paired_auc_*``:
+``difference``, ``ci95_lo`` / ``_hi``, ``p``); results.md pools the seeds (each video's
+value averaged over the seeds of each method).
 """
 from __future__ import annotations
 
@@ -158,10 +159,12 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   frames = report.metrics.get('num_frames') or sum(
       row.get('num_frames', 0) for row in report.evaluation.video_rows())
   result = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
-  video_dice = {r['video_id']: [r['dice'], r['num_frames']]
-                for r in report.evaluation.video_rows() if 'dice' in r}
-  if video_dice:  # {video: [its mean Dice, its frames]}, for the paired tests.
-    result['video_dice'] = video_dice
+  rows = report.evaluation.video_rows()
+  if rows and 'dice' in rows[0]:  # {video: [its mean Dice, its frames]}, for the paired tests.
+    result['video_dice'] = {r['video_id']: [r['dice'], r['num_frames']] for r in rows}
+  probs = [k for k in (rows[0] if rows else {}) if k.startswith('prob_')]
+  if len(probs) == 2:  # Binary classification: {video: [p(class 1), label]}.
+    result['video_probs'] = {r['video_id']: [r[probs[1]], r['label']] for r in rows}
   result.update(train_seconds=trained - start,
                 eval_frames_per_second=frames / (time.perf_counter() - trained))
   os.makedirs(run_dir, exist_ok=True)
@@ -233,12 +236,14 @@ def _write(results: dict[str, list[dict]], workdir: str) -> None:
                       f'{task}\n\n{markdown_table(group, task)}'
                       for task, group in by_task.items()))
     if paired:
-      f.write(f'\n\nDice against {next(iter(paired.values()))["reference"]} (paired '
-              'bootstrap over the test videos, seeds pooled):\n\n')
+      first = next(iter(paired.values()))
+      metric = {'dice': 'Dice', 'auc': 'AUC'}[first['metric']]
+      f.write(f'\n\n{metric} against {first["reference"]} (paired bootstrap over the test '
+              'videos, seeds pooled):\n\n')
       f.write(tables.markdown(
           {name: [f'{t["difference"]:+.4f}', f'[{t["ci95_lo"]:+.4f}, {t["ci95_hi"]:+.4f}]',
                   f'{t["p"]:.4f}'] for name, t in paired.items()},
-          ['Dice difference', '95% CI', 'p'], 'method'))
+          [f'{metric} difference', '95% CI', 'p'], 'method'))
   keys = ['dataset', 'image_size', 'steps', 'method', 'variant', 'seed', 'task']
   for task in by_task:
     keys += [k for k in tasks.definition(task).columns.values() if k not in keys]
@@ -253,30 +258,49 @@ def _write(results: dict[str, list[dict]], workdir: str) -> None:
   _curves(results, workdir)
 
 
+def _dice_test(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+  """Per-video [Dice, frames] of a method and of the reference -> paired bootstrap of the
+  frame-weighted Dice difference (weights: the reference's frames)."""
+  return metrics_lib.paired_bootstrap(values[:, 0] - reference[:, 0], reference[:, 1])
+
+
+def _auc_test(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+  """Per-video [p(class 1), label] of a method and of the reference -> paired bootstrap
+  of the AUC difference."""
+  return metrics_lib.paired_auc_bootstrap(values[:, 0], reference[:, 0], reference[:, 1])
+
+
+# Per-video values a run's result carries -> (the metric compared, its paired test).
+PAIRED_TESTS = {'video_dice': ('dice', _dice_test), 'video_probs': ('auc', _auc_test)}
+
+
 def paired_tests(results: dict[str, list[dict]]) -> dict[str, dict]:
-  """{method: ``metrics.paired_bootstrap`` of its Dice minus the first method's, seeds
-  pooled, with 'reference' (the first method)} over the methods whose runs carry per-video
-  Dice; each run also gets ``paired_dice_*`` against the first method's run of its seed.
-  Videos are weighted by the first method's scored frames; only videos both scored count."""
-  names = [n for n, runs in results.items() if all('video_dice' in r for r in runs)]
-  if len(names) < 2:
+  """{method: paired test against the first method, seeds pooled, with 'reference' and
+  'metric'} over the methods whose runs carry per-video values (``PAIRED_TESTS``: Dice
+  for segmentation, AUC for binary classification). Each run also gets
+  ``paired_<metric>_*`` against the first method's run of its seed; pooled, each video's
+  value is averaged over the seeds of each method first. Only videos both scored count."""
+  kinds = [k for k in PAIRED_TESTS
+           if sum(all(k in r for r in runs) for runs in results.values()) >= 2]
+  if not kinds:
     return {}
-  reference = {r['seed']: r['video_dice'] for r in results[names[0]]}
+  key, (metric, test) = kinds[0], PAIRED_TESTS[kinds[0]]
+  names = [n for n, runs in results.items() if all(key in r for r in runs)]
+  reference = {r['seed']: r[key] for r in results[names[0]]}
   out = {}
   for name in names[1:]:
-    pairs = []
-    for run in results[name]:
-      first = reference.get(run['seed'])
-      if first is None:
-        continue
-      videos = sorted(set(first) & set(run['video_dice']))
-      pairs.append({v: (run['video_dice'][v][0] - first[v][0], first[v][1]) for v in videos})
-      test = metrics_lib.paired_bootstrap(*np.array(list(pairs[-1].values())).T)
-      run.update({f'paired_dice_{k}': v for k, v in test.items()})
+    pairs = [(run[key], reference[run['seed']]) for run in results[name]
+             if run['seed'] in reference]
+    for run, (values, first) in zip([r for r in results[name] if r['seed'] in reference],
+                                    pairs):
+      videos = sorted(set(first) & set(values))
+      found = test(np.array([values[v] for v in videos]), np.array([first[v] for v in videos]))
+      run.update({f'paired_{metric}_{k}': v for k, v in found.items()})
     if pairs:
-      videos = sorted(set.intersection(*(set(p) for p in pairs)))
-      mean = np.array([[np.mean([p[v][0] for p in pairs]), pairs[0][v][1]] for v in videos])
-      out[name] = dict(metrics_lib.paired_bootstrap(*mean.T), reference=names[0])
+      videos = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+      mean = [np.array([np.mean([side[v] for side in sides], axis=0) for v in videos])
+              for sides in zip(*pairs)]
+      out[name] = dict(test(*mean), reference=names[0], metric=metric)
   return out
 
 

@@ -199,6 +199,46 @@ def paired_bootstrap(differences: np.ndarray, weights: np.ndarray) -> dict[str, 
               ci95_hi=float(result.confidence_interval.high), p=float(p))
 
 
+def _auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+  """ROC AUC of each row (Mann-Whitney U with average ranks for ties): [R, V] -> [R];
+  NaN for a row with one class only."""
+  ranks = stats.rankdata(scores, axis=-1)
+  positives = labels.sum(-1)
+  negatives = labels.shape[-1] - positives
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return ((ranks * labels).sum(-1) - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def paired_auc_bootstrap(probs: np.ndarray, reference: np.ndarray,
+                         labels: np.ndarray) -> dict[str, float]:
+  """Paired bootstrap over videos of the AUC difference between two binary classifiers
+  scored on the same videos.
+
+  Args:
+    probs: [V] p(class 1) of the method.
+    reference: [V] p(class 1) of the reference method, same videos in the same order.
+    labels: [V] 0/1.
+
+  Returns:
+    ``difference`` (AUC minus the reference's), ``ci95_lo`` / ``ci95_hi`` (percentile
+    bootstrap: videos resampled with replacement, the same draw for both methods;
+    resamples with one class only are left out) and ``p`` (two-sided, as
+    ``paired_bootstrap``); NaN without both classes.
+  """
+  probs, reference = np.asarray(probs, np.float64), np.asarray(reference, np.float64)
+  labels = np.asarray(labels, np.float64)
+  difference = float(_auc(labels, probs) - _auc(labels, reference))
+  if np.isnan(difference):
+    return dict(difference=difference, ci95_lo=difference, ci95_hi=difference, p=difference)
+  index = np.random.default_rng(BOOTSTRAP_SEED).integers(
+      0, len(labels), (BOOTSTRAP_RESAMPLES, len(labels)))
+  draws = _auc(labels[index], probs[index]) - _auc(labels[index], reference[index])
+  draws = draws[np.isfinite(draws)]
+  lo, hi = np.percentile(draws, [2.5, 97.5])
+  p = min(1.0, 2 * min(np.mean(draws <= 0), np.mean(draws >= 0)))
+  return dict(difference=difference, ci95_lo=float(lo), ci95_hi=float(hi), p=float(p))
+
+
 class SegmentationEvaluator:
   """Accumulates per-frame metrics over a dataset; ``result()`` summarises them."""
 
