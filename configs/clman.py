@@ -133,7 +133,7 @@ def get_config(arg: str | None = None):
     unknown = [n for n in names if n not in (scale, 'pretrain')]
     if unknown:
       raise ConfigError(f'unknown config variant {unknown[0]!r} for pretraining; choose from '
-                       f'{sorted(PRETRAIN_SCALES)}.')
+                        f'{sorted(PRETRAIN_SCALES)}.')
     return pretraining_config(scale)
   c = common.base_config('classification')
   c.model = ml_collections.ConfigDict(dict(

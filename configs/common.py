@@ -10,6 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from usvjax import tasks
+from usvjax.errors import ConfigError
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -84,7 +85,7 @@ def finalize(config: ml_collections.ConfigDict, arg: str | None, variants: dict)
   one) and locks the config."""
   for name in (arg or next(iter(variants))).split(','):
     if name not in variants:
-      raise ValueError(f'unknown config variant {name!r}; choose from {sorted(variants)}.')
+      raise ConfigError(f'unknown config variant {name!r}; choose from {sorted(variants)}.')
     variants[name](config)
   config.lock()
   return config

@@ -38,7 +38,7 @@ def _assign_folds(builder, split: str, num_folds: int, seed: int) -> dict[str, i
     groups.append(video['group'].decode() if has_group else ids[-1])
   if len(set(groups)) < num_folds:
     raise ConfigError(f'{len(set(groups))} patients (groups of videos) in {split!r} cannot '
-                     f'make {num_folds} folds: use fewer --folds.')
+                      f'make {num_folds} folds: use fewer --folds.')
   folds = splits_lib.split_videos(ids, [(str(k), 1.0) for k in range(num_folds)], seed,
                                   labels=labels, groups=groups)
   return {video: int(fold) for video, fold in folds.items()}

@@ -74,8 +74,8 @@ def _builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     return tfds.builder(dataset.name, **kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ConfigError(f'config.dataset.name={dataset.name!r} is not a known dataset: '
-                     f'use one of usv_synthetic, usv_davis, usv_flanet, usv_frames_table, '
-                     f'usv_video_table.') from e
+                      f'use one of usv_synthetic, usv_davis, usv_flanet, usv_frames_table, '
+                      f'usv_video_table.') from e
 
 
 def _stale(builder: tfds.core.DatasetBuilder, source: dict) -> bool:
@@ -89,7 +89,7 @@ def _stale(builder: tfds.core.DatasetBuilder, source: dict) -> bool:
           f'{source["files"]} files, {source["bytes"]} bytes now)')
   if jax.process_count() > 1:
     raise ConfigError(f'{what}: delete {builder.data_dir} and start again (or convert it '
-                     'once with a single process).')
+                      'once with a single process).')
   logging.warning('%s: converting it again.', what)
   shutil.rmtree(builder.data_dir)
   return True
@@ -112,7 +112,7 @@ def _encoded_videos(builder, split: str, shard: bool) -> tf.data.Dataset:
              if part.split('[')[0].strip() not in builder.info.splits]
   if unknown:
     raise ConfigError(f'split {unknown[0]!r} not in dataset {builder.info.full_name}: it has '
-                     f'{sorted(builder.info.splits)} (combine them with +).')
+                      f'{sorted(builder.info.splits)} (combine them with +).')
   if shard:
     split = tfds.even_splits(split, n=jax.process_count(), drop_remainder=False)[
         jax.process_index()]
@@ -133,7 +133,7 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
   missing = [k for k in source.required_features(features) if k not in features]
   if missing:
     raise ConfigError(f'dataset {builder.info.full_name} has no {missing}: config.input.task='
-                     f'{config.input.task!r} needs {list(source.required_features(features))}.')
+                      f'{config.input.task!r} needs {list(source.required_features(features))}.')
   folds = config.dataset.folds
   if folds.num:
     split = config.dataset.train_split
@@ -161,7 +161,7 @@ def _decoded(items: tf.data.Dataset, config, builder, train: bool, batch_size: i
 def local_batch_size(global_batch_size: int) -> int:
   if global_batch_size % jax.process_count():
     raise ConfigError(f'batch size {global_batch_size} is not divisible by the number of '
-                     f'processes {jax.process_count()}.')
+                      f'processes {jax.process_count()}.')
   return global_batch_size // jax.process_count()
 
 

@@ -47,10 +47,10 @@ def _sequence(video: dict, key: str, max_frames: int, sampling: str) -> dict:
 def check_input(input_config: ml_collections.ConfigDict) -> None:
   if max(input_config.length_buckets) < input_config.max_frames:
     raise ConfigError(f'config.input.length_buckets {list(input_config.length_buckets)} must '
-                     f'include a bucket >= config.input.max_frames={input_config.max_frames}.')
+                      f'include a bucket >= config.input.max_frames={input_config.max_frames}.')
   if input_config.sampling not in SAMPLINGS:
     raise ConfigError(f'config.input.sampling={input_config.sampling!r}: use one of '
-                     f'{SAMPLINGS}.')
+                      f'{SAMPLINGS}.')
 
 
 class Sequences:

@@ -26,7 +26,7 @@ def view_pairs(video: dict, position: tf.Tensor, input_config: ml_collections.Co
   """The contrastive examples of one video (see the module docstring)."""
   if input_config.positives not in POSITIVES:
     raise ConfigError(f'config.input.positives={input_config.positives!r}: use one of '
-                     f'{POSITIVES}.')
+                      f'{POSITIVES}.')
   num = tf.shape(video['frames'])[0]
   count = input_config.max_frames
   seed_anchor, seed_partner = tf.unstack(tf.random.experimental.stateless_split(

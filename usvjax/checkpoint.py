@@ -112,5 +112,5 @@ def resolve_step(manager: ocp.CheckpointManager, which: str) -> int:
     return manager.latest_step() if best is None else best
   if not which.isdigit() or int(which) not in steps:
     raise ConfigError(f'checkpoint {which!r} not found in {manager.directory}; available: '
-                     f"{sorted(steps)}, 'latest' or 'best'.")
+                      f"{sorted(steps)}, 'latest' or 'best'.")
   return int(which)

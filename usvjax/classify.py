@@ -75,7 +75,7 @@ def classify_video(config: ml_collections.ConfigDict, workdir: str, which: str, 
   fields = pipeline.batch_spec(config, False)
   if 'frames' not in fields or 'label' not in fields:
     raise ConfigError(f'classify_video needs a video classifier run on frames; the run in '
-                     f'{workdir} ({config.model.name}) reads {sorted(fields)}.')
+                      f'{workdir} ({config.model.name}) reads {sorted(fields)}.')
   frames, indices = sample_frames(video, config.input)
   batch = spec_lib.example_batch(fields, 1, len(indices))
   batch['frames'] = preprocess.frames_to_model(

@@ -57,7 +57,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
   """
   if not tasks.definition(runners.get(config).headline(config)[1].input.task).pooled:
     raise ConfigError('cross-validation is for classification configs '
-                     f'(config.input.task={config.input.task!r}).')
+                      f'(config.input.task={config.input.task!r}).')
   rows: dict[str, list] = {}
   seconds = []
   for index in range(num_folds):

@@ -98,7 +98,7 @@ def export_predictions(report: 'Report') -> list[str]:
   segmentation: ``predicted_masks/<video>/<frame>.png``); returns the paths."""
   if not hasattr(report.evaluation, 'export'):
     raise ConfigError(f'--export: the evaluation in {report.directory} has no predictions '
-                     'to export.')
+                      'to export.')
   return report.evaluation.export(report.directory) if jax.process_index() == 0 else []
 
 
@@ -144,8 +144,8 @@ def calibrate(task: interfaces.Task, eval_step, config: ml_collections.ConfigDic
     return {}
   if config.dataset.folds.num:
     raise ConfigError(f'config.task.threshold_rule={config.task.threshold_rule!r} chooses the '
-                     'threshold on the validation split, which k-fold cross-validation does '
-                     "not have: use 'fixed' there.")
+                      'threshold on the validation split, which k-fold cross-validation does '
+                      "not have: use 'fixed' there.")
   split = config.dataset.eval_split
   _, validation = evaluate_split(eval_step, task, config, builder, split, mesh, variables)
   return dict(task.calibrate(validation), threshold_split=split)

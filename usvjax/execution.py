@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from usvjax.errors import ConfigError
 from usvjax.models.backbones import resnet
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -64,8 +65,8 @@ def wrap(model, config: ml_collections.ConfigDict):
   """``model`` as ``config.compute_dtype`` and ``config.remat`` run it (the model itself
   when they are float32 and off)."""
   if config.compute_dtype not in DTYPES:
-    raise ValueError(f'config.compute_dtype={config.compute_dtype!r}: use one of '
-                     f'{sorted(DTYPES)}.')
+    raise ConfigError(f'config.compute_dtype={config.compute_dtype!r}: use one of '
+                      f'{sorted(DTYPES)}.')
   dtype = DTYPES[config.compute_dtype]
   if dtype == jnp.float32 and not config.remat:
     return model

@@ -16,6 +16,8 @@ import jax
 import ml_collections
 import optax
 
+from usvjax.errors import ConfigError
+
 _NOT_ADAPTED = ('bias', 'scale')  # Biases and normalisation parameters (LARS).
 
 
@@ -30,7 +32,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   elif sched.name == 'cosine':
     main = optax.cosine_decay_schedule(lr, max(1, total - warmup))
   else:
-    raise ValueError(f'config.schedule.name={sched.name!r}: use constant, step or cosine.')
+    raise ConfigError(f'config.schedule.name={sched.name!r}: use constant, step or cosine.')
   if warmup <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
@@ -57,7 +59,7 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     core = optax.lars(lr, weight_decay=opt.weight_decay, momentum=opt.momentum,
                       weight_decay_mask=lars_mask, trust_ratio_mask=lars_mask)
   else:
-    raise ValueError(f'config.optimizer.name={opt.name!r}: use adam, adamw, sgd or lars.')
+    raise ConfigError(f'config.optimizer.name={opt.name!r}: use adam, adamw, sgd or lars.')
   clipping = []
   if opt.clip_value > 0:
     clipping.append(optax.clip(opt.clip_value))

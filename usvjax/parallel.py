@@ -156,4 +156,4 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = 'batch size') -> None:
   if batch_size % mesh.size:
     raise ConfigError(f'{what} {batch_size} must be divisible by the number of devices '
-                     f'{mesh.size} (data parallelism splits it evenly).')
+                      f'{mesh.size} (data parallelism splits it evenly).')

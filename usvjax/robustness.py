@@ -86,7 +86,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, looks: Sequence[float] 
   """
   if 'masks' not in pipeline.batch_spec(config, train=False):
     raise ConfigError('the robustness study is for segmentation configs (its batches have no '
-                     'masks to score).')
+                      'masks to score).')
   output_dir = output_dir or os.path.join(workdir, 'robustness')
   split = split or config.dataset.test_split
   mesh = parallel.create_mesh()

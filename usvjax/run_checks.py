@@ -75,7 +75,7 @@ def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
   problems += _length_bucket_problems(config)
   if problems:
     raise ConfigError('the run settings have problems:\n' +
-                     '\n'.join(f'  - {p}' for p in problems))
+                      '\n'.join(f'  - {p}' for p in problems))
 
 
 def _positive(config: ml_collections.ConfigDict, key: str) -> list[str]:

@@ -64,8 +64,8 @@ def finetune_config(config: ml_collections.ConfigDict, workdir: str) -> ml_colle
   """The model's config: ``config`` initialised from the pretraining run in ``workdir``."""
   if config.init.checkpoint:
     raise ConfigError(f'config.init.checkpoint={config.init.checkpoint!r}: a pretrain_finetune '
-                     'run initialises from its own pretraining; to start from another run, '
-                     'set config.runner=single.')
+                      'run initialises from its own pretraining; to start from another run, '
+                      'set config.runner=single.')
   c = config.copy_and_resolve_references()
   with c.unlocked():
     del c['pretrain']

@@ -64,7 +64,7 @@ def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, v
   size = config.input.image_size
   if streaming.needs_first_mask(model) and not first_mask:
     raise ConfigError(f'{config.model.name} propagates the first frame\'s mask: pass '
-                     '--first_mask=PATH (a PNG the size of the frames, lesion > 0).')
+                      '--first_mask=PATH (a PNG the size of the frames, lesion > 0).')
   mask = (_first_mask(first_mask, first, size) if first_mask
           else np.zeros((1, size, size, 1), np.float32))
   mesh = parallel.create_mesh(jax.local_devices()[:1])

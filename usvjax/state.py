@@ -15,6 +15,7 @@ import optax
 from input_pipeline import spec as spec_lib
 from usvjax import checkpoint
 from usvjax import parallel
+from usvjax.errors import ConfigError
 
 
 @flax.struct.dataclass
@@ -76,8 +77,8 @@ def _pretrained_variables(checkpoint_dir: str, prefix: tuple[str, ...]) -> dict:
       tree = tree.get(key, {}) if isinstance(tree, dict) else {}
     out[collection] = tree
   if not out['params']:
-    raise ValueError(f'the run {checkpoint_dir!r} has no sub-module {"/".join(prefix)!r}: '
-                     'set config.init.target to a path both models share (CLMAN: encoder).')
+    raise ConfigError(f'the run {checkpoint_dir!r} has no sub-module {"/".join(prefix)!r}: '
+                      'set config.init.target to a path both models share (CLMAN: encoder).')
   return out
 
 
@@ -90,8 +91,8 @@ def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> Trai
   params = traverse_util.flatten_dict(state.params)
   if not any(path[:len(prefix)] == prefix for path in params):
     top = sorted({'/'.join(p[:len(prefix)]) for p in params})
-    raise ValueError(f'config.init.target={target!r} is not a sub-module of the model; '
-                     f'candidates: {top}.')
+    raise ConfigError(f'config.init.target={target!r} is not a sub-module of the model; '
+                      f'candidates: {top}.')
   pretrained = _pretrained_variables(checkpoint_dir, prefix)
   updated = {}
   for collection in ('params', 'batch_stats'):
@@ -101,9 +102,9 @@ def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> Trai
     problems = ['/'.join(inner) for path, inner in targets.items()
                 if inner not in theirs or theirs[inner].shape != ours[path].shape]
     if problems:
-      raise ValueError(f'pretrained checkpoint {checkpoint_dir!r} does not fit the model\'s '
-                       f'{target!r} (e.g. {problems[:4]}); convert weights of the same '
-                       'architecture and normalisation.')
+      raise ConfigError(f'pretrained checkpoint {checkpoint_dir!r} does not fit the model\'s '
+                        f'{target!r} (e.g. {problems[:4]}); convert weights of the same '
+                        'architecture and normalisation.')
     for path, inner in targets.items():
       ours[path] = jnp.asarray(theirs[inner], ours[path].dtype)
     updated[collection] = traverse_util.unflatten_dict(ours)

@@ -46,6 +46,7 @@ from usvjax import run_checks
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import workdir as workdir_lib
+from usvjax.errors import ConfigError
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -115,8 +116,8 @@ def _micro_batches(x: jax.Array, k: int) -> jax.Array:
   """[B, ...] -> [k, B/k, ...], micro-batch i holding examples i, i + k, ... (when a
   device's share of the batch is a multiple of k, its micro-batches are its own examples)."""
   if x.shape[0] % k:
-    raise ValueError(f'the batch of {x.shape[0]} examples does not split into '
-                     f'config.optimizer.accumulate_steps={k} equal micro-batches.')
+    raise ConfigError(f'the batch of {x.shape[0]} examples does not split into '
+                      f'config.optimizer.accumulate_steps={k} equal micro-batches.')
   return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
 
 

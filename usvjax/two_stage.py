@@ -75,7 +75,7 @@ def source_splits(config: ml_collections.ConfigDict) -> list[str]:
     for part in split.split('+'):
       if '[' in part:
         raise ConfigError(f'split {split!r}: a two-stage config needs whole splits (the cache '
-                         'is stored per split); combine whole splits with + instead.')
+                          'is stored per split); combine whole splits with + instead.')
       if part.strip() not in names:
         names.append(part.strip())
   return names

@@ -18,7 +18,7 @@ def weight(task_config: ml_collections.ConfigDict, key: str, method: str) -> flo
   """``task_config[key]``, or an error naming the key the method's config must declare."""
   if key not in task_config:
     raise ConfigError(f'the {method} loss terms read config.task.{key}, which this config does '
-                     f'not have: declare it in the method config (c.task.update({key}=...)).')
+                      f'not have: declare it in the method config (c.task.update({key}=...)).')
   return task_config[key]
 
 
@@ -26,5 +26,5 @@ def require(outputs: dict, name: str, what_to_do: str) -> jnp.ndarray:
   """``outputs[name]``, or an error saying which output is missing and how to fix it."""
   if name not in outputs:
     raise ConfigError(f'the model gives no {name!r} (outputs: {sorted(outputs)}): '
-                     f'{what_to_do}')
+                      f'{what_to_do}')
   return outputs[name]

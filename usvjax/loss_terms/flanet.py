@@ -31,7 +31,7 @@ class HeatmapMSE:
                                  'config.task.heatmap_weight to 0.')
     if 'heatmaps' not in batch:
       raise ConfigError('config.task.heatmap_weight > 0 needs heatmap targets: set '
-                       'config.input.heatmap_sigma > 0.')
+                        'config.input.heatmap_sigma > 0.')
     mse = losses.weighted_mean(losses.mean_squared_error(heatmap, batch['heatmaps'][:, -1]),
                                batch['valid'][:, -1])
     return self.weight * mse, {'heatmap_mse': mse}
@@ -66,7 +66,7 @@ def create(task_config: ml_collections.ConfigDict, batch_size: int) -> list:
   if contrastive_weight:
     if batch_size < 2:
       raise ConfigError(f'config.task.contrastive_weight > 0 needs negatives from other videos '
-                       f'in the batch: config.input.batch_size is {batch_size}, use >= 2.')
+                        f'in the batch: config.input.batch_size is {batch_size}, use >= 2.')
     terms.append(LocationContrastive(
         contrastive_weight, loss_terms.weight(task_config, 'contrastive_margin', 'FLA-Net')))
   return terms

@@ -61,7 +61,7 @@ def register(name: str, model: type[nn.Module], loss_terms: LossTerms | None = N
 def _entry(name: str) -> Entry:
   if name not in MODELS:
     raise ConfigError(f'config.model.name={name!r} is not a model; choose one of '
-                     f'{sorted(MODELS)}.')
+                      f'{sorted(MODELS)}.')
   return MODELS[name]
 
 

@@ -136,7 +136,7 @@ class EfficientMHSA(nn.Module):
     b, t, c = x.shape
     if c % self.heads:
       raise ConfigError(f'config.model.attention_heads={self.heads} does not divide the '
-                       f'{c} feature dimensions.')
+                        f'{c} feature dimensions.')
     split = lambda y: y.reshape(y.shape[:2] + (self.heads, c // self.heads))
     q = split(nn.Dense(c, name='q')(x))
     keys, key_valid = x, valid
@@ -208,7 +208,7 @@ class CLMAN(frame_classifier.VideoClassifierBase):
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     if self.aggregation not in AGGREGATIONS:
       raise ConfigError(f'config.model.aggregation={self.aggregation!r}: use one of '
-                       f'{AGGREGATIONS}.')
+                        f'{AGGREGATIONS}.')
     valid = batch['valid']
     features = self.frame_features(batch, train)
     out = {'features': features}

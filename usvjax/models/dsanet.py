@@ -284,7 +284,7 @@ class DSANet(nn.Module):
     used = 1 if stream else 3
     if t < used:
       raise ConfigError(f'DSANet needs clips of >= 3 frames (t, t-1, t-2); got {t}: set '
-                       'config.input.clip_length >= 3.')
+                        'config.input.clip_length >= 3.')
     x = frames[:, -used:].reshape((b * used, h, w, c))
     x = jnp.broadcast_to(x, x.shape[:-1] + (3,)) if c == 1 else x
     encoded = resnet.ResNet(self.backbone, width=self.backbone_width, name='encoder')(

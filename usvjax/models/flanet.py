@@ -303,10 +303,10 @@ class FLANet(nn.Module):
     blocks = 5 if released else 4
     if len(self.decoder_channels) != blocks:
       raise ConfigError(f'config.model.decoder_channels={tuple(self.decoder_channels)}: the '
-                       f'{self.design!r} design has {blocks} decoder blocks, give {blocks} widths.')
+                        f'{self.design!r} design has {blocks} decoder blocks, give {blocks} widths.')
     if released and len(self.ffa_levels) != 1:
       raise ConfigError(f'config.model.ffa_levels={tuple(self.ffa_levels)}: the released design '
-                       'fuses one level (its heatmap head reads it); give one.')
+                        'fuses one level (its heatmap head reads it); give one.')
     self.encoder = resnet.ResNet(self.backbone, width=self.backbone_width)
     fuse = {'ffa': ReleasedFFA if released else FFA, 'concat': ConcatFuse}[self.aggregation]
     kwargs = ({} if fuse is ConcatFuse else
@@ -330,7 +330,7 @@ class FLANet(nn.Module):
     b, t, h, w, c = frames.shape
     if t < 3:
       raise ConfigError(f'FLA-Net needs clips of >= 3 frames (t, t-1, t-2); got {t}: set '
-                       'config.input.clip_length >= 3.')
+                        'config.input.clip_length >= 3.')
     self._check_size(h, w)
     used = min(t, 4 if train and self.localization else 3)
     encoded = self._encode(frames[:, t - used:].reshape((b * used, h, w, c)), train)
@@ -343,7 +343,7 @@ class FLANet(nn.Module):
   def _check_size(self, h: int, w: int) -> None:
     if self.design == 'released' and (h % 32 or w % 32):
       raise ConfigError(f'the released FLA-Net design needs frames whose height and width are '
-                       f'multiples of 32; got {h}x{w}: set config.input.image_size.')
+                        f'multiples of 32; got {h}x{w}: set config.input.image_size.')
 
   def _encode(self, frames: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
     """The encoder's features of the levels FLA-Net uses: [N, H, W, C] -> {level: [N, ...]}."""

@@ -157,7 +157,7 @@ class FrameClassifier(VideoClassifierBase):
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     if self.aggregation not in AGGREGATIONS:
       raise ConfigError(f'config.model.aggregation={self.aggregation!r}: use one of '
-                       f'{sorted(AGGREGATIONS)}.')
+                        f'{sorted(AGGREGATIONS)}.')
     features = self.frame_features(batch, train)
     x = features
     for i, width in enumerate(self.head):

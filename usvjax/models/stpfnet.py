@@ -211,20 +211,20 @@ class STPFNet(nn.Module):
       raise ConfigError(f"config.model.fusion={self.fusion!r}: use 'msff' or 'sum'.")
     if self.read_level not in READ_LEVELS:
       raise ConfigError(f'config.model.read_level={self.read_level!r}: use one of '
-                       f'{READ_LEVELS}.')
+                        f'{READ_LEVELS}.')
     if self.fusion_level not in FUSION_LEVELS:
       raise ConfigError(f'config.model.fusion_level={self.fusion_level!r}: use one of '
-                       f'{FUSION_LEVELS}.')
+                        f'{FUSION_LEVELS}.')
     if not self.pools or set(self.pools) - set(POOLS):
       raise ConfigError(f'config.model.pools={tuple(self.pools)}: use a non-empty subset of '
-                       f'{POOLS}.')
+                        f'{POOLS}.')
     if self.memory_size < 2 or self.memory_every < 1:
       raise ConfigError(f'config.model.memory_size={self.memory_size} must be >= 2 (the first '
-                       f'and the previous frame) and memory_every={self.memory_every} >= 1.')
+                        f'and the previous frame) and memory_every={self.memory_every} >= 1.')
     if not 1 <= len(self.decoder_channels) <= len(self._skip_levels()):
       raise ConfigError(f'config.model.decoder_channels={tuple(self.decoder_channels)}: one '
-                       f'width per decoder block, 1 to {len(self._skip_levels())} blocks (the '
-                       f'encoder levels finer than read_level={self.read_level!r}).')
+                        f'width per decoder block, 1 to {len(self._skip_levels())} blocks (the '
+                        f'encoder levels finer than read_level={self.read_level!r}).')
 
   def _channels(self) -> int:
     """C, the channels of the encoder at ``read_level`` (ResNet stage 3 or 4)."""
@@ -308,8 +308,8 @@ class STPFNet(nn.Module):
     frames, masks = batch['frames'], batch['masks']
     if frames.shape[1] < 2:
       raise ConfigError(f'STPFNet needs clips of >= 2 frames (frame 1 with its mask, then the '
-                       f'frames to predict); got {frames.shape[1]}: set '
-                       'config.input.clip_length=3.')
+                        f'frames to predict); got {frames.shape[1]}: set '
+                        'config.input.clip_length=3.')
     state, _ = self.start(frames[:, 0], masks[:, 0], train)
     predictions = []
     for t in range(1, frames.shape[1]):

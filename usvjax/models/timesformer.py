@@ -88,8 +88,8 @@ class TimeSformer(nn.Module):
     b, t, h, w, _ = frames.shape
     if t > self.num_frames or h % self.patch or w % self.patch:
       raise ConfigError(f'TimeSformer: {t} frames of {h}x{w} need config.model.num_frames >= '
-                       f'{t} and an image size that is a multiple of config.model.patch='
-                       f'{self.patch}.')
+                        f'{t} and an image size that is a multiple of config.model.patch='
+                        f'{self.patch}.')
     x = video_layers.video_input(frames, valid, resnet.IMAGENET_MEAN, resnet.IMAGENET_STD)
     x = nn.Conv(self.dim, (self.patch, self.patch), self.patch, padding='VALID',
                 name='patch_embed')(x.reshape((b * t, h, w, 3)))

@@ -165,8 +165,8 @@ class VideoResNetTrunk(nn.Module):
                ) -> tuple[jnp.ndarray, jnp.ndarray]:
     if self.stem not in STEMS or self.block not in BLOCKS or not set(self.convs) <= set(CONV_KINDS):
       raise ConfigError(f'video ResNet: stem {self.stem!r} (one of {STEMS}), block '
-                       f'{self.block!r} (one of {BLOCKS}), convs {self.convs} (each '
-                       f'one of {CONV_KINDS}).')
+                        f'{self.block!r} (one of {BLOCKS}), convs {self.convs} (each '
+                        f'one of {CONV_KINDS}).')
     channels = lambda c: max(1, int(round(c * self.width)))  # pylint: disable=unnecessary-lambda-assignment
     norm = video_layers.MaskedBatchNorm
     if self.stem == 'r2plus1d':

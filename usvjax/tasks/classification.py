@@ -109,7 +109,7 @@ def threshold_rule_target(rule: str) -> float | None:
     target = -1.0
   if name != 'sensitivity' or not 0 < target <= 1:
     raise ConfigError(f"config.task.threshold_rule={rule!r}: use 'fixed', 'youden' or "
-                     "'sensitivity=S' with 0 < S <= 1 (e.g. 'sensitivity=0.9').")
+                      "'sensitivity=S' with 0 < S <= 1 (e.g. 'sensitivity=0.9').")
   return target
 
 
@@ -117,7 +117,7 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, rule: str) -> float:
   """The threshold on p(class 1) that ``rule`` picks on these (validation) predictions."""
   if probs.shape[1] != 2 or len(set(labels.tolist())) != 2:
     raise ConfigError(f'config.task.threshold_rule={rule!r} needs a binary task and both '
-                     'classes in the validation split.')
+                      'classes in the validation split.')
   fpr, tpr, thresholds = skm.roc_curve(labels, probs[:, 1], drop_intermediate=False)
   thresholds = np.minimum(thresholds, 1.0)  # The first is +inf: nothing positive.
   target = threshold_rule_target(rule)

@@ -35,7 +35,7 @@ class ContrastiveTask:
                terms: Sequence[interfaces.LossTerm] = ()):
     if batch_size < 2:
       raise ConfigError(f'contrastive pretraining needs negatives: config.input.batch_size is '
-                       f'{batch_size}, use >= 2 (the paper: 64).')
+                        f'{batch_size}, use >= 2 (the paper: 64).')
     if terms:
       raise ConfigError('contrastive pretraining takes no model loss terms.')
     self.config = config

@@ -126,7 +126,7 @@ class StoredSplit:
         key = key_text(video['video_id'])
         if key in self._videos:
           raise ConfigError(f'two videos of split {self.split!r} share the id {key!r} (or its '
-                           f'first {spec.VIDEO_KEY_BYTES} bytes): give them distinct ids.')
+                            f'first {spec.VIDEO_KEY_BYTES} bytes): give them distinct ids.')
         spacing = tuple(float(s) for s in video.get('pixel_spacing_mm', ()))
         names = video.get('frame_names')
         self._videos[key] = StoredVideo(
@@ -186,7 +186,7 @@ class SegmentationEvaluation:
     resolution = config.input.eval_resolution
     if resolution not in EVAL_RESOLUTIONS:
       raise ConfigError(f'config.input.eval_resolution={resolution!r}: use one of '
-                       f'{EVAL_RESOLUTIONS}.')
+                        f'{EVAL_RESOLUTIONS}.')
     if config.dataset.folds.num:  # k-fold: the evaluated fold is part of train_split.
       split = config.dataset.train_split
     self.resolution, self.overlay_videos = resolution, config.input.overlay_videos
