@@ -8,6 +8,8 @@ model; a two-stage config (configs/cnn_lstm.py) trains its frame CNN, caches its
 and trains the LSTMs on them; CLMAN (configs/clman.py) pretrains contrastively, then trains
 the classifier; each stage in the workdir or a sub-directory of it.
 
+Profiling: --profile_steps=N traces N steps into <workdir>/tensorboard (docs/performance.md).
+
 Multi-host: start one process per host with --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I (or set USVJAX_DISTRIBUTED=auto, or run under SLURM).
 """
@@ -21,14 +23,21 @@ from usvjax import runners
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file and variant.',
                                          lock_config=True)
 WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
+PROFILE_STEPS = flags.DEFINE_integer(
+    'profile_steps', 0, 'Trace this many training steps (from the second) with jax.profiler '
+    'into <workdir>/tensorboard (TensorBoard\'s profile plugin, or Perfetto); sets '
+    'config.profile_steps.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   del argv
   common.start_processes()
+  config = CONFIG.value
+  if PROFILE_STEPS.value:
+    config.profile_steps = PROFILE_STEPS.value
   try:
-    metrics = runners.train(CONFIG.value, WORKDIR.value)
+    metrics = runners.train(config, WORKDIR.value)
   except common.USER_ERRORS as e:
     common.fail(e)
   print(f'validation: {metrics}')
