@@ -72,7 +72,7 @@ def is_dicom(path: str) -> bool:
     with open(path, 'rb') as f:
       f.seek(_MARKER_OFFSET)
       return f.read(len(_MARKER)) == _MARKER
-  except OSError:
+  except (OSError, ValueError):  # Missing, unreadable, or a name with a NUL byte.
     return False
 
 
