@@ -74,8 +74,7 @@ def test_bfloat16_training_converges_like_float32(runs):
   # Tolerance: the bf16 curve stays within 2% of the fp32 curve (measured: 0.6%).
   np.testing.assert_allclose(losses16, losses32, rtol=0.02)
   # Convolutions ran in bfloat16; parameters, optimizer state and BN statistics are fp32.
-  jaxpr = jax.make_jaxpr(step)(state, batches[0])
-  assert 'bfloat16' in _conv_dtypes(jaxpr.jaxpr)
+  assert _conv_dtypes(jax.make_jaxpr(step)(state, batches[0]).jaxpr) == {'bfloat16'}
   for tree in (state.params, state.opt_state, state.batch_stats):
     floats = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and all(x.dtype == jnp.float32 for x in floats)
@@ -113,6 +112,20 @@ def _frame_cnn(data_dir, **model):
   config.unlock()
   config.model.update(backbone='resnet18', backbone_width=0.0625, **model)
   return config
+
+
+def test_bfloat16_runs_every_convolution_of_a_resnet_in_bfloat16(data_dir):
+  # Forward and backward; ImageNet normalisation (a float32 constant) must not promote the
+  # backbone back to float32.
+  config = _frame_cnn(data_dir)
+  config.compute_dtype = 'bfloat16'
+  model, task, _, _, state, batches = _setup(config)
+
+  def loss(params):
+    outputs, _ = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                             batches[0], train=True, mutable=['batch_stats'])
+    return task.loss(outputs, batches[0])[0]
+  assert _conv_dtypes(jax.make_jaxpr(jax.grad(loss))(state.params).jaxpr) == {'bfloat16'}
 
 
 def _one_step(config, accumulate_steps: int):

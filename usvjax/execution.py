@@ -3,17 +3,19 @@
 ``wrap(model, config)`` returns an object used like the model (``init``, ``apply`` and every
 other attribute, e.g. the streaming ``start``/``step``), whose ``apply``
 
-* with ``config.compute_dtype='bfloat16'`` (mixed precision) casts the floating parameters
-  and the floating input arrays (frames, masks) to bfloat16 at use and every floating
-  output back to float32. Convolutions and matmuls (Flax promotes a layer's input and
-  kernel to their common dtype) then run in bfloat16, while the parameters, and so the
+* with ``config.compute_dtype='bfloat16'`` (mixed precision) casts the floating parameters,
+  the floating input arrays (frames, masks) and the input of every convolution and dense
+  layer (``COMPUTE_LAYERS``, through ``nn.intercept_methods``: a float32 constant such as
+  ImageNet normalisation would otherwise promote the rest of the network back to float32)
+  to bfloat16 at use, and every floating output back to float32. Convolutions and matmuls
+  then run in bfloat16, while the parameters, and so the
   optimizer state made from them and the gradients (the transpose of the cast casts the
   cotangent back), stay float32, and the loss and the metrics are computed in float32 from
   float32 outputs. BatchNorm statistics stay float32: the ``batch_stats`` collection is not
   cast, and Flax's normalisation layers (``force_float32_reductions``, the default) compute
   batch means and variances in float32 and keep their running averages in float32. This is
   Flax's ``dtype=bfloat16, param_dtype=float32`` for every layer at once; elementwise
-  operations that meet a float32 constant (e.g. ImageNet normalisation) run in float32.
+  operations that meet a float32 constant run in float32 until the next layer.
 * with ``config.remat`` builds the ResNet backbones with every residual block
   rematerialised (``resnet.rematerialised``): its activations are recomputed in the backward
   pass instead of stored. Parameters, outputs and gradients are unchanged.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,6 +35,8 @@ from usvjax.errors import ConfigError
 from usvjax.models.backbones import resnet
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+COMPUTE_LAYERS = (nn.Conv, nn.ConvTranspose, nn.ConvLocal, nn.Dense, nn.DenseGeneral,
+                  nn.Einsum)
 
 
 def cast_floating(tree: Any, dtype: Any) -> Any:
@@ -54,8 +59,13 @@ class Executed:
     """``model.apply``: same arguments, same (float32) results."""
     variables = dict(variables, params=cast_floating(variables['params'], self.dtype))
     args, kwargs = cast_floating((args, kwargs), self.dtype)
-    with resnet.rematerialised(self.remat):
+    with resnet.rematerialised(self.remat), nn.intercept_methods(self._cast_layer_inputs):
       return cast_floating(self.model.apply(variables, *args, **kwargs), jnp.float32)
+
+  def _cast_layer_inputs(self, next_fun, args, kwargs, context):
+    if context.method_name == '__call__' and isinstance(context.module, COMPUTE_LAYERS):
+      args, kwargs = cast_floating((args, kwargs), self.dtype)
+    return next_fun(*args, **kwargs)
 
   def __getattr__(self, name: str):
     return getattr(self.model, name)
