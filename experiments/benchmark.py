@@ -21,12 +21,14 @@ example yields one frame (its target), a classification example max_frames frame
 * Memory: the compiled train step at --memory_batch_size (default: the config's, i.e. the
   paper batch for ``paper``) in float32 and bfloat16 (``config.compute_dtype``), with and
   without ``config.remat``: the compiled program's memory analysis (arguments + outputs +
-  temporaries - donated aliases), compiled only, never run. It is the compiler's plan for
+  temporaries - donated aliases; the arguments, train state and batch, separately),
+  compiled only, never run. It is the compiler's plan for
   this device: a GPU's differs (other fusions, cuDNN workspaces) and its runtime adds some
   hundred MB.
 
 Times are medians of --repeats runs after --warmup runs; compile times are separate.
---csv appends one row per (config, dtype, remat) to a CSV (written with its header if new).
+--csv appends one row per (config, dtype, remat) to a CSV (written with its header if new);
+--markdown rewrites a markdown table of all the CSV's rows.
 """
 import csv
 import os
@@ -62,12 +64,14 @@ MEMORY_BATCH_SIZE = flags.DEFINE_integer(
 WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed runs.')
 REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs.')
 CSV = flags.DEFINE_string('csv', '', 'CSV file to append the rows to.')
+MARKDOWN = flags.DEFINE_string('markdown', '', 'Markdown file to (re)write with the table of '
+                               'every row of --csv.')
 flags.mark_flags_as_required(['config'])
 
 COLUMNS = ('model', 'config', 'image_size', 'batch', 'dtype', 'remat', 'gflop_per_frame',
            'infer_batch', 'infer_frames_s', 'infer_peak_fraction', 'stream_frames_s',
            'train_batch', 'train_gflop_per_frame', 'train_frames_s', 'train_peak_fraction',
-           'train_memory_gb', 'peak_tflop_s', 'device')
+           'train_memory_gb', 'train_arguments_gb', 'peak_tflop_s', 'device')
 
 
 def example_batch(config, batch_size: int) -> tuple[dict, int]:
@@ -92,10 +96,11 @@ def _flops(compiled) -> float:
   return float(analysis.get('flops', 0.0))
 
 
-def _memory_bytes(compiled) -> int:
+def _memory_bytes(compiled) -> tuple[int, int]:
+  """(bytes the program needs, bytes of its arguments: train state and batch)."""
   m = compiled.memory_analysis()
   return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes -
-          m.alias_size_in_bytes)
+          m.alias_size_in_bytes), m.argument_size_in_bytes
 
 
 def matmul_peak(dtype, n: int = 2048) -> float:
@@ -163,12 +168,13 @@ def benchmark_training(config, model, batch_size: int) -> dict:
               flops_per_frame=_flops(compiled) / frames, compile_s=compile_s)
 
 
-def training_memory(config, model, batch_size: int) -> float:
-  """GB the compiled train step at ``batch_size`` needs (compiled, not run)."""
+def training_memory(config, model, batch_size: int) -> tuple[float, float]:
+  """(GB the compiled train step at ``batch_size`` needs, GB of its arguments), compiled,
+  not run."""
   step, tx, mesh, batch, _ = _train_step(config, model, batch_size)
   state = jax.eval_shape(lambda: state_lib.init_state(model, tx, batch, config.seed, mesh))
   compiled = step.lower(state, batch).compile()
-  return _memory_bytes(compiled) / 1e9
+  return tuple(b / 1e9 for b in _memory_bytes(compiled))
 
 
 def _variant(config, dtype: str, remat: bool):
@@ -176,6 +182,25 @@ def _variant(config, dtype: str, remat: bool):
   with config.unlocked():
     config.compute_dtype, config.remat = dtype, remat
   return config
+
+
+def markdown_table(rows: list[dict]) -> str:
+  """The CSV rows as a markdown table (empty cells: not measured in that row)."""
+  head = ('model', 'config', 'image', 'batch', 'dtype', 'remat', 'GFLOP/frame',
+          'inference frames/s (batch)', 'of peak', 'streaming frames/s',
+          'training frames/s (batch)', 'of peak', 'training memory GB (arguments)')
+  fmt = lambda v, f: format(float(v), f) if v not in ('', None) else ''  # pylint: disable=unnecessary-lambda-assignment
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for r in rows:
+    timed = lambda key, batch: (f'{fmt(r[key], ".3g")} ({r[batch]})' if r[key] else '')  # pylint: disable=unnecessary-lambda-assignment,cell-var-from-loop
+    cells = (r['model'], r['config'].split('/')[-1], r['image_size'], r['batch'], r['dtype'],
+             'on' if r['remat'] == 'True' else 'off', fmt(r['gflop_per_frame'], '.1f'),
+             timed('infer_frames_s', 'infer_batch'), fmt(r['infer_peak_fraction'], '.0%'),
+             fmt(r['stream_frames_s'], '.3g'), timed('train_frames_s', 'train_batch'),
+             fmt(r['train_peak_fraction'], '.0%'),
+             f'{fmt(r["train_memory_gb"], ".1f")} ({fmt(r["train_arguments_gb"], ".2f")})')
+    lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
+  return '\n'.join(lines) + '\n'
 
 
 def main(argv):
@@ -222,10 +247,11 @@ def main(argv):
               model=row['model'], config=row['config'], image_size=size, dtype=dtype,
               remat=remat, batch=memory_batch, peak_tflop_s=peak[dtype] / 1e12, device=device)
       if MEMORY_BATCH_SIZE.value >= 0:
-        variant['train_memory_gb'] = training_memory(_variant(config, dtype, remat), model,
-                                                     memory_batch)
+        total, arguments = training_memory(_variant(config, dtype, remat), model,
+                                           memory_batch)
+        variant.update(train_memory_gb=total, train_arguments_gb=arguments)
         print(f'  training memory, batch {memory_batch}, {dtype}, remat {remat}: '
-              f'{variant["train_memory_gb"]:.2f} GB', flush=True)
+              f'{total:.2f} GB ({arguments:.2f} GB arguments)', flush=True)
       rows.append(variant)
   if CSV.value:
     new = not os.path.exists(CSV.value)
@@ -235,6 +261,9 @@ def main(argv):
         writer.writeheader()
       for r in rows:
         writer.writerow({k: (f'{v:.4g}' if isinstance(v, float) else v) for k, v in r.items()})
+  if MARKDOWN.value:
+    with open(CSV.value) as f, open(MARKDOWN.value, 'w') as out:
+      out.write(markdown_table(list(csv.DictReader(f))))
 
 
 if __name__ == '__main__':
