@@ -147,15 +147,23 @@ def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, r
     assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= files
   if name == 'stpfnet':
     _segments_a_folder_of_frames(config, workdir, builder, tmp_path)
+  if name == 'unet':
+    _segments_a_dicom_loop_like_its_frames(config, workdir, builder, tmp_path)
 
 
-def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
-  """segment_video (experiments/segment_video.py) on a test video written as PNG frames."""
+def _test_video(builder, tmp_path):
+  """The first test video and a folder of its frames as PNGs (frame0.png, ...)."""
   video = next(iter(tfds.as_numpy(builder.as_dataset(split='test'))))
   folder = tmp_path / 'frames'
   folder.mkdir()
   for i, frame in enumerate(video['frames']):
     cv2.imwrite(str(folder / f'frame{i}.png'), frame)
+  return video, folder
+
+
+def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
+  """segment_video (experiments/segment_video.py) on a test video written as PNG frames."""
+  video, folder = _test_video(builder, tmp_path)
   # A grey first mask (0/128): --first_mask means lesion > 0, whatever the value.
   given = np.zeros(video['masks'][0].shape, np.uint8)
   given[10:30, 20:40] = 128
@@ -170,14 +178,18 @@ def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
   np.testing.assert_array_equal(first > 0, given[..., 0] > 0)  # Given, not predicted.
   assert (output / 'overlay.mp4').stat().st_size > 0
   assert (output / 'latency.csv').read_text().count('\n') == len(video['frames']) + 1
-  # The same video as a DICOM cine loop: the same masks.
+
+
+def _segments_a_dicom_loop_like_its_frames(config, workdir, builder, tmp_path):
+  """segment_video on a DICOM cine loop gives the masks of the same frames as PNGs."""
+  video, folder = _test_video(builder, tmp_path)
   dicom = helpers.write_dicom(str(tmp_path / 'loop.dcm'), video['frames'][..., 0], 'MONOCHROME2')
-  segment.segment_video(config, workdir, 'best', dicom, str(tmp_path / 'mask0.png'),
-                        str(tmp_path / 'from_dicom'))
-  for i, name in enumerate(names):
+  for path, output in ((str(folder), 'from_png'), (dicom, 'from_dicom')):
+    segment.segment_video(config, workdir, 'best', path, '', str(tmp_path / output))
+  for i in range(len(video['frames'])):
     np.testing.assert_array_equal(
         cv2.imread(str(tmp_path / 'from_dicom' / 'masks' / f'{i:05d}.png')),
-        cv2.imread(str(output / 'masks' / name)), err_msg=name)
+        cv2.imread(str(tmp_path / 'from_png' / 'masks' / f'frame{i}.png')), err_msg=str(i))
 
 
 def _run(args, timeout=300, **popen):
