@@ -19,6 +19,7 @@ from usvjax import evaluate
 from usvjax import models
 from usvjax import optim
 from usvjax import parallel
+from usvjax import provenance
 from usvjax import segment
 from usvjax import state as state_lib
 from usvjax import tasks
@@ -246,8 +247,24 @@ def test_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
   manager = checkpoint.create_manager(str(tmp_path), 2, read_only=True)
   assert manager.latest_step() == saved[-1] + 5
   with open(tmp_path / 'metrics.jsonl') as f:
-    logged = [json.loads(line)['step'] for line in f if '"train/loss"' in line]
+    records = [json.loads(line) for line in f]
+  logged = [r['step'] for r in records if 'train/loss' in r]
   assert logged == sorted(set(logged)) and logged[-1] == saved[-1] + 5  # Each step once.
+  _evaluating_the_workdir_alone_reproduces_the_validation_metric(tmp_path, records[-1])
+
+
+def _evaluating_the_workdir_alone_reproduces_the_validation_metric(workdir, last: dict):
+  """``evaluate --workdir`` (no --config) uses the run's saved config, overrides included."""
+  saved = provenance.load_config(str(workdir))
+  assert saved.total_steps == last['step'] and saved.checkpoint_every == 5
+  process = _run(['-m', 'experiments.evaluate', f'--workdir={workdir}', '--split=validation',
+                  '--checkpoint=latest', f'--output_dir={workdir}/report'])
+  output, _ = process.communicate(timeout=300)
+  assert process.returncode == 0, output
+  metrics = json.loads((workdir / 'report' / 'metrics.json').read_text())
+  assert metrics['mean_dice'] == pytest.approx(last['val/mean_dice'], abs=1e-6)
+  data = json.loads((workdir / provenance.DATA_FILE).read_text())
+  assert metrics['dataset'] == data and data['builder'].startswith('usv_synthetic/tiny/')
 
 
 def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_path):
