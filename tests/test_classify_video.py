@@ -1,8 +1,8 @@
-"""classify_video: one video (folder, DICOM) gives exactly the probability and label the
-evaluation gives the same video (threshold chosen on validation), with per-frame scores;
-the evaluation's per-video table holds numbers, names and the decision."""
+"""One trained CNN_Aver run, three uses: classify_video (folder, DICOM) gives exactly the
+probability and label the evaluation gives the same video (threshold chosen on validation),
+with per-frame scores; the evaluation's per-video table holds numbers, names and the
+decision; frame_sweep evaluates with at most n frames per video."""
 import csv
-
 import json
 
 import numpy as np
@@ -15,15 +15,23 @@ from test_builders import write_image
 from test_train import _run
 from usvjax import classify
 from usvjax import evaluate
+from usvjax import frame_sweep
 from usvjax import runners
 
 pytest.importorskip('pydicom')
 
 
-def test_one_video_gets_the_probability_the_evaluation_gives_it(data_dir, tmp_path):
+@pytest.fixture(scope='module')
+def trained(data_dir, tmp_path_factory):
+  """(config, workdir) of a CNN_Aver run (up to 8 frames per video) with a Youden threshold."""
   config = helpers.load_config('cnn_aver', data_dir, **{'task.threshold_rule': 'youden'})
-  workdir = str(tmp_path / 'run')
+  workdir = str(tmp_path_factory.mktemp('cnn_aver') / 'run')
   runners.train(config, workdir)
+  return config, workdir
+
+
+def test_one_video_gets_the_probability_the_evaluation_gives_it(trained, tmp_path):
+  config, workdir = trained
   report = evaluate.evaluate_checkpoint(config, workdir, 'latest', 'test',
                                         str(tmp_path / 'report'))
   threshold = report.metrics['threshold']
@@ -69,3 +77,15 @@ def test_one_video_gets_the_probability_the_evaluation_gives_it(data_dir, tmp_pa
     assert result['frames'] == list(range(len(video['frames'])))  # Fewer than max_frames.
     assert len(result['frame_scores']['frame_probability']) == len(result['frames'])
     assert (out / 'frames.png').exists() and (out / 'frames.csv').exists()
+
+
+def test_frame_sweep_evaluates_the_videos_with_at_most_n_frames(trained, tmp_path):
+  config, workdir = trained
+  rows = frame_sweep.run(config, workdir, [12, 2], which='latest', output_dir=str(tmp_path))
+  assert [r['frames'] for r in rows] == [2, 12]
+  assert len({r['num_videos'] for r in rows}) == 1  # Every video, every time.
+  for count in (2, 12):
+    with open(tmp_path / f'frames_{count}' / 'per_video.csv') as f:
+      seen = [int(row['num_frames']) for row in csv.DictReader(f)]
+    assert max(seen) == min(count, 8) and all(n <= count for n in seen)
+  assert (tmp_path / 'frame_sweep.png').exists()
