@@ -1,6 +1,7 @@
 """Flags and error handling shared by the entry points."""
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -8,6 +9,7 @@ from collections.abc import Callable
 
 from typing import NamedTuple
 
+import jax
 from absl import flags
 from absl import logging
 import ml_collections
@@ -24,6 +26,10 @@ COORDINATOR = flags.DEFINE_string(
     '(or set USVJAX_DISTRIBUTED=auto / run under SLURM to detect it).')
 NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Number of processes.')
 PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Index of this process.')
+COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', os.path.join(os.path.expanduser('~'), '.cache', 'usvjax', 'xla'),
+    "JAX's persistent compilation cache: a step compiled once (by an earlier fold, seed or "
+    "run of the same shapes) is read back instead of compiled again. '' turns it off.")
 HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
     'heartbeat_timeout_seconds', parallel.DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
     'A process of a multi-process run that sends no heartbeat for this long is lost: the '
@@ -91,9 +97,13 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def start_processes() -> None:
-  """Quiets library INFO logs (use --verbosity=0 to see them) and starts multi-process JAX."""
+  """Quiets library INFO logs (use --verbosity=0 to see them), turns on the persistent
+  compilation cache (--compilation_cache) and starts multi-process JAX."""
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+  if COMPILATION_CACHE.value:
+    jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   workdir = flags.FLAGS['workdir'].value if 'workdir' in flags.FLAGS else ''
   parallel.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
                       HEARTBEAT_TIMEOUT.value, workdir or '')

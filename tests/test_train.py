@@ -228,8 +228,8 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback():
 
 def test_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
   args = ['-m', 'experiments.train', '--config=configs/unet.py:tiny', f'--workdir={tmp_path}',
-          f'--config.dataset.data_dir={data_dir}', '--config.total_steps=400',
-          '--config.checkpoint_every=5', '--config.eval_every=1000']
+          f'--config.dataset.data_dir={data_dir}', f'--compilation_cache={tmp_path}/xla',
+          '--config.total_steps=400', '--config.checkpoint_every=5', '--config.eval_every=1000']
   process = _run(args)
   checkpoints = tmp_path / 'checkpoints'
   deadline = time.time() + 240
@@ -244,6 +244,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
   output, _ = rerun.communicate(timeout=300)
   assert rerun.returncode == 0, output
   assert f'resumed from step {saved[-1]}' in output
+  assert any('train_step' in p.name for p in (tmp_path / 'xla').iterdir())  # Cached compile.
   manager = checkpoint.create_manager(str(tmp_path), 2, read_only=True)
   assert manager.latest_step() == saved[-1] + 5
   with open(tmp_path / 'metrics.jsonl') as f:
