@@ -184,21 +184,26 @@ def _variant(config, dtype: str, remat: bool):
   return config
 
 
+def _cell(value: str, spec: str) -> str:
+  return format(float(value), spec) if value not in ('', None) else ''
+
+
 def markdown_table(rows: list[dict]) -> str:
   """The CSV rows as a markdown table (empty cells: not measured in that row)."""
   head = ('model', 'config', 'image', 'batch', 'dtype', 'remat', 'GFLOP/frame',
           'inference frames/s (batch)', 'of peak', 'streaming frames/s',
           'training frames/s (batch)', 'of peak', 'training memory GB (arguments)')
-  fmt = lambda v, f: format(float(v), f) if v not in ('', None) else ''  # pylint: disable=unnecessary-lambda-assignment
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in rows:
-    timed = lambda key, batch: (f'{fmt(r[key], ".3g")} ({r[batch]})' if r[key] else '')  # pylint: disable=unnecessary-lambda-assignment,cell-var-from-loop
+    infer = f'{_cell(r["infer_frames_s"], ".3g")} ({r["infer_batch"]})' if r['infer_batch'] else ''
+    training = (f'{_cell(r["train_frames_s"], ".3g")} ({r["train_batch"]})'
+                if r['train_batch'] else '')
+    memory = (f'{_cell(r["train_memory_gb"], ".1f")} ({_cell(r["train_arguments_gb"], ".2f")})'
+              if r['train_memory_gb'] else 'fails')
     cells = (r['model'], r['config'].split('/')[-1], r['image_size'], r['batch'], r['dtype'],
-             'on' if r['remat'] == 'True' else 'off', fmt(r['gflop_per_frame'], '.1f'),
-             timed('infer_frames_s', 'infer_batch'), fmt(r['infer_peak_fraction'], '.0%'),
-             fmt(r['stream_frames_s'], '.3g'), timed('train_frames_s', 'train_batch'),
-             fmt(r['train_peak_fraction'], '.0%'),
-             f'{fmt(r["train_memory_gb"], ".1f")} ({fmt(r["train_arguments_gb"], ".2f")})')
+             'on' if r['remat'] == 'True' else 'off', _cell(r['gflop_per_frame'], '.1f'), infer,
+             _cell(r['infer_peak_fraction'], '.0%'), _cell(r['stream_frames_s'], '.3g'),
+             training, _cell(r['train_peak_fraction'], '.0%'), memory)
     lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -247,8 +252,13 @@ def main(argv):
               model=row['model'], config=row['config'], image_size=size, dtype=dtype,
               remat=remat, batch=memory_batch, peak_tflop_s=peak[dtype] / 1e12, device=device)
       if MEMORY_BATCH_SIZE.value >= 0:
-        total, arguments = training_memory(_variant(config, dtype, remat), model,
-                                           memory_batch)
+        try:
+          total, arguments = training_memory(_variant(config, dtype, remat), model,
+                                             memory_batch)
+        except (ValueError, TypeError) as e:  # The model does not run in this dtype.
+          print(f'  training memory, {dtype}, remat {remat}: fails ({e})', flush=True)
+          rows.append(variant)
+          continue
         variant.update(train_memory_gb=total, train_arguments_gb=arguments)
         print(f'  training memory, batch {memory_batch}, {dtype}, remat {remat}: '
               f'{total:.2f} GB ({arguments:.2f} GB arguments)', flush=True)
