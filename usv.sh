@@ -6,7 +6,8 @@
 #   bash usv.sh lock   regenerate requirements.lock and requirements-test.lock (with hashes,
 #                      for Python 3.11 on linux x86_64) after a change to requirements*.txt
 # Needs only Python 3.11. Packages come from the locks (every package pinned, with hashes);
-# nothing else is downloaded at run time.
+# nothing else is downloaded at run time. USV_DEVICE=gpu bash usv.sh demo|test also installs
+# JAX's CUDA 12 plugin (requirements-gpu.txt) on top.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,6 +43,18 @@ setup() {
       echo "$hash requirements.lock" >> "$stamp"  # It includes the runtime packages.
     fi
   fi
+  case "${USV_DEVICE:-cpu}" in
+    cpu) ;;
+    gpu)
+      local gpu
+      gpu="$(sha256sum requirements-gpu.txt | cut -d' ' -f1) requirements-gpu.txt"
+      if ! grep -qx "$gpu" "$stamp" 2>/dev/null; then
+        echo "Installing requirements-gpu.txt (JAX's CUDA 12 plugin) into .venv (once) ..."
+        .venv/bin/python -m pip install --quiet -r requirements-gpu.txt
+        echo "$gpu" >> "$stamp"
+      fi ;;
+    *) echo "error: USV_DEVICE=$USV_DEVICE: use cpu or gpu" >&2; exit 2 ;;
+  esac
   export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 }
 

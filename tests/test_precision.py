@@ -19,6 +19,7 @@ from usvjax import parallel
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import train
+from usvjax.models import flanet
 
 
 def _setup(config, batch_size=None):
@@ -126,6 +127,14 @@ def test_bfloat16_runs_every_convolution_of_a_resnet_in_bfloat16(data_dir):
                              batches[0], train=True, mutable=['batch_stats'])
     return task.loss(outputs, batches[0])[0]
   assert _conv_dtypes(jax.make_jaxpr(jax.grad(loss))(state.params).jaxpr) == {'bfloat16'}
+
+
+def test_flanet_fft_takes_bfloat16_features_and_works_in_float32():
+  # jnp.fft refuses bfloat16: FLA-Net's spectrum is taken in float32 under compute_dtype.
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4))
+  spectrum = flanet.to_spectrum(x.astype(jnp.bfloat16))
+  assert spectrum.dtype == jnp.float32
+  np.testing.assert_allclose(spectrum, flanet.to_spectrum(x), atol=0.05)
 
 
 def _one_step(config, accumulate_steps: int):

@@ -135,7 +135,7 @@ class ChannelAttention(nn.Module):
 
 def to_spectrum(x: jnp.ndarray) -> jnp.ndarray:
   """[B, h, w, c] real -> [B, h, w//2+1, 2c] = [Re, Im] of the 2-D real FFT over (h, w)."""
-  f = jnp.fft.rfft2(x, axes=(1, 2), norm='ortho')
+  f = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2), norm='ortho')  # No bfloat16 FFT.
   return jnp.concatenate([f.real, f.imag], axis=-1)
 
 
