@@ -117,7 +117,11 @@ def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, t
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import helpers  # pylint: disable=g-import-not-at-top
-  from usvjax import train  # pylint: disable=g-import-not-at-top
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  from usvjax import models  # pylint: disable=g-import-not-at-top
+  from usvjax import optim  # pylint: disable=g-import-not-at-top
+  from usvjax import parallel  # pylint: disable=g-import-not-at-top
+  from usvjax import state as state_lib  # pylint: disable=g-import-not-at-top
   from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
   model = _reference('resnet18')
   # .safetensors: the command then runs without importing PyTorch (.pth reading is tested
@@ -132,10 +136,13 @@ def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, t
   assert result.returncode == 0, result.stdout + result.stderr
   # 122 tensors: 100 trunk tensors, 20 num_batches_tracked and the ImageNet classifier.
   assert 'loaded 100 tensors' in result.stdout and 'unused (22)' in result.stdout
-  config = helpers.load_config('cnn_aver', data_dir, total_steps=1, **{
+  config = helpers.load_config('cnn_aver', data_dir, **{
       'model.backbone': 'resnet18', 'init.checkpoint': str(converted),
-      'optimizer.lr': 0.0, 'input.image_size': 32})
-  state, _ = train.train_and_evaluate(config, str(tmp_path / 'run'))
+      'input.image_size': 32})
+  state = state_lib.init_state(  # What the trainer does with config.init.
+      models.create_model(config.model), optim.create_optimizer(config),
+      state_lib.init_batch(config, pipeline.batch_spec(config, True)), 0, parallel.create_mesh())
+  state = state_lib.load_pretrained(state, config.init.checkpoint, config.init.target)
   kernel = helpers.flat_local(state.params)['encoder/backbone/layer2_0/conv1/kernel']
   np.testing.assert_array_equal(kernel,
                                 model.layer2[0].conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
