@@ -33,17 +33,25 @@ def folder_fingerprint(folder: str) -> dict:
           'bytes': sum(size for _, size, _ in entries), 'sha256': digest.hexdigest()}
 
 
-def stored(data_dir: str) -> dict | None:
-  """The fingerprint stored beside the conversion in ``data_dir``, if any."""
-  path = os.path.join(data_dir, SOURCE_FILE)
+def read_json(path: str) -> dict | None:
+  """The JSON object in ``path``, or None when there is no such file."""
   if not os.path.exists(path):
     return None
   with open(path, encoding='utf-8') as f:
     return json.load(f)
 
 
-def store(data_dir: str, fingerprint: dict) -> None:
-  path = os.path.join(data_dir, SOURCE_FILE)
+def write_atomically(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` through a temporary file: a kill leaves the old or the new."""
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(fingerprint, f, indent=2)
+    f.write(text)
   os.replace(path + '.tmp', path)
+
+
+def stored(data_dir: str) -> dict | None:
+  """The fingerprint stored beside the conversion in ``data_dir``, if any."""
+  return read_json(os.path.join(data_dir, SOURCE_FILE))
+
+
+def store(data_dir: str, fingerprint: dict) -> None:
+  write_atomically(os.path.join(data_dir, SOURCE_FILE), json.dumps(fingerprint, indent=2))

@@ -130,16 +130,9 @@ def record(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(workdir, exist_ok=True)
   for name, text in ((CONFIG_FILE, config_text(config)),
                      (DATA_FILE, json.dumps(data_fingerprint(builder), indent=2) + '\n')):
-    path = os.path.join(workdir, name)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    fingerprint.write_atomically(os.path.join(workdir, name), text)
 
 
 def recorded_data(workdir: str) -> dict | None:
   """The ``data.json`` of the run in ``workdir``, if any."""
-  path = os.path.join(workdir, DATA_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  return fingerprint.read_json(os.path.join(workdir, DATA_FILE))
