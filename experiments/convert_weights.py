@@ -17,6 +17,12 @@ but the ``num_batches_tracked`` counters is used:
 
   python -m experiments.convert_weights --flanet --weights=FLA-Net.pth \
       --output=weights/flanet_released
+  python -m experiments.train --config=configs/flanet.py:released_code \
+      --workdir=runs/flanet_released --config.init.checkpoint=weights/flanet_released \
+      --config.init.target= --config.total_steps=0 [--config.dataset...]
+
+(``init.target=`` empty: the whole model; ``total_steps=0`` evaluates the weights as they
+are, as the run's step-0 checkpoint; more steps fine-tune them.)
 
 With --video, the trunk (``init.target`` 'backbone') of a video network is converted
 (``usvjax/models/backbones/video_convert.py``): r3d_18, mc3_18 or r2plus1d_18 from a

@@ -103,9 +103,15 @@ def _batch_problems(config: ml_collections.ConfigDict) -> list[str]:
 
 def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
   out = []
+  evaluate_pretrained = config.total_steps == 0 and bool(config.init.checkpoint)
   for key in ('total_steps', 'log_every', 'eval_every', 'checkpoint_every',
               'keep_checkpoints'):
-    out += _positive(config, key)
+    if key != 'total_steps':
+      out += _positive(config, key)
+    elif not evaluate_pretrained and _positive(config, key):
+      out.append(f'config.total_steps={config.total_steps!r}: set it to a positive integer '
+                 '(or 0 with config.init.checkpoint to evaluate pretrained weights as they '
+                 'are).')
   entry = tasks.definition(config.input.task)
   metrics = sorted(entry.metrics)
   if config.best_metric not in metrics:

@@ -84,10 +84,11 @@ def _pretrained_variables(checkpoint_dir: str, prefix: tuple[str, ...]) -> dict:
 
 def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> TrainState:
   """Loads pretrained weights (see ``_pretrained_variables``) into the sub-module ``target``
-  ('/'-separated path, e.g. 'encoder/backbone') of params and batch_stats; every variable
-  of the target must be there, shape for shape.
+  ('/'-separated path, e.g. 'encoder/backbone'; '' is the whole model, e.g. a converted
+  released FLA-Net) of params and batch_stats; every variable of the target must be there,
+  shape for shape.
   """
-  prefix = tuple(target.split('/'))
+  prefix = tuple(part for part in target.split('/') if part)
   params = traverse_util.flatten_dict(state.params)
   if not any(path[:len(prefix)] == prefix for path in params):
     top = sorted({'/'.join(p[:len(prefix)]) for p in params})

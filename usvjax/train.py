@@ -272,6 +272,18 @@ def _save(manager, step: int, state: state_lib.TrainState, metrics: dict | None,
     checkpoint.save(manager, step, state, metrics)
 
 
+def _validate(evaluator, writer: Writer, step: int, state: state_lib.TrainState
+              ) -> dict[str, float]:
+  """Evaluates the validation split, logs its metrics and overlays at ``step``."""
+  eval_metrics, evaluation = evaluator(state.variables())
+  writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
+  writer.images(step, {f'val_overlay/{k}': v for k, v in evaluate.pictures(evaluation).items()})
+  headline = ('mean_dice', 'pooled_dice', 'accuracy', 'auc', 'contrastive_accuracy')
+  say(f'step {step} validation: ' + ', '.join(
+      f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(headline)))
+  return eval_metrics
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> tuple[state_lib.TrainState, dict[str, float]]:
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints), holding the
@@ -324,6 +336,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
   batch = next(batches) if start_step < config.total_steps else None
   tick, frames, pending = time.perf_counter(), 0, []
   try:
+    if config.total_steps == 0 and manager.latest_step() is None:
+      # Pretrained weights evaluated as they are: step 0 is their checkpoint.
+      eval_metrics = _validate(evaluator, writer, 0, state)
+      _save(manager, 0, state, eval_metrics, workdir)
     for step in range(start_step + 1, config.total_steps + 1):
       profiler.before(step)
       state, metrics = step_fn(state, parallel.global_batch(batch, mesh))
@@ -348,12 +364,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
                              fps=f"{scalars['train/frames_per_second']:.1f}")
         tick, frames = time.perf_counter(), 0
       if evaluated:
-        eval_metrics, evaluation = evaluator(state.variables())
-        writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
-        writer.images(step, {f'val_overlay/{k}': v
-                             for k, v in evaluate.pictures(evaluation).items()})
-        say(f'step {step} validation: ' + ', '.join(
-            f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(('mean_dice', 'pooled_dice', 'accuracy', 'auc', 'contrastive_accuracy'))))
+        eval_metrics = _validate(evaluator, writer, step, state)
       if evaluated or step % config.checkpoint_every == 0:
         _save(manager, step, state, eval_metrics if evaluated else None, workdir)
   finally:
