@@ -306,3 +306,40 @@ def test_a_split_file_with_problems_lists_each(tmp_path):
                "split 'tset' of '1' is not one of ['train', 'validation', 'test'] (did you mean "
                "'test'?)", "does not list 1 video(s) of the dataset, e.g. '2'"):
     assert part in message
+
+
+def test_a_pixel_spacing_file_gives_videos_their_spacing_and_leaves_the_others_unknown(
+    tmp_path):
+  root = str(tmp_path / 'frames')
+  make_frames_table(root)  # Sequences 0, 1, 2.
+  write_csv(f'{root}/pixel_spacing.csv', [['video', 'pixel_spacing_mm'], ['0', '0.5'],
+                                          ['1', ' 0.2  0.4 '], ['2', '']])
+  builder = prepare('usv_frames_table/default', root, tmp_path / 'tfds')
+  assert str(builder.info.version) == '1.2.0'  # The feature is new: a conversion of its own.
+  stored = {v: tuple(ex['pixel_spacing_mm']) for v, ex in all_videos(builder).items()}
+  assert stored == {'0': (0.5, 0.5), '1': pytest.approx((0.2, 0.4)), '2': (0.0, 0.0)}
+
+
+def test_bad_pixel_spacings_are_listed_each_with_its_line(tmp_path):
+  root = str(tmp_path / 'frames')
+  make_frames_table(root, sequences=range(1, 10))
+  write_csv(f'{root}/pixel_spacing.csv', [
+      ['video', 'pixel_spacing_mm'], ['1', '0'], ['2', '-0.1'], ['3', '0.1mm'], ['4', 'nan'],
+      ['5', '0.1', '0.2'], ['6', '0.1 0.2 0.3'], ['7', '0.1'], ['7', '0.1'], ['70', '0.1']])
+  with pytest.raises(common.DatasetError) as error:
+    prepare('usv_frames_table/default', root, tmp_path / 'tfds')
+  message = str(error.value)
+  assert message.startswith('usv_frames_table/default: 8 problem(s) in ')
+  advice = ("is not one number > 0 or two separated by a space: write the video's mm per "
+            "pixel ('0.1', or '0.1 0.12' for rows, columns) or leave the cell blank if it is "
+            'unknown.')
+  for line, (video, value) in enumerate([('1', '0'), ('2', '-0.1'), ('3', '0.1mm'),
+                                         ('4', 'nan'), ('6', '0.1 0.2 0.3')], start=2):
+    line += line == 6  # Line 6 (video 5) has an extra cell.
+    assert (f"pixel_spacing.csv line {line}: pixel spacing '{value}' of video '{video}' "
+            + advice) in message
+  for part in ('pixel_spacing.csv line 6 has 3 cells, its header 2: quote a cell that holds a '
+               'comma', "pixel_spacing.csv line 9: video '7' is listed again",
+               "pixel_spacing.csv line 10: video '70' is not in the dataset (did you mean "
+               "'7'?)"):
+    assert part in message

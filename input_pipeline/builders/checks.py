@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import difflib
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 from absl import logging
 
 from input_pipeline.builders.common import (DatasetError, list_images, natural_key,
-                                            read_mask, read_rgb, read_table, shown)
+                                            read_mask, read_rgb, read_rows, shown)
 
 EMPTY_MASK_WARNING_SHARE = 0.5  # A split with a larger share of empty masks is logged.
 MAX_LISTED_PROBLEMS = 100  # The error lists this many; the rest are counted by kind.
@@ -65,11 +66,13 @@ class Problems:
 
 @dataclasses.dataclass
 class Video:
-  """One video of a segmentation layout: frame and mask paths in frame order, its group."""
+  """One video of a segmentation layout: frame and mask paths in frame order, its group
+  and its pixel spacing ((row, column) mm per pixel; None: unknown)."""
   video_id: str
   frames: list[str]
   masks: list[str]
   group: str = ''
+  spacing: tuple[float, float] | None = None
 
 
 def images_by_stem(directory: str, problems: Problems) -> dict[str, str]:
@@ -218,40 +221,95 @@ def check_segmentation(problems: Problems, splits: dict[str, list[Video]],
   stats.report(problems)
 
 
-
 SPLIT_FILE = 'splits.csv'  # Optional, in any layout's folder: columns video,split.
 SPLIT_NAMES = ('train', 'validation', 'test')
+SPACING_FILE = 'pixel_spacing.csv'  # Optional, segmentation layouts: video,pixel_spacing_mm.
+
+
+def _video_file(root: str, name: str, column: str, videos: Sequence[str],
+                problems: Problems) -> list[tuple[str, str, str]] | None:
+  """(where, video, its ``column`` cell) of each row of ``<root>/<name>`` (columns
+  ``video,<column>[,...]``) that names a video of the dataset (``videos``: its ids) for
+  the first time; None when the folder has no such file. A wrong header, a row with more
+  cells than the header, an unknown video and a video listed again are problems."""
+  path = os.path.join(root, name)
+  if not os.path.exists(path):
+    return None
+  rows = read_rows(path)
+  header = rows[0][1] if rows else []
+  if header[:2] != ['video', column]:
+    problems.add(name, f'{shown(path)} must start with the columns video,{column} (it has '
+                 f'{header}): fix its header.')
+    return None
+  known, out, listed = set(videos), [], set()
+  for line, cells in rows[1:]:
+    video, where = cells[0], f'{name} line {line}'
+    if any(cells[len(header):]):
+      problems.add(name, f'{where} has {len(cells)} cells, its header {len(header)}: quote a '
+                   'cell that holds a comma, or name the extra column in the header.')
+    elif video not in known:
+      problems.add(name, f'{where}: video {shown(video)} is not in the dataset'
+                   f'{suggestion(video, sorted(known))}: fix or remove the row.')
+    elif video in listed:
+      problems.add(name, f'{where}: video {shown(video)} is listed again: list it once.')
+    else:
+      listed.add(video)
+      out.append((where, video, cells[1] if len(cells) > 1 else ''))
+  return out
 
 
 def split_file(root: str, videos: Sequence[str], problems: Problems) -> dict[str, str] | None:
   """{video id: split} from ``<root>/splits.csv`` (columns ``video,split``), or None when
   the folder has none. Every video of the dataset (``videos``: its ids) must be listed
   once, with a split of ``SPLIT_NAMES``, and no other video; anything else is a problem."""
-  path = os.path.join(root, SPLIT_FILE)
-  if not os.path.exists(path):
+  rows = _video_file(root, SPLIT_FILE, 'split', videos, problems)
+  if rows is None:
     return None
-  columns, table = read_table(path)
-  if columns[:2] != ['video', 'split']:
-    problems.add('split file', f'{shown(path)} must start with the columns video,split '
-                 f'(it has {columns}): fix its header.')
-    return None
-  known, out = set(videos), {}
-  for line, cells in table:
-    video, split = cells['video'], cells['split']
-    where = f'{SPLIT_FILE} line {line}'
-    if video not in known:
-      problems.add('split file', f'{where}: video {shown(video)} is not in the dataset'
-                   f'{suggestion(video, sorted(known))}: fix or remove the row.')
-    elif video in out:
-      problems.add('split file', f'{where}: video {shown(video)} is listed again: list it once.')
-    elif split not in SPLIT_NAMES:
-      problems.add('split file', f'{where}: split {shown(split)} of {shown(video)} is not one '
+  out = {}
+  for where, video, split in rows:
+    if split not in SPLIT_NAMES:
+      problems.add(SPLIT_FILE, f'{where}: split {shown(split)} of {shown(video)} is not one '
                    f'of {list(SPLIT_NAMES)}{suggestion(split, SPLIT_NAMES)}: fix the cell.')
     else:
       out[video] = split
-  missing = sorted(known - set(out) - {c['video'] for _, c in table})
+  missing = sorted(set(videos) - {video for _, video, _ in rows})
   if missing:
-    problems.add('split file', f'{shown(path)} does not list {len(missing)} video(s) of the '
-                 f'dataset, e.g. {", ".join(shown(v) for v in missing[:3])}: give every video '
-                 'a split.')
+    problems.add(SPLIT_FILE, f'{shown(os.path.join(root, SPLIT_FILE))} does not list '
+                 f'{len(missing)} video(s) of the dataset, e.g. '
+                 f'{", ".join(shown(v) for v in missing[:3])}: give every video a split.')
   return out
+
+
+def spacing_file(root: str, videos: Sequence[str], problems: Problems
+                 ) -> dict[str, tuple[float, float]]:
+  """{video id: (row, column) mm per pixel} from ``<root>/pixel_spacing.csv`` (columns
+  ``video,pixel_spacing_mm``), {} when the folder has none. A cell holds one number (the
+  same spacing down the rows and across the columns) or two separated by a space (rows,
+  columns); a blank cell, like an unlisted video, leaves the spacing unknown. Any other
+  value, an unknown video or a video listed twice is a problem."""
+  out = {}
+  for where, video, cell in _video_file(root, SPACING_FILE, 'pixel_spacing_mm', videos,
+                                        problems) or ():
+    if not cell:
+      continue
+    spacing = _spacing(cell)
+    if spacing is None:
+      problems.add(SPACING_FILE, f'{where}: pixel spacing {shown(cell)} of video '
+                   f'{shown(video)} is not one number > 0 or two separated by a space: write '
+                   "the video's mm per pixel ('0.1', or '0.1 0.12' for rows, columns) or leave "
+                   'the cell blank if it is unknown.')
+    else:
+      out[video] = spacing
+  return out
+
+
+def _spacing(cell: str) -> tuple[float, float] | None:
+  """(row, column) mm per pixel of a pixel_spacing_mm cell; None unless it holds one or
+  two finite numbers > 0."""
+  try:
+    values = [float(v) for v in cell.split()]
+  except ValueError:
+    return None
+  if len(values) not in (1, 2) or not all(0 < v < math.inf for v in values):
+    return None
+  return values[0], values[-1]

@@ -1,11 +1,13 @@
 """Features and file readers shared by the TFDS builders.
 
 One example is one video. Segmentation datasets carry ``frames``, ``masks``, ``boxes``,
-``video_id`` and ``fps``; classification datasets carry ``frames``, ``label``, ``video_id``
-and ``fps``; the table layouts add ``group`` (the patient: the table's group column, or the
-video id); the synthetic dataset carries all but ``group``. Frames are stored at their own
-size (PNG per frame) and resized in the pipeline. The checks every builder runs before it
-converts anything are in ``checks.py``.
+``video_id`` and ``fps``, the segmentation layouts also ``pixel_spacing_mm`` ((row, column)
+mm per pixel from the folder's ``pixel_spacing.csv``, ``checks.spacing_file``; (0, 0) when
+unknown); classification datasets carry ``frames``, ``label``, ``video_id`` and ``fps``;
+the table layouts add ``group`` (the patient: the table's group column, or the video id);
+the synthetic dataset carries all but ``group`` and ``pixel_spacing_mm``. Frames are
+stored at their own size (PNG per frame) and resized in the pipeline. The checks every
+builder runs before it converts anything are in ``checks.py``.
 
 Masks (``read_mask``): {0, 1}, {0, 255} and {0, 65535} masks (8 or 16 bits, grey or on the
 brightest colour channel, alpha ignored) and 1-bit PNGs are binary, non-zero is lesion;
@@ -57,8 +59,10 @@ def text_id(name: str) -> str:
 
 
 def segmentation_features(channels: int, class_names: Sequence[str] | None = None,
-                          with_group: bool = False) -> tfds.features.FeaturesDict:
-  """Features of a video segmentation example (optionally with a label and a group)."""
+                          with_group: bool = False, with_spacing: bool = False
+                          ) -> tfds.features.FeaturesDict:
+  """Features of a video segmentation example (optionally with a label, a group and the
+  pixel spacing: float32 [2], (row, column) mm per pixel, (0, 0) when unknown)."""
   features = {
       'frames': tfds.features.Video(shape=(None, None, None, channels)),
       'masks': tfds.features.Video(shape=(None, None, None, 1)),
@@ -70,6 +74,8 @@ def segmentation_features(channels: int, class_names: Sequence[str] | None = Non
     features['label'] = tfds.features.ClassLabel(names=list(class_names))
   if with_group:
     features['group'] = tfds.features.Text()
+  if with_spacing:
+    features['pixel_spacing_mm'] = tfds.features.Tensor(shape=(2,), dtype=np.float32)
   return tfds.features.FeaturesDict(features)
 
 

@@ -1,5 +1,5 @@
-"""What the segmentation layouts share: the ``mask_threshold`` option, and read -> check ->
-convert.
+"""What the segmentation layouts share: the ``mask_threshold`` option, the optional split
+and pixel-spacing files, and read -> check -> convert.
 
 A layout builder (DAVIS, FLA-Net, frames table) reads its files into ``checks.Video`` lists
 per split (``_read_layout``, which records inconsistencies), the whole dataset is decoded
@@ -12,6 +12,11 @@ that datasets converted with different thresholds never share a folder. Pass it 
 ``tfds.builder('usv_frames_table', config='default', mask_threshold=64)`` or, in a
 config, in the dataset name: ``--config.dataset.name=usv_frames_table/mask_threshold=64``
 (TFDS's ``name/key=value`` syntax) with ``--config.dataset.config=default``.
+
+Beside its own files, a layout's folder may hold ``splits.csv`` (columns ``video,split``:
+assigns every video a split) and ``pixel_spacing.csv`` (columns ``video,pixel_spacing_mm``:
+the pixel spacing of the videos it lists, stored as ``pixel_spacing_mm``, so that
+evaluation reports boundary distances in mm); both are read by ``checks``.
 """
 from __future__ import annotations
 
@@ -40,9 +45,11 @@ class SegmentationConfig(tfds.core.BuilderConfig):
 class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
   """Base of the segmentation layout builders (abstract, so TFDS does not register it)."""
 
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {'1.1.0': 'The whole dataset is checked before conversion; binary mask '
-                            'conventions and the mask_threshold option.'}
+                            'conventions and the mask_threshold option.',
+                   '1.2.0': "Each video's pixel_spacing_mm from the folder's "
+                            'pixel_spacing.csv ((0, 0) when unknown).'}
   WITH_GROUP = False  # Whether examples carry 'group' (the table layouts).
 
   def __init__(self, *, mask_threshold: float | None = None, config=None, **kwargs):
@@ -64,7 +71,8 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=common.segmentation_features(3, with_group=self.WITH_GROUP),
+        features=common.segmentation_features(3, with_group=self.WITH_GROUP,
+                                              with_spacing=True),
         description=self.MANUAL_DOWNLOAD_INSTRUCTIONS)
 
   @abc.abstractmethod
@@ -76,7 +84,12 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
     root = common.require_dir(str(dl_manager.manual_dir), f'{self.name} dataset folder',
                               self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     problems = checks.Problems(f'{self.name}/{self.builder_config.name}', root)
-    splits = _with_split_file(root, self._read_layout(root, problems), problems)
+    splits = self._read_layout(root, problems)
+    videos = [v for members in splits.values() for v in members]
+    spacing = checks.spacing_file(root, [v.video_id for v in videos], problems)
+    for video in videos:
+      video.spacing = spacing.get(video.video_id)
+    splits = _with_split_file(root, splits, problems)
     checks.check_segmentation(problems, splits, self.builder_config.mask_threshold)
     problems.raise_if_any()
     return {split: self._generate_examples(videos) for split, videos in splits.items()}
@@ -88,7 +101,8 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
       masks = np.stack([common.read_mask(p, frames.shape[1:], cfg.mask_threshold)
                         for p in video.masks])
       example = {'frames': frames, 'masks': masks, 'boxes': common.boxes_from_masks(masks),
-                 'video_id': video.video_id, 'fps': float(cfg.fps)}
+                 'video_id': video.video_id, 'fps': float(cfg.fps),
+                 'pixel_spacing_mm': np.array(video.spacing or (0, 0), np.float32)}
       if self.WITH_GROUP:
         example['group'] = video.group or video.video_id
       yield video.video_id, example

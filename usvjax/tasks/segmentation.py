@@ -14,8 +14,9 @@ probability map is resized back to the stored frame's size (OpenCV bilinear, hal
 centres), thresholded there, and compared with the stored mask, read on the host from the
 dataset (``StoredSplit``) by video id and frame index, so batching, padding and the number
 of devices change nothing. With a pixel spacing stored for the video (a ``pixel_spacing_mm``
-feature, (row, column) mm per pixel; no builder stores one yet) boundary distances are also
-given in mm. ``'model'`` scores the resized masks at the model's input size (the earlier
+feature, (row, column) mm per pixel, (0, 0) when unknown: the segmentation layouts store it
+from the folder's ``pixel_spacing.csv``, docs/data.md) boundary distances are also given in
+mm. ``'model'`` scores the resized masks at the model's input size (the earlier
 behaviour; thin structures lost by resizing then count as neither found nor missed). The
 synthetic datasets use the same default ('native'; their frames are stored at 64 or 128
 pixels).
