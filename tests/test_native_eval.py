@@ -1,6 +1,9 @@
 """Segmentation scored at the frames' own size: the stored masks by (video, frame), exact
 under any batching; bootstrap intervals over videos; overlays of the best, median and worst
-videos; exported masks."""
+videos; exported masks; distances in mm from a folder's pixel spacing, and the data
+fingerprint in the robustness study's reports."""
+import csv
+import json
 import types
 
 import cv2
@@ -12,6 +15,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import helpers
+import test_builders
+from input_pipeline import fingerprint
 from input_pipeline import pipeline
 from input_pipeline import preprocess
 from input_pipeline import spec
@@ -20,6 +25,8 @@ from usvjax import evaluate
 from usvjax import models
 from usvjax import parallel
 from usvjax import plots
+from usvjax import provenance
+from usvjax import robustness
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import train
@@ -376,3 +383,44 @@ def test_hard_frames_are_scored_apart_where_the_dataset_flags_them():
   for batch in _outputs(examples, 2):
     unflagged.update(batch)
   assert 'hard_frame_dice' not in unflagged.result()
+
+
+def test_a_folders_pixel_spacing_gives_mm_distances_in_every_robustness_report(
+    tmp_path, monkeypatch):
+  """A FLA-Net folder whose test video has a 0.25 mm spacing (pixel_spacing.csv), scored by
+  the robustness study (one speckled condition: the clean one runs the same code) with an
+  untrained U-Net (the checkpoint's restore replaced by the initialisation: no training)
+  at threshold 0, so every frame's prediction is the whole frame and its distances are
+  defined. The report gives hd95_mm = 0.25 hd95 and assd_mm = 0.25 assd, per video too,
+  and every output names the folder's fingerprint."""
+  root = str(tmp_path / 'fla')
+  test_builders.make_flanet(root, lengths=(('v1', 1), ('v2', 1), ('v3', 2)), lists=(
+      ('train', 'v1'), ('validation', 'v2'), ('test', 'v3')))
+  test_builders.write_csv(f'{root}/pixel_spacing.csv',
+                          [['video', 'pixel_spacing_mm'], ['v3', '0.25']])
+  config = helpers.load_config('unet', str(tmp_path / 'tfds'), **{
+      'dataset.name': 'usv_flanet', 'dataset.config': 'default', 'dataset.manual_dir': root,
+      'task.threshold': 0.0, 'input.overlay_videos': 0, 'model.levels': 2})
+  model = models.create_model(config.model)
+
+  def initialised(config, workdir, which, model_, mesh, features):
+    del workdir, which, model_, mesh
+    batch = state_lib.init_batch(config, pipeline.batch_spec(config, True, features))
+    return jax.jit(model.init, static_argnames='train')(jax.random.key(0), batch,
+                                                        train=False), 7
+  monkeypatch.setattr(evaluate, 'restore_variables', initialised)
+  out = tmp_path / 'robustness'
+  results = robustness.run(config, str(tmp_path / 'run'), looks=(4,), output_dir=str(out))
+  dataset = provenance.data_fingerprint(pipeline.get_builder(config.dataset))
+  assert dataset['source']['sha256'] == fingerprint.folder_fingerprint(root)['sha256']
+  assert json.loads((out / 'robustness.json').read_text()) == json.loads(json.dumps(results))
+  assert f'sha256 `{dataset["source"]["sha256"]}`' in (out / 'robustness.md').read_text()
+  metrics = json.loads((out / 'L=4' / 'metrics.json').read_text())
+  assert metrics['dataset'] == results['L=4']['dataset'] == json.loads(json.dumps(dataset))
+  assert metrics['num_frames'] == 2 and metrics['surface_distance_undefined_frames'] == 0
+  assert metrics['hd95'] > 0
+  with open(out / 'L=4' / 'per_video.csv', newline='') as f:
+    (row,) = list(csv.DictReader(f))
+  for key in ('hd95', 'assd'):
+    assert metrics[f'{key}_mm'] == pytest.approx(0.25 * metrics[key])
+    assert float(row[f'{key}_mm']) == pytest.approx(0.25 * float(row[key]))

@@ -16,6 +16,11 @@ The noise of a video is fixed by the run seed and the video id, so a study is
 reproducible, every model sees the same noisy frames, and a frame carries the same noise
 in every clip that contains it. The checkpoint is restored and compiled once for all
 conditions.
+
+Every report names the data it scored as ``evaluate`` does: each condition's metrics (its
+metrics.json and its entry in robustness.json) hold ``dataset``, the data fingerprint
+(``provenance.data_fingerprint``: builder, version, split counts and the source folder's
+fingerprint), and robustness.md says it under its table.
 """
 from __future__ import annotations
 
@@ -96,6 +101,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, looks: Sequence[float] 
   variables, step = evaluate.restore_variables(config, workdir, which, model, mesh,
                                                builder.info.features)
   eval_step = evaluate.make_eval_step(model, task, config.input.eval_protocol)
+  dataset = evaluate._dataset_record(builder, workdir)  # pylint: disable=protected-access
   results = {}
   for value in looks:
     source = SpeckledBuilder(builder, float(value), config.seed) if value > 0 else builder
@@ -103,14 +109,25 @@ def run(config: ml_collections.ConfigDict, workdir: str, looks: Sequence[float] 
                                                   mesh, variables)
     name = condition_name(value)
     results[name] = dict(metrics, step=step, split=split, checkpoint=which,
-                         speckle_looks=float(value))
+                         speckle_looks=float(value), dataset=dataset)
     evaluate.write_report(os.path.join(output_dir, name), results[name], evaluation)
   if jax.process_index() == 0:
     with open(os.path.join(output_dir, 'robustness.json'), 'w') as f:
       json.dump(results, f, indent=2)
     with open(os.path.join(output_dir, 'robustness.md'), 'w') as f:
-      f.write(markdown_table(results))
+      f.write(markdown_table(results) + '\n' + data_note(dataset, split, which, step) + '\n')
   return results
+
+
+def data_note(dataset: dict, split: str, which: str, step: int) -> str:
+  """What the study scored: the checkpoint, the split and ``dataset`` (a
+  ``provenance.data_fingerprint``), as a markdown sentence."""
+  source = dataset['source']
+  origin = ('generated, no source folder' if source is None else
+            f'converted from `{source["folder"]}`: {source["files"]} files, {source["bytes"]} '
+            f'bytes, sha256 `{source["sha256"]}`')
+  return (f'Checkpoint {which} (step {step}) on split `{split}` of `{dataset["builder"]}` '
+          f'({origin}).')
 
 
 def markdown_table(results: dict[str, dict]) -> str:
