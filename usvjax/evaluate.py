@@ -125,7 +125,7 @@ def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: st
     return checkpoint.restore_variables(manager, step, abstract), step
 
 
-def _dataset_record(builder, workdir: str) -> dict:
+def dataset_record(builder, workdir: str) -> dict:
   """The evaluated data's fingerprint, with a warning if it is not the training run's."""
   data = provenance.data_fingerprint(builder)
   trained = provenance.recorded_data(workdir)
@@ -177,7 +177,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   metrics, evaluation = evaluate_split(eval_step, task, config, builder,
                                        split, mesh, variables)
   metrics = dict(metrics, **calibration, step=step, split=split, checkpoint=which,
-                 dataset=_dataset_record(builder, workdir))
+                 dataset=dataset_record(builder, workdir))
   output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')
   class_names = None
   if 'label' in builder.info.features:

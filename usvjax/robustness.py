@@ -101,7 +101,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, looks: Sequence[float] 
   variables, step = evaluate.restore_variables(config, workdir, which, model, mesh,
                                                builder.info.features)
   eval_step = evaluate.make_eval_step(model, task, config.input.eval_protocol)
-  dataset = evaluate._dataset_record(builder, workdir)  # pylint: disable=protected-access
+  dataset = evaluate.dataset_record(builder, workdir)
   results = {}
   for value in looks:
     source = SpeckledBuilder(builder, float(value), config.seed) if value > 0 else builder
