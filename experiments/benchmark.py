@@ -32,7 +32,6 @@ Times are medians of --repeats runs after --warmup runs; compile times are separ
 """
 import csv
 import os
-import time
 
 import flax
 import jax
@@ -42,16 +41,11 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
-from input_pipeline import pipeline
-from input_pipeline import spec
+from experiments import timing
 from usvjax import execution
 from usvjax import models
-from usvjax import optim
-from usvjax import parallel
 from usvjax import state as state_lib
 from usvjax import streaming
-from usvjax import tasks
-from usvjax import train
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file and variant.',
                                          lock_config=True)
@@ -72,22 +66,6 @@ COLUMNS = ('model', 'config', 'image_size', 'batch', 'dtype', 'remat', 'gflop_pe
            'infer_batch', 'infer_frames_s', 'infer_peak_fraction', 'stream_frames_s',
            'train_batch', 'train_gflop_per_frame', 'train_frames_s', 'train_peak_fraction',
            'train_memory_gb', 'train_arguments_gb', 'peak_tflop_s', 'device')
-
-
-def example_batch(config, batch_size: int) -> tuple[dict, int]:
-  """A training batch of the config's batch specification (every frame valid; sequences
-  of ``max_frames``), and the frames it predicts: a clip its target, a sequence all."""
-  fields = pipeline.batch_spec(config, train=True)
-  length = config.input.max_frames
-  batch = jax.tree.map(jnp.asarray, spec.example_batch(fields, batch_size, length))
-  per_example = 1 if fields['valid'].shape[0] is not None else length
-  return batch, batch_size * per_example
-
-
-def _timed_compile(fn, *args):
-  start = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  return compiled, time.perf_counter() - start
 
 
 def _flops(compiled) -> float:
@@ -112,10 +90,10 @@ def matmul_peak(dtype, n: int = 2048) -> float:
 
 
 def benchmark_inference(config, model, batch_size: int) -> dict:
-  batch, frames = example_batch(config, batch_size)
+  batch, frames = timing.example_batch(config, batch_size)
   variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch)
   forward = jax.jit(lambda v, b: model.apply(v, b, train=False))
-  compiled, compile_s = _timed_compile(forward, variables, batch)
+  compiled, compile_s = timing.timed_compile(forward, variables, batch)
   seconds = common.median_seconds(lambda: jax.block_until_ready(compiled(variables, batch)),
                                   WARMUP.value, REPEATS.value)
   return dict(batch=batch_size, seconds=seconds, frames_s=frames / seconds,
@@ -127,14 +105,14 @@ def benchmark_streaming(config, model) -> dict:
   if not streaming.is_streaming(model):
     result = benchmark_inference(config, model, 1)
     return dict(result, how='batch-1 forward')
-  batch, _ = example_batch(config, 1)
+  batch, _ = timing.example_batch(config, 1)
   variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch)
   frames = batch['frames'][:, 0]
   mask = jnp.zeros(frames.shape[:-1] + (1,), jnp.float32)
   state, _ = jax.jit(lambda v, f, m: model.apply(v, f, m, method='start'))(variables, frames,
                                                                          mask)
   step = jax.jit(lambda v, s, f: model.apply(v, s, f, method='step'))
-  compiled, compile_s = _timed_compile(step, variables, state, frames)
+  compiled, compile_s = timing.timed_compile(step, variables, state, frames)
   seconds = common.median_seconds(
       lambda: jax.block_until_ready(compiled(variables, state, frames)), WARMUP.value,
       REPEATS.value)
@@ -142,22 +120,10 @@ def benchmark_streaming(config, model) -> dict:
               flops_per_frame=_flops(compiled), how='start/step')
 
 
-def _train_step(config, model, batch_size: int):
-  """(jitted train step, state, batch) of ``config`` at ``batch_size``."""
-  mesh = parallel.create_mesh()
-  batch, frames = example_batch(config, batch_size)
-  batch = jax.device_put(batch, parallel.data_sharded(mesh))
-  tx = optim.create_optimizer(config)
-  step = train.jit_train_step(train.make_train_step(
-      execution.wrap(model, config), tasks.create_task(config), tx, config.seed,
-      config.optimizer.accumulate_steps), mesh)
-  return step, tx, mesh, batch, frames
-
-
 def benchmark_training(config, model, batch_size: int) -> dict:
-  step, tx, mesh, batch, frames = _train_step(config, model, batch_size)
+  step, tx, mesh, batch, frames = timing.train_step(config, model, batch_size)
   state = state_lib.init_state(model, tx, batch, config.seed, mesh)
-  compiled, compile_s = _timed_compile(step, state, batch)
+  compiled, compile_s = timing.timed_compile(step, state, batch)
   holder = [state]
 
   def run():
@@ -171,7 +137,7 @@ def benchmark_training(config, model, batch_size: int) -> dict:
 def training_memory(config, model, batch_size: int) -> tuple[float, float]:
   """(GB the compiled train step at ``batch_size`` needs, GB of its arguments), compiled,
   not run."""
-  step, tx, mesh, batch, _ = _train_step(config, model, batch_size)
+  step, tx, mesh, batch, _ = timing.train_step(config, model, batch_size)
   state = jax.eval_shape(lambda: state_lib.init_state(model, tx, batch, config.seed, mesh))
   compiled = step.lower(state, batch).compile()
   return tuple(b / 1e9 for b in _memory_bytes(compiled))
