@@ -1,34 +1,52 @@
-"""Methods side by side on one dataset: the same split, input size, step budget and seeds.
+"""Methods side by side on one dataset: the same split (or folds), input size, step budget
+and seeds.
 
 A comparison is a list of methods, each ``name=configs/<method>.py:<variant>`` optionally
 followed by its own overrides (``;key=value;...``), plus overrides shared by every method
-(the dataset, the input size, the number of steps, ...). Values may name ``{workdir}`` and
-``{seed}`` (e.g. ``init.checkpoint={workdir}/clman_cl/seed{seed}``: a pretraining run of
-the same comparison, listed before the method that loads it).
+(the dataset, the input size, the number of steps, ...). Values may name ``{workdir}``,
+``{seed}`` and, with folds, ``{fold}`` (e.g. ``init.checkpoint={workdir}/clman_cl/seed{seed}``:
+a pretraining run of the same comparison, listed before the method that loads it).
 
 Each (method, seed) trains in ``<workdir>/<name>/seed<seed>`` (an interrupted run resumes
 from its checkpoint); its best checkpoint is then evaluated exactly on the test split, and
 the result is written to ``result.json`` there, atomically. A rerun skips every run that
 has a result of the same config and data (``usvjax.provenance``: the config saved in the
 run directory, the data fingerprint), so an interrupted comparison finishes only what is
-left, and a changed config or dataset is run again. Each run is
-trained and scored by its runner (``usvjax.runners``), which names the row it reports (a
-two-stage config: its variable-frame CNN-LSTM; CLMAN: the classifier after its own
-pretraining); a run's task (``usvjax.tasks``) gives the table's columns, one table per
+left, and a changed config or dataset is run again. Each run is trained and scored by its
+runner (``usvjax.runners``), and every row the runner scores is reported: the runner's
+headline row under the method's name (a two-stage config: its variable-frame CNN-LSTM;
+CLMAN: the classifier after its own pretraining), any other row as ``<name>/<row>`` (a
+two-stage config's ``cnn_vote``, ``cnn_aver``, ``key_frame``, ``equal_frame_lstm``). The
+headline's task (``usvjax.tasks``) gives the columns of all of a run's rows, one table per
 task.
 
-Written to ``workdir``: ``results.md`` (mean ± std over seeds, the papers' columns, train
-time and evaluation frames/s), ``results.csv`` (one line per run: dataset, image_size,
-steps, method, variant, seed, task, then every metric) and ``curves.png`` (the validation
-metric over training steps of every method: mean over seeds, range shaded).
+k-fold cross-validation (``folds`` = k > 0): every (method, seed, fold) is a run, in
+``<workdir>/<name>/fold_<fold>/seed<seed>``, with the folds of
+``usvjax.cross_validation`` (``fold_config``: over ``dataset.train_split``, by patient
+where the data has a group column, else by video, stratified by label; one assignment,
+fixed by ``fold_seed``, for every method and seed), trained and scored as there
+(``train_fold``, ``score_fold``): the final checkpoint on the held-out fold, since choosing
+the best on it would leak it. A ``task.threshold_rule`` other than 'fixed' (a threshold
+chosen on the validation split, which k-fold has none of) is refused before anything
+trains.
+
+Written to ``workdir``: ``results.md`` (mean ± std over seeds, and folds, the papers'
+columns, train time and evaluation frames/s: for a run of several rows, all its rows'
+frames over the time of scoring them all), ``results.csv`` (one line per row of each run:
+dataset, image_size, steps, method, variant, [fold,] seed, task, then every metric) and
+``curves.png`` (the validation metric over training steps of every headline row: mean over
+its runs, range shaded; with folds, validation scores the held-out fold).
 
 Every method is also tested against the first one (``paired_tests``), by a paired
 bootstrap over the test videos: segmentation, of the per-video Dice difference,
 frame-weighted as the headline Dice (``metrics.paired_bootstrap``); binary classification,
 of the AUC difference (``metrics.paired_auc_bootstrap``). Each run is paired with the first
-method's run of the same seed (results.csv: ``paired_dice_*`` or ``paired_auc_*``:
-``difference``, ``ci95_lo`` / ``_hi``, ``p``); results.md pools the seeds (each video's
-value averaged over the seeds of each method).
+method's run of the same seed and fold (results.csv: ``paired_dice_*`` or ``paired_auc_*``:
+``difference``, ``ci95_lo`` / ``_hi``, ``p``); results.md pools the runs: each video's
+value averaged over the seeds of each method, and with folds every fold's held-out videos
+together (each video once). A pooled k-fold AUC is that of all folds' models' probabilities
+put together (as ``cross_validate``'s pooled row): models that differ in calibration lower
+it, so read it beside the per-(fold, seed) tests and the mean ± std.
 """
 from __future__ import annotations
 
@@ -48,6 +66,7 @@ import numpy as np
 
 from input_pipeline import pipeline
 from usvjax.errors import ConfigError
+from usvjax import cross_validation
 from usvjax import metrics as metrics_lib
 from usvjax import provenance
 from usvjax import runners
@@ -87,14 +106,21 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
   return out
 
 
-def method_config(method: Method, shared: dict[str, str], seed: int,
-                  workdir: str) -> ml_collections.ConfigDict:
-  """The method's config with the shared overrides, then its own, and the seed."""
+def method_config(method: Method, shared: dict[str, str], seed: int, workdir: str,
+                  fold: int | None = None) -> ml_collections.ConfigDict:
+  """The method's config with the shared overrides, then its own, and the seed; values
+  may name ``{workdir}``, ``{seed}`` and (a k-fold run) ``{fold}``."""
   path, _, variant = method.config.partition(':')
   module = os.path.splitext(path)[0].replace('/', '.')
   config = importlib.import_module(module).get_config(variant or None)
+  fields = dict(workdir=workdir, seed=seed, **({} if fold is None else {'fold': fold}))
   for key, value in {**shared, **method.overrides}.items():
-    _set(config, key, _value(value.format(workdir=workdir, seed=seed)), method.name)
+    try:
+      value = value.format(**fields)
+    except KeyError as e:
+      raise ConfigError(f'method {method.name!r}: {key}={value!r} names {{{e.args[0]}}}; '
+                        f'known here: {", ".join("{%s}" % f for f in fields)}.') from e
+    _set(config, key, _value(value), method.name)
   config.seed = seed
   return config
 
@@ -137,10 +163,17 @@ def _outdated(config: ml_collections.ConfigDict, run_dir: str) -> str:
 
 
 def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
-  """Trains (or resumes) one run and scores its best checkpoint on the test split, once.
+  """Trains (or resumes) one run and scores it once: its best checkpoint(s) on the test
+  split, or with k-fold (``config.dataset.folds.num``) its final ones on the held-out fold.
 
   A finished or partial run in ``run_dir`` of another config or other data is moved to
   ``<run_dir>.outdated`` (replacing an older one there) and the run is made again.
+
+  Returns:
+    The headline row's result (its numeric metrics, per-video values for the paired
+    tests, ``train_seconds``, ``eval_frames_per_second``) with ``rows``: {row: result} of
+    the runner's other rows, in its order (as written to ``result.json``; one written
+    before rows were kept has none).
   """
   path = os.path.join(run_dir, 'result.json')
   outdated = _outdated(config, run_dir) if os.path.exists(run_dir) else ''
@@ -152,12 +185,28 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
     with open(path) as f:
       return json.load(f)
   runner = runners.get(config)
+  k_fold = bool(config.dataset.folds.num)
   start = time.perf_counter()
-  runners.train(config, run_dir)
+  (cross_validation.train_fold if k_fold else runners.train)(config, run_dir)
   trained = time.perf_counter()
-  report = runner.evaluate(config, run_dir)[runner.headline(config)[0]]
-  frames = report.metrics.get('num_frames') or sum(
-      row.get('num_frames', 0) for row in report.evaluation.video_rows())
+  reports = (cross_validation.score_fold(config, run_dir) if k_fold else
+             runner.evaluate(config, run_dir))
+  frames = sum(report.metrics.get('num_frames') or
+               sum(row.get('num_frames', 0) for row in report.evaluation.video_rows())
+               for report in reports.values())
+  timing = dict(train_seconds=trained - start,
+                eval_frames_per_second=frames / (time.perf_counter() - trained))
+  rows = {row: dict(_row_result(report), **timing) for row, report in reports.items()}
+  result = dict(rows.pop(runner.headline(config)[0]), rows=rows)
+  os.makedirs(run_dir, exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(result, f, indent=2)  # Unsorted: ``rows`` in the runner's order.
+  os.replace(path + '.tmp', path)
+  return result
+
+
+def _row_result(report) -> dict:
+  """A row's numeric metrics and per-video values for the paired tests."""
   result = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
   rows = report.evaluation.video_rows()
   if rows and 'dice' in rows[0]:  # {video: [its mean Dice, its frames]}, for the paired tests.
@@ -165,12 +214,6 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   probs = [k for k in (rows[0] if rows else {}) if k.startswith('prob_')]
   if len(probs) == 2:  # Binary classification: {video: [p(class 1), label]}.
     result['video_probs'] = {r['video_id']: [r[probs[1]], r['label']] for r in rows}
-  result.update(train_seconds=trained - start,
-                eval_frames_per_second=frames / (time.perf_counter() - trained))
-  os.makedirs(run_dir, exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(result, f, indent=2, sort_keys=True)
-  os.replace(path + '.tmp', path)
   return result
 
 
@@ -184,20 +227,33 @@ def _setting(method: Method, config: ml_collections.ConfigDict) -> dict:
 
 
 def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
-        workdir: str) -> dict[str, list[dict]]:
-  """Runs every (method, seed) not yet done and writes the tables; {method: [results]}
-  (each result with its ``seed`` and ``task``)."""
+        workdir: str, folds: int = 0, fold_seed: int = 0) -> dict[str, list[dict]]:
+  """Runs every (method, seed) not yet done, or with ``folds`` = k > 0 every (method, seed,
+  fold) of k-fold cross-validation (the folds' assignment fixed by ``fold_seed``), and
+  writes the tables; {row: [results]} (each result with its ``seed``, ``fold`` with k-fold,
+  and ``task``; a run's headline row under the method's name, its other rows as
+  ``<name>/<row>``)."""
+  runs = [(method, seed, fold) for method in methods for seed in seeds
+          for fold in (range(folds) if folds else [None])]
+  configs = []
+  for method, seed, fold in runs:  # Every config first: a bad one stops before any training.
+    config = method_config(method, shared, seed, workdir, fold)
+    configs.append(config if fold is None else
+                   cross_validation.fold_config(config, folds, fold, fold_seed))
   results: dict[str, list[dict]] = {}
-  for method in methods:
-    for seed in seeds:
-      config = method_config(method, shared, seed, workdir)
-      run_dir = os.path.join(workdir, method.name, f'seed{seed}')
-      train.say(f'{method.name}, seed {seed}: {run_dir}')
-      result = run_one(config, run_dir)
-      results.setdefault(method.name, []).append(
-          dict(result, **_setting(method, config), seed=seed, task=headline_task(config),
-               log_dir=os.path.join(method.name, f'seed{seed}',
-                                    runners.get(config).headline(config)[2])))
+  for (method, seed, fold), config in zip(runs, configs):
+    run_name = os.path.join(method.name, *([] if fold is None else [f'fold_{fold}']),
+                            f'seed{seed}')
+    train.say(f'{method.name}, seed {seed}' + ('' if fold is None else f', fold {fold}') +
+              f': {os.path.join(workdir, run_name)}')
+    result = run_one(config, os.path.join(workdir, run_name))
+    setting = dict(_setting(method, config), seed=seed, task=headline_task(config),
+                   **({} if fold is None else {'fold': fold}))
+    log_dir = os.path.join(run_name, runners.get(config).headline(config)[2])
+    results.setdefault(method.name, []).append(
+        dict({k: v for k, v in result.items() if k != 'rows'}, **setting, log_dir=log_dir))
+    for row, row_result in result.get('rows', {}).items():
+      results.setdefault(f'{method.name}/{row}', []).append(dict(row_result, **setting))
   _write(results, workdir)
   return results
 
@@ -211,7 +267,8 @@ def _by_task(results: dict[str, list[dict]]) -> dict[str, dict[str, list[dict]]]
 
 
 def markdown_table(results: dict[str, list[dict]], task: str) -> str:
-  """Mean ± std over seeds (just the value for one seed) of the task's columns."""
+  """Mean ± std over runs (seeds, and folds; just the value for one run) of the task's
+  columns."""
   columns = {**tasks.definition(task).columns, **TIMING}
   rows = {}
   for name, runs in results.items():
@@ -231,20 +288,28 @@ def _write(results: dict[str, list[dict]], workdir: str) -> None:
     return
   by_task = _by_task(results)
   paired = paired_tests(results)
+  runs = next(iter(results.values()))
+  folds = sorted({r['fold'] for r in runs if 'fold' in r})
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    if folds:
+      seeds = sorted({r['seed'] for r in runs})
+      f.write(f'{len(folds)}-fold cross-validation, seeds {", ".join(map(str, seeds))}: mean ± '
+              f'std over the {len(folds) * len(seeds)} (fold, seed) runs of each method.\n\n')
     f.write('\n'.join(markdown_table(group, task) if len(by_task) == 1 else
                       f'{task}\n\n{markdown_table(group, task)}'
                       for task, group in by_task.items()))
     if paired:
       first = next(iter(paired.values()))
       metric = {'dice': 'Dice', 'auc': 'AUC'}[first['metric']]
-      f.write(f'\n\n{metric} against {first["reference"]} (paired bootstrap over the test '
-              'videos, seeds pooled):\n\n')
+      pooled = 'held-out videos of every fold, seeds' if folds else 'test videos, seeds'
+      f.write(f'\n\n{metric} against {first["reference"]} (paired bootstrap over the '
+              f'{pooled} pooled):\n\n')
       f.write(tables.markdown(
           {name: [f'{t["difference"]:+.4f}', f'[{t["ci95_lo"]:+.4f}, {t["ci95_hi"]:+.4f}]',
                   f'{t["p"]:.4f}'] for name, t in paired.items()},
           [f'{metric} difference', '95% CI', 'p'], 'method'))
-  keys = ['dataset', 'image_size', 'steps', 'method', 'variant', 'seed', 'task']
+  keys = ['dataset', 'image_size', 'steps', 'method', 'variant'] + ['fold'] * bool(folds) + [
+      'seed', 'task']
   for task in by_task:
     keys += [k for k in tasks.definition(task).columns.values() if k not in keys]
   metrics = {k for runs in results.values() for r in runs for k, v in r.items()
@@ -275,44 +340,62 @@ PAIRED_TESTS = {'video_dice': ('dice', _dice_test), 'video_probs': ('auc', _auc_
 
 
 def paired_tests(results: dict[str, list[dict]]) -> dict[str, dict]:
-  """{method: paired test against the first method, seeds pooled, with 'reference' and
+  """{method: paired test against the first method, runs pooled, with 'reference' and
   'metric'} over the methods whose runs carry per-video values (``PAIRED_TESTS``: Dice
   for segmentation, AUC for binary classification). Each run also gets
-  ``paired_<metric>_*`` against the first method's run of its seed; pooled, each video's
-  value is averaged over the seeds of each method first. Only videos both scored count."""
+  ``paired_<metric>_*`` against the first method's run of its seed (and fold); pooled,
+  each video's value is averaged over the pairs of runs that scored it (its seeds) first.
+  Only videos both scored count."""
   kinds = [k for k in PAIRED_TESTS
            if sum(all(k in r for r in runs) for runs in results.values()) >= 2]
   if not kinds:
     return {}
   key, (metric, test) = kinds[0], PAIRED_TESTS[kinds[0]]
   names = [n for n, runs in results.items() if all(key in r for r in runs)]
-  reference = {r['seed']: r[key] for r in results[names[0]]}
+  reference = {_pair(r): r[key] for r in results[names[0]]}
   out = {}
   for name in names[1:]:
-    pairs = [(run[key], reference[run['seed']]) for run in results[name]
-             if run['seed'] in reference]
-    for run, (values, first) in zip([r for r in results[name] if r['seed'] in reference],
-                                    pairs):
-      videos = sorted(set(first) & set(values))
-      found = test(np.array([values[v] for v in videos]), np.array([first[v] for v in videos]))
+    pairs = [(run, reference[_pair(run)]) for run in results[name] if _pair(run) in reference]
+    for run, first in pairs:
+      videos = sorted(set(first) & set(run[key]))
+      found = test(np.array([run[key][v] for v in videos]), np.array([first[v] for v in videos]))
       run.update({f'paired_{metric}_{k}': v for k, v in found.items()})
     if pairs:
-      videos = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
-      mean = [np.array([np.mean([side[v] for side in sides], axis=0) for v in videos])
-              for sides in zip(*pairs)]
-      out[name] = dict(test(*mean), reference=names[0], metric=metric)
+      out[name] = dict(test(*_pooled([(run[key], first) for run, first in pairs])),
+                       reference=names[0], metric=metric)
   return out
+
+
+def _pair(run: dict) -> tuple:
+  """What a run is paired by: its seed and (k-fold) fold."""
+  return run['seed'], run.get('fold')
+
+
+def _pooled(pairs: list[tuple[dict, dict]]) -> tuple[np.ndarray, np.ndarray]:
+  """Per-video values of a method and of the reference over paired runs -> each video's
+  values averaged over the pairs that scored it on both sides, [V, 2] each, over the videos
+  that the most pairs scored (a fixed split: every pair; k-fold: every seed of the video's
+  fold)."""
+  scored: dict[str, list] = {}
+  for values, first in pairs:
+    for video in set(values) & set(first):
+      scored.setdefault(video, []).append((values[video], first[video]))
+  most = max(map(len, scored.values()), default=0)
+  mean = np.array([np.mean(scored[v], axis=0) for v in sorted(scored)
+                   if len(scored[v]) == most]).reshape(-1, 2, 2)
+  return mean[:, 0], mean[:, 1]
 
 
 def validation_curves(results: dict[str, list[dict]], workdir: str
                       ) -> dict[str, tuple[list[int], np.ndarray]]:
-  """{method: (steps, values[seeds, steps])}: the validation metric of each method's task
-  (``tasks.definition(task).curve_metric``) logged by every seed's run (in its
-  ``log_dir``, relative to ``workdir``), at the steps that all of them logged."""
+  """{method: (steps, values[runs, steps])}: the validation metric of each method's task
+  (``tasks.definition(task).curve_metric``) logged by every run (seed, fold) that names its
+  ``log_dir`` (relative to ``workdir``; a headline row), at the steps all of them logged."""
   curves = {}
   for name, runs in results.items():
     metric = 'val/' + tasks.definition(runs[0]['task']).curve_metric
-    logs = [_validation_log(os.path.join(workdir, r['log_dir']), metric) for r in runs]
+    logs = [_validation_log(os.path.join(workdir, r['log_dir']), metric)
+            for r in runs if 'log_dir' in r]
     logs = [log for log in logs if log]
     if logs:
       steps = sorted(set.intersection(*(set(log) for log in logs)))
@@ -330,14 +413,14 @@ def _validation_log(run_dir: str, metric: str) -> dict[int, float]:
 
 
 def _curves(results: dict[str, list[dict]], workdir: str) -> None:
-  """curves.png: each method's validation metric over steps; with several seeds their mean,
-  and their range shaded."""
+  """curves.png: each method's validation metric over steps; with several runs (seeds,
+  folds) their mean, and their range shaded."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for name, (steps, values) in validation_curves(results, workdir).items():
-    seeds = len(values)
-    label = f'{name} (mean of {seeds} seeds)' if seeds > 1 else name
+    runs = len(values)
+    label = f'{name} (mean of {runs} runs)' if runs > 1 else name
     line, = ax.plot(steps, values.mean(axis=0), marker='.', label=label)
-    if seeds > 1:
+    if runs > 1:
       ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(),
                       alpha=0.2, linewidth=0)
   ax.set_xlabel('step')

@@ -1,10 +1,14 @@
-"""k-fold cross-validation of any classification config, split by video.
+"""k-fold cross-validation of any classification config, split by patient or video.
 
 Folds come from ``input_pipeline.folds.fold_assignment`` over ``config.dataset.train_split``
-(use e.g. 'train+validation+test' for the whole dataset): by video, stratified by label,
-fixed by the seed. For fold i the model trains on the other folds and its final checkpoint
-is evaluated on fold i (periodic validation during training also reports fold i, for the
-curves; picking the best checkpoint on it would leak the held-out fold, so it is not used).
+(use e.g. 'train+validation+test' for the whole dataset): by patient where the data has a
+group column, else by video, stratified by label, fixed by the seed (``fold_config``; a
+threshold chosen on validation data, ``task.threshold_rule``, is refused: k-fold has no
+validation split). ``usvjax.compare`` runs its folds (``--folds``) with the same
+``fold_config``, ``train_fold`` and ``score_fold``. For fold i the model trains on the
+other folds and its final checkpoint is evaluated on fold i (periodic validation during
+training also reports fold i, for the curves; picking the best checkpoint on it would
+leak the held-out fold, so it is not used).
 Every fold is trained and scored by the config's runner (``usvjax.runners``) on the fold's
 data alone: a two-stage config trains its frame CNN, feature cache and LSTMs per fold, so
 no feature comes from a CNN that saw the held-out videos, and scores every row of
@@ -40,11 +44,57 @@ from usvjax import train
 KEYS = tables.CLASSIFICATION_KEYS
 
 
+def fold_config(config: ml_collections.ConfigDict, num_folds: int, index: int,
+                seed: int) -> ml_collections.ConfigDict:
+  """``config`` for fold ``index`` of ``num_folds`` (the assignment fixed by ``seed``): it
+  trains on the other folds of ``dataset.train_split`` and scores this one.
+
+  Raises ``ConfigError`` with fewer than 2 folds, or if any of its tasks (a stage's
+  included) chooses its decision threshold on the validation split
+  (``task.threshold_rule`` other than 'fixed'): k-fold has none, and
+  ``evaluate.calibrate`` would fail only after the training.
+  """
+  if num_folds < 2:
+    raise ConfigError(f'{num_folds} folds: k-fold cross-validation needs at least 2.')
+  calibrating = _calibrating(config)
+  if calibrating:
+    key, rule = calibrating[0]
+    raise ConfigError(f'config.{key}={rule!r} chooses the decision threshold on the '
+                      'validation split, which k-fold cross-validation does not have: use '
+                      f"{key}='fixed'.")
+  c = config.copy_and_resolve_references()
+  c.dataset.folds.update(num=num_folds, index=index, seed=seed)
+  return c
+
+
+def _calibrating(config: ml_collections.ConfigDict, prefix: str = '') -> list[tuple[str, str]]:
+  """(dotted key, rule) of every ``threshold_rule`` in ``config`` other than 'fixed'."""
+  found = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      found += _calibrating(value, f'{prefix}{key}.')
+    elif key == 'threshold_rule' and value != 'fixed':
+      found.append((prefix + key, value))
+  return found
+
+
+def train_fold(config: ml_collections.ConfigDict, fold_dir: str) -> None:
+  """Trains one fold (resuming); later stages (a two-stage config's feature cache) read
+  the final checkpoints: picking the best on the held-out fold would leak it."""
+  runners.train(config, fold_dir, which='latest')
+
+
+def score_fold(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
+  """{row: report} of the fold's final checkpoint(s) on its held-out videos, written to
+  ``<fold_dir>/held_out``."""
+  return runners.get(config).evaluate(config, fold_dir, config.dataset.train_split, 'latest',
+                                      os.path.join(fold_dir, 'held_out'))
+
+
 def fold_reports(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
   """Trains one fold and scores its final checkpoint(s) on the held-out videos."""
-  runners.train(config, fold_dir, which='latest')
-  return runners.get(config).evaluate(config, fold_dir, config.dataset.train_split, 'latest',
-                         os.path.join(fold_dir, 'held_out'))
+  train_fold(config, fold_dir)
+  return score_fold(config, fold_dir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
@@ -62,9 +112,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
   seconds = []
   for index in range(num_folds):
     start = time.perf_counter()
-    fold_config = config.copy_and_resolve_references()
-    fold_config.dataset.folds.update(num=num_folds, index=index, seed=seed)
-    for row, report in fold_reports(fold_config, os.path.join(workdir, f'fold_{index}')).items():
+    for row, report in fold_reports(fold_config(config, num_folds, index, seed),
+                                    os.path.join(workdir, f'fold_{index}')).items():
       rows.setdefault(row, []).append(report)
     seconds.append(time.perf_counter() - start)
     train.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')
