@@ -2,9 +2,9 @@ r"""usvjax against PyTorch on the same CPU, side by side: backbones and FLA-Net,
 training.
 
   python -m experiments.benchmark_torch [--cases=resnet50,res2net50_26w_4s,flanet] \
-      [--modes=inference,training] [--size=224] [--batch=1] [--train_batch=4] \
+      [--modes=inference,training] [--size=224] [--batch=1] [--train_batch=2] \
       [--flanet_release=DIR --reference_python=PY] [--repeats=5] [--warmup=1] \
-      [--csv=docs/results/torch_side_by_side.csv --label=NAME]
+      [--nopointwise_matmul] [--csv=docs/results/torch_side_by_side.csv --label=NAME]
 
 Each (case, mode) is compiled (usvjax) or built (PyTorch) once, warmed up, then timed
 interleaved: one usvjax call, one PyTorch call, --repeats times; the medians and their ratio
@@ -48,6 +48,7 @@ from experiments import common
 from experiments import timing
 from usvjax import models
 from usvjax import state as state_lib
+from usvjax.models.backbones import pointwise
 from usvjax.models.backbones import resnet
 
 BACKBONES = ('resnet50', 'res2net50_26w_4s')
@@ -55,7 +56,7 @@ CASES = flags.DEFINE_list('cases', list(BACKBONES) + ['flanet'], 'What to time.'
 MODES = flags.DEFINE_list('modes', ['inference', 'training'], 'inference and/or training.')
 SIZE = flags.DEFINE_integer('size', 224, 'Input height and width.')
 BATCH = flags.DEFINE_integer('batch', 1, 'Inference batch (images; FLA-Net: clips).')
-TRAIN_BATCH = flags.DEFINE_integer('train_batch', 4, 'Training batch (images; FLA-Net: clips).')
+TRAIN_BATCH = flags.DEFINE_integer('train_batch', 2, 'Training batch (images; FLA-Net: clips).')
 CLIP_LENGTH = flags.DEFINE_integer('clip_length', 3, 'FLA-Net frames per clip.')
 WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed calls of each side.')
 REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls of each side (interleaved).')
@@ -65,9 +66,12 @@ REFERENCE_PYTHON = flags.DEFINE_string('reference_python', sys.executable,
                                        'Python of the PyTorch worker.')
 CSV = flags.DEFINE_string('csv', '', 'CSV file to append the rows to.')
 LABEL = flags.DEFINE_string('label', 'default', 'Names the setting in the CSV (e.g. a flag).')
+POINTWISE = flags.DEFINE_bool('pointwise_matmul', True, "usvjax's 1x1 convolutions as matrix "
+                              'products (config.pointwise_matmul; --nopointwise_matmul: as '
+                              'XLA convolutions, as before it existed).')
 
-COLUMNS = ('label', 'xla_flags', 'case', 'mode', 'size', 'batch', 'usvjax_s', 'pytorch_s',
-           'speed_ratio', 'usvjax_compile_s', 'repeats', 'jax', 'torch', 'threads')
+COLUMNS = ('label', 'xla_flags', 'pointwise_matmul', 'case', 'mode', 'size', 'batch', 'usvjax_s',
+           'pytorch_s', 'speed_ratio', 'usvjax_compile_s', 'repeats', 'jax', 'torch', 'threads')
 
 
 @dataclasses.dataclass
@@ -109,6 +113,7 @@ def _flanet_call(mode: str, size: int, batch: int, clip_length: int) -> Timed:
   config = flanet_config.get_config('released_code')
   with config.unlocked():
     config.input.image_size, config.input.clip_length = size, clip_length
+    config.pointwise_matmul = POINTWISE.value
   model = models.create_model(config.model)
   if mode == 'inference':
     inputs, _ = timing.example_batch(config, batch)
@@ -179,12 +184,10 @@ def _measure(case: str, mode: str, worker: TorchSide) -> dict:
   batch = BATCH.value if mode == 'inference' else TRAIN_BATCH.value
   request = dict(build=case, mode=mode, size=SIZE.value, batch=batch,
                  clip_length=CLIP_LENGTH.value, threads=THREADS.value, release=RELEASE.value)
-  if case == 'flanet':
-    ours = _flanet_call(mode, SIZE.value, batch, CLIP_LENGTH.value)
-    theirs = worker.build(**request) if RELEASE.value else None
-  else:
-    ours = _backbone_call(case, mode, SIZE.value, batch)
-    theirs = worker.build(**request)
+  with pointwise.as_matmuls(POINTWISE.value):  # Compilation happens here.
+    ours = (_flanet_call(mode, SIZE.value, batch, CLIP_LENGTH.value) if case == 'flanet' else
+            _backbone_call(case, mode, SIZE.value, batch))
+  theirs = worker.build(**request) if case != 'flanet' or RELEASE.value else None
   usvjax_s, pytorch_s = interleaved(ours, theirs, WARMUP.value, REPEATS.value)
   return dict(case=case, mode=mode, size=SIZE.value, batch=batch, usvjax_s=usvjax_s,
               pytorch_s=pytorch_s, speed_ratio=pytorch_s / usvjax_s if pytorch_s else None,
@@ -226,6 +229,7 @@ def main(argv):
     for case in CASES.value:
       for mode in MODES.value:
         row = dict(_measure(case, mode, worker), label=LABEL.value, xla_flags=xla_flags,
+                   pointwise_matmul=POINTWISE.value,
                    repeats=REPEATS.value, jax=jax.__version__, torch=torch.__version__,
                    threads=THREADS.value)
         print('  ' + _describe(row), flush=True)

@@ -19,6 +19,9 @@ other attribute, e.g. the streaming ``start``/``step``), whose ``apply``
 * with ``config.remat`` builds the ResNet backbones with every residual block
   rematerialised (``resnet.rematerialised``): its activations are recomputed in the backward
   pass instead of stored. Parameters, outputs and gradients are unchanged.
+* with ``config.pointwise_matmul`` (the default) the backbones' 1x1 convolutions run as
+  matrix products (``backbones/pointwise.py``), with ``False`` as XLA convolutions: the same
+  numbers up to float32 rounding; the matrix products' gradients are faster on CPU.
 
 Checkpoints do not depend on either switch.
 """
@@ -32,6 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from usvjax.errors import ConfigError
+from usvjax.models.backbones import pointwise
 from usvjax.models.backbones import resnet
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -52,14 +56,16 @@ class Executed:
   """The model, applied in ``dtype`` (float32 parameters, inputs and outputs at the
   boundary), with ``remat`` residual blocks; see the module docstring."""
 
-  def __init__(self, model, dtype: Any, remat: bool):
+  def __init__(self, model, dtype: Any, remat: bool, pointwise_matmul: bool = True):
     self.model, self.dtype, self.remat = model, dtype, remat
+    self.pointwise_matmul = pointwise_matmul
 
   def apply(self, variables: dict, *args, **kwargs):
     """``model.apply``: same arguments, same (float32) results."""
     variables = dict(variables, params=cast_floating(variables['params'], self.dtype))
     args, kwargs = cast_floating((args, kwargs), self.dtype)
-    with resnet.rematerialised(self.remat), nn.intercept_methods(self._cast_layer_inputs):
+    with resnet.rematerialised(self.remat), pointwise.as_matmuls(self.pointwise_matmul), \
+        nn.intercept_methods(self._cast_layer_inputs):
       return cast_floating(self.model.apply(variables, *args, **kwargs), jnp.float32)
 
   def _cast_layer_inputs(self, next_fun, args, kwargs, context):
@@ -78,6 +84,6 @@ def wrap(model, config: ml_collections.ConfigDict):
     raise ConfigError(f'config.compute_dtype={config.compute_dtype!r}: use one of '
                       f'{sorted(DTYPES)}.')
   dtype = DTYPES[config.compute_dtype]
-  if dtype == jnp.float32 and not config.remat:
+  if dtype == jnp.float32 and not config.remat and config.pointwise_matmul:
     return model
-  return Executed(model, dtype, config.remat)
+  return Executed(model, dtype, config.remat, config.pointwise_matmul)

@@ -33,7 +33,8 @@ DATA_FILE = 'data.json'
 # how an evaluation scores and reports (not what was trained).
 RESUMABLE = ('total_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
              'input.eval_batch_size', 'input.eval_resolution', 'input.overlay_videos',
-             'task.threshold', 'task.threshold_rule', 'profile_steps', 'remat')
+             'task.threshold', 'task.threshold_rule', 'profile_steps', 'remat',
+             'pointwise_matmul')
 
 _HEADER = '''"""The resolved config of the run in this directory, written when it started.
 

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from usvjax.errors import ConfigError
+from usvjax.models.backbones import pointwise
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,9 +61,12 @@ def imagenet_normalize(images: jnp.ndarray) -> jnp.ndarray:
 
 
 def _conv(features: int, kernel: int, stride: int = 1, name: str | None = None) -> nn.Conv:
+  """A bias-free convolution padded like PyTorch's; 1x1 ones run as matrix products
+  (``pointwise.py``)."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                 use_bias=False, name=name)
+                 use_bias=False, name=name,
+                 conv_general_dilated=pointwise.conv_general_dilated)
 
 
 class _Norm(nn.Module):
