@@ -10,9 +10,8 @@ import os
 import sys
 import tempfile
 
-# Test programs are tiny and compiled once or twice each: LLVM's optimisation passes take
-# most of their time, so tests compile without them (same arithmetic, slower code).
-FAST_COMPILE = '--xla_backend_optimization_level=0'
+from helpers import FAST_COMPILE  # pylint: disable=wrong-import-position
+
 os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=4 {FAST_COMPILE}')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='usvjax-jax-cache-'))

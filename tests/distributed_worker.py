@@ -9,6 +9,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# SGD (an exact comparison, see test_one_step_is_the_same_on_1_and_4_devices) at a constant
+# rate: the compiled steps do not depend on total_steps, so the multi-process tests (4 steps
+# here, 1000 in test_dead_peer) compile them once per session (the session's compilation
+# cache, see tests/conftest.py).
+MULTI_PROCESS_OPTIMIZER = {'optimizer.name': 'sgd', 'optimizer.lr': 0.1,
+                           'schedule.name': 'constant'}
+
 
 def main(process_id, num_processes, port, workdir, data_dir, out, total_steps='4',
          checkpoint_every='4', heartbeat_timeout_seconds='10'):
@@ -21,7 +28,7 @@ def main(process_id, num_processes, port, workdir, data_dir, out, total_steps='4
   assert jax.process_count() == int(num_processes) and jax.device_count() == 4
   config = helpers.load_config(
       'unet', data_dir, total_steps=int(total_steps), eval_every=int(total_steps),
-      checkpoint_every=int(checkpoint_every), **{'optimizer.name': 'sgd', 'optimizer.lr': 0.1})
+      checkpoint_every=int(checkpoint_every), **MULTI_PROCESS_OPTIMIZER)
   state, metrics = train.train_and_evaluate(config, workdir)
   np.savez(out, num_frames=metrics['num_frames'], **helpers.flat_local(state.params))
 

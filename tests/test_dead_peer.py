@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import helpers
 HEARTBEAT_SECONDS = 5
 NATIVE_CRASH_SIGNS = ('Fatal Python error', 'SIGABRT', 'terminate called', 'Check failure',
                       '*** Begin stack trace', 'Aborted', 'Traceback')
@@ -31,14 +31,12 @@ def _free_port() -> int:
 def test_survivor_exits_with_one_clear_line(victim, data_dir, tmp_path):
   workdir = tmp_path / 'run'
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2 '
-             '--xla_backend_optimization_level=0',
-             TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
+  env = helpers.subprocess_env(2, JAX_PLATFORMS='cpu')
   # 1000 steps: far more than run before the kill; a checkpoint every 2 steps marks "mid-run".
   processes = [subprocess.Popen(
       [sys.executable, 'tests/distributed_worker.py', str(i), '2', str(port), str(workdir),
        data_dir, str(tmp_path / f'p{i}.npz'), '1000', '2', str(HEARTBEAT_SECONDS)],
-      cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+      cwd=helpers.REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                for i in range(2)]
   survivor = processes[1 - victim]
   try:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import distributed_worker
 import helpers
 from input_pipeline import pipeline
 from usvjax import checkpoint
@@ -130,7 +131,8 @@ def test_non_finite_update_is_caught_before_it_is_saved(data_dir, tmp_path):
 def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, rows_key):
   """Every frame (U-Net), every video (CNN_Aver), every frame but the first of each video
   (STPFNet's first-frame protocol) is scored exactly once."""
-  config = helpers.load_config(name, data_dir, **{'input.eval_batch_size': 8})
+  # One step: a checkpoint (evaluated at the last step) is all the reports need.
+  config = helpers.load_config(name, data_dir, total_steps=1, **{'input.eval_batch_size': 8})
   workdir = str(tmp_path / name)
   train.train_and_evaluate(config, workdir)
   metrics, _, directory = evaluate.evaluate_checkpoint(config, workdir, 'best', 'test')
@@ -194,11 +196,8 @@ def _segments_a_dicom_loop_like_its_frames(config, workdir, builder, tmp_path):
 
 
 def _run(args, timeout=300, **popen):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1 '
-             '--xla_backend_optimization_level=0',
-             TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+  return subprocess.Popen([sys.executable, *args], cwd=REPO, env=helpers.subprocess_env(1),
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
 @pytest.mark.parametrize('extra, message', [
@@ -227,8 +226,11 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback():
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(data_dir, tmp_path):
+  # A constant learning rate: the rerun (a shorter total_steps) compiles the same step, so
+  # it reads it from the compilation cache the killed run wrote.
   args = ['-m', 'experiments.train', '--config=configs/unet.py:tiny', f'--workdir={tmp_path}',
           f'--config.dataset.data_dir={data_dir}', f'--compilation_cache={tmp_path}/xla',
+          '--config.schedule.name=constant',
           '--config.total_steps=400', '--config.checkpoint_every=5', '--config.eval_every=1000']
   process = _run(args)
   checkpoints = tmp_path / 'checkpoints'
@@ -270,9 +272,7 @@ def _evaluating_the_workdir_alone_reproduces_the_validation_metric(workdir, last
 
 def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_path):
   port = 20000 + os.getpid() % 20000
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2 '
-             '--xla_backend_optimization_level=0',
-             TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
+  env = helpers.subprocess_env(2, JAX_PLATFORMS='cpu')
   workers = [subprocess.Popen(
       [sys.executable, 'tests/distributed_worker.py', str(i), '2', str(port),
        str(tmp_path / 'multi'), data_dir, str(tmp_path / f'p{i}.npz')],
@@ -282,8 +282,7 @@ def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_pa
   for worker, output in zip(workers, outputs):
     assert worker.returncode == 0, output[-3000:]
   config = helpers.load_config('unet', data_dir, total_steps=4, eval_every=4,
-                               checkpoint_every=4, **{'optimizer.name': 'sgd',
-                                                      'optimizer.lr': 0.1})
+                               checkpoint_every=4, **distributed_worker.MULTI_PROCESS_OPTIMIZER)
   reference, metrics = train.train_and_evaluate(config, str(tmp_path / 'single'))
   expected = helpers.flat_local(reference.params)
   p0, p1 = (np.load(tmp_path / f'p{i}.npz') for i in range(2))
