@@ -45,10 +45,12 @@ def _torch_stages(model, x):
 
 
 def _flax_variables(arch, model, images):
+  """The Flax ResNet and its variables, every one converted from ``model``: the
+  initialisation is only a structure (``jax.eval_shape``), so nothing is compiled for it."""
   flax_model = resnet.ResNet(arch)
-  variables = jax.jit(lambda x: flax_model.init(jax.random.key(0), x, train=False))(images)
+  shapes = jax.eval_shape(lambda x: flax_model.init(jax.random.key(0), x, train=False), images)
   variables, report = convert.convert({k: v.numpy() for k, v in model.state_dict().items()},
-                                      variables)
+                                      shapes)
   assert not report.missing and not report.mismatched, report.summary()
   assert all(k.startswith('fc.') or k.endswith('num_batches_tracked') for k in report.unused)
   return flax_model, variables
@@ -85,7 +87,8 @@ def test_train_mode_batch_statistics_follow_pytorch():
   flax_model, variables = _flax_variables('resnet18', model, images)
   before = {k: v.clone() for k, v in model.state_dict().items()}
   _torch_stages(model, x)  # One train-mode forward updates PyTorch's running statistics.
-  _, updates = flax_model.apply(variables, images, train=True, mutable=['batch_stats'])
+  _, updates = jax.jit(lambda v, x: flax_model.apply(v, x, train=True, mutable=['batch_stats']))(
+      variables, images)
   stats = updates['batch_stats']
   after = model.state_dict()
   # Stem BatchNorm (n = 4 x 16 x 16 values per channel) and the last block's second one
@@ -104,7 +107,8 @@ def test_train_mode_batch_statistics_follow_pytorch():
 def test_group_norm_model_loads_the_convolutions_and_says_so():
   model = _reference('resnet18')
   flax_model = resnet.ResNet('resnet18', norm='group', nonlocal_stages=(3, 4))
-  variables = flax_model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  variables = jax.eval_shape(  # Shapes only: what is not converted is not looked at.
+      lambda: flax_model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
   new, report = convert.convert({k: v.numpy() for k, v in model.state_dict().items()}, variables)
   assert any(k.endswith('running_mean') for k in report.unused)
   assert any('nonlocal3' in k for k in report.missing)  # Non-local blocks stay as initialised.

@@ -32,11 +32,12 @@ def test_padded_batch_equals_each_sequence_run_alone():
     padded[i, len(seq):] = 100.0  # Garbage in the padding must not matter.
   valid = np.arange(8)[None] < np.array(lengths)[:, None]
   model = cnn_lstm.CNNLSTM(num_classes=3, hidden=6)
-  variables = model.init(jax.random.key(0), {'features': padded, 'valid': valid}, train=False)
-  batch_out = model.apply(variables, {'features': padded, 'valid': valid}, train=False)
+  variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(
+      {'features': padded, 'valid': valid})
+  apply = jax.jit(lambda batch: model.apply(variables, batch, train=False))
+  batch_out = apply({'features': padded, 'valid': valid})
   for i, seq in enumerate(sequences):
-    alone = model.apply(variables, {'features': seq[None], 'valid': np.ones((1, len(seq)), bool)},
-                        train=False)
+    alone = apply({'features': seq[None], 'valid': np.ones((1, len(seq)), bool)})
     n = len(seq)
     np.testing.assert_allclose(batch_out['frame_logits'][i, :n], alone['frame_logits'][0],
                                rtol=1e-5, atol=1e-6)

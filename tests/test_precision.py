@@ -79,7 +79,7 @@ def test_bfloat16_training_converges_like_float32(runs):
   for tree in (state.params, state.opt_state, state.batch_stats):
     floats = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and all(x.dtype == jnp.float32 for x in floats)
-  outputs = model.apply(state.variables(), batches[0], train=False)
+  outputs = jax.jit(lambda v, b: model.apply(v, b, train=False))(state.variables(), batches[0])
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(outputs))
   # float32 computes in float32 (the wrapper is the model itself).
   f32 = runs['float32']
@@ -169,11 +169,11 @@ def test_accumulation_updates_batch_norm_statistics_once_per_micro_batch(data_di
   config = helpers.load_config('unet', data_dir)
   (accumulated, _), (model, batch, before) = _one_step(config, 2)
   stats = before.batch_stats
+  update = jax.jit(lambda params, stats, micro: model.apply(
+      {'params': params, 'batch_stats': stats}, micro, train=True,
+      mutable=['batch_stats'])[1]['batch_stats'])
   for i in range(2):  # Micro-batch i: examples i, i + 2, ...
-    micro = jax.tree.map(lambda x, i=i: x[i::2], batch)
-    _, updates = model.apply({'params': before.params, 'batch_stats': stats}, micro,
-                             train=True, mutable=['batch_stats'])
-    stats = updates['batch_stats']
+    stats = update(before.params, stats, jax.tree.map(lambda x, i=i: x[i::2], batch))
   for key, want in helpers.flat_local(stats).items():
     np.testing.assert_allclose(helpers.flat_local(accumulated.batch_stats)[key], want,
                                rtol=1e-5, atol=1e-6, err_msg=key)

@@ -92,7 +92,8 @@ def test_imported_video_resnet_matches_torchvision(arch):
   frames = x.numpy().transpose(0, 2, 3, 4, 1)
   trunk = video_resnet.VideoResNetTrunk(**video_resnet.ARCHITECTURES[arch])
   variables = _convert(torch, module, trunk, frames)
-  ours, valid = trunk.apply(variables, frames, np.ones((1, 4), bool), train=False)
+  ours, valid = jax.jit(lambda v, x: trunk.apply(v, x, np.ones((1, 4), bool), train=False))(
+      variables, frames)
   assert ours.shape == theirs.shape and valid.shape == ours.shape[:2]
   assert _relative_error(np.asarray(ours), theirs) < 1e-5
 
@@ -110,7 +111,8 @@ def test_tsm_without_shift_is_the_imported_imagenet_resnet_on_every_frame():
   frames = x.numpy().transpose(0, 2, 3, 1)[None]
   trunk = tsm.trunk('resnet18', shift_div=0)
   variables = _convert(torch, module, trunk, frames, imagenet_2d=True)
-  ours, _ = trunk.apply(variables, frames, np.ones((1, 3), bool), train=False)
+  ours, _ = jax.jit(lambda v, x: trunk.apply(v, x, np.ones((1, 3), bool), train=False))(
+      variables, frames)
   assert _relative_error(np.asarray(ours), theirs) < 1e-5
 
 
