@@ -1,6 +1,7 @@
-r"""Where XLA:CPU loses to PyTorch in training: one 3x3 convolution of each ResNet-50 stage,
-timed as its forward, its input gradient and its filter gradient, JAX (jit) against PyTorch
-(oneDNN), interleaved medians, on the same CPU.
+r"""Where XLA:CPU loses to PyTorch in training: a 3x3 convolution of each ResNet-50 stage and
+two of its 1x1 convolutions, each timed as its forward, its input gradient and its filter
+gradient, JAX (jit, ``lax.conv_general_dilated``) against PyTorch (oneDNN), interleaved
+medians, on the same CPU.
 
   python scripts/profile_conv_backward.py [--batch=4] [--size=224] [--repeats=7] \
       [--csv=docs/results/conv_backward_cpu.csv]
@@ -20,13 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-# (name, spatial size at 224 px input, channels) of the 3x3 convolution of each stage.
-STAGES = (('layer1', 56, 64), ('layer2', 28, 128), ('layer3', 14, 256), ('layer4', 7, 512))
+# (name, spatial size at 224 px input, channels, kernel size).
+STAGES = (('layer1', 56, 64, 3), ('layer2', 28, 128, 3), ('layer3', 14, 256, 3),
+          ('layer4', 7, 512, 3), ('layer1', 56, 256, 1), ('layer3', 14, 1024, 1))
 
 
 def _jax_calls(x: np.ndarray, w: np.ndarray) -> dict:
   conv = lambda x, w: jax.lax.conv_general_dilated(
-      x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))  # XLA's convolution.
   x, w = jnp.asarray(x), jnp.asarray(w)
   cotangent = conv(x, w)
   forward = jax.jit(conv)
@@ -40,18 +42,19 @@ def _jax_calls(x: np.ndarray, w: np.ndarray) -> dict:
 def _torch_calls(x: np.ndarray, w: np.ndarray) -> dict:
   x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
   w = torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
-  g = torch.nn.functional.conv2d(x, w, padding=1)
+  pad = w.shape[-1] // 2
+  g = torch.nn.functional.conv2d(x, w, padding=pad)
 
   def no_grad(fn):
     def call():
       with torch.no_grad():
         fn()
     return call
-  return {'forward': no_grad(lambda: torch.nn.functional.conv2d(x, w, padding=1)),
+  return {'forward': no_grad(lambda: torch.nn.functional.conv2d(x, w, padding=pad)),
           'input_gradient': no_grad(lambda: torch.nn.grad.conv2d_input(x.shape, w, g,
-                                                                       padding=1)),
+                                                                       padding=pad)),
           'filter_gradient': no_grad(lambda: torch.nn.grad.conv2d_weight(x, w.shape, g,
-                                                                         padding=1))}
+                                                                         padding=pad))}
 
 
 def _seconds(call) -> float:
@@ -72,23 +75,23 @@ def main() -> None:
   rng = np.random.default_rng(0)
   rows = []
   xla_flags = os.environ.get('XLA_FLAGS', '')
-  print(f'3x3 convolutions, batch {args.batch}, XLA_FLAGS={xla_flags!r}, torch threads '
+  print(f'Convolutions, batch {args.batch}, XLA_FLAGS={xla_flags!r}, torch threads '
         f'{args.threads}; JAX ms / PyTorch ms (PyTorch / JAX):')
-  for stage, spatial, channels in STAGES:
+  for stage, spatial, channels, k in STAGES:
     spatial = spatial * args.size // 224
     x = rng.standard_normal((args.batch, spatial, spatial, channels), np.float32)
-    w = rng.standard_normal((3, 3, channels, channels), np.float32) / (3 * channels ** 0.5)
+    w = rng.standard_normal((k, k, channels, channels), np.float32) / (k * channels ** 0.5)
     ours, theirs = _jax_calls(x, w), _torch_calls(x, w)
-    gflop = 2 * args.batch * spatial**2 * 9 * channels**2 / 1e9
+    gflop = 2 * args.batch * spatial**2 * k * k * channels**2 / 1e9
     for kind in ours:
       ours[kind](), theirs[kind]()  # Compile / warm up.
       times = [(_seconds(ours[kind]), _seconds(theirs[kind])) for _ in range(args.repeats)]
       jax_s, torch_s = (statistics.median(t) for t in zip(*times))
-      rows.append(dict(xla_flags=xla_flags, stage=stage, spatial=spatial, channels=channels,
-                       batch=args.batch, kind=kind, gflop=f'{gflop:.3f}',
+      rows.append(dict(xla_flags=xla_flags, stage=stage, kernel=k, spatial=spatial,
+                       channels=channels, batch=args.batch, kind=kind, gflop=f'{gflop:.3f}',
                        jax_ms=f'{jax_s * 1e3:.2f}', torch_ms=f'{torch_s * 1e3:.2f}',
                        speed_ratio=f'{torch_s / jax_s:.2f}'))
-      print(f'  {stage} {spatial}x{spatial}x{channels} {kind:16s} {jax_s * 1e3:7.2f} / '
+      print(f'  {stage} {k}x{k} {spatial}x{spatial}x{channels} {kind:16s} {jax_s * 1e3:7.2f} / '
             f'{torch_s * 1e3:7.2f} ms ({torch_s / jax_s:.2f}x; JAX {gflop / jax_s:.0f} '
             f'GFLOP/s)', flush=True)
   if args.csv:
