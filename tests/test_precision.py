@@ -137,12 +137,15 @@ def test_flanet_fft_takes_bfloat16_features_and_works_in_float32():
   np.testing.assert_allclose(spectrum, flanet.to_spectrum(x), atol=0.05)
 
 
-def _one_step(config, accumulate_steps: int):
+def _one_step(config, *accumulate_steps: int):
+  """One training step at batch size 8 from the same state per ``accumulate_steps``:
+  [(new state, metrics)], (model, batch, the state before)."""
   model, task, tx, mesh, state, batches = _setup(config, batch_size=8)
-  before = jax.tree.map(jnp.copy, state)  # The step donates ``state``.
-  step = train.jit_train_step(
-      train.make_train_step(model, task, tx, config.seed, accumulate_steps), mesh)
-  return step(state, batches[0]), (model, batches[0], before)
+  results = []
+  for k in accumulate_steps:
+    step = train.jit_train_step(train.make_train_step(model, task, tx, config.seed, k), mesh)
+    results.append(step(jax.tree.map(jnp.copy, state), batches[0]))  # It donates the state.
+  return results, (model, batches[0], state)
 
 
 def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(data_dir):
@@ -150,8 +153,7 @@ def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(data_dir):
   # the update of the batch of 8 (SGD, so the update is proportional to the gradient).
   config = _frame_cnn(data_dir, norm='group')
   config.optimizer.update(name='sgd', lr=1.0, momentum=0.0)
-  (whole, whole_metrics), (_, _, before) = _one_step(config, 1)
-  (accumulated, metrics), _ = _one_step(config, 2)
+  ((whole, whole_metrics), (accumulated, metrics)), (_, _, before) = _one_step(config, 1, 2)
   assert float(metrics['loss']) == pytest.approx(float(whole_metrics['loss']), rel=1e-5)
   start = helpers.flat_local(before.params)
   got = helpers.flat_local(accumulated.params)
@@ -167,7 +169,7 @@ def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(data_dir):
 
 def test_accumulation_updates_batch_norm_statistics_once_per_micro_batch(data_dir):
   config = helpers.load_config('unet', data_dir)
-  (accumulated, _), (model, batch, before) = _one_step(config, 2)
+  [(accumulated, _)], (model, batch, before) = _one_step(config, 2)
   stats = before.batch_stats
   update = jax.jit(lambda params, stats, micro: model.apply(
       {'params': params, 'batch_stats': stats}, micro, train=True,
