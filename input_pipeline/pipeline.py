@@ -52,17 +52,22 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   (``input_pipeline.fingerprint``).
   """
   builder = _builder(dataset)
-  source = None
+  source = hashes = None
   if dataset.manual_dir:
     common.require_dir(dataset.manual_dir, 'config.dataset.manual_dir',
                        'Point config.dataset.manual_dir at the dataset folder.')
-    source = fingerprint.folder_fingerprint(dataset.manual_dir)
+    known = fingerprint.stored_hashes(builder.data_dir)
+    hashes = fingerprint.file_hashes(dataset.manual_dir, known)
+    source = fingerprint.folder_fingerprint(dataset.manual_dir, hashes)
     if _stale(builder, source):
       builder = _builder(dataset)
   download_config = tfds.download.DownloadConfig(manual_dir=dataset.manual_dir or None)
   builder.download_and_prepare(download_config=download_config)
-  if source and jax.process_index() == 0 and not fingerprint.stored(builder.data_dir):
-    fingerprint.store(builder.data_dir, source)
+  if source and jax.process_index() == 0:
+    if not fingerprint.stored(builder.data_dir):
+      fingerprint.store(builder.data_dir, source)
+    if hashes != fingerprint.stored_hashes(builder.data_dir):
+      fingerprint.store_hashes(builder.data_dir, hashes)
   return builder
 
 
@@ -82,11 +87,15 @@ def _stale(builder: tfds.core.DatasetBuilder, source: dict) -> bool:
   """Deletes ``builder``'s conversion if it was made from other files than ``source``
   describes (then True: build the builder again)."""
   old = fingerprint.stored(builder.data_dir) if builder.is_prepared() else None
-  if old is None or old['sha256'] == source['sha256']:
+  if old is None or old.get('content_sha256') == source['content_sha256']:
     return False
-  what = (f'the folder {source["folder"]} changed since its conversion in '
-          f'{builder.data_dir} ({old["files"]} files, {old["bytes"]} bytes then; '
-          f'{source["files"]} files, {source["bytes"]} bytes now)')
+  if 'content_sha256' in old:
+    what = (f'the folder {source["folder"]} changed since its conversion in '
+            f'{builder.data_dir} ({old["files"]} files, {old["bytes"]} bytes then; '
+            f'{source["files"]} files, {source["bytes"]} bytes now)')
+  else:
+    what = (f'the conversion in {builder.data_dir} was made before usvjax fingerprinted '
+            'file contents, so it cannot tell whether the folder changed')
   if jax.process_count() > 1:
     raise ConfigError(f'{what}: delete {builder.data_dir} and start again (or convert it '
                       'once with a single process).')

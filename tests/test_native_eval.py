@@ -412,9 +412,11 @@ def test_a_folders_pixel_spacing_gives_mm_distances_in_every_robustness_report(
   out = tmp_path / 'robustness'
   results = robustness.run(config, str(tmp_path / 'run'), looks=(4,), output_dir=str(out))
   dataset = provenance.data_fingerprint(pipeline.get_builder(config.dataset))
-  assert dataset['source']['sha256'] == fingerprint.folder_fingerprint(root)['sha256']
+  expected = fingerprint.folder_fingerprint(root, fingerprint.file_hashes(root))
+  assert dataset['source']['content_sha256'] == expected['content_sha256']
   assert json.loads((out / 'robustness.json').read_text()) == json.loads(json.dumps(results))
-  assert f'sha256 `{dataset["source"]["sha256"]}`' in (out / 'robustness.md').read_text()
+  assert (f'content sha256 `{expected["content_sha256"]}`' in
+          (out / 'robustness.md').read_text())
   metrics = json.loads((out / 'L=4' / 'metrics.json').read_text())
   assert metrics['dataset'] == results['L=4']['dataset'] == json.loads(json.dumps(dataset))
   assert metrics['num_frames'] == 2 and metrics['surface_distance_undefined_frames'] == 0

@@ -2,12 +2,15 @@
 again, compare reruns what changed. (Evaluation with only --workdir: test_train.py, on the
 killed-and-resumed run.)"""
 import json
+import os
+import shutil
 
 import ml_collections
 import pytest
 import tensorflow_datasets as tfds
 
 import helpers
+from input_pipeline import fingerprint
 from input_pipeline import pipeline
 from test_builders import frame
 from test_builders import make_frames_table
@@ -62,3 +65,53 @@ def test_a_changed_dataset_folder_is_converted_again(tmp_path, caplog):
   write_image(f'{root}/Original/4.png', frame(77))
   assert first_pixels() == [1, 6, 77]
   assert 'changed since its conversion' in caplog.text and 'converting it again' in caplog.text
+
+
+def _frames_table_dataset(root, data_dir) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({'name': 'usv_frames_table', 'config': 'default',
+                                    'data_dir': str(data_dir), 'manual_dir': str(root)})
+
+
+def test_a_folder_copied_with_new_times_is_the_same_data(tmp_path, caplog, monkeypatch):
+  """Contents, not modification times, identify a folder: a copy elsewhere with other times
+  is neither converted again nor makes compare rerun its runs; an unchanged folder is not
+  read again (the per-file hashes kept beside the conversion)."""
+  root = tmp_path / 'cvc'
+  make_frames_table(str(root))
+  builder = pipeline.get_builder(_frames_table_dataset(root, tmp_path / 'tfds'))
+  recorded = provenance.data_fingerprint(builder)
+  copy = tmp_path / 'elsewhere' / 'cvc'
+  shutil.copytree(root, copy)
+  for path in copy.rglob('*.png'):
+    os.utime(path, ns=(1, 1))
+  copied = pipeline.get_builder(_frames_table_dataset(copy, tmp_path / 'tfds'))
+  assert 'converting it again' not in caplog.text
+  assert provenance.data_fingerprint(copied) == recorded  # The conversion made from root.
+  copied_source = fingerprint.folder_fingerprint(copy, fingerprint.file_hashes(copy))
+  assert copied_source['folder'] != recorded['source']['folder']
+  assert fingerprint.same_source(copied_source, recorded['source'])
+  monkeypatch.setattr(fingerprint, '_file_sha256', lambda path: pytest.fail(f'read {path}'))
+  assert provenance.same_data(provenance.data_fingerprint(
+      pipeline.get_builder(_frames_table_dataset(copy, tmp_path / 'tfds'))), recorded)
+  write_image(str(copy / 'Original' / '4.png'), frame(77))
+  with pytest.raises(pytest.fail.Exception, match='Original/4.png'):  # Changed: read again.
+    pipeline.get_builder(_frames_table_dataset(copy, tmp_path / 'tfds'))
+
+
+def test_records_made_before_contents_were_hashed(tmp_path, caplog):
+  """An old conversion (its fingerprint a hash of sizes and times) is converted again once;
+  an old run record counts as today's data when its file count and size agree."""
+  root = tmp_path / 'cvc'
+  make_frames_table(str(root))
+  dataset = _frames_table_dataset(root, tmp_path / 'tfds')
+  builder = pipeline.get_builder(dataset)
+  new = provenance.data_fingerprint(builder)
+  old_source = {k: new['source'][k] for k in ('folder', 'files', 'bytes')}
+  old_source['sha256'] = '0' * 64
+  fingerprint.store(builder.data_dir, old_source)
+  assert provenance.same_data(dict(new, source=old_source), new)
+  assert not provenance.same_data(dict(new, source=dict(old_source, bytes=1)), new)
+  assert not provenance.same_data(dict(new, splits={'train': 99}), new)
+  builder = pipeline.get_builder(dataset)
+  assert 'made before usvjax fingerprinted file contents' in caplog.text
+  assert provenance.data_fingerprint(builder) == new

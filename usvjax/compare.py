@@ -156,8 +156,8 @@ def _outdated(config: ml_collections.ConfigDict, run_dir: str) -> str:
   changed = provenance.differences(config, provenance.load_config(run_dir))
   if changed:
     return f'its config differs ({"; ".join(changed[:3])})'
-  if provenance.recorded_data(run_dir) != provenance.data_fingerprint(
-      pipeline.get_builder(config.dataset)):
+  data = provenance.data_fingerprint(pipeline.get_builder(config.dataset))
+  if not provenance.same_data(provenance.recorded_data(run_dir), data):
     return 'its data changed'
   return ''
 

@@ -129,7 +129,7 @@ def dataset_record(builder, workdir: str) -> dict:
   """The evaluated data's fingerprint, with a warning if it is not the training run's."""
   data = provenance.data_fingerprint(builder)
   trained = provenance.recorded_data(workdir)
-  if trained and trained != data and jax.process_index() == 0:
+  if trained and not provenance.same_data(trained, data) and jax.process_index() == 0:
     tqdm.write(f'warning: the data differ from those the run in {workdir} was trained on '
                f'(now {json.dumps(data)}; then {json.dumps(trained)}).')
   return data

@@ -134,6 +134,17 @@ def record(config: ml_collections.ConfigDict, workdir: str,
     fingerprint.write_atomically(os.path.join(workdir, name), text)
 
 
+def same_data(a: dict | None, b: dict | None) -> bool:
+  """Whether two ``data_fingerprint`` records describe the same data: the same builder,
+  splits and classes, converted from the same files (``fingerprint.same_source``: by
+  content, wherever the folder lies)."""
+  if a is None or b is None:
+    return a is b
+  def rest(record):
+    return {k: v for k, v in record.items() if k != 'source'}
+  return rest(a) == rest(b) and fingerprint.same_source(a.get('source'), b.get('source'))
+
+
 def recorded_data(workdir: str) -> dict | None:
   """The ``data.json`` of the run in ``workdir``, if any."""
   return fingerprint.read_json(os.path.join(workdir, DATA_FILE))

@@ -125,7 +125,7 @@ def data_note(dataset: dict, split: str, which: str, step: int) -> str:
   source = dataset['source']
   origin = ('generated, no source folder' if source is None else
             f'converted from `{source["folder"]}`: {source["files"]} files, {source["bytes"]} '
-            f'bytes, sha256 `{source["sha256"]}`')
+            f'bytes, content sha256 `{source["content_sha256"]}`')
   return (f'Checkpoint {which} (step {step}) on split `{split}` of `{dataset["builder"]}` '
           f'({origin}).')
 
