@@ -76,9 +76,10 @@ COLUMNS = ('label', 'xla_flags', 'pointwise_matmul', 'case', 'mode', 'size', 'ba
 
 @dataclasses.dataclass
 class Timed:
-  """One side's call and how long preparing it took."""
+  """One side's call, how long preparing it took and (usvjax) its compiled program's HLO."""
   call: Callable[[], object]
   prepare_s: float
+  hlo: str = ''
 
 
 def _backbone_call(arch: str, mode: str, size: int, batch: int) -> Timed:
@@ -106,7 +107,7 @@ def _backbone_call(arch: str, mode: str, size: int, batch: int) -> Timed:
   def call():
     state[:] = compiled(*state, images)
     jax.block_until_ready(state)
-  return Timed(call, seconds)
+  return Timed(call, seconds, compiled.as_text())
 
 
 def _flanet_call(mode: str, size: int, batch: int, clip_length: int) -> Timed:

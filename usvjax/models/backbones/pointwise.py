@@ -79,6 +79,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, batch_group_count, precision, preferred_element_type)
   strided = lhs[(slice(None),) + tuple(slice(None, None, s) for s in window_strides)]
-  kernel = rhs.reshape(rhs.shape[-2:])
-  return lax.dot_general(strided, kernel, (((lhs.ndim - 1,), (0,)), ((), ())),
-                         precision=precision, preferred_element_type=preferred_element_type)
+  rows = strided.reshape(-1, strided.shape[-1])  # [B * spatial, C_in]: a plain matmul, whose
+  kernel = rhs.reshape(rhs.shape[-2:])          # filter gradient XLA needs no copy for.
+  out = lax.dot_general(rows, kernel, (((1,), (0,)), ((), ())), precision=precision,
+                        preferred_element_type=preferred_element_type)
+  return out.reshape(strided.shape[:-1] + kernel.shape[-1:])

@@ -1,0 +1,111 @@
+r"""Where a training step's time goes under XLA:CPU: the step is traced with
+``jax.profiler`` and its executed operations (thunks: convolution and matmul fusions,
+element-wise fusions, copies) are grouped by kind, with the largest ones listed and what
+they compute (from the compiled HLO).
+
+  python scripts/profile_train_step.py [--arch=resnet50] [--batch=2] [--size=224] \
+      [--steps=3] [--nopointwise_matmul] [--csv=docs/results/train_step_profile_cpu.csv]
+
+The step is benchmark_torch's backbone training step (train-mode BatchNorm, loss
+mean(features^2), SGD with momentum). Times are summed over the traced steps and divided
+by their number; operations running at the same time on different cores both count, so
+the column adds up to CPU time, not wall time.
+"""
+import argparse
+import collections
+import csv
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import benchmark_torch  # pylint: disable=wrong-import-position
+from usvjax.models.backbones import pointwise  # pylint: disable=wrong-import-position
+
+_SKIP = ('Pjit', 'PjitFunction', 'CommonPjRt', '$', 'end: ', 'Handle', 'Wait', 'Allocate',
+         'Parse', 'Python', 'Thunk')
+
+
+def _kind(name: str) -> str:
+  """'ynn_fusion.12' -> 'ynn_fusion' (the operation's kind, without its number)."""
+  return re.sub(r'[.]\d+$', '', name)
+
+
+def _op_times(trace_dir: str) -> dict[str, float]:
+  path = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)[-1]
+  with gzip.open(path) as f:
+    events = json.load(f)['traceEvents']
+  out = collections.Counter()
+  for event in events:
+    if event.get('ph') == 'X' and not event['name'].startswith(_SKIP):
+      out[event['name']] += event['dur'] / 1e6
+  return out
+
+
+def _describe(hlo: str, name: str) -> str:
+  """The fused computation's main operations (convolutions, dots, reductions) of ``name``."""
+  match = re.search(rf'\n\s*%?{re.escape(name)} = [^\n]*calls=%?([\w.\-]+)', hlo)
+  if not match:
+    return ''
+  body = re.search(rf'\n%?{re.escape(match.group(1))} [^\n]*{{\n(.*?)\n}}', hlo, re.S)
+  if not body:
+    return ''
+  ops = re.findall(r'= (\w+\[[^\]]*\])[^ ]* (convolution|dot|reduce|reduce-window)\(',
+                   body.group(1))
+  return '; '.join(f'{op} -> {shape}' for shape, op in ops[:2])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--arch', default='resnet50')
+  parser.add_argument('--batch', type=int, default=2)
+  parser.add_argument('--size', type=int, default=224)
+  parser.add_argument('--steps', type=int, default=3)
+  parser.add_argument('--pointwise_matmul', action=argparse.BooleanOptionalAction,
+                      default=True)
+  parser.add_argument('--top', type=int, default=15)
+  parser.add_argument('--csv', default='')
+  args = parser.parse_args()
+  with pointwise.as_matmuls(args.pointwise_matmul):
+    timed = benchmark_torch._backbone_call(args.arch, 'training', args.size, args.batch)  # pylint: disable=protected-access
+  timed.call()
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    for _ in range(args.steps):
+      timed.call()
+    jax.profiler.stop_trace()
+    times = _op_times(trace_dir)
+  hlo = timed.hlo
+  total = sum(times.values()) / args.steps
+  by_kind = collections.Counter()
+  for name, seconds in times.items():
+    by_kind[_kind(name)] += seconds / args.steps
+  print(f'{args.arch}, batch {args.batch}, {args.size} px, pointwise_matmul='
+        f'{args.pointwise_matmul}: {total:.3f} s of operations per step')
+  rows = []
+  for kind, seconds in by_kind.most_common():
+    print(f'  {kind:32s} {seconds:7.3f} s  {100 * seconds / total:5.1f}%')
+    rows.append({'arch': args.arch, 'batch': args.batch, 'size': args.size,
+                 'pointwise_matmul': args.pointwise_matmul, 'kind': kind,
+                 'seconds_per_step': round(seconds, 4),
+                 'share': round(seconds / total, 4)})
+  print('largest operations:')
+  for name, seconds in times.most_common(args.top):
+    print(f'  {name:32s} {seconds / args.steps:7.3f} s  {_describe(hlo, name)}')
+  if args.csv:
+    new = not os.path.exists(args.csv)
+    with open(args.csv, 'a', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+      if new:
+        writer.writeheader()
+      writer.writerows(rows)
+
+
+if __name__ == '__main__':
+  main()
