@@ -87,6 +87,7 @@ import jax.numpy as jnp
 
 from usvjax.errors import ConfigError
 from usvjax.models import layers
+from usvjax.models import subpixel
 from usvjax.models.backbones import resnet
 
 SCALES = ('stride4', 'stride8', 'stride16', 'stride32')  # Finest first.
@@ -186,7 +187,7 @@ class UpDecoder(nn.Module):
     for i, scale in enumerate(steps):
       skip = features[scale]
       width = self.channels if i == len(steps) - 1 else skip.shape[-1]
-      x = nn.ConvTranspose(skip.shape[-1], (2, 2), (2, 2), name=f'up_{scale}')(x)
+      x = subpixel.ConvTranspose(skip.shape[-1], (2, 2), (2, 2), name=f'up_{scale}')(x)
       x = jnp.concatenate([x, skip], axis=-1)
       x = layers.ConvNormAct(width, name=f'{scale}_conv0')(x, train=train)
       x = layers.ConvNormAct(width, name=f'{scale}_conv1')(x, train=train)

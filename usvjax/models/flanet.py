@@ -99,6 +99,7 @@ import jax.numpy as jnp
 
 from usvjax.errors import ConfigError
 from usvjax.models import layers
+from usvjax.models import subpixel
 from usvjax.models.backbones import resnet
 
 LEVELS = ('stride2', 'stride4', 'stride8', 'stride16', 'stride32')
@@ -217,14 +218,15 @@ class ReleasedFFA(nn.Module):
 class HeatmapHead(nn.Module):
   """The released localisation head: [B, h, w, c] -> [B, 8h, 8w, 1] through three 3x3
   stride-2 transposed convolutions (c -> c/4 -> c/16 -> 1, with bias, no activation;
-  PyTorch's padding 1, output size 2x: 'padding' (1, 2) of the dilated input)."""
+  PyTorch's padding 1, output size 2x: 'padding' (1, 2) of the dilated input; computed as
+  sub-pixel convolutions, ``subpixel.py``)."""
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     channels = x.shape[-1]
     for i, features in enumerate((max(1, channels // 4), max(1, channels // 16), 1), start=1):
-      x = nn.ConvTranspose(features, (3, 3), (2, 2), padding=((1, 2), (1, 2)),
-                           transpose_kernel=True, name=f'upsample{i}')(x)
+      x = subpixel.ConvTranspose(features, (3, 3), (2, 2), padding=((1, 2), (1, 2)),
+                                 transpose_kernel=True, name=f'upsample{i}')(x)
     return x
 
 
