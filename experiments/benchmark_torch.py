@@ -129,7 +129,7 @@ def _flanet_call(mode: str, size: int, batch: int, clip_length: int) -> Timed:
   def call():
     state[0], metrics = compiled(state[0], inputs)
     jax.block_until_ready(metrics)
-  return Timed(call, seconds)
+  return Timed(call, seconds, compiled.as_text())
 
 
 class TorchSide:

@@ -3,11 +3,12 @@ r"""Where a training step's time goes under XLA:CPU: the step is traced with
 element-wise fusions, copies) are grouped by kind, with the largest ones listed and what
 they compute (from the compiled HLO).
 
-  python scripts/profile_train_step.py [--arch=resnet50] [--batch=2] [--size=224] \
+  python scripts/profile_train_step.py [--case=resnet50] [--batch=2] [--size=224] \
       [--steps=3] [--nopointwise_matmul] [--csv=docs/results/train_step_profile_cpu.csv]
 
-The step is benchmark_torch's backbone training step (train-mode BatchNorm, loss
-mean(features^2), SGD with momentum). Times are summed over the traced steps and divided
+The step is benchmark_torch's training step of ``--case``: a backbone (resnet50,
+res2net50_26w_4s: train-mode BatchNorm, loss mean(features^2), SGD with momentum) or
+``flanet`` (the released design's own train step on clips of 3 frames). Times are summed over the traced steps and divided
 by their number; operations running at the same time on different cores both count, so
 the column adds up to CPU time, not wall time.
 """
@@ -23,6 +24,7 @@ import sys
 import tempfile
 
 import jax
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import benchmark_torch  # pylint: disable=wrong-import-position
@@ -63,7 +65,8 @@ def _describe(hlo: str, name: str) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--arch', default='resnet50')
+  parser.add_argument('--case', default='resnet50',
+                      choices=list(benchmark_torch.BACKBONES) + ['flanet'])
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--size', type=int, default=224)
   parser.add_argument('--steps', type=int, default=3)
@@ -73,7 +76,11 @@ def main() -> None:
   parser.add_argument('--csv', default='')
   args = parser.parse_args()
   with pointwise.as_matmuls(args.pointwise_matmul):
-    timed = benchmark_torch._backbone_call(args.arch, 'training', args.size, args.batch)  # pylint: disable=protected-access
+    if args.case == 'flanet':
+      flags.FLAGS(['profile_train_step', f'--pointwise_matmul={args.pointwise_matmul}'])
+      timed = benchmark_torch._flanet_call('training', args.size, args.batch, 3)  # pylint: disable=protected-access
+    else:
+      timed = benchmark_torch._backbone_call(args.case, 'training', args.size, args.batch)  # pylint: disable=protected-access
   timed.call()
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
@@ -86,12 +93,12 @@ def main() -> None:
   by_kind = collections.Counter()
   for name, seconds in times.items():
     by_kind[_kind(name)] += seconds / args.steps
-  print(f'{args.arch}, batch {args.batch}, {args.size} px, pointwise_matmul='
+  print(f'{args.case}, batch {args.batch}, {args.size} px, pointwise_matmul='
         f'{args.pointwise_matmul}: {total:.3f} s of operations per step')
   rows = []
   for kind, seconds in by_kind.most_common():
     print(f'  {kind:32s} {seconds:7.3f} s  {100 * seconds / total:5.1f}%')
-    rows.append({'arch': args.arch, 'batch': args.batch, 'size': args.size,
+    rows.append({'case': args.case, 'batch': args.batch, 'size': args.size,
                  'pointwise_matmul': args.pointwise_matmul, 'kind': kind,
                  'seconds_per_step': round(seconds, 4),
                  'share': round(seconds / total, 4)})
