@@ -89,7 +89,8 @@ def _backbone_call(arch: str, mode: str, size: int, batch: int) -> Timed:
   if mode == 'inference':
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['stride32'])
     compiled, seconds = timing.timed_compile(forward, variables, images)
-    return Timed(lambda: compiled(variables, images).block_until_ready(), seconds)
+    return Timed(lambda: compiled(variables, images).block_until_ready(), seconds,
+                 compiled.as_text())
   tx = optax.sgd(1e-3, momentum=0.9)
 
   def step(params, stats, opt_state, x):
@@ -121,7 +122,8 @@ def _flanet_call(mode: str, size: int, batch: int, clip_length: int) -> Timed:
     variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(inputs)
     forward = jax.jit(lambda v, b: model.apply(v, b, train=False))
     compiled, seconds = timing.timed_compile(forward, variables, inputs)
-    return Timed(lambda: jax.block_until_ready(compiled(variables, inputs)), seconds)
+    return Timed(lambda: jax.block_until_ready(compiled(variables, inputs)), seconds,
+                 compiled.as_text())
   step, tx, mesh, inputs, _ = timing.train_step(config, model, batch)
   state = [state_lib.init_state(model, tx, inputs, config.seed, mesh)]
   compiled, seconds = timing.timed_compile(step, state[0], inputs)

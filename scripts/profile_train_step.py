@@ -1,14 +1,16 @@
-r"""Where a training step's time goes under XLA:CPU: the step is traced with
+r"""Where a training step's (or a forward pass's) time goes under XLA:CPU: it is traced with
 ``jax.profiler`` and its executed operations (thunks: convolution and matmul fusions,
 element-wise fusions, copies) are grouped by kind, with the largest ones listed and what
 they compute (from the compiled HLO).
 
   python scripts/profile_train_step.py [--case=resnet50] [--batch=2] [--size=224] \
-      [--steps=3] [--nopointwise_matmul] [--csv=docs/results/train_step_profile_cpu.csv]
+      [--mode=training] [--steps=3] [--nopointwise_matmul] \
+      [--csv=docs/results/train_step_profile_cpu.csv]
 
 The step is benchmark_torch's training step of ``--case``: a backbone (resnet50,
 res2net50_26w_4s: train-mode BatchNorm, loss mean(features^2), SGD with momentum) or
-``flanet`` (the released design's own train step on clips of 3 frames). Times are summed over the traced steps and divided
+``flanet`` (the released design's own train step on clips of 3 frames); ``--mode=inference``
+traces benchmark_torch's inference call instead (eval mode, --batch images or clips). Times are summed over the traced steps and divided
 by their number; operations running at the same time on different cores both count, so
 the column adds up to CPU time, not wall time.
 """
@@ -69,6 +71,7 @@ def main() -> None:
                       choices=list(benchmark_torch.BACKBONES) + ['flanet'])
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--size', type=int, default=224)
+  parser.add_argument('--mode', default='training', choices=('training', 'inference'))
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--pointwise_matmul', action=argparse.BooleanOptionalAction,
                       default=True)
@@ -78,9 +81,9 @@ def main() -> None:
   with pointwise.as_matmuls(args.pointwise_matmul):
     if args.case == 'flanet':
       flags.FLAGS(['profile_train_step', f'--pointwise_matmul={args.pointwise_matmul}'])
-      timed = benchmark_torch._flanet_call('training', args.size, args.batch, 3)  # pylint: disable=protected-access
+      timed = benchmark_torch._flanet_call(args.mode, args.size, args.batch, 3)  # pylint: disable=protected-access
     else:
-      timed = benchmark_torch._backbone_call(args.case, 'training', args.size, args.batch)  # pylint: disable=protected-access
+      timed = benchmark_torch._backbone_call(args.case, args.mode, args.size, args.batch)  # pylint: disable=protected-access
   timed.call()
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
@@ -93,14 +96,14 @@ def main() -> None:
   by_kind = collections.Counter()
   for name, seconds in times.items():
     by_kind[_kind(name)] += seconds / args.steps
-  print(f'{args.case}, batch {args.batch}, {args.size} px, pointwise_matmul='
-        f'{args.pointwise_matmul}: {total:.3f} s of operations per step')
+  print(f'{args.case} {args.mode}, batch {args.batch}, {args.size} px, pointwise_matmul='
+        f'{args.pointwise_matmul}: {total:.3f} s of operations per call')
   rows = []
   for kind, seconds in by_kind.most_common():
     print(f'  {kind:32s} {seconds:7.3f} s  {100 * seconds / total:5.1f}%')
-    rows.append({'case': args.case, 'batch': args.batch, 'size': args.size,
+    rows.append({'case': args.case, 'mode': args.mode, 'batch': args.batch, 'size': args.size,
                  'pointwise_matmul': args.pointwise_matmul, 'kind': kind,
-                 'seconds_per_step': round(seconds, 4),
+                 'seconds_per_call': round(seconds, 4),
                  'share': round(seconds / total, 4)})
   print('largest operations:')
   for name, seconds in times.most_common(args.top):
