@@ -150,6 +150,19 @@ def test_structure_loss_by_hand():
                              [1 - (inter + 1) / (union - inter + 1)], rtol=1e-6)
 
 
+def test_structure_weights_are_the_zero_padded_window_mean():
+  rng = np.random.default_rng(0)
+  masks = (rng.random((2, 20, 17, 1)) > 0.6).astype(np.float32)
+  kernel, pad = 7, 3
+  padded = np.pad(masks, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  mean = np.zeros_like(masks)
+  for i in range(20):
+    for j in range(17):
+      mean[:, i, j] = padded[:, i:i + kernel, j:j + kernel].mean(axis=(1, 2))
+  np.testing.assert_allclose(losses.structure_weights(jnp.asarray(masks), kernel, 2.5),
+                             1 + 2.5 * np.abs(mean - masks), rtol=1e-6)
+
+
 def test_auxiliary_losses_supervise_the_two_previous_frames():
   task = tasks.create_task(dsanet_config.get_config('tiny'))
   masks = np.zeros((1, 3, 4, 4, 1), np.float32)

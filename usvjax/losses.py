@@ -34,11 +34,15 @@ def structure_weights(masks: jnp.ndarray, kernel: int = 31, strength: float = 5.
                       ) -> jnp.ndarray:
   """F3Net's pixel weights 1 + strength * |avgpool_k(mask) - mask| (stride 1, zero padding
   counted in the mean, as PyTorch's avg_pool2d): [B, H, W, 1] -> [B, H, W, 1]. Pixels near
-  a boundary weigh up to 1 + strength."""
+  a boundary weigh up to 1 + strength.
+
+  The k x k window sum is taken as a k x 1 then a 1 x k sum (2k additions per pixel
+  instead of k^2; a 31 x 31 sum took 0.1 s of a 1 s DSANet training step on CPU)."""
   pad = kernel // 2
-  window = (1, kernel, kernel, 1)
-  total = jax.lax.reduce_window(masks, 0.0, jax.lax.add, window, (1, 1, 1, 1),
-                                ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  total = masks
+  for window in ((1, kernel, 1, 1), (1, 1, kernel, 1)):
+    padding = tuple((pad, pad) if size > 1 else (0, 0) for size in window)
+    total = jax.lax.reduce_window(total, 0.0, jax.lax.add, window, (1, 1, 1, 1), padding)
   return 1.0 + strength * jnp.abs(total / kernel**2 - masks)
 
 
