@@ -52,7 +52,7 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   (``input_pipeline.fingerprint``).
   """
   builder = _builder(dataset)
-  source = hashes = None
+  source = hashes = known = None
   if dataset.manual_dir:
     common.require_dir(dataset.manual_dir, 'config.dataset.manual_dir',
                        'Point config.dataset.manual_dir at the dataset folder.')
@@ -66,7 +66,7 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   if source and jax.process_index() == 0:
     if not fingerprint.stored(builder.data_dir):
       fingerprint.store(builder.data_dir, source)
-    if hashes != fingerprint.stored_hashes(builder.data_dir):
+    if hashes != known:  # A converted-again folder has changed files, so new hashes.
       fingerprint.store_hashes(builder.data_dir, hashes)
   return builder
 
