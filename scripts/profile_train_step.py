@@ -5,14 +5,16 @@ they compute (from the compiled HLO).
 
   python scripts/profile_train_step.py [--case=resnet50] [--batch=2] [--size=224] \
       [--mode=training] [--steps=3] [--nopointwise_matmul] \
-      [--csv=docs/results/train_step_profile_cpu.csv]
+      [--csv=docs/results/step_profile_cpu.csv --label=NAME]
 
 The step is benchmark_torch's training step of ``--case``: a backbone (resnet50,
 res2net50_26w_4s: train-mode BatchNorm, loss mean(features^2), SGD with momentum) or
 ``flanet`` (the released design's own train step on clips of 3 frames); ``--mode=inference``
 traces benchmark_torch's inference call instead (eval mode, --batch images or clips). Times are summed over the traced steps and divided
 by their number; operations running at the same time on different cores both count, so
-the column adds up to CPU time, not wall time.
+the column adds up to CPU time, not wall time. With --csv, one row per kind of operation
+(``level`` = kind) and one per largest operation (``level`` = operation, --top of them,
+with what it computes).
 """
 import argparse
 import collections
@@ -53,16 +55,20 @@ def _op_times(trace_dir: str) -> dict[str, float]:
 
 
 def _describe(hlo: str, name: str) -> str:
-  """The fused computation's main operations (convolutions, dots, reductions) of ``name``."""
+  """What fusion ``name`` computes: its main operations (convolutions, dots, reductions) and
+  its operands' and result's shapes, e.g. 'convolution: f32[1,14,14,2048], f32[3,3,2048,1024]
+  -> f32[1,14,14,1024]'."""
   match = re.search(rf'\n\s*%?{re.escape(name)} = [^\n]*calls=%?([\w.\-]+)', hlo)
   if not match:
     return ''
-  body = re.search(rf'\n%?{re.escape(match.group(1))} [^\n]*{{\n(.*?)\n}}', hlo, re.S)
+  body = re.search(rf'\n%?{re.escape(match.group(1))} \(([^\n]*)\) -> ([^ ]+) {{\n(.*?)\n}}',
+                   hlo, re.S)
   if not body:
     return ''
-  ops = re.findall(r'= (\w+\[[^\]]*\])[^ ]* (convolution|dot|reduce|reduce-window)\(',
-                   body.group(1))
-  return '; '.join(f'{op} -> {shape}' for shape, op in ops[:2])
+  params, result, code = body.groups()
+  ops = sorted(set(re.findall(r' (convolution|dot|reduce|reduce-window)\(', code)))
+  shapes = ', '.join(re.findall(r': (\w+\[[^\]]*\])', params))
+  return f'{"/".join(ops) or "elementwise"}: {shapes} -> {result}'
 
 
 def main() -> None:
@@ -77,6 +83,7 @@ def main() -> None:
                       default=True)
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--csv', default='')
+  parser.add_argument('--label', default='', help='Names the code or setting in the CSV.')
   args = parser.parse_args()
   with pointwise.as_matmuls(args.pointwise_matmul):
     if args.case == 'flanet':
@@ -98,16 +105,19 @@ def main() -> None:
     by_kind[_kind(name)] += seconds / args.steps
   print(f'{args.case} {args.mode}, batch {args.batch}, {args.size} px, pointwise_matmul='
         f'{args.pointwise_matmul}: {total:.3f} s of operations per call')
+  setting = {'label': args.label, 'case': args.case, 'mode': args.mode, 'batch': args.batch,
+             'size': args.size, 'pointwise_matmul': args.pointwise_matmul}
   rows = []
   for kind, seconds in by_kind.most_common():
     print(f'  {kind:32s} {seconds:7.3f} s  {100 * seconds / total:5.1f}%')
-    rows.append({'case': args.case, 'mode': args.mode, 'batch': args.batch, 'size': args.size,
-                 'pointwise_matmul': args.pointwise_matmul, 'kind': kind,
-                 'seconds_per_call': round(seconds, 4),
-                 'share': round(seconds / total, 4)})
+    rows.append(dict(setting, level='kind', name=kind, computes='',
+                     seconds_per_call=round(seconds, 4), share=round(seconds / total, 4)))
   print('largest operations:')
   for name, seconds in times.most_common(args.top):
     print(f'  {name:32s} {seconds / args.steps:7.3f} s  {_describe(hlo, name)}')
+    rows.append(dict(setting, level='operation', name=name, computes=_describe(hlo, name),
+                     seconds_per_call=round(seconds / args.steps, 4),
+                     share=round(seconds / args.steps / total, 4)))
   if args.csv:
     new = not os.path.exists(args.csv)
     with open(args.csv, 'a', newline='') as f:

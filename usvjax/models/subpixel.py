@@ -6,9 +6,9 @@ dilated by s, with s - 1 zeros between its pixels) computes every output pixel o
 t with t = (lo - a) mod s, (lo - a) mod s + s, ... of each axis (lo: the low padding of the
 dilated input). So the output is s x s ordinary stride-1 convolutions of the undilated input
 with sub-kernels ``kernel[t0_a::s, t0_b::s]``, interleaved (depth to space). XLA:CPU runs
-the dilated form through a generic convolution whose filter gradient took 10% of a FLA-Net
-training step (545 ms for the 1024 -> 256 head layer at 224 px, ``scripts/
-profile_train_step.py``) and multiplies the s^2 - 1 zeros of every window; the sub-pixel
+the dilated form through a generic convolution (16% of a FLA-Net training step's
+operation time at 224 px, ``scripts/profile_train_step.py``,
+docs/results/step_profile_cpu.csv) and multiplies the s^2 - 1 zeros of every window; the sub-pixel
 form skips the zeros and its gradients are ordinary convolution gradients (1x1 sub-kernels
 go through ``pointwise``: matrix products).
 
