@@ -2,34 +2,50 @@ r"""Accuracy and AUC of a trained video classifier against the frames it sees pe
 
   python -m experiments.frame_sweep --workdir=runs/lstm [--frames=1,2,4,8,16,30] \
       [--checkpoint=best] [--split=test] [--output_dir=DIR]
+  python -m experiments.frame_sweep --workdir=runs/cv_pocus/cnn_lstm [--frames=...]
 
 Evaluates the run's headline model (usvjax/frame_sweep.py) exactly on the split once per
 frame count, with up to that many frames per video sampled uniformly, and writes
 frame_sweep.csv, frame_sweep.png and one report per count into OUTPUT_DIR (default
 WORKDIR/frame_sweep). Cui et al.'s Fig. 7 is this curve for their CNN-LSTM.
+
+A method directory of ``compare --folds`` (WORKDIR/fold_<k>/seed<s>) is swept run by run,
+each fold's final checkpoint on its held-out videos (so --config, --checkpoint and --split
+do not apply); frame_sweep.csv has one row per fold, seed and count, and the printed table
+the mean ± std over the runs.
 """
 from absl import app
 from absl import flags
 
 from experiments import common
 from usvjax import frame_sweep
-from usvjax import tables
+from usvjax.errors import ConfigError
 
 RUN = common.define_run_flags('Default: WORKDIR/frame_sweep.')
 FRAMES = flags.DEFINE_list('frames', ['1', '2', '4', '8', '16', '30'], 'Frame counts.')
+
+
+def _sweep(counts: list[int]) -> list[dict]:
+  workdir = RUN.workdir.value
+  if frame_sweep.fold_runs(workdir):
+    given = [f'--{f.name}' for f in (RUN.config, RUN.checkpoint, RUN.split) if f.present]
+    if given:
+      raise ConfigError(f'{workdir} is a method of compare --folds: each fold is swept on its '
+                        f'held-out videos with its final checkpoint; drop {", ".join(given)}.')
+    return frame_sweep.run_folds(workdir, counts, RUN.output_dir.value)
+  config = common.run_config(RUN.config.value, workdir)
+  return frame_sweep.run(config, workdir, counts, RUN.checkpoint.value, RUN.split.value,
+                         RUN.output_dir.value)
 
 
 def main(argv):
   del argv
   common.start_processes()
   try:
-    config = common.run_config(RUN.config.value, RUN.workdir.value)
-    rows = frame_sweep.run(config, RUN.workdir.value, [int(n) for n in FRAMES.value],
-                           RUN.checkpoint.value, RUN.split.value, RUN.output_dir.value)
+    rows = _sweep([int(n) for n in FRAMES.value])
   except common.USER_ERRORS as e:
     common.fail(e)
-  print(tables.metrics_table({f'{r["frames"]} frames': r for r in rows},
-                             frame_sweep.KEYS, 'frames'))
+  print(frame_sweep.table(rows))
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ from input_pipeline import pipeline
 from usvjax import compare
 from usvjax import cross_validation
 from usvjax import evaluate
+from usvjax import frame_sweep
 from usvjax import metrics as metrics_lib
 from usvjax import tasks
 from usvjax import train
@@ -72,6 +73,26 @@ def test_each_fold_trains_once_and_holds_out_its_own_videos(data_dir, tmp_path, 
   before = (tmp_path / 'results.csv').read_text()
   _, trained = _compare(data_dir, tmp_path, [method], monkeypatch)
   assert trained == [] and (tmp_path / 'results.csv').read_text() == before
+  _frame_sweep_scores_each_fold_on_its_held_out_videos(tmp_path / 'a', rows, config)
+
+
+def _frame_sweep_scores_each_fold_on_its_held_out_videos(method_dir, rows, config):
+  """frame_sweep of a --folds method: every fold's final checkpoint on its held-out videos,
+  so at the training's frame count each row is the fold's comparison row."""
+  most = config.input.max_frames
+  swept = frame_sweep.run_folds(str(method_dir), [most, 1])
+  assert [(r['fold'], r['seed'], r['frames']) for r in swept] == [
+      (0, 0, 1), (0, 0, most), (1, 0, 1), (1, 0, most)]
+  for fold, row in enumerate(rows):
+    full = next(r for r in swept if r['fold'] == fold and r['frames'] == most)
+    assert {k: str(full[k]) for k in ('dataset', 'image_size', 'steps', 'method')} == {
+        k: row[k] for k in ('dataset', 'image_size', 'steps', 'method')}
+    assert full['num_videos'] == float(row['num_videos']) == 8
+    for key in ('accuracy', 'auc'):
+      assert full[key] == pytest.approx(float(row[key]), abs=1e-9), (fold, key)
+  with open(method_dir / 'frame_sweep' / 'frame_sweep.csv', newline='') as f:
+    assert len(list(csv.DictReader(f))) == 4
+  assert '| 1 frames |' in frame_sweep.table(swept)
 
 
 def test_a_changed_override_reruns_only_that_methods_folds(data_dir, tmp_path, monkeypatch):

@@ -220,10 +220,8 @@ def _row_result(report) -> dict:
 def _setting(method: Method, config: ml_collections.ConfigDict) -> dict:
   """The columns that say what a run was: dataset, image size, steps and the variant (the
   method's config and its own overrides)."""
-  dataset = '/'.join(p for p in (config.dataset.name, config.dataset.config) if p)
   variant = ';'.join([method.config] + [f'{k}={v}' for k, v in method.overrides.items()])
-  return {'dataset': dataset, 'image_size': config.input.image_size,
-          'steps': config.total_steps, 'variant': variant}
+  return {**provenance.setting(config), 'variant': variant}
 
 
 def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
@@ -274,10 +272,8 @@ def markdown_table(results: dict[str, list[dict]], task: str) -> str:
   for name, runs in results.items():
     cells = []
     for key in columns.values():
-      values = np.array([r[key] for r in runs if key in r], float)
-      digits = 1 if key in TIMING.values() else 3
-      cells.append(f'{values.mean():.{digits}f}' + (
-          f' ± {values.std(ddof=1):.{digits}f}' if len(values) > 1 else ''))
+      cells.append(tables.mean_std([r[key] for r in runs if key in r],
+                                   1 if key in TIMING.values() else 3))
     rows[name] = cells
   return tables.markdown(rows, list(columns), 'method')
 

@@ -7,11 +7,18 @@ once per frame count n, with ``input.max_frames = n`` and ``input.sampling = 'up
 video contributes min(its length, n) frames, sampled uniformly over the whole video as in
 every evaluation (``input_pipeline/sequences.py``). Nothing is retrained: the curve shows how
 a model trained on up to ``max_frames`` frames degrades (or not) when it sees fewer.
+
+A method of ``compare --folds`` (``<workdir>/<method>/fold_<k>/seed<s>``) is swept run by
+run (``run_folds``): each fold's final checkpoint on its own held-out videos, as ``compare``
+scores it (the best checkpoint would be chosen on those videos), one CSV row per fold, seed
+and frame count, and the plot gives the mean over the runs with their range shaded.
 """
 from __future__ import annotations
 
 import csv
+import glob
 import os
+import re
 from collections.abc import Sequence
 
 import matplotlib
@@ -19,7 +26,9 @@ import ml_collections
 
 from usvjax.errors import ConfigError
 from usvjax import evaluate
+from usvjax import provenance
 from usvjax import runners
+from usvjax import tables
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -56,15 +65,65 @@ def run(config: ml_collections.ConfigDict, workdir: str, counts: Sequence[int],
   return rows
 
 
+def fold_runs(method_dir: str) -> list[tuple[int, int, str]]:
+  """(fold, seed, run directory) of every run of a ``compare --folds`` method directory
+  (``fold_<k>/seed<s>`` holding a saved config), by fold then seed; [] if there is none."""
+  found = []
+  pattern = os.path.join(method_dir, 'fold_*', 'seed*', provenance.CONFIG_FILE)
+  for config_file in glob.glob(pattern):
+    run_dir = os.path.dirname(config_file)
+    fold = re.fullmatch(r'fold_(\d+)', os.path.basename(os.path.dirname(run_dir)))
+    seed = re.fullmatch(r'seed(\d+)', os.path.basename(run_dir))
+    if fold and seed:
+      found.append((int(fold.group(1)), int(seed.group(1)), run_dir))
+  return sorted(found)
+
+
+def run_folds(method_dir: str, counts: Sequence[int], output_dir: str = '') -> list[dict]:
+  """``run`` for every fold and seed of a ``compare --folds`` method: one row per run and
+  frame count, {'dataset', 'image_size', 'steps', 'method', 'fold', 'seed', 'frames', *KEYS,
+  'num_videos'}; each run's files in ``<output_dir>/fold_<k>/seed<s>``, all rows in
+  ``<output_dir>/frame_sweep.csv`` and their mean in ``frame_sweep.png`` (default
+  ``output_dir``: ``<method_dir>/frame_sweep``)."""
+  runs = fold_runs(method_dir)
+  if not runs:
+    raise ConfigError(f'{method_dir} holds no fold_<k>/seed<s> runs of compare --folds.')
+  output_dir = output_dir or os.path.join(method_dir, 'frame_sweep')
+  method = os.path.basename(os.path.normpath(method_dir))
+  rows = []
+  for fold, seed, run_dir in runs:
+    config = provenance.load_config(run_dir)
+    columns = {**provenance.setting(config), 'method': method, 'fold': fold, 'seed': seed}
+    swept = run(config, run_dir, counts, 'latest',  # The fold's held-out videos, whatever
+                config.dataset.train_split,         # split is named (input_pipeline.pipeline).
+                os.path.join(output_dir, f'fold_{fold}', f'seed{seed}'))
+    rows += [{**columns, **row} for row in swept]
+  _write(rows, output_dir)
+  return rows
+
+
+def table(rows: Sequence[dict]) -> str:
+  """Markdown: per frame count, each of ``KEYS`` as mean ± std over the rows (runs) of
+  that count."""
+  frames = sorted({r['frames'] for r in rows})
+  return tables.markdown(
+      {f'{n} frames': [tables.mean_std([r[k] for r in rows if r['frames'] == n]) for k in KEYS]
+       for n in frames}, KEYS, 'frames')
+
+
 def _write(rows: list[dict], output_dir: str) -> None:
+  """frame_sweep.csv (the rows) and frame_sweep.png: accuracy and AUC against the frame
+  count, the mean over the rows of each count with their range shaded."""
   with open(os.path.join(output_dir, 'frame_sweep.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
   fig, ax = plt.subplots(figsize=(5, 3.2))
-  frames = [r['frames'] for r in rows]
+  frames = sorted({r['frames'] for r in rows})
   for key in ('accuracy', 'auc'):
-    ax.plot(frames, [r[key] for r in rows], marker='o', label=key)
+    values = [[r[key] for r in rows if r['frames'] == n] for n in frames]
+    ax.plot(frames, [sum(v) / len(v) for v in values], marker='o', label=key)
+    ax.fill_between(frames, [min(v) for v in values], [max(v) for v in values], alpha=0.2)
   ax.set_xscale('log', base=2)
   ax.set_xlabel('frames per video (at most)')
   ax.legend()

@@ -60,6 +60,13 @@ def config_text(config: ml_collections.ConfigDict) -> str:
   return _HEADER + '      ' + body.replace('\n', '\n      ') + ')\n'
 
 
+def setting(config: ml_collections.ConfigDict) -> dict:
+  """The result columns that say what data and budget a run had: {'dataset' (builder
+  name/config), 'image_size', 'steps'}."""
+  return {'dataset': '/'.join(p for p in (config.dataset.name, config.dataset.config) if p),
+          'image_size': config.input.image_size, 'steps': config.total_steps}
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The locked config saved in ``workdir``; a clear error if there is none."""
   path = os.path.join(workdir, CONFIG_FILE)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 CLASSIFICATION_KEYS = ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1', 'auc',
                        'ap')
 
@@ -12,6 +14,13 @@ def markdown(rows: dict[str, Sequence[str]], columns: Sequence[str], first: str)
   lines = [f'| {first} | ' + ' | '.join(columns) + ' |', '|' + '---|' * (len(columns) + 1)]
   lines += [f'| {name} | ' + ' | '.join(cells) + ' |' for name, cells in rows.items()]
   return '\n'.join(lines) + '\n'
+
+
+def mean_std(values: Sequence[float], digits: int = 3) -> str:
+  """'mean ± std' (standard deviation with ddof 1) of ``values``; the mean alone for one."""
+  values = np.asarray(values, float)
+  return f'{values.mean():.{digits}f}' + (
+      f' ± {values.std(ddof=1):.{digits}f}' if len(values) > 1 else '')
 
 
 def metrics_table(rows: dict[str, dict[str, float]],
