@@ -34,6 +34,27 @@ def load_config(name: str, data_dir: str, **overrides):
   return config
 
 
+def initial_state(config, seed: int):
+  """The train state ``config``'s run would start from with ``seed``."""
+  # pylint: disable=g-import-not-at-top
+  from input_pipeline import pipeline
+  from usvjax import models, optim, parallel
+  from usvjax import state as state_lib
+  return state_lib.init_state(
+      models.create_model(config.model), optim.create_optimizer(config),
+      state_lib.init_batch(config, pipeline.batch_spec(config, True)), seed,
+      parallel.create_mesh())
+
+
+def save_whole_model(state, path: str) -> str:
+  """``state``'s variables as a converted whole-model weights file (as a released model's
+  weights become), for ``config.init.checkpoint`` with ``init.target=''``."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from usvjax.models.backbones import convert  # pylint: disable=g-import-not-at-top
+  return convert.save_converted({'params': jax.device_get(state.params),
+                                 'batch_stats': jax.device_get(state.batch_stats)}, path)
+
+
 def flat_local(tree) -> dict:
   """{'a/b/c': numpy array} of a pytree of replicated arrays, from this process's copy."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -1,6 +1,5 @@
 """Whole-model pretrained weights (``config.init.target=''``), e.g. a converted released
 FLA-Net, evaluated as they are (``total_steps=0``) or fine-tuned."""
-import jax
 import numpy as np
 import pytest
 
@@ -8,29 +7,15 @@ from input_pipeline import pipeline
 from tests import helpers
 from usvjax import checkpoint
 from usvjax import evaluate
-from usvjax import models
-from usvjax import optim
-from usvjax import parallel
 from usvjax import run_checks
-from usvjax import state as state_lib
 from usvjax import train
 from usvjax.errors import ConfigError
-from usvjax.models.backbones import convert
-
-
-def _initial_state(config, seed: int) -> state_lib.TrainState:
-  return state_lib.init_state(
-      models.create_model(config.model), optim.create_optimizer(config),
-      state_lib.init_batch(config, pipeline.batch_spec(config, True)), seed,
-      parallel.create_mesh())
 
 
 def test_whole_model_weights_are_evaluated_as_they_are_with_zero_steps(data_dir, tmp_path):
   config = helpers.load_config('unet', data_dir)
-  weights = _initial_state(config, seed=7)  # Stands for a converted released model.
-  converted = convert.save_converted(
-      {'params': jax.device_get(weights.params),
-       'batch_stats': jax.device_get(weights.batch_stats)}, str(tmp_path / 'converted'))
+  weights = helpers.initial_state(config, seed=7)  # Stands for a converted released model.
+  converted = helpers.save_whole_model(weights, str(tmp_path / 'converted'))
   with config.unlocked():
     config.total_steps = 0
   with pytest.raises(ConfigError, match=r'total_steps=0: .* \(or 0 with config.init.checkpoint'):

@@ -132,8 +132,11 @@ def test_non_finite_update_is_caught_before_it_is_saved(data_dir, tmp_path):
 def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, rows_key):
   """Every frame (U-Net), every video (CNN_Aver), every frame but the first of each video
   (STPFNet's first-frame protocol) is scored exactly once."""
-  # One step: a checkpoint (evaluated at the last step) is all the reports need.
-  config = helpers.load_config(name, data_dir, total_steps=1, **{'input.eval_batch_size': 8})
+  # A step-0 checkpoint of initial weights is all the reports need (no training step).
+  config = helpers.load_config(name, data_dir, total_steps=0, **{'input.eval_batch_size': 8})
+  weights = helpers.save_whole_model(helpers.initial_state(config, 0), str(tmp_path / 'init'))
+  with config.unlocked():
+    config.init.checkpoint, config.init.target = weights, ''
   workdir = str(tmp_path / name)
   train.train_and_evaluate(config, workdir)
   metrics, _, directory = evaluate.evaluate_checkpoint(config, workdir, 'best', 'test')
