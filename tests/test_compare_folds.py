@@ -4,6 +4,7 @@ pair runs of the same fold and seed."""
 import csv
 import json
 import os
+import shutil
 import types
 
 import numpy as np
@@ -16,8 +17,10 @@ from usvjax import cross_validation
 from usvjax import evaluate
 from usvjax import frame_sweep
 from usvjax import metrics as metrics_lib
+from usvjax import provenance
 from usvjax import tasks
 from usvjax import train
+from usvjax.errors import ConfigError
 
 SPLIT = 'train+validation'  # 12 + 4 synthetic videos.
 REAL_TRAIN = train.train_and_evaluate
@@ -80,6 +83,9 @@ def _frame_sweep_scores_each_fold_on_its_held_out_videos(method_dir, rows, confi
   """frame_sweep of a --folds method: every fold's final checkpoint on its held-out videos,
   so at the training's frame count each row is the fold's comparison row."""
   most = config.input.max_frames
+  unfinished = method_dir / 'fold_2' / 'seed0'  # A run compare has not scored yet.
+  unfinished.mkdir(parents=True)
+  shutil.copy(method_dir / 'fold_1' / 'seed0' / provenance.CONFIG_FILE, unfinished)
   swept = frame_sweep.run_folds(str(method_dir), [most, 1])
   assert [(r['fold'], r['seed'], r['frames']) for r in swept] == [
       (0, 0, 1), (0, 0, most), (1, 0, 1), (1, 0, most)]
@@ -93,6 +99,11 @@ def _frame_sweep_scores_each_fold_on_its_held_out_videos(method_dir, rows, confi
   with open(method_dir / 'frame_sweep' / 'frame_sweep.csv', newline='') as f:
     assert len(list(csv.DictReader(f))) == 4
   assert '| 1 frames |' in frame_sweep.table(swept)
+  only_unfinished = method_dir.parent / 'c' / 'fold_0' / 'seed0'
+  only_unfinished.mkdir(parents=True)
+  shutil.copy(unfinished / provenance.CONFIG_FILE, only_unfinished)
+  with pytest.raises(ConfigError, match='no finished fold_<k>/seed<s> run'):
+    frame_sweep.run_folds(str(method_dir.parent / 'c'), [1])
 
 
 def test_a_changed_override_reruns_only_that_methods_folds(data_dir, tmp_path, monkeypatch):

@@ -9,9 +9,10 @@ every evaluation (``input_pipeline/sequences.py``). Nothing is retrained: the cu
 a model trained on up to ``max_frames`` frames degrades (or not) when it sees fewer.
 
 A method of ``compare --folds`` (``<workdir>/<method>/fold_<k>/seed<s>``) is swept run by
-run (``run_folds``): each fold's final checkpoint on its own held-out videos, as ``compare``
-scores it (the best checkpoint would be chosen on those videos), one CSV row per fold, seed
-and frame count, and the plot gives the mean over the runs with their range shaded.
+run (``run_folds``; runs compare has not finished are skipped and named): each fold's final
+checkpoint on its own held-out videos, as ``compare`` scores it (the best checkpoint would
+be chosen on those videos), one CSV row per fold, seed and frame count, and the plot gives
+the mean over the runs with their range shaded.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from usvjax import evaluate
 from usvjax import provenance
 from usvjax import runners
 from usvjax import tables
+from usvjax import train
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -85,9 +87,16 @@ def run_folds(method_dir: str, counts: Sequence[int], output_dir: str = '') -> l
   'num_videos'}; each run's files in ``<output_dir>/fold_<k>/seed<s>``, all rows in
   ``<output_dir>/frame_sweep.csv`` and their mean in ``frame_sweep.png`` (default
   ``output_dir``: ``<method_dir>/frame_sweep``)."""
-  runs = fold_runs(method_dir)
+  runs, unfinished = [], []
+  for fold, seed, run_dir in fold_runs(method_dir):
+    finished = os.path.exists(os.path.join(run_dir, 'result.json'))  # Scored by compare.
+    (runs if finished else unfinished).append((fold, seed, run_dir))
+  if unfinished:
+    train.say(f'{len(unfinished)} unfinished runs not swept (no result.json yet): '
+              + ', '.join(os.path.relpath(d, method_dir) for _, _, d in unfinished))
   if not runs:
-    raise ConfigError(f'{method_dir} holds no fold_<k>/seed<s> runs of compare --folds.')
+    raise ConfigError(f'{method_dir} holds no finished fold_<k>/seed<s> run of compare '
+                      '--folds: run (or finish) the comparison first.')
   output_dir = output_dir or os.path.join(method_dir, 'frame_sweep')
   method = os.path.basename(os.path.normpath(method_dir))
   rows = []
