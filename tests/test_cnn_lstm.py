@@ -14,6 +14,7 @@ import helpers
 from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
 from usvjax import cross_validation
+from usvjax import frame_sweep
 from usvjax import metrics
 from usvjax import two_stage
 from usvjax.models import clman
@@ -169,6 +170,9 @@ def test_a_two_stage_fold_trains_caches_and_scores_every_row(data_dir, tmp_path)
   cached = {ex['video_id'].decode(): (len(ex['features']), int(ex['label']))
             for ex in tfds.as_numpy(cache.as_dataset(split='train'))}
   assert cached == _source_lengths(data_dir, 'train')
+  # frame_sweep reads the headline row's cache from the run, wherever the command runs.
+  swept = frame_sweep.run(config, str(tmp_path), [2], which='latest')
+  assert swept[0]['num_videos'] == len(held_out)
   # A second run resumes every stage and keeps the cache.
   mtime = os.path.getmtime(cache_dir / 'cache.json')
   two_stage.train_and_evaluate(config, str(tmp_path), which='latest')

@@ -54,7 +54,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, counts: Sequence[int],
   (default ``<workdir>/frame_sweep``)."""
   if not counts or min(counts) < 1:
     raise ConfigError(f'--frames={list(counts)}: give frame counts >= 1, e.g. 1,2,4,8,16.')
-  _, model_config, sub_dir = runners.get(config).headline(config)
+  _, model_config, sub_dir = runners.get(config).headline(config, workdir)
   run_dir = os.path.join(workdir, sub_dir)
   output_dir = output_dir or os.path.join(workdir, 'frame_sweep')
   rows = []

@@ -93,6 +93,9 @@ class Runner(Protocol):
                which: str = 'best', output_dir: str = '') -> dict[str, Any]:
     """{row: evaluate.Report} of every row the run scores on ``split``."""
 
-  def headline(self, config: ml_collections.ConfigDict) -> tuple[str, ml_collections.ConfigDict, str]:
+  def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
+               ) -> tuple[str, ml_collections.ConfigDict, str]:
     """(row, its config, its run directory relative to the workdir): what a comparison
-    reports and plots for this run."""
+    reports and plots for this run. ``workdir`` (the run's directory) is where the row's
+    config finds the run's own files (a two-stage run's feature cache); '' when only the
+    row's name, task or directory is needed."""

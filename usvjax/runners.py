@@ -43,8 +43,9 @@ class Single:
     return {config.model.name: evaluate_lib.evaluate_checkpoint(config, workdir, which, split,
                                                                 output_dir)}
 
-  def headline(self, config: ml_collections.ConfigDict
+  def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
                ) -> tuple[str, ml_collections.ConfigDict, str]:
+    del workdir  # The config reads nothing of the run.
     return config.model.name, config, ''
 
 
@@ -94,8 +95,9 @@ class PretrainFinetune:
     return Single().evaluate(finetune_config(config, workdir), workdir, split, which,
                              output_dir)
 
-  def headline(self, config: ml_collections.ConfigDict
+  def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
                ) -> tuple[str, ml_collections.ConfigDict, str]:
+    del workdir  # The classifier's config reads nothing of the run.
     return config.model.name, finetune_config(config, ''), ''
 
 

@@ -140,7 +140,7 @@ class TwoStage:
                which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
     return evaluate(config, workdir, split, which, output_dir)
 
-  def headline(self, config: ml_collections.ConfigDict
+  def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
                ) -> tuple[str, ml_collections.ConfigDict, str]:
-    stage_config, stage_dir = _stages(config, '')['variable_frame_lstm']
-    return 'variable_frame_lstm', stage_config, stage_dir
+    stage_config, stage_dir = _stages(config, workdir)['variable_frame_lstm']
+    return 'variable_frame_lstm', stage_config, os.path.relpath(stage_dir, workdir or '.')
