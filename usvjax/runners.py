@@ -97,8 +97,7 @@ class PretrainFinetune:
 
   def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
                ) -> tuple[str, ml_collections.ConfigDict, str]:
-    del workdir  # The classifier's config reads nothing of the run.
-    return config.model.name, finetune_config(config, ''), ''
+    return config.model.name, finetune_config(config, workdir), ''
 
 
 RUNNERS: dict[str, interfaces.Runner] = {
