@@ -53,6 +53,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.input = ml_collections.ConfigDict(dict(
       task=task, image_size=128, channels=1, batch_size=8, eval_batch_size=8,
       clip_length=3,  # Segmentation: the target frame and its clip_length - 1 predecessors.
+      # Training targets: 'every_frame' (a video's first frames with the first frame
+      # repeated before them) or 'distinct_frames' (clips of clip_length distinct frames).
+      train_clips='every_frame',
       # Classification sequences: max_frames sampled uniformly, 'up_to' (all frames of a
       # shorter video) or 'exact' (frames of a shorter video repeat).
       max_frames=16, length_buckets=(4, 8, 16), sampling='up_to',

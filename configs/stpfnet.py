@@ -1,7 +1,9 @@
 """STPFNet (Tu et al.): ``usvjax/models/stpfnet.py``.
 
-Training (Sec. III-E): clips of 3 consecutive frames; frame 1 with its ground truth is the
-memory, frames 2 and 3 are predicted in order; cross entropy on both (Eq. 12: BCE on the
+Training (Sec. III-E): clips of 3 consecutive, distinct frames (``input.train_clips=
+'distinct_frames'``: no clip at a video's first two frames, whose memory frame would be the
+target itself); frame 1 with its ground truth is the memory, frames 2 and 3 are predicted in
+order; cross entropy on both (Eq. 12: BCE on the
 target frame 3 plus ``aux_weight`` = 1 times BCE on frame 2). Evaluation follows the
 semi-supervised protocol (``input.eval_protocol='first_frame'``): each whole video, the
 first frame's ground truth given, every later frame predicted from the memory and the
@@ -75,7 +77,7 @@ def get_config(arg: str | None = None):
       read_level='stride16', decoder_channels=(256, 128, 64), spatial_fusion=True,
       mask_prior=True, fusion='msff', pools=('avg', 'max'), fusion_level='stride32',
       msff_reduction=16, memory_size=5, memory_every=5))
-  c.input.update(clip_length=3, eval_protocol='first_frame')
+  c.input.update(clip_length=3, eval_protocol='first_frame', train_clips='distinct_frames')
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   # Eqs. 10-12: cross entropy on frames 2 and 3, no overlap term (see the model docstring).
   c.task.update(bce_weight=1.0, dice_weight=0.0, iou_weight=0.0, aux_weight=1.0)

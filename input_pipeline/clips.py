@@ -1,11 +1,20 @@
 """Segmentation examples: clips of consecutive frames, or whole videos for streaming eval.
 
 A **clip** is the target frame t and its ``input.clip_length`` - 1 previous frames,
-``frames[T, H, W, C]`` ordered in time, **the target last** (index T-1). At the start of a
-video the missing previous frames are the first frame repeated (t-1 -> max(t-1, 0)), so
-every frame of every video is a target exactly once. ``masks[T, H, W, 1]``, ``boxes[T, 4]``
-(and ``heatmaps[T, H, W, 1]`` with ``input.heatmap_sigma`` > 0) come with every clip frame;
-``frame_index`` is the target's index in its video.
+``frames[T, H, W, C]`` ordered in time, **the target last** (index T-1).
+``masks[T, H, W, 1]``, ``boxes[T, 4]`` (and ``heatmaps[T, H, W, 1]`` with
+``input.heatmap_sigma`` > 0) come with every clip frame; ``frame_index`` is the target's
+index in its video. Which frames are targets (``input.train_clips`` in training; evaluation
+always scores every frame):
+
+* ``'every_frame'``: every frame of every video is a target exactly once; at a video's
+  start the missing previous frames are the first frame repeated (t-1 -> max(t-1, 0)).
+  FLA-Net's released loader makes a clip ending at every frame this way; the default.
+* ``'distinct_frames'``: only frames with clip_length - 1 real predecessors are targets,
+  so the frames of a clip are distinct and consecutive (STM's training clips; STPFNet's
+  memory frame would otherwise be its target itself at a video's start).
+
+Videos shorter than a clip are refused before training (``usvjax.run_checks``).
 
 With ``input.eval_protocol='first_frame'`` (semi-supervised evaluation, see
 ``usvjax.streaming``) evaluation examples are **whole videos** instead, padded in time to
@@ -24,15 +33,17 @@ from input_pipeline import spec as spec_lib
 from usvjax.errors import ConfigError
 
 EVAL_PROTOCOLS = ('clip', 'first_frame')
+TRAIN_CLIPS = ('every_frame', 'distinct_frames')
 
 
-def clips_of(video: dict, clip_length: int) -> tf.data.Dataset:
-  """All clips of a video: target t last, previous frames clamped at the first frame."""
+def clips_of(video: dict, clip_length: int, distinct: bool = False) -> tf.data.Dataset:
+  """The clips of a video, target t last: one per frame, previous frames clamped at the
+  first frame, or with ``distinct`` only those whose clip_length frames are all distinct."""
   num = tf.shape(video['frames'])[0]
-  target = tf.range(num)
+  target = tf.range(clip_length - 1 if distinct else 0, num)
   index = tf.maximum(target[:, None] + tf.range(1 - clip_length, 1)[None, :], 0)
   clips = {k: tf.gather(video[k], index) for k in ('frames', 'masks', 'boxes')}
-  clips['video_id'] = tf.fill([num], video['video_id'])
+  clips['video_id'] = tf.fill(tf.shape(target), video['video_id'])
   clips['frame_index'] = target
   return tf.data.Dataset.from_tensor_slices(clips)
 
@@ -43,6 +54,14 @@ def whole_videos(config: ml_collections.ConfigDict, train: bool) -> bool:
   if protocol not in EVAL_PROTOCOLS:
     raise ConfigError(f'config.input.eval_protocol={protocol!r}: use one of {EVAL_PROTOCOLS}.')
   return not train and protocol == 'first_frame'
+
+
+def distinct_clips(config: ml_collections.ConfigDict, train: bool) -> bool:
+  """Whether only clips of distinct frames are examples (training, ``'distinct_frames'``)."""
+  choice = config.input.train_clips
+  if choice not in TRAIN_CLIPS:
+    raise ConfigError(f'config.input.train_clips={choice!r}: use one of {TRAIN_CLIPS}.')
+  return train and choice == 'distinct_frames'
 
 
 class Clips:
@@ -70,7 +89,8 @@ class Clips:
             train: bool) -> tf.data.Dataset:
     if whole_videos(config, train):
       return videos.map(lambda v: {k: v[k] for k in ('frames', 'masks', 'boxes', 'video_id')})
-    return videos.flat_map(lambda v: clips_of(v, config.input.clip_length))
+    distinct = distinct_clips(config, train)
+    return videos.flat_map(lambda v: clips_of(v, config.input.clip_length, distinct))
 
   augment = staticmethod(preprocess.augment_frames)
 

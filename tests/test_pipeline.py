@@ -12,6 +12,7 @@ from input_pipeline import pipeline
 from input_pipeline import preprocess
 from input_pipeline import sequences
 from input_pipeline import speckle
+from usvjax.errors import ConfigError
 from usvjax.tasks.segmentation import decode_key
 
 
@@ -37,6 +38,37 @@ def test_clips_hold_the_target_last_and_clamp_at_the_start():
   assert [list(c['frames']) for c in examples] == [
       [b'f0', b'f0', b'f0'], [b'f0', b'f0', b'f1'], [b'f0', b'f1', b'f2'], [b'f1', b'f2', b'f3']]
   assert [c['frame_index'] for c in examples] == [0, 1, 2, 3]
+
+
+def _videos(num_frames: int) -> tf.data.Dataset:
+  """Videos 'a' and 'b' whose frames are their names: b'a0', b'a1', ..."""
+  frames = tf.constant([[f'{v}{t}'.encode() for t in range(num_frames)] for v in 'ab'])
+  return tf.data.Dataset.from_tensor_slices(
+      {'frames': frames, 'masks': frames, 'boxes': tf.zeros([2, num_frames, 4]),
+       'video_id': tf.constant([b'a', b'b'])})
+
+
+@pytest.mark.parametrize('model', ['flanet', 'dsanet', 'stpfnet'])
+def test_training_clips_of_stpfnet_hold_distinct_frames_and_evaluation_every_frame(model):
+  """STPFNet trains on clips of distinct frames (its memory frame is never the target);
+  the others on a clip ending at every frame; evaluation scores every frame of every model."""
+  config = helpers.load_config(model, '')
+  length, num_frames = config.input.clip_length, 5
+  source = clips.Clips()
+  train = list(source.items(_videos(num_frames), config, train=True).as_numpy_iterator())
+  distinct = [c for c in train if len(set(c['frames'])) == length]
+  assert [(c['video_id'], c['frame_index']) for c in distinct] == [
+      (v, t) for v in (b'a', b'b') for t in range(length - 1, num_frames)]
+  assert len(train) == len(distinct) if model == 'stpfnet' else len(train) == 2 * num_frames
+  if config.input.eval_protocol == 'clip':
+    evaluated = source.items(_videos(num_frames), config, train=False).as_numpy_iterator()
+    assert [c['frame_index'] for c in evaluated] == list(range(num_frames)) * 2
+
+
+def test_an_unknown_train_clips_choice_names_its_key():
+  config = helpers.load_config('stpfnet', '', **{'input.train_clips': 'distinct'})
+  with pytest.raises(ConfigError, match=r"config.input.train_clips='distinct': use one of"):
+    clips.distinct_clips(config, train=True)
 
 
 def test_augmentation_is_identical_for_every_frame_and_its_mask(seg_config):

@@ -24,8 +24,9 @@ each naming its config key and what to do:
 
   - a clip model (every segmentation model but the single-frame U-Net) sees the target and
     its ``input.clip_length`` - 1 predecessors; at a video's start the missing predecessors
-    are the first frame repeated (``input_pipeline/clips.py``). That padding is accepted
-    for the first frames of a video, but a video shorter than ``clip_length`` would never
+    are the first frame repeated (``input_pipeline/clips.py``; with
+    ``input.train_clips='distinct_frames'`` training skips those clips). That padding is
+    accepted for the first frames of a video, but a video shorter than ``clip_length`` would never
     give the model a full clip (a 1-frame video: a still image posing as a video), so such
     videos in the training, evaluation or test split are an error (the test split is
     checked when training starts too, so that no run trains for hours towards a test it
