@@ -58,10 +58,12 @@ def whole_videos(config: ml_collections.ConfigDict, train: bool) -> bool:
 
 def distinct_clips(config: ml_collections.ConfigDict, train: bool) -> bool:
   """Whether only clips of distinct frames are examples (training, ``'distinct_frames'``)."""
+  if not train:  # Evaluation scores every frame (and reads runs saved before the key).
+    return False
   choice = config.input.train_clips
   if choice not in TRAIN_CLIPS:
     raise ConfigError(f'config.input.train_clips={choice!r}: use one of {TRAIN_CLIPS}.')
-  return train and choice == 'distinct_frames'
+  return choice == 'distinct_frames'
 
 
 class Clips:
