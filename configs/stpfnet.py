@@ -4,10 +4,10 @@ Training (Sec. III-E): clips of 3 consecutive, distinct frames (``input.train_cl
 'distinct_frames'``: no clip at a video's first two frames, whose memory frame would be the
 target itself); frame 1 with its ground truth is the memory, frames 2 and 3 are predicted in
 order; cross entropy on both (Eq. 12: BCE on the target frame 3 plus ``aux_weight`` = 1
-times BCE on frame 2). Evaluation follows the
-semi-supervised protocol (``input.eval_protocol='first_frame'``): each whole video, the
-first frame's ground truth given, every later frame predicted from the memory and the
-previous prediction; the first frame is not scored.
+times BCE on frame 2). Evaluation follows the semi-supervised protocol
+(``input.eval_protocol='first_frame'``): each whole video, the first frame's ground truth
+given, every later frame predicted from the memory and the previous prediction; the first
+frame is not scored.
 
 Variants (combine with commas, e.g. ``configs/stpfnet.py:tiny,no_sfm``):
 
