@@ -26,7 +26,9 @@ Variants (combine with commas, e.g. ``configs/stpfnet.py:tiny,no_sfm``):
 * Table II-III ablations: ``baseline`` (STM: no SFM, no MSFF), ``no_sfm`` (MSFF only),
   ``no_msff`` (SFM, features summed), ``max_only``, ``avg_only``, ``no_w`` (MSFF without
   encoder features), ``w_stride8`` / ``w_stride16`` ("+2" / "+3"), ``no_mask`` (SFM without
-  the previous-mask prior). The default is the full model ("+4", both pools, mask prior).
+  the previous-mask prior), and ``no_tfm`` (no memory read over past frames: beyond the
+  paper, whose every variant keeps TFM). The default is the full model ("+4", both pools,
+  mask prior).
 """
 import ml_collections
 
@@ -67,6 +69,7 @@ ABLATIONS = {
     'w_stride8': dict(fusion_level='stride8'),
     'w_stride16': dict(fusion_level='stride16'),
     'no_mask': dict(mask_prior=False),
+    'no_tfm': dict(temporal_read=False),
 }
 
 
@@ -74,8 +77,8 @@ def get_config(arg: str | None = None):
   c = common.base_config('segmentation')
   c.model = ml_collections.ConfigDict(dict(
       name='stpfnet', backbone='resnet50', backbone_width=1.0,
-      read_level='stride16', decoder_channels=(256, 128, 64), spatial_fusion=True,
-      mask_prior=True, fusion='msff', pools=('avg', 'max'), fusion_level='stride32',
+      read_level='stride16', decoder_channels=(256, 128, 64), temporal_read=True,
+      spatial_fusion=True, mask_prior=True, fusion='msff', pools=('avg', 'max'), fusion_level='stride32',
       msff_reduction=16, memory_size=5, memory_every=5))
   c.input.update(clip_length=3, eval_protocol='first_frame', train_clips='distinct_frames')
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.

@@ -12,6 +12,7 @@ import pytest
 
 from configs import stpfnet as stpfnet_config
 from usvjax import models
+from usvjax.errors import ConfigError
 from usvjax.models import stpfnet
 
 
@@ -201,6 +202,27 @@ def test_the_training_loss_reaches_every_parameter(tiny):
   dead = [name for name, g in flat.items() if not np.any(np.asarray(g))]
   assert not dead, dead
   assert len(flat) > 100
+
+
+def test_without_tfm_nothing_reads_the_memory_and_the_loss_trains_every_parameter():
+  """``no_tfm``: no y (no MSFF weights for it), no memory values (no head), the SFM read
+  still fused; every parameter that exists gets a gradient; without SFM too it is refused."""
+  model, batch = _tiny_model(temporal_read=False), _clip()
+  variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
+  params = variables['params']
+  assert 'memory_value_head' not in params and 'y_fc1' not in params['msff']
+  assert 'z_fc1' in params['msff'] and 'prior_value_head' in params
+
+  def loss(p):
+    outputs, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, batch,
+                             train=True, mutable=['batch_stats'])
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(outputs['logits'], batch['masks'][:, 2]))
+  flat = traverse_util.flatten_dict(jax.jit(jax.grad(loss))(params), sep='/')
+  dead = [name for name, g in flat.items() if not np.any(np.asarray(g))]
+  assert not dead, dead
+  with pytest.raises(ConfigError, match='temporal_read=False and spatial_fusion=False'):
+    _tiny_model(temporal_read=False, spatial_fusion=False).init(
+        jax.random.key(0), batch, train=False)
 
 
 def test_frames_and_prior_images_have_separate_batchnorm_statistics(tiny):

@@ -95,7 +95,11 @@ would still enter the BatchNorm batch of its time step, so short videos are bett
 than padded when sampling training clips.
 
 **Ablations (Tables II-III).** ``spatial_fusion`` (SFM on/off), ``fusion`` ('msff' or
-'sum'), ``pools`` (avg, max), ``fusion_level`` ('' for no w), ``mask_prior``.
+'sum'), ``pools`` (avg, max), ``fusion_level`` ('' for no w), ``mask_prior``. Every row of
+the paper's Table II keeps TFM (its baseline is STM); ``temporal_read=False`` drops it too
+(no y: the model reads only the SFM prior, which it then needs), an ablation beyond the
+paper's. Without TFM nothing reads the memory's values, so none are made (zeros in the
+stream's state) and the memory value head does not exist.
 """
 from __future__ import annotations
 
@@ -147,18 +151,17 @@ def _area_resize(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
 
 
 class MSFF(nn.Module):
-  """Eqs. 6-9: X = Y*y + Z*z + P(W*w); z and w may be None (that branch is left out)."""
+  """Eqs. 6-9: X = Y*y + Z*z + P(W*w); any branch may be None (left out), but not both
+  of y and z."""
   pools: Sequence[str] = POOLS
   reduction: int = 16
 
   @nn.compact
-  def __call__(self, y: jnp.ndarray, z: jnp.ndarray | None,
+  def __call__(self, y: jnp.ndarray | None, z: jnp.ndarray | None,
                w: jnp.ndarray | None) -> jnp.ndarray:
-    x = self.weights(y, 'y') * y
-    if z is not None:
-      x = x + self.weights(z, 'z') * z
+    x = sum(self.weights(v, name) * v for v, name in ((y, 'y'), (z, 'z')) if v is not None)
     if w is not None:
-      x = x + nn.Conv(y.shape[-1], (1, 1), name='lift_w')(self.weights(w, 'w') * w)
+      x = x + nn.Conv(x.shape[-1], (1, 1), name='lift_w')(self.weights(w, 'w') * w)
     return x
 
   def weights(self, x: jnp.ndarray, name: str) -> jnp.ndarray:
@@ -177,6 +180,7 @@ class STPFNet(nn.Module):
   backbone_width: float = 1.0
   read_level: str = 'stride16'  # r: res4 as STM ('stride32' for the last stage).
   decoder_channels: Sequence[int] = (256, 128, 64)
+  temporal_read: bool = True  # TFM; False: an ablation beyond the paper's (docstring).
   spatial_fusion: bool = True
   mask_prior: bool = True
   fusion: str = 'msff'  # 'msff' (Eqs. 6-9) or 'sum' (Table II without MSFF).
@@ -209,6 +213,9 @@ class STPFNet(nn.Module):
   def _check_fields(self) -> None:
     if self.fusion not in ('msff', 'sum'):
       raise ConfigError(f"config.model.fusion={self.fusion!r}: use 'msff' or 'sum'.")
+    if not (self.temporal_read or self.spatial_fusion):
+      raise ConfigError('config.model.temporal_read=False and spatial_fusion=False: the '
+                        'model would read nothing; keep at least one (TFM or SFM).')
     if self.read_level not in READ_LEVELS:
       raise ConfigError(f'config.model.read_level={self.read_level!r}: use one of '
                         f'{READ_LEVELS}.')
@@ -242,6 +249,8 @@ class STPFNet(nn.Module):
     return encoder(resnet.imagenet_normalize(x), train=train)
 
   def _memory_value(self, r: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    if not self.temporal_read:  # Nothing reads the values (module docstring).
+      return jnp.zeros(r.shape[:-1] + (self._channels() // 2,), r.dtype)
     return self.memory_value_head(
         jnp.concatenate([r, _area_resize(mask, r.shape[1:3])], axis=-1))
 
@@ -289,7 +298,8 @@ class STPFNet(nn.Module):
     encoded = self._encode(self.encoder, frame, train)
     r = encoded[self.read_level]
     key = self.key_head(r)
-    y = memory_read(key, state['keys'], state['values'], state['valid'])
+    y = (memory_read(key, state['keys'], state['values'], state['valid'])
+         if self.temporal_read else None)
     z = (self.spatial_fusion_read(frame, state['previous_mask'], key, state['previous_key'],
                                   train) if self.spatial_fusion else None)
     w = (self.w_head(_area_resize(encoded[self.fusion_level], r.shape[1:3]))
@@ -297,7 +307,7 @@ class STPFNet(nn.Module):
     if self.fusion == 'msff':
       x = self.msff(y, z, w)
     else:
-      x = y if z is None else y + z
+      x = sum(v for v in (y, z) if v is not None)
     read = jnp.concatenate([x, self.query_value_head(r)], axis=-1)  # STM: [read, V^C].
     decoded = self._decode(read, encoded, train)
     logits = jax.image.resize(self.mask_head(decoded), frame.shape[:3] + (1,), 'bilinear')
