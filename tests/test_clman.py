@@ -176,3 +176,8 @@ def test_pretraining_initialises_the_classifier(data_dir, tmp_path):
                                           pretrain.dataset.eval_split)['simclr']
   assert report.metrics['contrastive_accuracy'] == pretrained['contrastive_accuracy']
   assert os.path.exists(os.path.join(report.directory, 'metrics.json'))
+  # What compare and frame_sweep score: the classifier initialised from this run's own
+  # pretraining, wherever the command runs.
+  row, headline, sub_dir = runners.get(config).headline(config, str(tmp_path))
+  assert (row, sub_dir) == ('clman', '')
+  assert headline.init.checkpoint == str(tmp_path / 'pretrain')
