@@ -19,6 +19,11 @@ checkpoint is scored on the held-out fold; folds by patient where the data has a
 column, else by video, stratified by label, the same for every method and seed
 (``--fold_seed``). results.csv gains a ``fold`` column and results.md gives mean ± std over
 folds and seeds; the paired tests pair runs of the same fold and seed.
+
+Every method is tested against the first one (a paired bootstrap of the Dice or AUC
+difference); ``--reference=NAME`` tests against another row instead (e.g. an ablation's
+baseline, or a two-stage run's ``cnn_lstm/cnn_vote``). Rerunning the command with another
+reference retrains nothing: only the tables are written again.
 """
 from absl import app
 from absl import flags
@@ -33,6 +38,8 @@ SEEDS = flags.DEFINE_list('seeds', ['0'], 'Seeds; with several, tables show mean
 FOLDS = flags.DEFINE_integer('folds', 0, 'k-fold cross-validation with this many folds (0: '
                              'the dataset\'s fixed split).')
 FOLD_SEED = flags.DEFINE_integer('fold_seed', 0, 'Seed of the fold assignment (with --folds).')
+REFERENCE = flags.DEFINE_string('reference', None, 'The row every method is tested against '
+                                '(paired bootstrap); default: the first method.')
 flags.mark_flags_as_required(['workdir', 'method'])
 
 
@@ -43,7 +50,7 @@ def main(argv):
     methods = [compare.parse_method(m) for m in METHODS.value]
     results = compare.run(methods, compare.parse_overrides(SETS.value),
                           [int(s) for s in SEEDS.value], WORKDIR.value, FOLDS.value,
-                          FOLD_SEED.value)
+                          FOLD_SEED.value, REFERENCE.value)
   except common.USER_ERRORS as e:
     common.fail(e)
   if results:

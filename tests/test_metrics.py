@@ -275,3 +275,18 @@ def test_compare_pairs_classifiers_by_auc_per_seed_and_pooled():
   assert pooled['better']['metric'] == 'auc' and pooled['better']['reference'] == 'first'
   assert pooled['better']['difference'] == pytest.approx(1 - 6 / 9)
   assert results['better'][1]['paired_auc_difference'] == pytest.approx(1 - 6 / 9)
+
+  # Another reference (compare --reference): every row against it, the first included.
+  worse = [0.9, 0.8, 0.3, 0.7, 0.2, 0.1]
+  results['worse'] = [run(0, worse), run(1, worse)]
+  against = compare.paired_tests(results, reference='better')
+  assert set(against) == {'first', 'worse'}
+  assert against['first']['reference'] == 'better'
+  assert against['first']['difference'] == pytest.approx(6 / 9 - 1)
+  assert against['worse']['difference'] == pytest.approx(1 / 9 - 1)  # AUC 1/9: only 0.7 > 0.3.
+  assert results['first'][0]['paired_auc_difference'] == pytest.approx(6 / 9 - 1)
+  with pytest.raises(compare.ConfigError, match="reference 'best'.*'first', 'better', 'worse'"):
+    compare.paired_tests(results, reference='best')
+  with pytest.raises(compare.ConfigError, match="reference 'lsmt' is not a method"):
+    compare.run([compare.parse_method('lstm=configs/cnn_lstm.py:tiny')], {}, [0], '/nonexistent',
+                reference='lsmt')  # Refused before any run starts.

@@ -37,11 +37,12 @@ dataset, image_size, steps, method, variant, [fold,] seed, task, then every metr
 ``curves.png`` (the validation metric over training steps of every headline row: mean over
 its runs, range shaded; with folds, validation scores the held-out fold).
 
-Every method is also tested against the first one (``paired_tests``), by a paired
+Every method is also tested against a reference row (``paired_tests``; the first method
+unless ``reference`` names another row, e.g. an ablation's baseline), by a paired
 bootstrap over the test videos: segmentation, of the per-video Dice difference,
 frame-weighted as the headline Dice (``metrics.paired_bootstrap``); binary classification,
-of the AUC difference (``metrics.paired_auc_bootstrap``). Each run is paired with the first
-method's run of the same seed and fold (results.csv: ``paired_dice_*`` or ``paired_auc_*``:
+of the AUC difference (``metrics.paired_auc_bootstrap``). Each run is paired with the
+reference's run of the same seed and fold (results.csv: ``paired_dice_*`` or ``paired_auc_*``:
 ``difference``, ``ci95_lo`` / ``_hi``, ``p``); results.md pools the runs: each video's
 value averaged over the seeds of each method, and with folds every fold's held-out videos
 together (each video once). A pooled k-fold AUC is that of all folds' models' probabilities
@@ -225,12 +226,18 @@ def _setting(method: Method, config: ml_collections.ConfigDict) -> dict:
 
 
 def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
-        workdir: str, folds: int = 0, fold_seed: int = 0) -> dict[str, list[dict]]:
+        workdir: str, folds: int = 0, fold_seed: int = 0,
+        reference: str | None = None) -> dict[str, list[dict]]:
   """Runs every (method, seed) not yet done, or with ``folds`` = k > 0 every (method, seed,
   fold) of k-fold cross-validation (the folds' assignment fixed by ``fold_seed``), and
-  writes the tables; {row: [results]} (each result with its ``seed``, ``fold`` with k-fold,
+  writes the tables, every row tested against ``reference`` (a row's name; default the
+  first method); {row: [results]} (each result with its ``seed``, ``fold`` with k-fold,
   and ``task``; a run's headline row under the method's name, its other rows as
   ``<name>/<row>``)."""
+  names = [m.name for m in methods]
+  if reference is not None and reference.split('/')[0] not in names:
+    raise ConfigError(f'reference {reference!r} is not a method of this comparison; name one '
+                      f'of {names} (or a row of one, e.g. {names[0]}/<row>).')
   runs = [(method, seed, fold) for method in methods for seed in seeds
           for fold in (range(folds) if folds else [None])]
   configs = []
@@ -252,7 +259,7 @@ def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
         dict({k: v for k, v in result.items() if k != 'rows'}, **setting, log_dir=log_dir))
     for row, row_result in result.get('rows', {}).items():
       results.setdefault(f'{method.name}/{row}', []).append(dict(row_result, **setting))
-  _write(results, workdir)
+  _write(results, workdir, reference)
   return results
 
 
@@ -278,12 +285,13 @@ def markdown_table(results: dict[str, list[dict]], task: str) -> str:
   return tables.markdown(rows, list(columns), 'method')
 
 
-def _write(results: dict[str, list[dict]], workdir: str) -> None:
-  """results.md (one table per task), results.csv (one line per run) and curves.png."""
+def _write(results: dict[str, list[dict]], workdir: str, reference: str | None = None) -> None:
+  """results.md (one table per task), results.csv (one line per run) and curves.png;
+  paired tests against ``reference`` (default: the first method)."""
   if not results:
     return
   by_task = _by_task(results)
-  paired = paired_tests(results)
+  paired = paired_tests(results, reference)
   runs = next(iter(results.values()))
   folds = sorted({r['fold'] for r in runs if 'fold' in r})
   with open(os.path.join(workdir, 'results.md'), 'w') as f:
@@ -335,30 +343,35 @@ def _auc_test(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 PAIRED_TESTS = {'video_dice': ('dice', _dice_test), 'video_probs': ('auc', _auc_test)}
 
 
-def paired_tests(results: dict[str, list[dict]]) -> dict[str, dict]:
-  """{method: paired test against the first method, runs pooled, with 'reference' and
-  'metric'} over the methods whose runs carry per-video values (``PAIRED_TESTS``: Dice
-  for segmentation, AUC for binary classification). Each run also gets
-  ``paired_<metric>_*`` against the first method's run of its seed (and fold); pooled,
-  each video's value is averaged over the pairs of runs that scored it (its seeds) first.
-  Only videos both scored count."""
+def paired_tests(results: dict[str, list[dict]],
+                 reference: str | None = None) -> dict[str, dict]:
+  """{method: paired test against ``reference`` (a row of ``results``; default the first
+  method), runs pooled, with 'reference' and 'metric'} over the methods whose runs carry
+  per-video values (``PAIRED_TESTS``: Dice for segmentation, AUC for binary
+  classification). Each run also gets ``paired_<metric>_*`` against the reference's run of
+  its seed (and fold); pooled, each video's value is averaged over the pairs of runs that
+  scored it (its seeds) first. Only videos both scored count."""
   kinds = [k for k in PAIRED_TESTS
            if sum(all(k in r for r in runs) for runs in results.values()) >= 2]
   if not kinds:
     return {}
   key, (metric, test) = kinds[0], PAIRED_TESTS[kinds[0]]
   names = [n for n, runs in results.items() if all(key in r for r in runs)]
-  reference = {_pair(r): r[key] for r in results[names[0]]}
+  reference = names[0] if reference is None else reference
+  if reference not in names:
+    raise ConfigError(f'reference {reference!r} has no per-video {metric} to pair with; '
+                      f'name one of {names}.')
+  by_pair = {_pair(r): r[key] for r in results[reference]}
   out = {}
-  for name in names[1:]:
-    pairs = [(run, reference[_pair(run)]) for run in results[name] if _pair(run) in reference]
+  for name in (n for n in names if n != reference):
+    pairs = [(run, by_pair[_pair(run)]) for run in results[name] if _pair(run) in by_pair]
     for run, first in pairs:
       videos = sorted(set(first) & set(run[key]))
       found = test(np.array([run[key][v] for v in videos]), np.array([first[v] for v in videos]))
       run.update({f'paired_{metric}_{k}': v for k, v in found.items()})
     if pairs:
       out[name] = dict(test(*_pooled([(run[key], first) for run, first in pairs])),
-                       reference=names[0], metric=metric)
+                       reference=reference, metric=metric)
   return out
 
 
