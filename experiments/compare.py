@@ -22,8 +22,9 @@ folds and seeds; the paired tests pair runs of the same fold and seed.
 
 Every method is tested against the first one (a paired bootstrap of the Dice or AUC
 difference); ``--reference=NAME`` tests against another row instead (e.g. an ablation's
-baseline, or a two-stage run's ``cnn_lstm/cnn_vote``). Rerunning the command with another
-reference retrains nothing: only the tables are written again.
+baseline, or a two-stage run's ``cnn_lstm/cnn_vote``), in ``results_vs_NAME.md`` and
+``.csv`` beside the default tables. Rerunning the command with another reference retrains
+nothing.
 """
 from absl import app
 from absl import flags
@@ -53,10 +54,11 @@ def main(argv):
                           FOLD_SEED.value, REFERENCE.value)
   except common.USER_ERRORS as e:
     common.fail(e)
+  tables = f'{WORKDIR.value}/{compare.tables_name(REFERENCE.value)}'
   if results:
-    with open(f'{WORKDIR.value}/results.md') as f:
+    with open(tables + '.md') as f:
       print(f.read())
-  print(f'results in {WORKDIR.value}/results.md, results.csv and curves.png')
+  print(f'results in {tables}.md, {tables}.csv and {WORKDIR.value}/curves.png')
 
 
 if __name__ == '__main__':

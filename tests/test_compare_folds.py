@@ -194,3 +194,16 @@ def test_multi_row_runs_report_every_row_and_pair_by_fold_and_seed(tmp_path, mon
                                               _probs(reference, videos), _labels(videos))
   assert paired['lstm/cnn_aver']['difference'] == pytest.approx(expected['difference'])
   assert paired['lstm/cnn_aver']['p'] == pytest.approx(expected['p'])
+
+  # --reference: the tables against a row of a run go beside the default ones, unchanged.
+  with open(os.path.join(tmp_path, 'results.csv')) as f:
+    default_table = f.read()
+  compare.run([compare.parse_method('lstm=configs/cnn_lstm.py:tiny')], {}, [0, 1],
+              str(tmp_path), folds=2, reference='lstm/cnn_vote')
+  with open(os.path.join(tmp_path, 'results.csv')) as f:
+    assert f.read() == default_table
+  with open(os.path.join(tmp_path, 'results_vs_lstm_cnn_vote.csv'), newline='') as f:
+    against = list(csv.DictReader(f))
+  assert {r['method'] for r in against if r['paired_auc_difference']} == {'lstm', 'lstm/cnn_aver'}
+  with open(os.path.join(tmp_path, 'results_vs_lstm_cnn_vote.md')) as f:
+    assert 'AUC against lstm/cnn_vote' in f.read()

@@ -38,7 +38,8 @@ dataset, image_size, steps, method, variant, [fold,] seed, task, then every metr
 its runs, range shaded; with folds, validation scores the held-out fold).
 
 Every method is also tested against a reference row (``paired_tests``; the first method
-unless ``reference`` names another row, e.g. an ablation's baseline), by a paired
+unless ``reference`` names another row, e.g. an ablation's baseline: then the tables are
+``results_vs_<reference>.md`` and ``.csv``, beside the default ones), by a paired
 bootstrap over the test videos: segmentation, of the per-video Dice difference,
 frame-weighted as the headline Dice (``metrics.paired_bootstrap``); binary classification,
 of the AUC difference (``metrics.paired_auc_bootstrap``). Each run is paired with the
@@ -263,6 +264,12 @@ def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
   return results
 
 
+def tables_name(reference: str | None = None) -> str:
+  """The tables' file name without extension: 'results', or 'results_vs_<reference>'
+  ('/' of a row's name as '_')."""
+  return 'results' if reference is None else 'results_vs_' + reference.replace('/', '_')
+
+
 def _by_task(results: dict[str, list[dict]]) -> dict[str, dict[str, list[dict]]]:
   """{task: {method: results}}, tasks in order of first appearance."""
   out: dict[str, dict[str, list[dict]]] = {}
@@ -286,15 +293,17 @@ def markdown_table(results: dict[str, list[dict]], task: str) -> str:
 
 
 def _write(results: dict[str, list[dict]], workdir: str, reference: str | None = None) -> None:
-  """results.md (one table per task), results.csv (one line per run) and curves.png;
-  paired tests against ``reference`` (default: the first method)."""
+  """<tables>.md (one table per task), <tables>.csv (one line per run) and curves.png, with
+  paired tests against ``reference`` (default: the first method); <tables>:
+  ``tables_name(reference)``."""
   if not results:
     return
   by_task = _by_task(results)
   paired = paired_tests(results, reference)
   runs = next(iter(results.values()))
   folds = sorted({r['fold'] for r in runs if 'fold' in r})
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+  name = tables_name(reference)
+  with open(os.path.join(workdir, name + '.md'), 'w') as f:
     if folds:
       seeds = sorted({r['seed'] for r in runs})
       f.write(f'{len(folds)}-fold cross-validation, seeds {", ".join(map(str, seeds))}: mean ± '
@@ -319,7 +328,7 @@ def _write(results: dict[str, list[dict]], workdir: str, reference: str | None =
   metrics = {k for runs in results.values() for r in runs for k, v in r.items()
              if isinstance(v, (int, float)) and k not in keys}
   keys += sorted(metrics - set(TIMING.values())) + list(TIMING.values())
-  with open(os.path.join(workdir, 'results.csv'), 'w', newline='') as f:
+  with open(os.path.join(workdir, name + '.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
     writer.writeheader()
     for name, runs in results.items():
