@@ -50,6 +50,23 @@ def test_compare_reruns_a_run_whose_config_or_data_changed(data_dir, tmp_path):
   assert compare._outdated(config, run_dir) == 'its data changed'  # pylint: disable=protected-access
 
 
+def test_a_run_saved_before_a_key_was_added_is_the_run_of_its_old_value(data_dir, tmp_path):
+  """provenance.ADDED: a run saved without input.train_clips trained on a clip at every frame."""
+  config = helpers.load_config('unet', data_dir)
+  assert config.input.train_clips == 'every_frame'
+  older = ml_collections.ConfigDict(config.to_dict())
+  del older.input['train_clips']
+  run_dir = str(tmp_path / 'seed0')
+  provenance.record(older, run_dir, pipeline.get_builder(config.dataset))
+  assert compare._outdated(config, run_dir) == ''  # pylint: disable=protected-access
+  provenance.check_matches(config, run_dir, 'given with --config')
+  staged = ml_collections.ConfigDict({'frame_cnn': config.to_dict()})  # A stage's config.
+  assert not provenance.differences(staged, ml_collections.ConfigDict({'frame_cnn': older}))
+  distinct = helpers.load_config('unet', data_dir, **{'input.train_clips': 'distinct_frames'})
+  assert ("input.train_clips: 'distinct_frames' here, 'absent' saved"
+          in compare._outdated(distinct, run_dir))  # pylint: disable=protected-access
+
+
 def test_a_changed_dataset_folder_is_converted_again(tmp_path, caplog):
   root = str(tmp_path / 'cvc')
   make_frames_table(root)

@@ -13,6 +13,8 @@
 A run resumed in the same workdir must have the same config, apart from ``RESUMABLE``
 keys (schedule and evaluation settings: a run can be continued for more steps). A config
 given to an evaluation is compared with the saved one the same way (``check_matches``).
+A key added to the configs later (``ADDED``) is compared as its old behaviour where a
+saved config lacks it, so older runs stay reusable.
 """
 from __future__ import annotations
 
@@ -35,6 +37,12 @@ RESUMABLE = ('total_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep
              'input.eval_batch_size', 'input.eval_resolution', 'input.overlay_videos',
              'task.threshold', 'task.threshold_rule', 'profile_steps', 'remat',
              'pointwise_matmul')
+
+# Keys added to the configs after runs were saved, each with the value that reproduces the
+# runs saved before it: a saved config without the key (at the top level or in a stage's
+# config, e.g. ``pretrain.input.train_clips``) is the same run as a config that has this
+# value (compare reuses it; evaluation accepts it).
+ADDED = {'input.train_clips': 'every_frame'}
 
 _HEADER = '''"""The resolved config of the run in this directory, written when it started.
 
@@ -94,11 +102,18 @@ def _flat(tree: dict, prefix: str = '') -> dict:
 
 def differences(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict,
                 ignore: tuple[str, ...] = ()) -> list[str]:
-  """'key: value here vs saved' for every key (dotted) whose value differs."""
+  """'key: value here vs saved' for every key (dotted) whose value differs (a key of
+  ``ADDED`` that one side lacks counts as its value there)."""
   ours, theirs = _flat(_plain(config)), _flat(_plain(saved))
+
+  def value(flat: dict, key: str):
+    if key in flat:
+      return flat[key]
+    return next((v for k, v in ADDED.items() if key == k or key.endswith('.' + k)), 'absent')
+
   return [f'{k}: {ours.get(k, "absent")!r} here, {theirs.get(k, "absent")!r} saved'
           for k in sorted(set(ours) | set(theirs))
-          if k not in ignore and ours.get(k, 'absent') != theirs.get(k, 'absent')]
+          if k not in ignore and value(ours, k) != value(theirs, k)]
 
 
 def check_matches(config: ml_collections.ConfigDict, workdir: str, what: str) -> None:
