@@ -302,8 +302,8 @@ def _write(results: dict[str, list[dict]], workdir: str, reference: str | None =
   paired = paired_tests(results, reference)
   runs = next(iter(results.values()))
   folds = sorted({r['fold'] for r in runs if 'fold' in r})
-  name = tables_name(reference)
-  with open(os.path.join(workdir, name + '.md'), 'w') as f:
+  path = os.path.join(workdir, tables_name(reference))
+  with open(path + '.md', 'w') as f:
     if folds:
       seeds = sorted({r['seed'] for r in runs})
       f.write(f'{len(folds)}-fold cross-validation, seeds {", ".join(map(str, seeds))}: mean ± '
@@ -328,7 +328,7 @@ def _write(results: dict[str, list[dict]], workdir: str, reference: str | None =
   metrics = {k for runs in results.values() for r in runs for k, v in r.items()
              if isinstance(v, (int, float)) and k not in keys}
   keys += sorted(metrics - set(TIMING.values())) + list(TIMING.values())
-  with open(os.path.join(workdir, name + '.csv'), 'w', newline='') as f:
+  with open(path + '.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
     writer.writeheader()
     for name, runs in results.items():
