@@ -78,8 +78,8 @@ def get_config(arg: str | None = None):
   c.model = ml_collections.ConfigDict(dict(
       name='stpfnet', backbone='resnet50', backbone_width=1.0,
       read_level='stride16', decoder_channels=(256, 128, 64), temporal_read=True,
-      spatial_fusion=True, mask_prior=True, fusion='msff', pools=('avg', 'max'), fusion_level='stride32',
-      msff_reduction=16, memory_size=5, memory_every=5))
+      spatial_fusion=True, mask_prior=True, fusion='msff', pools=('avg', 'max'),
+      fusion_level='stride32', msff_reduction=16, memory_size=5, memory_every=5))
   c.input.update(clip_length=3, eval_protocol='first_frame', train_clips='distinct_frames')
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   # Eqs. 10-12: cross entropy on frames 2 and 3, no overlap term (see the model docstring).
