@@ -2,12 +2,18 @@ r"""Accuracy and AUC of a trained video classifier against the frames it sees pe
 
   python -m experiments.frame_sweep --workdir=runs/lstm [--frames=1,2,4,8,16,30] \
       [--checkpoint=best] [--split=test] [--output_dir=DIR]
-  python -m experiments.frame_sweep --workdir=runs/cv_pocus/cnn_lstm [--frames=...]
+  python -m experiments.frame_sweep --workdir=runs/lstm --retrain --frames=10,12,14,16,18,20
+  python -m experiments.frame_sweep --workdir=runs/cv_pocus/cnn_lstm [--retrain] [--frames=...]
 
-Evaluates the run's headline model (usvjax/frame_sweep.py) exactly on the split once per
-frame count, with up to that many frames per video sampled uniformly, and writes
-frame_sweep.csv, frame_sweep.png and one report per count into OUTPUT_DIR (default
-WORKDIR/frame_sweep). Cui et al.'s Fig. 7 is this curve for their CNN-LSTM.
+By default evaluates the run's headline model (usvjax/frame_sweep.py) exactly on the split
+once per frame count, with up to that many frames per video sampled uniformly (a test-time
+frame budget; nothing is retrained), and writes frame_sweep.csv, frame_sweep.png and one
+report per count into OUTPUT_DIR (default WORKDIR/frame_sweep).
+
+With --retrain (two-stage CNN-LSTM runs: configs/cnn_lstm.py), Cui et al.'s Fig. 7: per
+count an equal-frame LSTM is trained on exactly that many frames per video of the run's
+feature cache (resumable; rerun after an interruption) and scored on as many; OUTPUT_DIR
+defaults to WORKDIR/equal_frame_sweep.
 
 A method directory of ``compare --folds`` (WORKDIR/fold_<k>/seed<s>) is swept run by run,
 each fold's final checkpoint on its held-out videos (so --config, --checkpoint and --split
@@ -21,8 +27,12 @@ from experiments import common
 from usvjax import frame_sweep
 from usvjax.errors import ConfigError
 
-RUN = common.define_run_flags('Default: WORKDIR/frame_sweep.')
+RUN = common.define_run_flags('Default: WORKDIR/frame_sweep (WORKDIR/equal_frame_sweep with '
+                              '--retrain).')
 FRAMES = flags.DEFINE_list('frames', ['1', '2', '4', '8', '16', '30'], 'Frame counts.')
+RETRAIN = flags.DEFINE_bool('retrain', False, 'Train an equal-frame LSTM per count on the '
+                            "two-stage run's feature cache (Cui et al.'s Fig. 7) instead of "
+                            'evaluating the trained model with fewer frames.')
 
 
 def _sweep(counts: list[int]) -> list[dict]:
@@ -32,10 +42,10 @@ def _sweep(counts: list[int]) -> list[dict]:
     if given:
       raise ConfigError(f'{workdir} is a method of compare --folds: each fold is swept on its '
                         f'held-out videos with its final checkpoint; drop {", ".join(given)}.')
-    return frame_sweep.run_folds(workdir, counts, RUN.output_dir.value)
+    return frame_sweep.run_folds(workdir, counts, RUN.output_dir.value, RETRAIN.value)
   config = common.run_config(RUN.config.value, workdir)
   return frame_sweep.run(config, workdir, counts, RUN.checkpoint.value, RUN.split.value,
-                         RUN.output_dir.value)
+                         RUN.output_dir.value, RETRAIN.value)
 
 
 def main(argv):

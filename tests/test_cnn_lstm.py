@@ -1,5 +1,6 @@
 """The variable-frame CNN-LSTM: padding never changes a real step or the prediction; the
 frame CNN's video rules; the two-stage run with its feature cache and cross-validation."""
+import csv
 import json
 import os
 
@@ -14,6 +15,7 @@ import helpers
 from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
 from usvjax import cross_validation
+from usvjax.errors import ConfigError
 from usvjax import frame_sweep
 from usvjax import metrics
 from usvjax import two_stage
@@ -138,6 +140,34 @@ def _source_lengths(data_dir, split):
           for ex in tfds.as_numpy(builder.as_dataset(split=split))}
 
 
+def _train_losses(metrics_file):
+  with open(metrics_file) as f:
+    return [row['train/loss'] for row in map(json.loads, f) if 'train/loss' in row]
+
+
+def _retrained_sweep_trains_an_equal_frame_lstm_per_count(config, run_dir, held_out):
+  """Fig. 7: an LSTM trained on exactly n frames per video and scored on n, beside the
+  run's own equal-frame LSTM, which stays as it was."""
+  own = run_dir / 'lstm_equal' / 'checkpoints'
+  mtime = os.path.getmtime(own)
+  swept = frame_sweep.run(config, str(run_dir), [3], which='latest', retrain=True)
+  assert [r['frames'] for r in swept] == [3] and swept[0]['num_videos'] == len(held_out)
+  count_dir = run_dir / 'equal_frame_sweep' / 'frames_3'
+  trained = frame_sweep.retrained_config(config, str(run_dir), 3)
+  assert (trained.input.max_frames, trained.input.sampling) == (3, 'exact')
+  assert trained.dataset.data_dir == str(run_dir / 'features')
+  assert (count_dir / 'lstm_equal' / 'checkpoints' / str(config.total_steps)).is_dir()
+  # Same seed and initialisation as the run's 12-frame LSTM, other inputs: another loss.
+  losses = [_train_losses(d / 'metrics.jsonl') for d in (own.parent, count_dir / 'lstm_equal')]
+  assert len(losses[1]) == len(losses[0]) > 0 and losses[1] != losses[0]
+  with open(count_dir / 'per_video.csv', newline='') as f:
+    assert {r['video_id']: int(r['num_frames']) for r in csv.DictReader(f)} == {
+        v: 3 for v in held_out}
+  assert os.path.getmtime(own) == mtime
+  with pytest.raises(ConfigError, match='two-stage'):
+    frame_sweep.retrained_config(config.frame_cnn, str(run_dir), 3)
+
+
 def test_a_two_stage_fold_trains_caches_and_scores_every_row(data_dir, tmp_path):
   """One fold of a 2-fold cross-validation, exactly as ``cross_validation.run`` runs it."""
   config = helpers.load_config('cnn_lstm', data_dir, total_steps=2, eval_every=2,
@@ -173,6 +203,7 @@ def test_a_two_stage_fold_trains_caches_and_scores_every_row(data_dir, tmp_path)
   # frame_sweep reads the headline row's cache from the run, wherever the command runs.
   swept = frame_sweep.run(config, str(tmp_path), [2], which='latest')
   assert swept[0]['num_videos'] == len(held_out)
+  _retrained_sweep_trains_an_equal_frame_lstm_per_count(config, tmp_path, held_out)
   # A second run resumes every stage and keeps the cache.
   mtime = os.path.getmtime(cache_dir / 'cache.json')
   two_stage.train_and_evaluate(config, str(tmp_path), which='latest')
