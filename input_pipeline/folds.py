@@ -12,7 +12,8 @@ _ENCODED = ('frames', 'masks')
 _CACHE: dict[tuple, dict[str, int]] = {}
 
 
-def fold_assignment(builder, split: str, num_folds: int, seed: int) -> dict[str, int]:
+def fold_assignment(builder: tfds.core.DatasetBuilder, split: str, num_folds: int,
+                    seed: int) -> dict[str, int]:
   """{video_id: fold} for k-fold cross-validation: folds by patient when the dataset has a
   ``group`` feature (a patient's videos are never in two folds), else by video; never by
   frame; stratified by label when the dataset has labels; fixed by ``seed``
@@ -27,7 +28,8 @@ def fold_assignment(builder, split: str, num_folds: int, seed: int) -> dict[str,
   return _CACHE[key]
 
 
-def _assign_folds(builder, split: str, num_folds: int, seed: int) -> dict[str, int]:
+def _assign_folds(builder: tfds.core.DatasetBuilder, split: str, num_folds: int,
+                  seed: int) -> dict[str, int]:
   decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
   has_label = 'label' in builder.info.features
   has_group = 'group' in builder.info.features
@@ -44,7 +46,8 @@ def _assign_folds(builder, split: str, num_folds: int, seed: int) -> dict[str, i
   return {video: int(fold) for video, fold in folds.items()}
 
 
-def fold_table(builder, split: str, num_folds: int, seed: int) -> tf.lookup.StaticHashTable:
+def fold_table(builder: tfds.core.DatasetBuilder, split: str, num_folds: int,
+               seed: int) -> tf.lookup.StaticHashTable:
   """A table video_id -> fold (-1 for an id outside ``split``)."""
   folds = fold_assignment(builder, split, num_folds, seed)
   return tf.lookup.StaticHashTable(

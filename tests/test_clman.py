@@ -14,8 +14,10 @@ from configs import clman as clman_config
 from input_pipeline import augment
 from input_pipeline import view_pairs
 from usvjax import checkpoint
+from usvjax import cross_validation
 from usvjax import losses
 from usvjax import runners
+from usvjax.errors import ConfigError
 from usvjax.models import clman
 
 
@@ -65,6 +67,8 @@ def test_a_small_temperature_takes_the_top_scored_frame_and_can_max_pool():
   # The paper's temperature 1 cannot: tanh bounds the weights' ratio to e^2.
   paper = clman.MultiMetaAttention(layers=2).apply({'params': identity}, features, valid)[0]
   assert np.abs(paper - expected).max() > 0.1
+  with pytest.raises(ConfigError, match='attention_temperature=0'):
+    clman.MultiMetaAttention(temperature=0).apply({'params': identity}, features, valid)
 
 
 @pytest.mark.parametrize('aggregation', [a for a in clman.AGGREGATIONS  # Others: below.
@@ -153,6 +157,20 @@ def test_elastic_deformation_is_smooth_and_keeps_masks_binary():
   warped, warped_masks = augment._elastic(frames, masks, tf.constant([1, 2]), 0.1)  # pylint: disable=protected-access
   assert not np.allclose(warped, frames)
   assert set(np.unique(warped_masks)) <= {0.0, 1.0}
+
+
+def test_each_cross_validation_fold_pretrains_on_its_own_training_videos():
+  """Issue 20's leak: one pretraining on every fold's videos initialised all folds. The
+  pretraining has no dataset of its own; a fold's inherits the fold (which videos train)."""
+  config = helpers.load_config('clman', '/data')
+  assert 'dataset' not in config.pretrain and 'seed' not in config.pretrain
+  for index in range(3):
+    fold = cross_validation.fold_config(config, 3, index, seed=4)
+    pretrain = runners.pretrain_config(fold)
+    assert pretrain.dataset == fold.dataset and pretrain.seed == fold.seed
+    assert (pretrain.dataset.folds.num, pretrain.dataset.folds.index) == (3, index)
+    assert runners.finetune_config(fold, f'/runs/fold_{index}').init.checkpoint == (
+        f'/runs/fold_{index}/pretrain')  # The fold's classifier starts from the fold's.
 
 
 def test_pretraining_initialises_the_classifier(data_dir, tmp_path):

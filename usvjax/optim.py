@@ -38,7 +38,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def lars_mask(params):
+def lars_mask(params: optax.Params) -> optax.Params:
   """True for the leaves LARS decays and adapts: all but biases and normalisation params."""
   return jax.tree_util.tree_map_with_path(
       lambda path, _: not path or getattr(path[-1], 'key', None) not in _NOT_ADAPTED, params)

@@ -87,7 +87,11 @@ class MultiMetaAttention(nn.Module):
   temperature: float = 1.0
 
   @nn.compact
-  def __call__(self, features: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, features: jnp.ndarray,
+               valid: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    if self.temperature <= 0:
+      raise ConfigError(f'config.model.attention_temperature={self.temperature}: the softmax '
+                        'temperature must be > 0 (1 is the paper\'s; below 1 sharpens it).')
     scores = features
     for i in range(self.layers):
       scores = jnp.tanh(nn.Dense(features.shape[-1], name=f'filter{i}')(scores))

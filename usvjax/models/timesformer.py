@@ -15,7 +15,7 @@ Each of ``depth`` blocks (pre-norm, ``heads`` heads) does, as the released code:
 3. z <- z + MLP(LN(z)) (``mlp_ratio`` x ``dim`` hidden units, GELU).
 
 The logits are a linear layer on the final LayerNorm of the class token. ``paper`` is
-ViT-S/16 (dim 384, depth 12, 6 heads: 30.6M parameters, ViT-S's 22M and the temporal
+ViT-S/16 (dim 384, depth 12, 6 heads: 30.5M parameters, ViT-S's 22M and the temporal
 attention), "small" as issue 20 asks; the released TimeSformer is ViT-B/16
 (``--config.model.dim=768 --config.model.heads=12``).
 
