@@ -3,7 +3,9 @@ BatchNorm after every 3-D convolution and without conv5a/conv5b.
 
 Stages (``stages``, channels of each 3x3x3 convolution, padding 1): conv1a 64, pool1
 (1x2x2); conv2a 128, pool2; conv3a, conv3b 256, pool3; conv4a, conv4b 512, pool4 (2x2x2
-max-pools); each convolution is followed by BatchNorm and ReLU. C3D flattens pool5 into fc6;
+max-pools); each convolution is followed by BatchNorm and ReLU, and has no bias (C3D's
+would be cancelled by BatchNorm's mean subtraction: a parameter with zero gradient, left
+out as in torchvision's video ResNets). C3D flattens pool5 into fc6;
 the paper only says the fully-connected input was modified for its frame count, so here
 pool4's output is averaged over the real frames and all positions (any video length works),
 then fc6 and fc7 (``fc``, 4096 each, ReLU, dropout 0.5 as in C3D) and the classifier.
@@ -47,7 +49,7 @@ class C3D(nn.Module):
       for j, channels in enumerate(widths):
         name = f'conv{stage}{"ab"[j]}'
         x = nn.Conv(max(1, int(round(channels * self.width))), (3, 3, 3), padding=1,
-                    name=name)(x)
+                    use_bias=False, name=name)(x)
         x = nn.relu(video_layers.MaskedBatchNorm(name=f'{name}_bn')(x, valid, train))
       t = 1 if stage == 1 else 2
       x = nn.max_pool(x, (t, 2, 2), (t, 2, 2), padding=((0, x.shape[1] % t), (0, 0), (0, 0)))

@@ -19,6 +19,10 @@ ViT-S/16 (dim 384, depth 12, 6 heads: 30.5M parameters, ViT-S's 22M and the temp
 attention), "small" as issue 20 asks; the released TimeSformer is ViT-B/16
 (``--config.model.dim=768 --config.model.heads=12``).
 
+The attention's key projection keeps its bias, as the released model's qkv projection
+does, although the softmax over keys cancels it (each query's scores shift by one
+constant): its gradient is zero.
+
 **Padding.** Padded frames are masked out of temporal attention (they are no key of any
 query) and out of the class token's average over frames; nothing else mixes frames, and
 there is no BatchNorm. So each video of a padded batch gets, in training and inference,
