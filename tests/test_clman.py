@@ -84,6 +84,11 @@ def test_padding_never_changes_the_output(aggregation):
   variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(alone)
   run = jax.jit(lambda batch: model.apply(variables, batch, train=False)['logits'])
   np.testing.assert_allclose(run(padded), run(alone), rtol=1e-5, atol=1e-6)
+  # The classification loss trains every parameter of the aggregation and the classifier.
+  grads = jax.jit(jax.grad(lambda p: -jax.nn.log_softmax(
+      model.apply({'params': p}, padded, train=False)['logits'])[0, 1]))(variables['params'])
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    assert float(jnp.abs(grad).max()) > 0, jax.tree_util.keystr(path)
 
 
 @pytest.mark.parametrize('aggregation, reduction', [
