@@ -74,7 +74,7 @@ def retrained_config(config: ml_collections.ConfigDict, workdir: str,
   return two_stage.sequence_config(c, workdir, equal=True)
 
 
-def default_dir(retrain: bool) -> str:
+def _sweep_dir(retrain: bool) -> str:
   """The sweep's folder name within the run: one per curve, so neither overwrites the other."""
   return 'equal_frame_sweep' if retrain else 'frame_sweep'
 
@@ -103,7 +103,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, counts: Sequence[int],
   see the module docstring for the two curves)."""
   if not counts or min(counts) < 1:
     raise ConfigError(f'--frames={list(counts)}: give frame counts >= 1, e.g. 1,2,4,8,16.')
-  output_dir = output_dir or os.path.join(workdir, default_dir(retrain))
+  output_dir = output_dir or os.path.join(workdir, _sweep_dir(retrain))
   rows = []
   for count in sorted(set(counts)):
     report = _report(config, workdir, count, which, split, output_dir, retrain)
@@ -144,7 +144,7 @@ def run_folds(method_dir: str, counts: Sequence[int], output_dir: str = '',
   if not runs:
     raise ConfigError(f'{method_dir} holds no finished fold_<k>/seed<s> run of compare '
                       '--folds: run (or finish) the comparison first.')
-  output_dir = output_dir or os.path.join(method_dir, default_dir(retrain))
+  output_dir = output_dir or os.path.join(method_dir, _sweep_dir(retrain))
   method = os.path.basename(os.path.normpath(method_dir))
   rows = []
   for fold, seed, run_dir in runs:
