@@ -12,7 +12,7 @@ from usvjax import execution
 from usvjax import optim
 from usvjax import parallel
 from usvjax import tasks
-from usvjax import train
+from usvjax import train_step as train_step_lib
 
 
 def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> tuple[dict, int]:
@@ -40,7 +40,7 @@ def train_step(config: ml_collections.ConfigDict, model, batch_size: int):
   batch, frames = example_batch(config, batch_size)
   batch = jax.device_put(batch, parallel.data_sharded(mesh))
   tx = optim.create_optimizer(config)
-  step = train.jit_train_step(train.make_train_step(
+  step = train_step_lib.jit_train_step(train_step_lib.make_train_step(
       execution.wrap(model, config), tasks.create_task(config), tx, config.seed,
       config.optimizer.accumulate_steps), mesh)
   return step, tx, mesh, batch, frames

@@ -29,7 +29,7 @@ from usvjax import provenance
 from usvjax import robustness
 from usvjax import state as state_lib
 from usvjax import tasks
-from usvjax import train
+from usvjax import train_logs
 from usvjax.tasks import segmentation
 
 
@@ -356,7 +356,7 @@ def test_the_pipeline_scores_every_stored_frame_once_at_its_size(data_dir, tmp_p
   paths = evaluate.export_predictions(evaluate.Report(metrics, evaluation, str(tmp_path)))
   assert len(paths) == metrics['num_frames']
   assert cv2.imread(paths[0], cv2.IMREAD_UNCHANGED).shape == (64, 64)
-  writer = train.Writer(str(tmp_path))
+  writer = train_logs.Writer(str(tmp_path))
   writer.images(3, {f'val_overlay/{k}': v for k, v in evaluate.pictures(evaluation).items()})
   writer.close()
   (events,) = (tmp_path / 'tensorboard').iterdir()

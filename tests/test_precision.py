@@ -18,7 +18,8 @@ from usvjax import optim
 from usvjax import parallel
 from usvjax import state as state_lib
 from usvjax import tasks
-from usvjax import train
+from usvjax import train_logs
+from usvjax import train_step
 from usvjax.models import flanet
 
 
@@ -49,7 +50,7 @@ def _conv_dtypes(jaxpr) -> set:
 
 def _train(config, steps: int):
   model, task, tx, mesh, state, batches = _setup(config)
-  step = train.jit_train_step(train.make_train_step(model, task, tx, config.seed), mesh)
+  step = train_step.jit_train_step(train_step.make_train_step(model, task, tx, config.seed), mesh)
   losses = []
   for i in range(steps):
     state, metrics = step(state, batches[i % 2])
@@ -143,7 +144,7 @@ def _one_step(config, *accumulate_steps: int):
   model, task, tx, mesh, state, batches = _setup(config, batch_size=8)
   results = []
   for k in accumulate_steps:
-    step = train.jit_train_step(train.make_train_step(model, task, tx, config.seed, k), mesh)
+    step = train_step.jit_train_step(train_step.make_train_step(model, task, tx, config.seed, k), mesh)
     results.append(step(jax.tree.map(jnp.copy, state), batches[0]))  # It donates the state.
   return results, (model, batches[0], state)
 
@@ -217,7 +218,7 @@ def test_unknown_compute_dtype_is_an_error(data_dir):
 
 
 def test_profiler_traces_the_steps_after_the_first(tmp_path):
-  profiler = train.Profiler(2, 0, str(tmp_path))
+  profiler = train_logs.Profiler(2, 0, str(tmp_path))
   square = jax.jit(lambda x: x @ x)
   x = jnp.ones((64, 64))
   for step in (1, 2, 3, 4):

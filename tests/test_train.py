@@ -25,6 +25,8 @@ from usvjax import segment
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import train
+from usvjax import train_logs
+from usvjax import train_step
 from usvjax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +54,7 @@ def test_one_step_is_the_same_on_1_and_4_devices(data_dir):
     mesh = parallel.create_mesh(devices)
     batch = parallel.global_batch(local, mesh)
     state = state_lib.init_state(model, tx, batch, config.seed, mesh)
-    step = train.jit_train_step(train.make_train_step(model, task, tx, config.seed), mesh)
+    step = train_step.jit_train_step(train_step.make_train_step(model, task, tx, config.seed), mesh)
     new_state, metrics = step(state, batch)
     results.append((new_state, float(metrics['loss'])))
   (one, loss_one), (four, loss_four) = results
@@ -299,7 +301,7 @@ def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_pa
 def test_resumed_log_drops_the_steps_it_will_write_again(tmp_path):
   lines = [json.dumps({'step': s, 'train/loss': 1.0 / s}) + '\n' for s in range(1, 7)]
   (tmp_path / 'metrics.jsonl').write_text(''.join(lines) + '{"step": 7, "train/lo')  # Killed.
-  writer = train.Writer(str(tmp_path), start_step=4)
+  writer = train_logs.Writer(str(tmp_path), start_step=4)
   writer.write(5, {'train/loss': 0.5})
   writer.close()
   steps = [json.loads(line)['step'] for line in open(tmp_path / 'metrics.jsonl')]

@@ -74,7 +74,7 @@ from usvjax import provenance
 from usvjax import runners
 from usvjax import tables
 from usvjax import tasks
-from usvjax import train
+from usvjax import train_logs
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -180,7 +180,7 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   path = os.path.join(run_dir, 'result.json')
   outdated = _outdated(config, run_dir) if os.path.exists(run_dir) else ''
   if outdated:
-    train.say(f'{run_dir}: {outdated}; moved to {run_dir}.outdated, running again')
+    train_logs.say(f'{run_dir}: {outdated}; moved to {run_dir}.outdated, running again')
     shutil.rmtree(run_dir + '.outdated', ignore_errors=True)
     os.replace(run_dir, run_dir + '.outdated')
   elif os.path.exists(path):
@@ -250,7 +250,7 @@ def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
   for (method, seed, fold), config in zip(runs, configs):
     run_name = os.path.join(method.name, *([] if fold is None else [f'fold_{fold}']),
                             f'seed{seed}')
-    train.say(f'{method.name}, seed {seed}' + ('' if fold is None else f', fold {fold}') +
+    train_logs.say(f'{method.name}, seed {seed}' + ('' if fold is None else f', fold {fold}') +
               f': {os.path.join(workdir, run_name)}')
     result = run_one(config, os.path.join(workdir, run_name))
     setting = dict(_setting(method, config), seed=seed, task=headline_task(config),

@@ -39,7 +39,7 @@ from usvjax import plots
 from usvjax import runners
 from usvjax import tables
 from usvjax import tasks
-from usvjax import train
+from usvjax import train_logs
 
 KEYS = tables.CLASSIFICATION_KEYS
 
@@ -116,7 +116,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
                                     os.path.join(workdir, f'fold_{index}')).items():
       rows.setdefault(row, []).append(report)
     seconds.append(time.perf_counter() - start)
-    train.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')
+    train_logs.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')
   summary = {'num_folds': num_folds, 'seed': seed, 'fold_seconds': seconds,
              'methods': {row: _summarise(reports, config.task.threshold)
                          for row, reports in rows.items()}}

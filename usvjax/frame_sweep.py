@@ -44,6 +44,7 @@ from usvjax import provenance
 from usvjax import runners
 from usvjax import tables
 from usvjax import train
+from usvjax import train_logs
 from usvjax import two_stage
 
 matplotlib.use('Agg')
@@ -89,7 +90,7 @@ def _report(config: ml_collections.ConfigDict, workdir: str, count: int, which: 
                                         os.path.join(workdir, sub_dir), which, split, count_dir)
   stage_config, stage_dir = retrained_config(config, workdir, count), os.path.join(
       count_dir, 'lstm_equal')
-  train.say(f'training an equal-frame LSTM on {count} frames per video in {stage_dir}')
+  train_logs.say(f'training an equal-frame LSTM on {count} frames per video in {stage_dir}')
   train.train_and_evaluate(stage_config, stage_dir)
   return evaluate.evaluate_checkpoint(stage_config, stage_dir, which, split, count_dir)
 
@@ -139,7 +140,7 @@ def run_folds(method_dir: str, counts: Sequence[int], output_dir: str = '',
     finished = os.path.exists(os.path.join(run_dir, 'result.json'))  # Scored by compare.
     (runs if finished else unfinished).append((fold, seed, run_dir))
   if unfinished:
-    train.say(f'{len(unfinished)} unfinished runs not swept (no result.json yet): '
+    train_logs.say(f'{len(unfinished)} unfinished runs not swept (no result.json yet): '
               + ', '.join(os.path.relpath(d, method_dir) for _, _, d in unfinished))
   if not runs:
     raise ConfigError(f'{method_dir} holds no finished fold_<k>/seed<s> run of compare '

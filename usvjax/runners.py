@@ -27,6 +27,7 @@ from usvjax import evaluate as evaluate_lib
 from usvjax import interfaces
 from usvjax import provenance
 from usvjax import train as train_lib
+from usvjax import train_logs
 from usvjax import two_stage
 
 
@@ -82,10 +83,10 @@ class PretrainFinetune:
             which: str = 'best') -> dict[str, dict]:
     del which
     pretrain_dir = os.path.join(workdir, PRETRAIN_DIR)
-    train_lib.say(f'contrastive pretraining in {pretrain_dir}')
+    train_logs.say(f'contrastive pretraining in {pretrain_dir}')
     results = {PRETRAIN_DIR: train_lib.train_and_evaluate(pretrain_config(config),
                                                           pretrain_dir)[1]}
-    train_lib.say(f'training {config.model.name} in {workdir}')
+    train_logs.say(f'training {config.model.name} in {workdir}')
     results[config.model.name] = train_lib.train_and_evaluate(
         finetune_config(config, workdir), workdir)[1]
     return results

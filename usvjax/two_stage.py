@@ -38,6 +38,7 @@ from usvjax.errors import ConfigError
 from usvjax import evaluate as evaluate_lib
 from usvjax import feature_cache
 from usvjax import train
+from usvjax import train_logs
 
 ROWS = ('cnn_vote', 'cnn_aver', 'key_frame', 'equal_frame_lstm', 'variable_frame_lstm')
 
@@ -101,11 +102,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   cnn_config = frame_cnn_config(config)
   cnn_dir = os.path.join(workdir, 'frame_cnn')
   results = {'frame_cnn': train.train_and_evaluate(cnn_config, cnn_dir)[1]}
-  train.say(f'caching frame features of {cnn_dir} ({which} checkpoint)')
+  train_logs.say(f'caching frame features of {cnn_dir} ({which} checkpoint)')
   feature_cache.extract(cnn_config, cnn_dir, which, os.path.join(workdir, 'features'),
                         source_splits(config))
   for row, (stage_config, stage_dir) in _stages(config, workdir).items():
-    train.say(f'training {row} in {stage_dir}')
+    train_logs.say(f'training {row} in {stage_dir}')
     results[row] = train.train_and_evaluate(stage_config, stage_dir)[1]
   return results
 

@@ -1,0 +1,89 @@
+"""The training step: forward, task loss, gradients, optax update (``make_train_step``),
+jitted over the ``'data'`` mesh with the train state donated (``jit_train_step``).
+
+Imports only JAX and optax, so the step runs (and is benchmarked, ``scripts/device_check.py``)
+where TensorFlow is absent.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from usvjax import parallel
+from usvjax import state as state_lib
+from usvjax.errors import ConfigError
+
+
+def make_train_step(model, task, tx: optax.GradientTransformation, seed: int,
+                    accumulate_steps: int = 1):
+  """The (un-jitted) step: forward, task loss, gradients, optax update.
+
+  ``accumulate_steps`` k > 1 (gradient accumulation, ``config.optimizer.accumulate_steps``)
+  processes the batch of B examples as k micro-batches of B/k (examples i, i + k, ...: each
+  keeps the batch's split over devices), one after the other in a ``lax.scan``, so only one
+  micro-batch's activations are live at a time. The gradient, the loss and the metrics are
+  means over the micro-batches (the full batch's when the loss is a mean over equally
+  weighted examples) and the optimizer makes one update: the step, the schedule and the
+  data stream are those of the batch of B. BatchNorm normalises each micro-batch with its
+  own statistics and updates its running averages once per micro-batch (k momentum updates
+  per step), as training on batches of B/k does; batch-level loss terms (FLA-Net's
+  contrastive negatives) see their micro-batch only.
+  """
+  root_key = jax.random.key(seed)
+
+  def gradients(params, batch_stats, batch: dict, rng: jax.Array):
+    def loss_fn(params):
+      outputs, updates = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, batch, train=True,
+          mutable=['batch_stats'], rngs={'dropout': rng})
+      loss, aux = task.loss(outputs, batch)
+      return loss, (dict(aux, loss=loss), updates.get('batch_stats', batch_stats))
+
+    (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, batch_stats, metrics
+
+  def accumulated(params, batch_stats, batch: dict, rng: jax.Array):
+    micro = jax.tree.map(lambda x: _micro_batches(x, accumulate_steps), batch)
+    shapes = jax.eval_shape(gradients, params, batch_stats,
+                            jax.tree.map(lambda x: x[0], micro), rng)
+    sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[0], shapes[2]))
+
+    def add_micro_batch(carry, inputs):
+      sums, batch_stats = carry
+      i, micro_batch = inputs
+      grads, batch_stats, metrics = gradients(params, batch_stats, micro_batch,
+                                              jax.random.fold_in(rng, i))
+      return (jax.tree.map(jnp.add, sums, (grads, metrics)), batch_stats), None
+
+    (sums, batch_stats), _ = jax.lax.scan(
+        add_micro_batch, (sums, batch_stats), (jnp.arange(accumulate_steps), micro))
+    grads, metrics = jax.tree.map(lambda s: s / accumulate_steps, sums)
+    return grads, batch_stats, metrics
+
+  def train_step(state: state_lib.TrainState, batch: dict) -> tuple[state_lib.TrainState, dict]:
+    rng = jax.random.fold_in(root_key, state.step)
+    grads_of = gradients if accumulate_steps == 1 else accumulated
+    grads, batch_stats, metrics = grads_of(state.params, state.batch_stats, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, dict(metrics, grad_norm=optax.tree.norm(grads),
+                           param_norm=optax.tree.norm(params))
+  return train_step
+
+
+def _micro_batches(x: jax.Array, k: int) -> jax.Array:
+  """[B, ...] -> [k, B/k, ...], micro-batch i holding examples i, i + k, ... (when a
+  device's share of the batch is a multiple of k, its micro-batches are its own examples)."""
+  if x.shape[0] % k:
+    raise ConfigError(f'the batch of {x.shape[0]} examples does not split into '
+                      f'config.optimizer.accumulate_steps={k} equal micro-batches.')
+  return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+
+def jit_train_step(train_step, mesh: jax.sharding.Mesh):
+  replicated = parallel.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, parallel.data_sharded(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
