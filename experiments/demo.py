@@ -20,9 +20,9 @@ from configs import unet
 from experiments import common
 from input_pipeline import pipeline
 from usvjax import evaluate
-from usvjax import metrics as metrics_lib
 from usvjax import plots
 from usvjax import runners
+from usvjax.metrics import segmentation as segmentation_metrics
 
 OUTDIR = flags.DEFINE_string('outdir', 'runs/demo', 'Where the run and its report go.')
 DATA_DIR = flags.DEFINE_string('data_dir', 'runs/tensorflow_datasets',
@@ -35,8 +35,8 @@ def trivial_baselines(config, builder) -> dict[str, float]:
            for batch in pipeline.eval_batches(config, builder, config.dataset.train_split)[0]
            for i in np.flatnonzero(batch['valid'][:, -1])]
   mean_mask = np.mean(masks, axis=0)
-  scores = {'all_background': metrics_lib.SegmentationEvaluator(),
-            'mean_training_mask': metrics_lib.SegmentationEvaluator()}
+  scores = {'all_background': segmentation_metrics.SegmentationEvaluator(),
+            'mean_training_mask': segmentation_metrics.SegmentationEvaluator()}
   for batch in pipeline.eval_batches(config, builder, config.dataset.test_split)[0]:
     for i in np.flatnonzero(batch['valid'][:, -1]):
       gt = batch['masks'][i, -1, ..., 0]

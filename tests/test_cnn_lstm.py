@@ -17,8 +17,8 @@ from input_pipeline import pipeline
 from usvjax import cross_validation
 from usvjax.errors import ConfigError
 from usvjax import frame_sweep
-from usvjax import metrics
 from usvjax import two_stage
+from usvjax.metrics import classification as classification_metrics
 from usvjax.models import clman
 from usvjax.models import cnn_lstm
 from usvjax.models import frame_classifier
@@ -136,7 +136,7 @@ def test_votes_count_real_frames_and_the_evaluation_calls_a_tie_malignant():
       model.apply({'params': params}, batch, train=False), batch)))
   probs, _ = evaluation.arrays()
   np.testing.assert_allclose(probs, [[1 / 3, 2 / 3], [0.5, 0.5], [2 / 3, 1 / 3]], rtol=1e-6)
-  assert metrics.class_predictions(probs).tolist() == [1, 1, 0]
+  assert classification_metrics.class_predictions(probs).tolist() == [1, 1, 0]
   assert evaluation.result()['accuracy'] == 1.0
 
 

@@ -16,11 +16,11 @@ from usvjax import compare
 from usvjax import cross_validation
 from usvjax import evaluate
 from usvjax import frame_sweep
-from usvjax import metrics as metrics_lib
 from usvjax import provenance
 from usvjax import tasks
 from usvjax import train
 from usvjax.errors import ConfigError
+from usvjax.metrics import statistics
 
 SPLIT = 'train+validation'  # 12 + 4 synthetic videos.
 REAL_TRAIN = train.train_and_evaluate
@@ -186,11 +186,11 @@ def test_multi_row_runs_report_every_row_and_pair_by_fold_and_seed(tmp_path, mon
   paired = compare.paired_tests(results)  # Against 'lstm'.
   reference, method = results['lstm'], results['lstm/cnn_aver']
   run, videos = method[3], FOLD_VIDEOS[1]  # Seed 1, fold 1: paired with seed 1, fold 1 only.
-  expected = metrics_lib.paired_auc_bootstrap(_probs([run], videos),
+  expected = statistics.paired_auc_bootstrap(_probs([run], videos),
                                               _probs([reference[3]], videos), _labels(videos))
   assert run['paired_auc_difference'] == pytest.approx(expected['difference'])
   videos = FOLD_VIDEOS[0] + FOLD_VIDEOS[1]  # Pooled: all 8, each averaged over the seeds.
-  expected = metrics_lib.paired_auc_bootstrap(_probs(method, videos),
+  expected = statistics.paired_auc_bootstrap(_probs(method, videos),
                                               _probs(reference, videos), _labels(videos))
   assert paired['lstm/cnn_aver']['difference'] == pytest.approx(expected['difference'])
   assert paired['lstm/cnn_aver']['p'] == pytest.approx(expected['p'])

@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 
 from input_pipeline import preprocess
-from usvjax import metrics
+from usvjax.metrics import classification
+from usvjax.metrics import segmentation
+from usvjax.metrics import statistics
 from usvjax import robustness
 
 
@@ -24,7 +26,7 @@ def _random_frame(rng, empty=False):
 
 def test_dice_iou_mae_agree_with_pysodmetrics():
   rng = np.random.default_rng(0)
-  evaluator = metrics.SegmentationEvaluator()
+  evaluator = segmentation.SegmentationEvaluator()
   handlers = {name: cls(with_dynamic=False, with_adaptive=False, with_binary=True,
                         sample_based=True)
               for name, cls in (('dice', py_sod_metrics.DICEHandler),
@@ -55,9 +57,9 @@ def test_overlap_metrics_by_hand():
   gt[:2, :2] = True
   prob = np.zeros((4, 4))
   prob[0, 0] = prob[0, 1] = prob[1, 0] = prob[3, 3] = 0.9
-  tp, fp, fn = metrics.confusion(prob, gt)
+  tp, fp, fn = segmentation.confusion(prob, gt)
   assert (tp, fp, fn) == (3, 1, 1)
-  m = metrics.overlap_metrics(tp, fp, fn)
+  m = segmentation.overlap_metrics(tp, fp, fn)
   assert m['dice'] == pytest.approx(6 / 8)
   assert m['iou'] == pytest.approx(3 / 5)
   assert m['precision'] == m['recall'] == pytest.approx(0.75)
@@ -65,21 +67,21 @@ def test_overlap_metrics_by_hand():
 
 def test_empty_mask_rule():
   empty = np.zeros((8, 8), bool)
-  assert metrics.overlap_metrics(*metrics.confusion(np.zeros((8, 8)), empty)) == {
+  assert segmentation.overlap_metrics(*segmentation.confusion(np.zeros((8, 8)), empty)) == {
       'dice': 1.0, 'iou': 1.0, 'precision': 1.0, 'recall': 1.0}
   false_alarm = np.zeros((8, 8))
   false_alarm[0, 0] = 1.0
-  m = metrics.overlap_metrics(*metrics.confusion(false_alarm, empty))
+  m = segmentation.overlap_metrics(*segmentation.confusion(false_alarm, empty))
   assert m['dice'] == m['iou'] == m['precision'] == 0.0
   # A complete miss is 0 everywhere.
   gt = np.zeros((8, 8), bool)
   gt[4:, 4:] = True
-  m = metrics.overlap_metrics(*metrics.confusion(false_alarm, gt))
+  m = segmentation.overlap_metrics(*segmentation.confusion(false_alarm, gt))
   assert m == {'dice': 0.0, 'iou': 0.0, 'precision': 0.0, 'recall': 0.0}
 
 
 def test_reports_give_the_share_of_empty_ground_truth_frames():
-  evaluator = metrics.SegmentationEvaluator()
+  evaluator = segmentation.SegmentationEvaluator()
   lesion = np.zeros((8, 8))
   lesion[2:5, 2:5] = 1.0
   for gt in (np.zeros((8, 8)), lesion, np.zeros((8, 8)), lesion):
@@ -90,7 +92,7 @@ def test_reports_give_the_share_of_empty_ground_truth_frames():
 
 
 def test_pooled_differs_from_frame_mean():
-  evaluator = metrics.SegmentationEvaluator()
+  evaluator = segmentation.SegmentationEvaluator()
   big = np.zeros((10, 10), bool)
   big[:, :5] = True
   evaluator.update(big.astype(float), big)  # Perfect on a large lesion.
@@ -107,7 +109,7 @@ def test_flanet_f_measure_by_hand():
   """``max_f_mean_pr`` (FLA-Net's released evaluator): F(beta^2 = 0.3) of the frame-mean
   precision and recall of ``prob >= th``, maximised over th; here not the Dice, not F1
   (beta^2 = 1) and not ``max_f`` (the mean of per-frame F)."""
-  evaluator = metrics.SegmentationEvaluator()
+  evaluator = segmentation.SegmentationEvaluator()
   evaluator.update(np.array([[0.9, 0.4], [0.6, 0.1]]), np.array([[1, 1], [0, 0]]))  # A
   evaluator.update(np.array([[0.8, 0.7], [0.2, 0.2]]), np.array([[1, 0], [0, 0]]))  # B
   result = evaluator.result()
@@ -122,15 +124,15 @@ def test_flanet_f_measure_by_hand():
   #   (0.7, 0.8]:  (1, 1/2), (1, 1)    -> (1, 3/4)     -> 1.3 * 3/4 / (0.3 + 3/4) = 13/14
   #   (0.8, 0.9]:  (1, 1/2), (0, 0)    -> (1/2, 1/4)   -> 0.406; above 0.9: 0.
   assert result['max_f_mean_pr'] == pytest.approx(13 / 14)
-  assert metrics.f_measure(np.array(1.0), np.array(0.75), beta2=1.0) == pytest.approx(6 / 7)
+  assert segmentation.f_measure(np.array(1.0), np.array(0.75), beta2=1.0) == pytest.approx(6 / 7)
   # The mean of per-frame F there: (1.3 * 1/2 / 0.8 + 1) / 2 = 0.906 (pysodmetrics' rounding
   # of prob to 256 levels moves its thresholds, not this value).
   assert result['max_f'] == pytest.approx((1.3 * 0.5 / 0.8 + 1) / 2)
   # Nothing predicted (th > 0 on zeros; th = 0 takes every pixel), or no lesion: precision
   # (recall) 0, as in the released evaluator.
-  precision, recall = metrics.precision_recall_curve(np.zeros((2, 2)), np.eye(2))
+  precision, recall = segmentation.precision_recall_curve(np.zeros((2, 2)), np.eye(2))
   assert precision[0] == 0.5 and not precision[1:].any() and not recall[1:].any()
-  precision, recall = metrics.precision_recall_curve(np.full((2, 2), 0.9), np.zeros((2, 2)))
+  precision, recall = segmentation.precision_recall_curve(np.full((2, 2), 0.9), np.zeros((2, 2)))
   assert not precision.any() and not recall.any()
 
 
@@ -147,18 +149,18 @@ def test_hd95_and_assd_of_two_offset_squares_by_hand(offset):
   ways; so ASSD = (6k + 4(k - 1) + 6(k - 2)) / 16 = k - 1, and the 95th percentile of the
   16 distances (numpy's linear rule, position 14.25 of the sorted ones, both k) is k."""
   a, b = _square(4, 2), _square(4, 2 + offset)
-  d = metrics.surface_distances(a, b)
+  d = segmentation.surface_distances(a, b)
   assert d['hd95'] == pytest.approx(offset) and d['assd'] == pytest.approx(offset - 1)
   assert np.isnan(d['hd95_mm']) and np.isnan(d['assd_mm'])  # No spacing given.
   # 0.5 mm rows, 0.2 mm columns: the shortest paths stay horizontal.
-  mm = metrics.surface_distances(a, b, spacing=(0.5, 0.2))
+  mm = segmentation.surface_distances(a, b, spacing=(0.5, 0.2))
   assert mm['hd95_mm'] == pytest.approx(0.2 * offset)
   assert mm['assd_mm'] == pytest.approx(0.2 * (offset - 1))
-  assert metrics.surface_distances(b, a) == pytest.approx(d, nan_ok=True)  # Symmetric.
+  assert segmentation.surface_distances(b, a) == pytest.approx(d, nan_ok=True)  # Symmetric.
 
 
 def test_surface_distances_leave_out_frames_with_an_empty_mask():
-  evaluator = metrics.SegmentationEvaluator()
+  evaluator = segmentation.SegmentationEvaluator()
   empty = np.zeros((12, 16), bool)
   evaluator.update(_square(4, 2).astype(float), _square(4, 6))  # HD95 4, ASSD 3.
   evaluator.update(_square(4, 2).astype(float), _square(4, 8))  # HD95 6, ASSD 5.
@@ -176,24 +178,24 @@ def test_surface_distances_leave_out_frames_with_an_empty_mask():
 
 def test_paired_bootstrap_of_per_video_differences():
   weights = np.array([3, 1, 2, 5])
-  better = metrics.paired_bootstrap(np.full(4, 0.1), weights)
+  better = statistics.paired_bootstrap(np.full(4, 0.1), weights)
   assert better['difference'] == pytest.approx(0.1)
   assert better['ci95_lo'] == pytest.approx(0.1) and better['ci95_hi'] == pytest.approx(0.1)
   assert better['p'] == 0.0
-  mixed = metrics.paired_bootstrap(np.array([0.2, -0.2, 0.1, -0.04]), weights)
+  mixed = statistics.paired_bootstrap(np.array([0.2, -0.2, 0.1, -0.04]), weights)
   # The frame-weighted mean: (0.6 - 0.2 + 0.2 - 0.2) / 11.
   assert mixed['difference'] == pytest.approx(0.4 / 11)
   assert mixed['ci95_lo'] < 0 < mixed['ci95_hi'] and 0.2 < mixed['p'] <= 1
-  same = metrics.paired_bootstrap(np.zeros(4), weights)
+  same = statistics.paired_bootstrap(np.zeros(4), weights)
   assert same['p'] == 1.0
-  one = metrics.paired_bootstrap(np.array([0.3]), np.array([4]))
+  one = statistics.paired_bootstrap(np.array([0.3]), np.array([4]))
   assert one['difference'] == pytest.approx(0.3) and np.isnan(one['p'])
 
 
 def test_binary_classification_by_hand():
   probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
   labels = np.array([0, 1, 1, 0, 1])
-  m = metrics.classification_metrics(probs, labels)
+  m = classification.classification_metrics(probs, labels)
   # Predictions at 0.5: [0, 1, 0, 1, 1] -> TP=2, FP=1, FN=1, TN=1.
   assert m['accuracy'] == pytest.approx(3 / 5)
   assert m['precision'] == pytest.approx(2 / 3)
@@ -202,14 +204,14 @@ def test_binary_classification_by_hand():
   assert m['f1'] == pytest.approx(2 / 3)
   # Positive scores 0.8, 0.4, 0.55 vs negative 0.1, 0.7: 4 of 6 pairs ordered.
   assert m['auc'] == pytest.approx(4 / 6)
-  m = metrics.classification_metrics(probs, labels, threshold=0.75)
+  m = classification.classification_metrics(probs, labels, threshold=0.75)
   assert m['sensitivity'] == pytest.approx(1 / 3) and m['specificity'] == 1.0
 
 
 def test_multiclass_macro_metrics():
   probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
   labels = np.array([0, 1, 2, 1])
-  m = metrics.classification_metrics(probs, labels)
+  m = classification.classification_metrics(probs, labels)
   assert m['accuracy'] == pytest.approx(3 / 4)
   # Per class recall: 1, 1/2, 1 -> macro 5/6; specificity: 2/3, 1, 1 -> 8/9.
   assert m['sensitivity'] == pytest.approx(5 / 6)
@@ -218,7 +220,8 @@ def test_multiclass_macro_metrics():
 
 
 def test_single_class_labels_give_nan_auc():
-  m = metrics.classification_metrics(np.array([[0.3, 0.7], [0.8, 0.2]]), np.array([1, 1]))
+  m = classification.classification_metrics(np.array([[0.3, 0.7], [0.8, 0.2]]),
+                                            np.array([1, 1]))
   assert np.isnan(m['auc']) and m['accuracy'] == 0.5
 
 
@@ -250,17 +253,17 @@ def test_paired_auc_bootstrap_by_hand():
   labels = np.array([0, 0, 0, 1, 1, 1])
   perfect = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
   reference = np.array([0.1, 0.8, 0.3, 0.7, 0.2, 0.9])  # AUC: 6 of 9 pairs ranked right.
-  test = metrics.paired_auc_bootstrap(perfect, reference, labels)
+  test = statistics.paired_auc_bootstrap(perfect, reference, labels)
   assert test['difference'] == pytest.approx(1 - 6 / 9)
   assert 0 <= test['ci95_lo'] <= test['difference'] <= test['ci95_hi'] <= 1
   assert 0 < test['p'] < 1
-  reverse = metrics.paired_auc_bootstrap(reference, perfect, labels)
+  reverse = statistics.paired_auc_bootstrap(reference, perfect, labels)
   assert reverse['difference'] == pytest.approx(-test['difference'])
-  same = metrics.paired_auc_bootstrap(reference, reference, labels)
+  same = statistics.paired_auc_bootstrap(reference, reference, labels)
   assert same['difference'] == 0 and same['p'] == 1
   ties = np.full(6, 0.5)  # Average ranks: AUC 0.5, as scikit-learn's.
-  assert metrics.paired_auc_bootstrap(ties, perfect, labels)['difference'] == pytest.approx(-0.5)
-  assert np.isnan(metrics.paired_auc_bootstrap(perfect, reference, np.ones(6))['p'])
+  assert statistics.paired_auc_bootstrap(ties, perfect, labels)['difference'] == pytest.approx(-0.5)
+  assert np.isnan(statistics.paired_auc_bootstrap(perfect, reference, np.ones(6))['p'])
 
 
 def test_compare_pairs_classifiers_by_auc_per_seed_and_pooled():
@@ -269,8 +272,9 @@ def test_compare_pairs_classifiers_by_auc_per_seed_and_pooled():
   def run(seed, probs):
     return {'seed': seed, 'video_probs': {f'v{i}': [p, y] for i, (p, y) in
                                           enumerate(zip(probs, labels))}}
-  results = {'first': [run(0, [0.1, 0.8, 0.3, 0.7, 0.2, 0.9]), run(1, [0.1, 0.8, 0.3, 0.7, 0.2, 0.9])],
-             'better': [run(0, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), run(1, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])]}
+  first, better = [0.1, 0.8, 0.3, 0.7, 0.2, 0.9], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
+  results = {'first': [run(0, first), run(1, first)],
+             'better': [run(0, better), run(1, better)]}
   pooled = compare.paired_tests(results)
   assert pooled['better']['metric'] == 'auc' and pooled['better']['reference'] == 'first'
   assert pooled['better']['difference'] == pytest.approx(1 - 6 / 9)

@@ -30,7 +30,7 @@ from usvjax import robustness
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import train_logs
-from usvjax.tasks import segmentation
+from usvjax.tasks import segmentation_evaluation
 
 
 class StoredVideos:
@@ -79,7 +79,7 @@ def _config(resolution='native', overlay_videos=3, image_size=8):
 
 
 def _evaluation(builder, resolution='native', overlay_videos=3, image_size=8):
-  evaluation = segmentation.SegmentationEvaluation(threshold=0.5)
+  evaluation = segmentation_evaluation.SegmentationEvaluation(threshold=0.5)
   evaluation.use_split(_config(resolution, overlay_videos, image_size), builder, 'test')
   return evaluation
 
@@ -257,7 +257,7 @@ def test_overlays_show_the_best_median_and_worst_videos_with_each_frames_dice(
     (6, 1, {0: 'best'}),
 ])
 def test_shown_videos_spread_over_the_ranking(videos, shown, expected):
-  assert segmentation.ranked_positions(videos, shown) == expected
+  assert segmentation_evaluation.ranked_positions(videos, shown) == expected
 
 
 def test_export_writes_native_masks_named_after_the_frames(tmp_path):

@@ -13,7 +13,7 @@ from input_pipeline import preprocess
 from input_pipeline import sequences
 from input_pipeline import speckle
 from usvjax.errors import ConfigError
-from usvjax.tasks.segmentation import decode_key
+from usvjax.tasks.video_keys import decode_key
 
 
 @pytest.fixture(scope='module')

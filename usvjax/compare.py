@@ -41,8 +41,8 @@ Every method is also tested against a reference row (``paired_tests``; the first
 unless ``reference`` names another row, e.g. an ablation's baseline: then the tables are
 ``results_vs_<reference>.md`` and ``.csv``, beside the default ones), by a paired
 bootstrap over the test videos: segmentation, of the per-video Dice difference,
-frame-weighted as the headline Dice (``metrics.paired_bootstrap``); binary classification,
-of the AUC difference (``metrics.paired_auc_bootstrap``). Each run is paired with the
+frame-weighted as the headline Dice (``statistics.paired_bootstrap``); binary classification,
+of the AUC difference (``statistics.paired_auc_bootstrap``). Each run is paired with the
 reference's run of the same seed and fold (results.csv: ``paired_dice_*`` or ``paired_auc_*``:
 ``difference``, ``ci95_lo`` / ``_hi``, ``p``); results.md pools the runs: each video's
 value averaged over the seeds of each method, and with folds every fold's held-out videos
@@ -69,7 +69,7 @@ import numpy as np
 from input_pipeline import pipeline
 from usvjax.errors import ConfigError
 from usvjax import cross_validation
-from usvjax import metrics as metrics_lib
+from usvjax.metrics import statistics
 from usvjax import provenance
 from usvjax import runners
 from usvjax import tables
@@ -339,13 +339,13 @@ def _write(results: dict[str, list[dict]], workdir: str, reference: str | None =
 def _dice_test(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
   """Per-video [Dice, frames] of a method and of the reference -> paired bootstrap of the
   frame-weighted Dice difference (weights: the reference's frames)."""
-  return metrics_lib.paired_bootstrap(values[:, 0] - reference[:, 0], reference[:, 1])
+  return statistics.paired_bootstrap(values[:, 0] - reference[:, 0], reference[:, 1])
 
 
 def _auc_test(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
   """Per-video [p(class 1), label] of a method and of the reference -> paired bootstrap
   of the AUC difference."""
-  return metrics_lib.paired_auc_bootstrap(values[:, 0], reference[:, 0], reference[:, 1])
+  return statistics.paired_auc_bootstrap(values[:, 0], reference[:, 0], reference[:, 1])
 
 
 # Per-video values a run's result carries -> (the metric compared, its paired test).

@@ -34,14 +34,15 @@ import numpy as np
 from input_pipeline import pipeline
 from usvjax.errors import ConfigError
 from usvjax import evaluate
-from usvjax import metrics as metrics_lib
 from usvjax import plots
 from usvjax import runners
 from usvjax import tables
 from usvjax import tasks
 from usvjax import train_logs
+from usvjax.metrics import classification as classification_metrics
+from usvjax.metrics import keys as metric_keys
 
-KEYS = tables.CLASSIFICATION_KEYS
+KEYS = metric_keys.CLASSIFICATION_KEYS
 
 
 def fold_config(config: ml_collections.ConfigDict, num_folds: int, index: int,
@@ -136,7 +137,7 @@ def _summarise(reports: list[evaluate.Report], threshold: float) -> dict:
   return {'folds': folds,
           'mean': dict(zip(KEYS, np.nanmean(table, axis=0).tolist())),
           'std': dict(zip(KEYS, np.nanstd(table, axis=0, ddof=1).tolist())),
-          'pooled': metrics_lib.classification_metrics(*_pooled(reports), threshold)}
+          'pooled': classification_metrics.classification_metrics(*_pooled(reports), threshold)}
 
 
 def _mean_std(result: dict, key: str) -> str:

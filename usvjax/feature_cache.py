@@ -35,7 +35,7 @@ from input_pipeline import pipeline
 from usvjax import evaluate
 from usvjax import models
 from usvjax import parallel
-from usvjax.tasks.segmentation import decode_key
+from usvjax.tasks.video_keys import decode_key
 
 NAME = 'usv_features'
 VERSION = '1.0.0'

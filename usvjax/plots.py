@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from usvjax import metrics as metrics_lib  # pylint: disable=wrong-import-position
 from usvjax import reports  # pylint: disable=wrong-import-position
+from usvjax.metrics import classification as class_metrics  # pylint: disable=wrong-import-position
 
 GROUND_TRUTH_RGB = (0, 255, 0)
 PREDICTION_RGB = (255, 40, 40)
@@ -101,7 +101,7 @@ def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
 
   Drawn with scikit-learn's displays from probs [N, K] and integer labels [N]: a class
   whose one-vs-rest target has a single value gets no curve; the confusion matrix holds
-  the counts of the predictions ``metrics.class_predictions(probs, threshold)``, each with
+  the counts of the predictions ``class_metrics.class_predictions(probs, threshold)``, each with
   its share of the true class's videos. Returns the displays, {'roc': [RocCurveDisplay],
   'pr': [PrecisionRecallDisplay], 'confusion_matrix': [ConfusionMatrixDisplay]}.
   """
@@ -130,7 +130,7 @@ def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
     fig.tight_layout()
     fig.savefig(os.path.join(directory, f'{kind}.png'), dpi=120)
     plt.close(fig)
-  preds = metrics_lib.class_predictions(probs, threshold)
+  preds = class_metrics.class_predictions(probs, threshold)
   counts = skm.confusion_matrix(labels, preds, labels=list(range(num_classes)))
   fig, ax = plt.subplots(figsize=(4.5, 4.5))
   display = skm.ConfusionMatrixDisplay(counts, display_labels=names).plot(

@@ -5,8 +5,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-CLASSIFICATION_KEYS = ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1', 'auc',
-                       'ap')
+from usvjax.metrics import keys as metric_keys
 
 
 def markdown(rows: dict[str, Sequence[str]], columns: Sequence[str], first: str) -> str:
@@ -24,7 +23,8 @@ def mean_std(values: Sequence[float], digits: int = 3) -> str:
 
 
 def metrics_table(rows: dict[str, dict[str, float]],
-                  keys: Sequence[str] = CLASSIFICATION_KEYS, first: str = 'method') -> str:
+                  keys: Sequence[str] = metric_keys.CLASSIFICATION_KEYS,
+                  first: str = 'method') -> str:
   """``markdown`` of {name: metrics}, values to 3 decimals."""
   return markdown({name: [f'{m[k]:.3f}' for k in keys] for name, m in rows.items()}, keys,
                   first)

@@ -28,9 +28,8 @@ from input_pipeline import spec
 from input_pipeline import view_pairs
 from usvjax.errors import ConfigError
 from usvjax import interfaces
-from usvjax import metrics as metrics_lib
 from usvjax import models
-from usvjax import tables
+from usvjax.metrics import keys as metric_keys
 from usvjax.tasks.classification import ClassificationTask
 from usvjax.tasks.contrastive import ContrastiveTask
 from usvjax.tasks.segmentation import SegmentationTask
@@ -51,16 +50,16 @@ TASKS: dict[str, TaskDefinition] = {
         SegmentationTask, clips.Clips(), 'mean_dice',
         {'Dice': 'mean_dice', 'IoU': 'mean_iou', 'Recall': 'mean_recall',
          'max F': 'max_f_mean_pr', 'HD95': 'hd95', 'MAE': 'mean_mae', 'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure'},
-        'mean_dice', metrics_lib.SEGMENTATION_RESULT_KEYS),
+        'mean_dice', metric_keys.SEGMENTATION_RESULT_KEYS),
     'classification': TaskDefinition(
         ClassificationTask, sequences.Sequences(), 'auc',
         {'Acc': 'accuracy', 'Precision': 'precision', 'Sens': 'sensitivity',
          'Spec': 'specificity', 'F1': 'f1', 'AUC': 'auc', 'AP': 'ap'}, 'auc',
-        tables.CLASSIFICATION_KEYS, pooled=True),
+        metric_keys.CLASSIFICATION_KEYS, pooled=True),
     'contrastive': TaskDefinition(
         ContrastiveTask, view_pairs.ViewPairs(), 'contrastive_accuracy',
         {'retrieval accuracy': 'contrastive_accuracy', 'NT-Xent': 'nt_xent'},
-        'contrastive_accuracy', ('contrastive_accuracy', 'nt_xent')),
+        'contrastive_accuracy', metric_keys.CONTRASTIVE_KEYS),
 }
 
 

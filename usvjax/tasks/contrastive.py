@@ -1,4 +1,5 @@
-"""Contrastive pretraining task (SimCLR; CLMAN Sec. 3.2): NT-Xent on two views per example.
+"""Contrastive pretraining task (SimCLR; CLMAN Sec. 3.2), device side: NT-Xent on two views
+per example.
 
 The batch holds ``frames`` [B, 2, H, W, C], two augmented views of one frame ('same_frame'
 positives) or of two frames of one video ('same_video'; see
@@ -7,7 +8,7 @@ positives) or of two frames of one video ('same_video'; see
 ``config.temperature``: views of other frames of the same video are not negatives.
 Evaluation reports the mean NT-Xent and ``contrastive_accuracy``, the fraction of views
 whose most similar candidate is their positive (over the validation split's pairs, with
-fixed augmentations).
+fixed augmentations); those means are ``contrastive_evaluation.ContrastiveEvaluation``'s.
 """
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import losses
-from usvjax import reports
+from usvjax.tasks.contrastive_evaluation import ContrastiveEvaluation
 
 
 class ContrastiveTask:
@@ -59,37 +59,5 @@ class ContrastiveTask:
     nt_xent, correct = self._per_example(outputs, batch)
     return {'nt_xent': nt_xent, 'correct': correct, 'valid': jnp.all(batch['valid'], axis=1)}
 
-  def evaluator(self) -> 'ContrastiveEvaluation':
+  def evaluator(self) -> ContrastiveEvaluation:
     return ContrastiveEvaluation()
-
-
-class ContrastiveEvaluation:
-  """Means of NT-Xent and retrieval accuracy over the valid pairs of a split (an
-  ``interfaces.Evaluation``; its report is metrics.json and a one-row per_video.csv: a
-  pretraining run is judged by the classifier it initialises, see ``usvjax.runners``).
-
-  Negatives come from each evaluation batch, so these numbers depend on the eval batch
-  size: compare runs at the same ``config.input.eval_batch_size``.
-  """
-
-  def __init__(self):
-    self.losses: list[float] = []
-    self.correct: list[float] = []
-
-  def update(self, outputs: dict) -> None:
-    keep = np.asarray(outputs['valid'], bool)
-    self.losses.extend(np.asarray(outputs['nt_xent'])[keep].tolist())
-    self.correct.extend(np.asarray(outputs['correct'])[keep].tolist())
-
-  def result(self) -> dict[str, float]:
-    return {'nt_xent': float(np.mean(self.losses)),
-            'contrastive_accuracy': float(np.mean(self.correct)),
-            'num_pairs': len(self.losses)}
-
-  def video_rows(self) -> list[dict]:
-    return [self.result()]
-
-  def write_report(self, directory: str, metrics_: dict,
-                   class_names: list[str] | None = None) -> None:
-    del class_names
-    reports.write_tables(directory, metrics_, self.video_rows())

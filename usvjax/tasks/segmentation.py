@@ -1,4 +1,5 @@
-"""Video segmentation task: the loss on the target frame and exact per-frame metrics.
+"""Video segmentation task, device side: the loss on the target frame and what evaluation
+brings to the host.
 
 The target frame is the last frame of a clip (index -1). ``outputs['logits']`` is
 [B, H, W, 1]. The loss is the mask loss of the target frame (``losses.mask_loss``: BCE,
@@ -7,52 +8,23 @@ examples of the batch, plus the model's own loss terms (``usvjax.loss_terms``: D
 auxiliary frames, FLA-Net's heatmap and location-contrastive terms), whose parts are
 logged by name.
 
-**Where frames are scored** (``config.input.eval_resolution``): the model sees square
-``input.image_size`` frames, but a frame's lesion is scored at the frame's own stored
-(native) size by default, ``'native'``, as the papers and reviewers do: the predicted
-probability map is resized back to the stored frame's size (OpenCV bilinear, half-pixel
-centres), thresholded there, and compared with the stored mask, read on the host from the
-dataset (``StoredSplit``) by video id and frame index, so batching, padding and the number
-of devices change nothing. With a pixel spacing stored for the video (a ``pixel_spacing_mm``
-feature, (row, column) mm per pixel, (0, 0) when unknown: the segmentation layouts store it
-from the folder's ``pixel_spacing.csv``, docs/data.md) boundary distances are also given in
-mm. ``'model'`` scores the resized masks at the model's input size (the earlier
-behaviour; thin structures lost by resizing then count as neither found nor missed). The
-synthetic datasets use the same default ('native'; their frames are stored at 64 or 128
-pixels).
-
-Reports (``write_report``): metrics.json with per-video bootstrap 95% intervals of the
-headline metrics (``metrics.SegmentationEvaluator.confidence_intervals``), per_video.csv,
-and overlays of ``config.input.overlay_videos`` videos spread over the ranking by Dice
-(best, median, worst for 3), each frame's Dice in its panel. ``export`` writes every scored
-frame's predicted mask as a PNG (``evaluate --export``).
+The host side (exact per-frame metrics at the frames' own size, reports, overlays, mask
+export) is ``segmentation_evaluation.SegmentationEvaluation``, made by ``evaluator()``.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
-import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from input_pipeline import preprocess
-from input_pipeline import spec
-from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import losses
-from usvjax import metrics
-from usvjax import plots
-from usvjax import reports
 
-EVAL_RESOLUTIONS = ('native', 'model')
-OVERLAY_FRAMES = 6  # Frames per overlay figure, spread over the video.
-PREDICTIONS_DIR = 'predicted_masks'
+if TYPE_CHECKING:
+  from usvjax.tasks.segmentation_evaluation import SegmentationEvaluation
 
 
 class SegmentationTask:
@@ -61,7 +33,7 @@ class SegmentationTask:
   DEFAULTS = dict(bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0,
                   wiou_weight=0.0, threshold=0.5)
   # eval_resolution: 'native' (each frame's stored size) or 'model' (input.image_size), see
-  # the module docstring; overlay_videos: how many videos the report's overlays show.
+  # segmentation_evaluation; overlay_videos: how many videos the report's overlays show.
   INPUT_DEFAULTS = dict(eval_resolution='native', overlay_videos=3)
 
   def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
@@ -90,245 +62,7 @@ class SegmentationTask:
             'masks': batch['masks'][:, -1, ..., 0], 'valid': batch['valid'][:, -1],
             'frame_index': batch['frame_index'], 'video_key': batch['video_key']}
 
-  def evaluator(self) -> 'SegmentationEvaluation':
-    return SegmentationEvaluation(self.config.threshold)
-
-
-class StoredVideo(NamedTuple):
-  """What the dataset stores of one video besides its frames."""
-  masks: list[bytes]  # PNG-encoded [H, W, 1] masks in {0, 1}, at the frames' size.
-  spacing: tuple[float, float] | None  # (row, column) mm per pixel, if stored.
-  frame_names: list[str] | None  # The source frames' names, if stored.
-  hard: np.ndarray | None  # bool [T]: frames the dataset flags as hard (synthetic data).
-
-
-class StoredSplit:
-  """The evaluated videos as the dataset stores them (their own size), read on the host.
-
-  Every process reads all of them (evaluation outputs are gathered on every process).
-  Videos are keyed as the batches' ``video_key`` decodes (``decode_key``).
-  """
-
-  def __init__(self, builder, split: str):
-    self.builder, self.split = builder, split
-    self._videos: dict[str, StoredVideo] | None = None
-
-  def _dataset(self) -> tf.data.Dataset:
-    decoders = {k: tfds.decode.SkipDecoding() for k in ('frames', 'masks')
-                if k in self.builder.info.features}
-    return self.builder.as_dataset(split=self.split, decoders=decoders, shuffle_files=False)
-
-  @property
-  def videos(self) -> dict[str, StoredVideo]:
-    """{video key: its stored masks, pixel spacing and frame names}, read once."""
-    if self._videos is None:
-      self._videos = {}
-      for video in self._dataset().as_numpy_iterator():
-        key = key_text(video['video_id'])
-        if key in self._videos:
-          raise ConfigError(f'two videos of split {self.split!r} share the id {key!r} (or its '
-                            f'first {spec.VIDEO_KEY_BYTES} bytes): give them distinct ids.')
-        spacing = tuple(float(s) for s in video.get('pixel_spacing_mm', ()))
-        names = video.get('frame_names')
-        self._videos[key] = StoredVideo(
-            list(video['masks']), spacing if spacing and min(spacing) > 0 else None,
-            None if names is None else [n.decode('utf-8', 'replace') for n in names],
-            video.get('hard_frame'))
-    return self._videos
-
-  def video(self, key: str) -> StoredVideo:
-    if key not in self.videos:
-      raise ValueError(f'video {key!r} was evaluated but is not in split {self.split!r} of '
-                       f'{self.builder.info.full_name}.')
-    return self.videos[key]
-
-  def mask(self, key: str, index: int) -> np.ndarray:
-    """bool [H, W]: frame ``index`` of video ``key``'s stored mask."""
-    masks = self.video(key).masks
-    if not 0 <= index < len(masks):
-      raise ValueError(f'frame {index} of video {key!r} was evaluated; the video has '
-                       f'{len(masks)} frames.')
-    return cv2.imdecode(np.frombuffer(masks[index], np.uint8), cv2.IMREAD_GRAYSCALE) > 0
-
-  def frames(self, wanted: dict[str, list[int]]) -> dict[str, dict[int, np.ndarray]]:
-    """{video: {index: uint8 [H, W, C] stored frame}} of the ``wanted`` frame indices."""
-    channels = self.builder.info.features['frames'].shape[-1]
-    out = {}
-    for video in self._dataset().as_numpy_iterator():
-      key = key_text(video['video_id'])
-      if key in wanted:
-        decoded = preprocess.decode(tf.constant([video['frames'][i] for i in wanted[key]]),
-                                    channels).numpy()
-        out[key] = dict(zip(wanted[key], decoded))
-    return out
-
-
-class SegmentationEvaluation:
-  """Per-frame metrics for every valid example; per-video means in ``video_rows()``
-  (an ``interfaces.Evaluation``).
-
-  Made by the task at the model's resolution without pictures; ``use_split`` (called by
-  ``evaluate.evaluate_split``) gives it the evaluated split's stored videos and the
-  config's ``input.eval_resolution`` and ``input.overlay_videos``.
-  """
-
-  def __init__(self, threshold: float):
-    self.threshold = threshold
-    self.metrics = metrics.SegmentationEvaluator(threshold)
-    self.resolution, self.overlay_videos = 'model', 0
-    self.stored: StoredSplit | None = None
-    self.display: tuple[int, int] | None = None  # Model mode: (image_size, channels).
-    # {video: {frame index: PNG of ground truth + 2 x prediction at the scored size}}.
-    self.labels: dict[str, dict[int, bytes]] = {}
-    self.dice: dict[tuple[str, int], float] = {}
-
-  def use_split(self, config: ml_collections.ConfigDict, builder, split: str) -> None:
-    """Scores ``split`` of ``builder`` as ``config.input`` says (module docstring)."""
-    resolution = config.input.eval_resolution
-    if resolution not in EVAL_RESOLUTIONS:
-      raise ConfigError(f'config.input.eval_resolution={resolution!r}: use one of '
-                        f'{EVAL_RESOLUTIONS}.')
-    if config.dataset.folds.num:  # k-fold: the evaluated fold is part of train_split.
-      split = config.dataset.train_split
-    self.resolution, self.overlay_videos = resolution, config.input.overlay_videos
-    self.stored = StoredSplit(builder, split)
-    self.display = (config.input.image_size, config.input.channels)
-
-  @property
-  def rows(self) -> list[dict]:
-    return self.metrics.rows
-
-  def update(self, outputs: dict) -> None:
-    """Adds the valid examples of one batch of ``SegmentationTask.eval_outputs``."""
-    for i in np.flatnonzero(outputs['valid']):
-      video, index = decode_key(outputs['video_key'][i]), int(outputs['frame_index'][i])
-      prob, gt, spacing = np.asarray(outputs['probs'][i], np.float32), outputs['masks'][i], None
-      if self.resolution == 'native':
-        gt = self.stored.mask(video, index)
-        # Clipped: a bilinear mix of values in [0, 1] may round just outside it.
-        prob = np.clip(cv2.resize(prob, gt.shape[::-1], interpolation=cv2.INTER_LINEAR), 0, 1)
-        spacing = self.stored.video(video).spacing
-      row = self.metrics.update(prob, gt, spacing, video_id=video, frame_index=index)
-      self.dice[video, index] = row['dice']
-      label = (np.asarray(gt) > 0.5) + 2 * (prob > self.threshold)
-      self.labels.setdefault(video, {})[index] = cv2.imencode('.png', label.astype(np.uint8))[1]
-
-  def result(self) -> dict[str, float]:
-    return {**self.metrics.result(), **self._hard_frame_metrics()}
-
-  def _hard_frame_metrics(self) -> dict[str, float]:
-    """Where the dataset flags hard frames (``hard_frame``: the synthetic videos'
-    low-contrast episodes), the mean Dice over them (``hard_frame_dice``, with
-    ``num_hard_frames``) and over the other scored frames (``other_frame_dice``)."""
-    if self.stored is None or not self.dice:
-      return {}
-    flags = {key: self.stored.video(key[0]).hard for key in self.dice}
-    if any(f is None for f in flags.values()):
-      return {}
-    hard = [d for key, d in self.dice.items() if flags[key][key[1]]]
-    other = [d for key, d in self.dice.items() if not flags[key][key[1]]]
-    if not hard:
-      return {}
-    return {'hard_frame_dice': float(np.mean(hard)), 'num_hard_frames': len(hard),
-            'other_frame_dice': float(np.mean(other)) if other else float('nan')}
-
-  def video_rows(self) -> list[dict]:
-    """Per video: its frame count, the means of the frame metrics and the boundary
-    distances' means over its frames where they are defined."""
-    videos: dict[str, list[dict]] = {}
-    for row in self.rows:
-      videos.setdefault(row['video_id'], []).append(row)
-    distances = metrics.DISTANCE_KEYS + (
-        metrics.DISTANCE_MM_KEYS if self.metrics.with_spacing else ())
-    return [{'video_id': v, 'num_frames': len(rows),
-             **{k: float(np.mean([r[k] for r in rows])) for k in metrics.SEGMENTATION_KEYS},
-             **{k: metrics.defined_mean([r[k] for r in rows]) for k in distances}}
-            for v, rows in videos.items()]
-
-  def write_report(self, directory: str, metrics_: dict,
-                   class_names: list[str] | None = None) -> None:
-    """metrics.json (with the bootstrap intervals and the scored resolution),
-    per_video.csv and one overlay PNG per shown video."""
-    del class_names
-    reports.write_tables(directory, dict(metrics_, **self.metrics.confidence_intervals(),
-                                         eval_resolution=self.resolution), self.video_rows())
-    figures = self._overlay_figures()
-    plots.overlays({f'{tag}_{video}': image for tag, video, image in figures}, directory)
-
-  def pictures(self) -> dict[str, np.ndarray]:
-    """{'best' | 'median' | 'worst' | 'rank<r>': uint8 RGB overlay figure} (TensorBoard)."""
-    return {tag: image for tag, _, image in self._overlay_figures()}
-
-  def _overlay_figures(self) -> list[tuple[str, str, np.ndarray]]:
-    """(tag, video, figure) of ``overlay_videos`` videos spread over the ranking by Dice."""
-    if self.stored is None or not self.overlay_videos or not self.rows:
-      return []
-    ranked = sorted(self.video_rows(), key=lambda r: -r['dice'])
-    shown = ranked_positions(len(ranked), self.overlay_videos)
-    wanted = {}
-    for position in shown:
-      indices = sorted(self.labels[ranked[position]['video_id']])
-      picks = np.unique(np.linspace(0, len(indices) - 1, OVERLAY_FRAMES).round().astype(int))
-      wanted[ranked[position]['video_id']] = [indices[p] for p in picks]
-    frames = self.stored.frames(wanted)
-    figures = []
-    for position, tag in shown.items():
-      row = ranked[position]
-      video = row['video_id']
-      panels = []
-      for index in wanted[video]:
-        frame = frames[video][index]
-        if self.resolution == 'model':
-          frame = preprocess.frames_to_model(tf.constant(frame[None]), *self.display).numpy()[0]
-        else:
-          frame = frame / 255.0
-        label = cv2.imdecode(self.labels[video][index], cv2.IMREAD_GRAYSCALE)
-        panels.append((frame, label & 1, label >> 1,
-                       f'frame {index}: Dice {self.dice[video, index]:.3f}'))
-      title = (f'{tag}: {video}, Dice {row["dice"]:.3f} ({position + 1} of {len(ranked)} '
-               f'videos by Dice, {self.resolution} resolution)')
-      figures.append((tag, video, plots.overlay_figure(title, panels)))
-    return figures
-
-  def export(self, directory: str) -> list[str]:
-    """Writes every scored frame's predicted mask (0/255 PNG, at the scored resolution:
-    the frame's own with ``eval_resolution='native'``) to
-    ``<directory>/predicted_masks/<video>/<frame>.png``, named after the stored frame
-    names when the dataset has them (a ``frame_names`` feature), else the frame index;
-    returns the paths."""
-    paths = []
-    for video, labels in self.labels.items():
-      names = self.stored.video(video).frame_names if self.stored else None
-      folder = os.path.join(directory, PREDICTIONS_DIR, reports.file_name(video))
-      os.makedirs(folder, exist_ok=True)
-      for index, encoded in sorted(labels.items()):
-        stem = os.path.splitext(names[index])[0] if names else f'{index:05d}'
-        path = os.path.join(folder, reports.file_name(stem) + '.png')
-        predicted = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE) >> 1
-        cv2.imwrite(path, predicted.astype(np.uint8) * 255)
-        paths.append(path)
-    return paths
-
-
-def ranked_positions(num_videos: int, shown: int) -> dict[int, str]:
-  """{position in the ranking (0 = best): tag} of ``shown`` videos spread evenly over a
-  ranking of ``num_videos``: 'best', 'worst', 'median' ((V - 1) / 2 rounded half up) and
-  'rank<r>' (1-based) for the others; 1 shown video is the best."""
-  positions = np.floor(np.linspace(0, num_videos - 1, min(shown, num_videos)) + 0.5)
-  median = int(np.floor((num_videos - 1) / 2 + 0.5))
-  tags = {}
-  for position in sorted(set(positions.astype(int).tolist())):
-    tags[position] = ('best' if position == 0 else 'worst' if position == num_videos - 1
-                      else 'median' if position == median else f'rank{position + 1}')
-  return tags
-
-
-def key_text(raw: bytes) -> str:
-  """A video id (bytes) as the batches carry it: its first ``spec.VIDEO_KEY_BYTES`` bytes,
-  trailing NULs dropped, decoded as UTF-8 (invalid bytes replaced)."""
-  return raw[:spec.VIDEO_KEY_BYTES].rstrip(b'\0').decode('utf-8', 'replace')
-
-
-def decode_key(key: np.ndarray) -> str:
-  """A video id from its zero-padded uint8 encoding (see input_pipeline.pipeline)."""
-  return key_text(bytes(np.asarray(key, np.uint8)))
+  def evaluator(self) -> SegmentationEvaluation:
+    # Imported here: the host side needs TensorFlow, OpenCV and the metrics; the step does not.
+    from usvjax.tasks import segmentation_evaluation  # pylint: disable=g-import-not-at-top
+    return segmentation_evaluation.SegmentationEvaluation(self.config.threshold)

@@ -1,0 +1,12 @@
+"""Exact, host-side evaluation metrics; import the submodule you need:
+
+* ``keys``: the names of the metrics each evaluation reports (no dependencies, so the task
+  registry can name them without importing the metrics themselves);
+* ``segmentation``: per-frame overlap (Dice, IoU, precision, recall), the F-measure curves,
+  the structure metrics (S, E, weighted F; pysodmetrics), boundary distances (HD95, ASSD;
+  MedPy) and ``SegmentationEvaluator``, which accumulates them over a split;
+* ``classification``: video-level class predictions, accuracy, precision, sensitivity,
+  specificity, F1, AUC and AP (scikit-learn);
+* ``statistics``: means over defined values, per-video bootstrap confidence intervals and
+  the paired bootstrap tests of two methods (of a metric's mean and of the AUC).
+"""

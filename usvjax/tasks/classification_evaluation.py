@@ -1,0 +1,108 @@
+"""Video classification, host side: exact video-level metrics of the task's evaluation
+outputs (``usvjax.tasks.classification.ClassificationTask.eval_outputs``), the decision
+threshold a rule picks on validation predictions (``choose_threshold``), the report
+(metrics, per-video table, ROC and PR curves, confusion matrix) and the per-frame scores of
+``evaluate --export``.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn import metrics as skm
+
+from usvjax.errors import ConfigError
+from usvjax import plots
+from usvjax import reports
+from usvjax.metrics import classification as classification_metrics
+from usvjax.tasks.classification import threshold_rule_target
+from usvjax.tasks.video_keys import decode_key
+
+
+def choose_threshold(probs: np.ndarray, labels: np.ndarray, rule: str) -> float:
+  """The threshold on p(class 1) that ``rule`` picks on these (validation) predictions."""
+  if probs.shape[1] != 2 or len(set(labels.tolist())) != 2:
+    raise ConfigError(f'config.task.threshold_rule={rule!r} needs a binary task and both '
+                      'classes in the validation split.')
+  fpr, tpr, thresholds = skm.roc_curve(labels, probs[:, 1], drop_intermediate=False)
+  thresholds = np.minimum(thresholds, 1.0)  # The first is +inf: nothing positive.
+  target = threshold_rule_target(rule)
+  if target is None:
+    return float(thresholds[np.argmax(tpr - fpr)])
+  return float(thresholds[np.argmax(tpr >= target)])  # tpr rises: the first reaching S.
+
+
+FRAME_OUTPUTS = ('frame_probs', 'frame_weights')  # Per-frame model outputs, if any.
+FRAME_SCORES_FILE = 'frame_scores.csv'
+
+
+class ClassificationEvaluation:
+  """Collects the probabilities of every valid video; metrics in ``result()`` (an
+  ``interfaces.Evaluation``)."""
+
+  def __init__(self, threshold: float):
+    self.threshold = threshold
+    self.rows: list[dict] = []
+    self.class_names: list[str] | None = None
+
+  def update(self, outputs: dict) -> None:
+    """Adds the valid videos of one batch of ``ClassificationTask.eval_outputs``."""
+    for i in np.flatnonzero(outputs['valid']):
+      frames = int(outputs['num_frames'][i])
+      self.rows.append({'video_id': decode_key(outputs['video_key'][i]),
+                        'label': int(outputs['label'][i]), 'num_frames': frames,
+                        'probs': [float(p) for p in outputs['probs'][i]],
+                        **{k: np.asarray(outputs[k][i][:frames]) for k in FRAME_OUTPUTS
+                           if k in outputs}})
+
+  def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [N, K], labels [N]) of the videos added."""
+    return (np.array([r['probs'] for r in self.rows]), np.array([r['label'] for r in self.rows]))
+
+  def result(self) -> dict[str, float]:
+    if not self.rows:
+      raise ConfigError('no videos were evaluated.')
+    return classification_metrics.classification_metrics(*self.arrays(), threshold=self.threshold)
+
+  def video_rows(self, class_names: Sequence[str] | None = None) -> list[dict]:
+    """Per video: id, frames, true and predicted class (index and name), and one numeric
+    probability column per class (``prob_<class name>``)."""
+    probs, labels = self.arrays()
+    names = list(class_names or [str(k) for k in range(probs.shape[1])])
+    preds = classification_metrics.class_predictions(probs, self.threshold)
+    return [{'video_id': row['video_id'], 'num_frames': row['num_frames'],
+             'label': label, 'true_class': names[label], 'predicted': int(pred),
+             'predicted_class': names[pred], 'correct': int(pred == label),
+             **{f'prob_{name}': p for name, p in zip(names, row['probs'])}}
+            for row, label, pred in zip(self.rows, labels.tolist(), preds.tolist())]
+
+  def write_report(self, directory: str, metrics_: dict,
+                   class_names: list[str] | None = None) -> None:
+    """metrics.json, per_video.csv, ROC and PR curves and the confusion matrix."""
+    reports.write_tables(directory, metrics_, self.video_rows(class_names))
+    self.class_names = class_names
+    plots.classification_curves(*self.arrays(), directory, class_names, metrics_,
+                                self.threshold)
+
+  def export(self, directory: str) -> list[str]:
+    """``frame_scores.csv``: per video and frame of the sequence the model saw (position
+    in the sampled sequence), the frame's class probabilities and attention weight where
+    the model gives them. (The per-video probabilities are in per_video.csv.)"""
+    if not any(k in row for row in self.rows for k in FRAME_OUTPUTS):
+      raise ConfigError('--export: this model gives no per-frame output; the per-video '
+                        'probabilities are in per_video.csv.')
+    num_classes = len(self.rows[0]['probs'])
+    names = list(self.class_names or [str(k) for k in range(num_classes)])
+    columns = ['video_id', 'position'] + [f'frame_prob_{n}' for n in names] + ['frame_weight']
+    path = os.path.join(directory, FRAME_SCORES_FILE)
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+      writer = csv.writer(f)
+      writer.writerow(columns)
+      for row in self.rows:
+        for t in range(row['num_frames']):
+          probs = row['frame_probs'][t].tolist() if 'frame_probs' in row else [''] * num_classes
+          weight = float(row['frame_weights'][t]) if 'frame_weights' in row else ''
+          writer.writerow([row['video_id'], t, *probs, weight])
+    return [path]
