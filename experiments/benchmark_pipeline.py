@@ -17,6 +17,7 @@ from configs import cnn_aver
 from configs import unet
 from input_pipeline import pipeline
 from input_pipeline.builders import usv_synthetic
+from usvjax import tasks
 
 IMAGE_SIZE = flags.DEFINE_integer('image_size', 352, 'Stored and model resolution.')
 BATCHES = flags.DEFINE_integer('batches', 40, 'Timed batches per pipeline.')
@@ -44,7 +45,8 @@ def main(argv):
     config = module.get_config('paper')
     config.input.update(image_size=size, shuffle_buffer=256, video_shuffle_buffer=8)
     config.input.augment.speckle_prob = 0.5
-    fps = frames_per_second(pipeline.train_batches(config, builder), BATCHES.value)
+    batches = pipeline.train_batches(config, builder, tasks.example_source(config))
+    fps = frames_per_second(batches, BATCHES.value)
     print(f'{name}: {fps:.0f} frames/s at {size}x{size} '
           f'(batch {config.input.batch_size}, augmentation on)')
 

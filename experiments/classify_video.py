@@ -37,7 +37,8 @@ def main(argv):
   output_dir = OUTPUT_DIR.value or os.path.join(WORKDIR.value, f'classify_{name}')
   try:
     config = common.run_config(CONFIG.value, WORKDIR.value)
-    result = classify.classify_video(config, WORKDIR.value, CHECKPOINT.value, VIDEO.value,
+    result = classify.classify_video(classify.resolve(config), WORKDIR.value, CHECKPOINT.value,
+                                   VIDEO.value,
                                      output_dir)
   except common.USER_ERRORS as e:
     common.fail(e)

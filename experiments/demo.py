@@ -18,9 +18,9 @@ from absl import flags
 
 from configs import unet
 from experiments import common
-from input_pipeline import pipeline
 from usvjax import evaluate
 from usvjax import plots
+from usvjax import run as run_lib
 from usvjax import runners
 from usvjax.metrics import segmentation as segmentation_metrics
 
@@ -29,15 +29,16 @@ DATA_DIR = flags.DEFINE_string('data_dir', 'runs/tensorflow_datasets',
                                'TFDS data_dir for the generated synthetic dataset.')
 
 
-def trivial_baselines(config, builder) -> dict[str, float]:
+def trivial_baselines(run: run_lib.Run) -> dict[str, float]:
   """Frame-mean Dice of an all-background predictor and of the mean training mask."""
+  splits = run.config.dataset
   masks = [batch['masks'][i, -1, ..., 0]
-           for batch in pipeline.eval_batches(config, builder, config.dataset.train_split)[0]
+           for batch in run.eval_batches(splits.train_split)[0]
            for i in np.flatnonzero(batch['valid'][:, -1])]
   mean_mask = np.mean(masks, axis=0)
   scores = {'all_background': segmentation_metrics.SegmentationEvaluator(),
             'mean_training_mask': segmentation_metrics.SegmentationEvaluator()}
-  for batch in pipeline.eval_batches(config, builder, config.dataset.test_split)[0]:
+  for batch in run.eval_batches(splits.test_split)[0]:
     for i in np.flatnonzero(batch['valid'][:, -1]):
       gt = batch['masks'][i, -1, ..., 0]
       scores['all_background'].update(np.zeros_like(gt), gt)
@@ -54,9 +55,11 @@ def main(argv):
   report = os.path.join(workdir, 'report')
   try:
     print(f'Training the image U-Net on synthetic ultrasound video in {workdir} ...')
-    runners.train(config, workdir)
-    test_metrics = evaluate.evaluate_checkpoint(config, workdir, 'best', '', report).metrics
-    baselines = trivial_baselines(config, pipeline.get_builder(config.dataset))
+    with run_lib.prepared_once():
+      runners.train(config, workdir)
+      run = run_lib.resolve(config)
+      test_metrics = evaluate.evaluate_checkpoint(run, workdir, 'best', '', report).metrics
+      baselines = trivial_baselines(run)
   except common.USER_ERRORS as e:
     common.fail(e)
   summary = {'unet_test_mean_dice': test_metrics['mean_dice'],

@@ -28,8 +28,8 @@ def main(argv):
   del argv
   common.start_processes()
   try:
-    info = feature_cache.extract(CONFIG.value, WORKDIR.value, CHECKPOINT.value,
-                                 OUTPUT_DIR.value, SPLITS.value)
+    info = feature_cache.extract(feature_cache.resolve(CONFIG.value), WORKDIR.value,
+                                 CHECKPOINT.value, OUTPUT_DIR.value, SPLITS.value)
   except common.USER_ERRORS as e:
     common.fail(e)
   counts = ', '.join(f'{split} {len(n)} videos' for split, n in info['lengths'].items())

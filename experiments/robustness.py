@@ -14,6 +14,7 @@ from absl import flags
 
 from experiments import common
 from usvjax import robustness
+from usvjax import run as run_lib
 
 RUN = common.define_run_flags('Default: WORKDIR/robustness.')
 LOOKS = flags.DEFINE_list('looks', ['0', '25', '20'], 'Look numbers; 0 = clean.')
@@ -24,7 +25,7 @@ def main(argv):
   common.start_processes()
   try:
     config = common.run_config(RUN.config.value, RUN.workdir.value)
-    results = robustness.run(config, RUN.workdir.value,
+    results = robustness.run(run_lib.resolve(config, RUN.split.value), RUN.workdir.value,
                              [float(v) for v in LOOKS.value], RUN.checkpoint.value,
                              RUN.split.value, RUN.output_dir.value)
   except common.USER_ERRORS as e:

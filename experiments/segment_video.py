@@ -44,8 +44,8 @@ def main(argv):
   output_dir = OUTPUT_DIR.value or os.path.join(WORKDIR.value, f'segment_{name}')
   try:
     config = common.run_config(CONFIG.value, WORKDIR.value)
-    result = segment.segment_video(config, WORKDIR.value, CHECKPOINT.value, VIDEO.value,
-                                   FIRST_MASK.value, output_dir)
+    result = segment.segment_video(segment.resolve(config), WORKDIR.value, CHECKPOINT.value,
+                                   VIDEO.value, FIRST_MASK.value, output_dir)
   except common.USER_ERRORS as e:
     common.fail(e)
   print(f'checkpoint step {result.step}: {result.num_frames} frames segmented, '

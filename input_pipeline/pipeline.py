@@ -1,10 +1,11 @@
 """tf.data streams: per-process data, resumable training batches, exact evaluation.
 
-What an example is depends on the task (``usvjax.tasks`` names its example source):
-segmentation clips or whole videos (``clips``), classification sequences (``sequences``),
-contrastive view pairs (``view_pairs``). Every batch has exactly the keys, shapes and dtypes
-of ``batch_spec(config, train)`` (``input_pipeline.spec``); the one preprocessing is
-``preprocess.Preprocessor``.
+What an example is depends on the task, whose example source the caller passes (the run's,
+``usvjax.run``; the task registry names it): segmentation clips or whole videos
+(``clips``), classification sequences (``sequences``), contrastive view pairs
+(``view_pairs``). Every batch has exactly the keys, shapes and dtypes of
+``source.fields(config, train, features)`` (``input_pipeline.spec``); the one
+preprocessing is ``preprocess.Preprocessor``.
 
 Training streams are infinite, shuffled with the run seed, and augmented with stateless
 randomness keyed by the example's position in the stream. Every process walks the same
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import jax
 import ml_collections
@@ -37,7 +38,6 @@ from input_pipeline import preprocess
 from input_pipeline import spec as spec_lib
 from input_pipeline.builders import common
 from usvjax.errors import ConfigError
-from usvjax import tasks
 
 Batch = dict[str, np.ndarray]
 _ENCODED = ('frames', 'masks')
@@ -104,16 +104,6 @@ def _stale(builder: tfds.core.DatasetBuilder, source: dict) -> bool:
   return True
 
 
-def batch_spec(config: ml_collections.ConfigDict, train: bool,
-               features: Mapping | None = None) -> spec_lib.Spec:
-  """Every field of the training (``train``) or evaluation batches of ``config``.
-
-  ``features`` is the dataset's ``builder.info.features`` (it tells cached features from
-  frames, and their size); None stands for a dataset of frames with every label.
-  """
-  return tasks.example_source(config).fields(config, train, features)
-
-
 def _encoded_videos(builder, split: str, shard: bool) -> tf.data.Dataset:
   """The split's videos (this process's share if ``shard``), frames still PNG-encoded."""
   decoders = {k: tfds.decode.SkipDecoding() for k in _ENCODED if k in builder.info.features}
@@ -128,8 +118,9 @@ def _encoded_videos(builder, split: str, shard: bool) -> tf.data.Dataset:
   return builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
 
 
-def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
-  """Encoded examples of the task's source.
+def _items(builder, config, source: spec_lib.ExampleSource, split: str, train: bool
+           ) -> tf.data.Dataset:
+  """Encoded examples of the task's example ``source``.
 
   Training streams hold every video of the split (each process then keeps its slots of
   every global batch); evaluation streams hold this process's share of the videos. With
@@ -137,7 +128,6 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
   ``train_split``: training uses the videos outside fold ``folds.index``, evaluation the
   videos inside it, whatever split is asked for.
   """
-  source = tasks.example_source(config)
   features = builder.info.features
   missing = [k for k in source.required_features(features) if k not in features]
   if missing:
@@ -156,11 +146,11 @@ def _items(builder, config, split: str, train: bool) -> tf.data.Dataset:
   return source.items(videos, config, train)
 
 
-def _decoded(items: tf.data.Dataset, config, builder, train: bool, batch_size: int,
-             drop_remainder: bool) -> tuple[tf.data.Dataset, spec_lib.Spec]:
+def _decoded(items: tf.data.Dataset, config, builder, source: spec_lib.ExampleSource,
+             train: bool, batch_size: int, drop_remainder: bool
+             ) -> tuple[tf.data.Dataset, spec_lib.Spec]:
   """Preprocessed, batched examples from enumerated encoded items, and their fields."""
-  source = tasks.example_source(config)
-  fields = batch_spec(config, train, builder.info.features)
+  fields = source.fields(config, train, builder.info.features)
   ds = items.map(preprocess.Preprocessor(config, builder, train, source, fields),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = source.batch(ds, config, fields, batch_size, drop_remainder, train)
@@ -184,8 +174,8 @@ def align_across_processes(batch: Batch, fields: spec_lib.Spec) -> Batch:
   return spec_lib.pad_time(batch, fields, longest)
 
 
-def train_batches(config: ml_collections.ConfigDict, builder, start_step: int = 0
-                  ) -> Iterator[Batch]:
+def train_batches(config: ml_collections.ConfigDict, builder,
+                  source: spec_lib.ExampleSource, start_step: int = 0) -> Iterator[Batch]:
   """Infinite iterator of this process's training batches, starting at ``start_step``.
 
   Every process walks the same shuffled stream of encoded items; item i belongs to global
@@ -196,36 +186,41 @@ def train_batches(config: ml_collections.ConfigDict, builder, start_step: int = 
   global_size = config.input.batch_size
   batch_size = local_batch_size(global_size)
   process = jax.process_index()
-  items = _items(builder, config, config.dataset.train_split, train=True)
+  items = _items(builder, config, source, config.dataset.train_split, train=True)
   items = items.shuffle(config.input.shuffle_buffer, seed=config.seed + 1)
   items = items.enumerate().skip(start_step * global_size)
   items = items.filter(lambda i, _: (i % global_size) // batch_size == process)
-  ds, fields = _decoded(items, config, builder, True, batch_size, drop_remainder=True)
+  ds, fields = _decoded(items, config, builder, source, True, batch_size,
+                        drop_remainder=True)
   return (align_across_processes(batch, fields) for batch in ds.as_numpy_iterator())
 
 
-def count_items(config: ml_collections.ConfigDict, builder, split: str) -> int:
+def count_items(config: ml_collections.ConfigDict, builder, source: spec_lib.ExampleSource,
+                split: str) -> int:
   """Clips or sequences of ``split`` on this process (cheap: frames are not decoded)."""
-  items = _items(builder, config, split, train=False)
+  items = _items(builder, config, source, split, train=False)
   return int(items.reduce(np.int64(0), lambda n, _: n + 1).numpy())
 
 
-def eval_batches(config: ml_collections.ConfigDict, builder, split: str
-                 ) -> tuple[Iterator[Batch], int]:
-  """Exact evaluation batches of this process and how many there are.
+def eval_batches(config: ml_collections.ConfigDict, builder, source: spec_lib.ExampleSource,
+                 split: str, count: int | None = None) -> tuple[Iterator[Batch], int]:
+  """Exact evaluation batches of this process and how many there are (``count``: the
+  split's items on this process, ``count_items``, when already known).
 
   Every clip/video of the split appears exactly once over all processes; padding examples
   (and whole padding batches, so that every process runs the same number of steps) have
   ``valid`` all False.
   """
   batch_size = local_batch_size(config.input.eval_batch_size)
-  count = count_items(config, builder, split)
+  if count is None:
+    count = count_items(config, builder, source, split)
   local_batches = math.ceil(count / batch_size)
   num_batches = local_batches
   if jax.process_count() > 1:
     num_batches = int(np.max(multihost_utils.process_allgather(np.int64(local_batches))))
-  items = _items(builder, config, split, train=False).enumerate()
-  ds, fields = _decoded(items, config, builder, False, batch_size, drop_remainder=False)
+  items = _items(builder, config, source, split, train=False).enumerate()
+  ds, fields = _decoded(items, config, builder, source, False, batch_size,
+                        drop_remainder=False)
 
   def generate():
     for batch in ds.as_numpy_iterator():

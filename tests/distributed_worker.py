@@ -22,14 +22,14 @@ def main(process_id, num_processes, port, workdir, data_dir, out, total_steps='4
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import helpers  # pylint: disable=g-import-not-at-top
-  from usvjax import parallel, train  # pylint: disable=g-import-not-at-top
+  from usvjax import parallel, run as run_lib, train  # pylint: disable=g-import-not-at-top
   parallel.initialize(f'127.0.0.1:{port}', int(num_processes), int(process_id),
                       int(heartbeat_timeout_seconds), workdir)
   assert jax.process_count() == int(num_processes) and jax.device_count() == 4
   config = helpers.load_config(
       'unet', data_dir, total_steps=int(total_steps), eval_every=int(total_steps),
       checkpoint_every=int(checkpoint_every), **MULTI_PROCESS_OPTIMIZER)
-  state, metrics = train.train_and_evaluate(config, workdir)
+  state, metrics = train.train_and_evaluate(run_lib.resolve(config), workdir)
   np.savez(out, num_frames=metrics['num_frames'], **helpers.flat_local(state.params))
 
 

@@ -121,11 +121,11 @@ def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, t
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import helpers  # pylint: disable=g-import-not-at-top
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   from usvjax import models  # pylint: disable=g-import-not-at-top
   from usvjax import optim  # pylint: disable=g-import-not-at-top
   from usvjax import parallel  # pylint: disable=g-import-not-at-top
   from usvjax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from usvjax import tasks  # pylint: disable=g-import-not-at-top
   from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
   model = _reference('resnet18')
   # .safetensors: the command then runs without importing PyTorch (.pth reading is tested
@@ -145,7 +145,7 @@ def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, t
       'input.image_size': 32})
   state = state_lib.init_state(  # What the trainer does with config.init.
       models.create_model(config.model), optim.create_optimizer(config),
-      state_lib.init_batch(config, pipeline.batch_spec(config, True)), 0, parallel.create_mesh())
+      state_lib.init_batch(config, tasks.batch_spec(config, True)), 0, parallel.create_mesh())
   state = state_lib.load_pretrained(state, config.init.checkpoint, config.init.target)
   kernel = helpers.flat_local(state.params)['encoder/backbone/layer2_0/conv1/kernel']
   np.testing.assert_array_equal(kernel,

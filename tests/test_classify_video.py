@@ -17,6 +17,7 @@ from usvjax import classify
 from usvjax import evaluate
 from usvjax import frame_sweep
 from usvjax import runners
+from usvjax import run as run_lib
 
 pytest.importorskip('pydicom')
 
@@ -32,7 +33,7 @@ def trained(data_dir, tmp_path_factory):
 
 def test_one_video_gets_the_probability_the_evaluation_gives_it(trained, tmp_path):
   config, workdir = trained
-  report = evaluate.evaluate_checkpoint(config, workdir, 'latest', 'test',
+  report = evaluate.evaluate_checkpoint(run_lib.resolve(config), workdir, 'latest', 'test',
                                         str(tmp_path / 'report'))
   threshold = report.metrics['threshold']
   assert report.metrics['threshold_split'] == 'validation'
@@ -61,7 +62,8 @@ def test_one_video_gets_the_probability_the_evaluation_gives_it(trained, tmp_pat
   for index, frame in enumerate(grey):
     write_image(str(folder / f'frame{index}.png'), frame)  # PNG: lossless.
   dicom = helpers.write_dicom(str(tmp_path / 'loop.dcm'), grey, 'MONOCHROME2')
-  classify.classify_video(config, workdir, 'latest', str(folder), str(tmp_path / 'out_frames'))
+  classify.classify_video(classify.resolve(config), workdir, 'latest', str(folder),
+                          str(tmp_path / 'out_frames'))
   process = _run(['-m', 'experiments.classify_video', f'--workdir={workdir}',  # Own config.
                   f'--video={dicom}', '--checkpoint=latest', f'--output_dir={tmp_path}/out_dcm'])
   output, _ = process.communicate(timeout=300)

@@ -37,9 +37,9 @@ def _compare(data_dir, workdir, methods, monkeypatch, folds=2, fake_training=Fal
   as a real one is, and nothing trains."""
   trained = []
 
-  def record(config, run_dir):
+  def record(run, run_dir):
     trained.append(os.path.relpath(run_dir, workdir))
-    return (None, {}) if fake_training else REAL_TRAIN(config, run_dir)
+    return train.Trained(None, {}) if fake_training else REAL_TRAIN(run, run_dir)
 
   monkeypatch.setattr(train, 'train_and_evaluate', record)
   overrides = {'dataset.data_dir': data_dir, 'dataset.train_split': SPLIT, 'total_steps': '2',

@@ -22,11 +22,10 @@ from input_pipeline import preprocess
 from input_pipeline import spec
 from usvjax import compare
 from usvjax import evaluate
-from usvjax import models
-from usvjax import parallel
 from usvjax import plots
 from usvjax import provenance
 from usvjax import robustness
+from usvjax import run as run_lib
 from usvjax import state as state_lib
 from usvjax import tasks
 from usvjax import train_logs
@@ -340,16 +339,13 @@ def test_the_pipeline_scores_every_stored_frame_once_at_its_size(data_dir, tmp_p
   order: ``test_every_frame_is_scored_once_whatever_the_batching_and_order``); exported
   masks at 64 pixels; TensorBoard gets the overlays."""
   config = helpers.load_config('unet', data_dir, **{'input.eval_batch_size': 8})
-  builder = pipeline.get_builder(config.dataset)
-  model, task = models.create_model(config.model), tasks.create_task(config)
+  run = run_lib.resolve(config)
   lengths = {ex['video_id'].decode(): len(ex['boxes'])
-             for ex in tfds.as_numpy(builder.as_dataset(split='test'))}
+             for ex in tfds.as_numpy(run.builder.as_dataset(split='test'))}
   assert sum(lengths.values()) % 8 and config.input.image_size == 32
-  mesh = parallel.create_mesh()
-  variables = model.init(jax.random.key(0), state_lib.init_batch(
-      config, pipeline.batch_spec(config, True, builder.info.features)), train=False)
-  metrics, evaluation = evaluate.evaluate_split(evaluate.make_eval_step(model, task), task,
-                                                config, builder, 'test', mesh, variables)
+  variables = run.model.init(jax.random.key(0), state_lib.init_batch(config, run.fields(True)),
+                             train=False)
+  metrics, evaluation = evaluate.evaluate_split(run, 'test', variables)
   assert sorted((r['video_id'], r['frame_index']) for r in evaluation.rows) == sorted(
       (v, t) for v, n in lengths.items() for t in range(n))
   assert metrics['num_frames'] == sum(lengths.values())
@@ -401,16 +397,16 @@ def test_a_folders_pixel_spacing_gives_mm_distances_in_every_robustness_report(
   config = helpers.load_config('unet', str(tmp_path / 'tfds'), **{
       'dataset.name': 'usv_flanet', 'dataset.config': 'default', 'dataset.manual_dir': root,
       'task.threshold': 0.0, 'input.overlay_videos': 0, 'model.levels': 2})
-  model = models.create_model(config.model)
 
-  def initialised(config, workdir, which, model_, mesh, features):
-    del workdir, which, model_, mesh
-    batch = state_lib.init_batch(config, pipeline.batch_spec(config, True, features))
-    return jax.jit(model.init, static_argnames='train')(jax.random.key(0), batch,
-                                                        train=False), 7
-  monkeypatch.setattr(evaluate, 'restore_variables', initialised)
+  def initialised(run, workdir, which):
+    del workdir, which
+    batch = state_lib.init_batch(run.config, run.fields(True))
+    return run_lib.Restored(jax.jit(run.model.init, static_argnames='train')(
+        jax.random.key(0), batch, train=False), 7)
+  monkeypatch.setattr(run_lib.Run, 'restore', initialised)
   out = tmp_path / 'robustness'
-  results = robustness.run(config, str(tmp_path / 'run'), looks=(4,), output_dir=str(out))
+  results = robustness.run(run_lib.resolve(config), str(tmp_path / 'run'), looks=(4,),
+                           output_dir=str(out))
   dataset = provenance.data_fingerprint(pipeline.get_builder(config.dataset))
   expected = fingerprint.folder_fingerprint(root, fingerprint.file_hashes(root))
   assert dataset['source']['content_sha256'] == expected['content_sha256']

@@ -7,13 +7,15 @@ import tensorflow_datasets as tfds
 
 import helpers
 from input_pipeline import augment
+from input_pipeline import clip_streams
 from input_pipeline import clips
 from input_pipeline import pipeline
 from input_pipeline import preprocess
-from input_pipeline import sequences
+from input_pipeline import sequence_streams
 from input_pipeline import speckle
 from usvjax.errors import ConfigError
 from usvjax.tasks.video_keys import decode_key
+from usvjax import tasks
 
 
 @pytest.fixture(scope='module')
@@ -34,7 +36,7 @@ def _lengths(builder, split):
 def test_clips_hold_the_target_last_and_clamp_at_the_start():
   frames = tf.constant([b'f0', b'f1', b'f2', b'f3'])
   video = {'frames': frames, 'masks': frames, 'boxes': tf.zeros([4, 4]), 'video_id': 'v'}
-  examples = list(clips.clips_of(video, 3).as_numpy_iterator())
+  examples = list(clip_streams.clips_of(video, 3).as_numpy_iterator())
   assert [list(c['frames']) for c in examples] == [
       [b'f0', b'f0', b'f0'], [b'f0', b'f0', b'f1'], [b'f0', b'f1', b'f2'], [b'f1', b'f2', b'f3']]
   assert [c['frame_index'] for c in examples] == [0, 1, 2, 3]
@@ -142,7 +144,8 @@ def test_eval_counts_every_frame_exactly_once(seg_config, builder):
   config = seg_config.copy_and_resolve_references()
   config.input.eval_batch_size = 8
   assert total % 8  # The split is not a multiple of the batch size.
-  batches, num_batches = pipeline.eval_batches(config, builder, 'test')
+  batches, num_batches = pipeline.eval_batches(config, builder, tasks.example_source(config),
+                                               'test')
   seen = []
   for batch in batches:
     assert batch['frames'].shape[0] == 8
@@ -156,7 +159,8 @@ def test_eval_counts_every_frame_exactly_once(seg_config, builder):
 def test_classification_eval_is_exact_and_padded_to_buckets(data_dir, builder):
   config = helpers.load_config('cnn_aver', data_dir)
   config.input.eval_batch_size = 4
-  batches, num_batches = pipeline.eval_batches(config, builder, 'test')
+  batches, num_batches = pipeline.eval_batches(config, builder, tasks.example_source(config),
+                                               'test')
   lengths = _lengths(builder, 'test')
   videos = {}
   for batch in batches:
@@ -174,7 +178,7 @@ def test_classification_eval_is_exact_and_padded_to_buckets(data_dir, builder):
     (3, 6, [0, 0, 1, 1, 2, 2]),  # 'exact' sampling of a short video repeats frames.
 ])
 def test_uniform_sampling_takes_segment_centres(num, count, expected):
-  assert sequences.uniform_indices(num, count).numpy().tolist() == expected
+  assert sequence_streams.uniform_indices(num, count).numpy().tolist() == expected
 
 
 def test_train_step_compiles_once_per_bucket(data_dir, builder):
@@ -187,7 +191,7 @@ def test_train_step_compiles_once_per_bucket(data_dir, builder):
     traces.append(frames.shape)
     return (frames * valid[..., None, None, None]).sum()
 
-  batches = pipeline.train_batches(config, builder)
+  batches = pipeline.train_batches(config, builder, tasks.example_source(config))
   epoch = builder.info.splits['train'].num_examples * 3  # Three epochs.
   shapes = set()
   for _ in range(epoch):
@@ -200,9 +204,10 @@ def test_train_step_compiles_once_per_bucket(data_dir, builder):
 
 
 def test_resumed_stream_equals_the_uninterrupted_one(seg_config, builder):
-  fresh = pipeline.train_batches(seg_config, builder)
+  fresh = pipeline.train_batches(seg_config, builder, tasks.example_source(seg_config))
   expected = [next(fresh) for _ in range(5)][3:]
-  resumed = pipeline.train_batches(seg_config, builder, start_step=3)
+  resumed = pipeline.train_batches(seg_config, builder, tasks.example_source(seg_config),
+                                   start_step=3)
   for want in expected:
     got = next(resumed)
     for key in want:

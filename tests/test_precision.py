@@ -17,6 +17,7 @@ from usvjax import models
 from usvjax import optim
 from usvjax import parallel
 from usvjax import state as state_lib
+from usvjax import run as run_lib
 from usvjax import tasks
 from usvjax import train_logs
 from usvjax import train_step
@@ -29,7 +30,8 @@ def _setup(config, batch_size=None):
     config.input.batch_size = batch_size
   builder = pipeline.get_builder(config.dataset)
   mesh = parallel.create_mesh()
-  local = list(itertools.islice(pipeline.train_batches(config, builder), 2))
+  local = list(itertools.islice(
+      pipeline.train_batches(config, builder, tasks.example_source(config)), 2))
   batches = [parallel.global_batch(b, mesh) for b in local]
   model = execution.wrap(models.create_model(config.model), config)
   task, tx = tasks.create_task(config), optim.create_optimizer(config)
@@ -89,15 +91,11 @@ def test_bfloat16_training_converges_like_float32(runs):
 
 
 def test_bfloat16_evaluation_matches_float32(runs, data_dir):
-  config, _, task, mesh, state, *_ = runs['float32']
-  builder = pipeline.get_builder(config.dataset)
+  config, _, _, _, state, *_ = runs['float32']
   results = {}
   for dtype in ('float32', 'bfloat16'):
-    model = execution.wrap(models.create_model(config.model), helpers.load_config(
-        'unet', data_dir, compute_dtype=dtype))
-    eval_step = evaluate.make_eval_step(model, task)
-    results[dtype], _ = evaluate.evaluate_split(eval_step, task, config, builder,
-                                                config.dataset.eval_split, mesh,
+    run = run_lib.resolve(helpers.load_config('unet', data_dir, compute_dtype=dtype))
+    results[dtype], _ = evaluate.evaluate_split(run, config.dataset.eval_split,
                                                 state.variables())
   # 24 steps predict (almost) empty masks, so the thresholded scores are those of empty
   # masks; the scores of the probabilities themselves tell the dtypes apart. Tolerance

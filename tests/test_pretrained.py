@@ -10,6 +10,7 @@ from usvjax import evaluate
 from usvjax import run_checks
 from usvjax import train
 from usvjax.errors import ConfigError
+from usvjax import run as run_lib
 
 
 def test_whole_model_weights_are_evaluated_as_they_are_with_zero_steps(data_dir, tmp_path):
@@ -23,7 +24,7 @@ def test_whole_model_weights_are_evaluated_as_they_are_with_zero_steps(data_dir,
   with config.unlocked():
     config.init.checkpoint, config.init.target = converted, ''
   workdir = str(tmp_path / 'as_released')
-  state, metrics = train.train_and_evaluate(config, workdir)
+  state, metrics = train.train_and_evaluate(run_lib.resolve(config), workdir)
   manager = checkpoint.create_manager(workdir, 2, read_only=True)
   assert manager.all_steps() == [0] and int(state.step) == 0
   for tree in ('params', 'batch_stats'):
@@ -33,7 +34,8 @@ def test_whole_model_weights_are_evaluated_as_they_are_with_zero_steps(data_dir,
     for key in want:  # Every variable came from the file, none from the run's own seed.
       np.testing.assert_array_equal(got[key], want[key], err_msg=f'{tree} {key}')
   # The step-0 checkpoint is evaluated like any run's, with the same validation metrics.
-  report = evaluate.evaluate_checkpoint(config, workdir, 'latest', config.dataset.eval_split)
+  report = evaluate.evaluate_checkpoint(run_lib.resolve(config), workdir, 'latest',
+                                        config.dataset.eval_split)
   assert report.metrics['step'] == 0
   assert report.metrics['mean_dice'] == pytest.approx(metrics['mean_dice'], abs=1e-6)
   manager.close()

@@ -28,6 +28,7 @@ from usvjax import train
 from usvjax import train_logs
 from usvjax import train_step
 from usvjax import workdir as workdir_lib
+from usvjax import run as run_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +47,7 @@ def test_one_step_is_the_same_on_1_and_4_devices(data_dir):
   config = helpers.load_config('unet', data_dir, **{'optimizer.name': 'sgd',
                                                     'optimizer.lr': 0.1})
   builder = pipeline.get_builder(config.dataset)
-  local = next(pipeline.train_batches(config, builder))
+  local = next(pipeline.train_batches(config, builder, tasks.example_source(config)))
   model, task = models.create_model(config.model), tasks.create_task(config)
   tx = optim.create_optimizer(config)
   results = []
@@ -67,7 +68,7 @@ def test_resumed_run_ends_with_exactly_the_parameters_of_an_uninterrupted_run(
     data_dir, tmp_path, monkeypatch):
   # 6 steps, checkpoints at 3 and 6, one validation (at 6: it changes nothing in training).
   config = helpers.load_config('unet', data_dir, eval_every=6)
-  straight, _ = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  straight, _ = train.train_and_evaluate(run_lib.resolve(config), str(tmp_path / 'straight'))
   saves = []
 
   def disk_fills_after_one_save(path):  # The disk is full when step 6 is to be saved.
@@ -79,10 +80,10 @@ def test_resumed_run_ends_with_exactly_the_parameters_of_an_uninterrupted_run(
       rf"^cannot write the checkpoint of step 6 in the run directory '{resumed_dir}' \(the "
       r'disk is full: 0.0 MB free, .* MB needed\). Training stopped; .* rerun the same '
       'command to resume')):
-    train.train_and_evaluate(config, resumed_dir)
+    train.train_and_evaluate(run_lib.resolve(config), resumed_dir)
   assert checkpoint.create_manager(resumed_dir, 2, read_only=True).all_steps() == [3]
   monkeypatch.undo()
-  resumed, _ = train.train_and_evaluate(config, resumed_dir)
+  resumed, _ = train.train_and_evaluate(run_lib.resolve(config), resumed_dir)
   assert int(resumed.step) == int(straight.step) == 6
   # Bitwise: same data, same augmentation, same compiled steps (a rerun reproduces a run).
   for tree in ('params', 'batch_stats', 'opt_state'):
@@ -107,12 +108,12 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_di
   workdir = str(tmp_path / 'nan')
   with pytest.raises(train.NonFiniteLossError,
                      match='loss is nan at step 3.*last good checkpoint is step 2'):
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(run_lib.resolve(config), workdir)
   manager = checkpoint.create_manager(workdir, 2, read_only=True)
   assert manager.all_steps() == [1, 2]
   mesh = parallel.create_mesh()
   model = models.create_model(config.model)
-  fields = pipeline.batch_spec(config, True)
+  fields = tasks.batch_spec(config, True)
   target = state_lib.init_state(model, optim.create_optimizer(config),
                                 state_lib.init_batch(config, fields), config.seed, mesh)
   restored = checkpoint.restore(manager, 2, target)
@@ -125,7 +126,7 @@ def test_non_finite_update_is_caught_before_it_is_saved(data_dir, tmp_path):
       'optimizer.name': 'sgd', 'optimizer.lr': float('inf')})
   with pytest.raises(train.NonFiniteLossError,
                      match='parameters became non-finite at step 1.*no checkpoint'):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(run_lib.resolve(config), str(tmp_path))
   assert checkpoint.create_manager(str(tmp_path), 2, read_only=True).all_steps() == []
 
 
@@ -140,8 +141,9 @@ def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, r
   with config.unlocked():
     config.init.checkpoint, config.init.target = weights, ''
   workdir = str(tmp_path / name)
-  train.train_and_evaluate(config, workdir)
-  metrics, _, directory = evaluate.evaluate_checkpoint(config, workdir, 'best', 'test')
+  train.train_and_evaluate(run_lib.resolve(config), workdir)
+  metrics, _, directory = evaluate.evaluate_checkpoint(run_lib.resolve(config), workdir,
+                                                       'best', 'test')
   builder = pipeline.get_builder(config.dataset)
   lengths = [len(ex['boxes']) for ex in tfds.as_numpy(builder.as_dataset(split='test'))]
   expected = {'unet': sum(lengths), 'cnn_aver': len(lengths),
@@ -178,7 +180,7 @@ def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
   given[10:30, 20:40] = 128
   cv2.imwrite(str(tmp_path / 'mask0.png'), given)
   output = tmp_path / 'segmented'
-  result = segment.segment_video(config, workdir, 'best', str(folder),
+  result = segment.segment_video(segment.resolve(config), workdir, 'best', str(folder),
                                  str(tmp_path / 'mask0.png'), str(output))
   assert result.num_frames == len(video['frames']) and result.frames_per_second > 0
   names = [f'frame{i}.png' for i in range(len(video['frames']))]
@@ -194,7 +196,8 @@ def _segments_a_dicom_loop_like_its_frames(config, workdir, builder, tmp_path):
   video, folder = _test_video(builder, tmp_path)
   dicom = helpers.write_dicom(str(tmp_path / 'loop.dcm'), video['frames'][..., 0], 'MONOCHROME2')
   for path, output in ((str(folder), 'from_png'), (dicom, 'from_dicom')):
-    segment.segment_video(config, workdir, 'best', path, '', str(tmp_path / output))
+    segment.segment_video(segment.resolve(config), workdir, 'best', path, '',
+                          str(tmp_path / output))
   for i in range(len(video['frames'])):
     np.testing.assert_array_equal(
         cv2.imread(str(tmp_path / 'from_dicom' / 'masks' / f'{i:05d}.png')),
@@ -289,7 +292,7 @@ def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_pa
     assert worker.returncode == 0, output[-3000:]
   config = helpers.load_config('unet', data_dir, total_steps=4, eval_every=4,
                                checkpoint_every=4, **distributed_worker.MULTI_PROCESS_OPTIMIZER)
-  reference, metrics = train.train_and_evaluate(config, str(tmp_path / 'single'))
+  reference, metrics = train.train_and_evaluate(run_lib.resolve(config), str(tmp_path / 'single'))
   expected = helpers.flat_local(reference.params)
   p0, p1 = (np.load(tmp_path / f'p{i}.npz') for i in range(2))
   assert int(p0['num_frames']) == int(p1['num_frames']) == metrics['num_frames']

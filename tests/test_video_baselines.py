@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import helpers
-from input_pipeline import pipeline
 from usvjax import models
 from usvjax import state as state_lib
 from usvjax import train
@@ -21,6 +20,8 @@ from usvjax.models import tsm
 from usvjax.models import video_layers
 from usvjax.models import video_resnet
 from usvjax.models.backbones import video_convert
+from usvjax import tasks
+from usvjax import run as run_lib
 
 TORCHVISION_NAMES = {'r3d_18': 'R3D_18', 'mc3_18': 'MC3_18', 'r2plus1d_18': 'R2Plus1D_18'}
 SHALLOW = dict(width=0.0625, depths=(1, 1, 1, 1))
@@ -271,7 +272,7 @@ def test_every_config_builds_its_model(name):
   module, variant = name.split(':')
   config = importlib.import_module(f'configs.{module}').get_config(variant)
   model = models.create_model(config.model)
-  batch = state_lib.init_batch(config, pipeline.batch_spec(config, True))
+  batch = state_lib.init_batch(config, tasks.batch_spec(config, True))
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
   logits = jax.eval_shape(lambda v: model.apply(v, batch, train=False)['logits'], shapes)
   assert logits.shape == (1, 2)
@@ -287,6 +288,6 @@ def test_trains_through_the_trainer(data_dir, tmp_path):
   suite's time."""
   config = helpers.load_config('c3d', data_dir, total_steps=2, eval_every=2,
                                checkpoint_every=2, **{'input.length_buckets': (8,)})
-  state, metrics = train.train_and_evaluate(config, str(tmp_path))
+  state, metrics = train.train_and_evaluate(run_lib.resolve(config), str(tmp_path))
   assert {'accuracy', 'auc'} <= set(metrics) and int(state.step) == 2
   assert all(np.isfinite(v).all() for v in helpers.flat_local(state.params).values())

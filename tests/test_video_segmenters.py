@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from input_pipeline import pipeline
 from input_pipeline import spec
 from usvjax import models
 from usvjax import tasks
@@ -21,7 +20,7 @@ def test_every_module_gets_gradient_from_the_loss(name):
   config.model.backbone = 'resnet18'
   model, task = models.create_model(config.model), tasks.create_task(config)
   rng = np.random.default_rng(0)
-  batch = spec.example_batch(pipeline.batch_spec(config, train=True), config.input.batch_size)
+  batch = spec.example_batch(tasks.batch_spec(config, train=True), config.input.batch_size)
   batch['frames'] = rng.random(batch['frames'].shape, np.float32)
   batch['masks'][:, :, 8:20, 10:22] = 1.0
   batch['heatmaps'] = rng.random(batch['heatmaps'].shape, np.float32)

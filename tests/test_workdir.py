@@ -7,6 +7,7 @@ import helpers
 from test_train import _run
 from usvjax import train
 from usvjax import workdir
+from usvjax import run as run_lib
 
 
 def test_a_second_trainer_stops_at_once_and_names_the_holder(data_dir, tmp_path):
@@ -34,7 +35,7 @@ def test_an_unusable_workdir_is_one_error_naming_the_path(data_dir, tmp_path):
   blocker.write_text('')
   config = helpers.load_config('unet', data_dir)
   with pytest.raises(workdir.WorkdirError, match=f'cannot create the run directory.*{blocker}'):
-    train.train_and_evaluate(config, str(blocker / 'run'))
+    train.train_and_evaluate(run_lib.resolve(config), str(blocker / 'run'))
 
 
 class _Stats:  # os.statvfs_result's fields that check_space reads.

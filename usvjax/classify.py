@@ -22,19 +22,16 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import pipeline
 from input_pipeline import preprocess
-from input_pipeline import sequences
+from input_pipeline import sequence_streams
 from input_pipeline import spec as spec_lib
 from input_pipeline.builders import video_table
 from usvjax.errors import ConfigError
 from usvjax import evaluate
-from usvjax import models
-from usvjax import parallel
 from usvjax import plots
 from usvjax import provenance
+from usvjax import run as run_lib
 from usvjax import runners
-from usvjax import tasks
 
 
 class Classified(NamedTuple):
@@ -51,7 +48,7 @@ def sample_frames(video: str, input_config: ml_collections.ConfigDict
   frames = list(video_table.iter_video(video)[0])
   count = (input_config.max_frames if input_config.sampling == 'exact'
            else min(len(frames), input_config.max_frames))
-  indices = [int(i) for i in sequences.uniform_indices(len(frames), count).numpy()]
+  indices = [int(i) for i in sequence_streams.uniform_indices(len(frames), count).numpy()]
   return np.stack([frames[i] for i in indices]), indices
 
 
@@ -66,26 +63,31 @@ def _label(probs: np.ndarray, names: list[str], threshold: float) -> str:
   return names[int(np.argmax(probs))]
 
 
-def classify_video(config: ml_collections.ConfigDict, workdir: str, which: str, video: str,
+def resolve(config: ml_collections.ConfigDict) -> run_lib.Run:
+  """The run that classifies a video for the run ``config``: its headline row's model
+  (``runners``), on one local device, without data (``classify_video`` prepares them only
+  where the task chooses its threshold on the validation split)."""
+  config = runners.get(config).headline(config).config
+  return run_lib.resolve(config, data=False, devices=jax.local_devices()[:1])
+
+
+def classify_video(run: run_lib.Run, workdir: str, which: str, video: str,
                    output_dir: str) -> Classified:
-  """Classifies ``video`` with checkpoint ``which`` of the run in ``workdir`` (its
-  ``config``) and writes ``result.json``, ``frames.csv`` and ``frames.png`` into
+  """Classifies ``video`` with checkpoint ``which`` of the run in ``workdir`` (``run``, from
+  ``resolve``) and writes ``result.json``, ``frames.csv`` and ``frames.png`` into
   ``output_dir``."""
-  config = runners.get(config).headline(config)[1]
-  fields = pipeline.batch_spec(config, False)
-  if 'frames' not in fields or 'label' not in fields:
+  config, model, task = run.config, run.model, run.task
+  fields = run.fields(train=False)
+  if not run.definition.pooled or 'frames' not in fields:
     raise ConfigError(f'classify_video needs a video classifier run on frames; the run in '
                       f'{workdir} ({config.model.name}) reads {sorted(fields)}.')
   frames, indices = sample_frames(video, config.input)
   batch = spec_lib.example_batch(fields, 1, len(indices))
   batch['frames'] = preprocess.frames_to_model(
       tf.constant(frames), config.input.image_size, config.input.channels).numpy()[None]
-  model, task = models.create_model(config.model), tasks.create_task(config)
-  mesh = parallel.create_mesh(jax.local_devices()[:1])
-  variables, step = evaluate.restore_variables(config, workdir, which, model, mesh)
-  if task.calibrates:  # The threshold the evaluation would choose on the validation split.
-    evaluate.calibrate(task, evaluate.make_eval_step(model, task), config,
-                       pipeline.get_builder(config.dataset), mesh, variables)
+  variables, step = run.restore(workdir, which)
+  if getattr(task, 'calibrates', False):  # The threshold evaluation chooses on validation.
+    evaluate.calibrate(run.with_data(), variables)
   outputs = jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
   probs = np.asarray(jax.nn.softmax(outputs['logits'][0]))
   names = _class_names(workdir, len(probs))

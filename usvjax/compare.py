@@ -66,11 +66,11 @@ import matplotlib
 import ml_collections
 import numpy as np
 
-from input_pipeline import pipeline
 from usvjax.errors import ConfigError
 from usvjax import cross_validation
 from usvjax.metrics import statistics
 from usvjax import provenance
+from usvjax import run as run_lib
 from usvjax import runners
 from usvjax import tables
 from usvjax import tasks
@@ -148,7 +148,7 @@ def _set(config: ml_collections.ConfigDict, key: str, value, method: str) -> Non
 
 def headline_task(config: ml_collections.ConfigDict) -> str:
   """The task of the row a comparison reports for ``config``."""
-  return runners.get(config).headline(config)[1].input.task
+  return runners.get(config).headline(config).config.input.task
 
 
 def _outdated(config: ml_collections.ConfigDict, run_dir: str) -> str:
@@ -158,7 +158,7 @@ def _outdated(config: ml_collections.ConfigDict, run_dir: str) -> str:
   changed = provenance.differences(config, provenance.load_config(run_dir))
   if changed:
     return f'its config differs ({"; ".join(changed[:3])})'
-  data = provenance.data_fingerprint(pipeline.get_builder(config.dataset))
+  data = provenance.data_fingerprint(run_lib.prepare_dataset(config.dataset))
   if not provenance.same_data(provenance.recorded_data(run_dir), data):
     return 'its data changed'
   return ''
@@ -192,14 +192,14 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   (cross_validation.train_fold if k_fold else runners.train)(config, run_dir)
   trained = time.perf_counter()
   reports = (cross_validation.score_fold(config, run_dir) if k_fold else
-             runner.evaluate(config, run_dir))
+             runners.evaluate(config, run_dir))
   frames = sum(report.metrics.get('num_frames') or
                sum(row.get('num_frames', 0) for row in report.evaluation.video_rows())
                for report in reports.values())
   timing = dict(train_seconds=trained - start,
                 eval_frames_per_second=frames / (time.perf_counter() - trained))
   rows = {row: dict(_row_result(report), **timing) for row, report in reports.items()}
-  result = dict(rows.pop(runner.headline(config)[0]), rows=rows)
+  result = dict(rows.pop(runner.headline(config).row), rows=rows)
   os.makedirs(run_dir, exist_ok=True)
   with open(path + '.tmp', 'w') as f:
     json.dump(result, f, indent=2)  # Unsorted: ``rows`` in the runner's order.
@@ -247,19 +247,20 @@ def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
     configs.append(config if fold is None else
                    cross_validation.fold_config(config, folds, fold, fold_seed))
   results: dict[str, list[dict]] = {}
-  for (method, seed, fold), config in zip(runs, configs):
-    run_name = os.path.join(method.name, *([] if fold is None else [f'fold_{fold}']),
-                            f'seed{seed}')
-    train_logs.say(f'{method.name}, seed {seed}' + ('' if fold is None else f', fold {fold}') +
-              f': {os.path.join(workdir, run_name)}')
-    result = run_one(config, os.path.join(workdir, run_name))
-    setting = dict(_setting(method, config), seed=seed, task=headline_task(config),
-                   **({} if fold is None else {'fold': fold}))
-    log_dir = os.path.join(run_name, runners.get(config).headline(config)[2])
-    results.setdefault(method.name, []).append(
-        dict({k: v for k, v in result.items() if k != 'rows'}, **setting, log_dir=log_dir))
-    for row, row_result in result.get('rows', {}).items():
-      results.setdefault(f'{method.name}/{row}', []).append(dict(row_result, **setting))
+  with run_lib.prepared_once():  # One preparation of the dataset for every run.
+    for (method, seed, fold), config in zip(runs, configs):
+      run_name = os.path.join(method.name, *([] if fold is None else [f'fold_{fold}']),
+                              f'seed{seed}')
+      train_logs.say(f'{method.name}, seed {seed}' + ('' if fold is None else f', fold {fold}') +
+                f': {os.path.join(workdir, run_name)}')
+      result = run_one(config, os.path.join(workdir, run_name))
+      setting = dict(_setting(method, config), seed=seed, task=headline_task(config),
+                     **({} if fold is None else {'fold': fold}))
+      log_dir = os.path.join(run_name, runners.get(config).headline(config).log_dir)
+      results.setdefault(method.name, []).append(
+          dict({k: v for k, v in result.items() if k != 'rows'}, **setting, log_dir=log_dir))
+      for row, row_result in result.get('rows', {}).items():
+        results.setdefault(f'{method.name}/{row}', []).append(dict(row_result, **setting))
   _write(results, workdir, reference)
   return results
 

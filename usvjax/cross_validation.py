@@ -31,10 +31,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from input_pipeline import pipeline
 from usvjax.errors import ConfigError
 from usvjax import evaluate
 from usvjax import plots
+from usvjax import run as run_lib
 from usvjax import runners
 from usvjax import tables
 from usvjax import tasks
@@ -88,8 +88,8 @@ def train_fold(config: ml_collections.ConfigDict, fold_dir: str) -> None:
 def score_fold(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
   """{row: report} of the fold's final checkpoint(s) on its held-out videos, written to
   ``<fold_dir>/held_out``."""
-  return runners.get(config).evaluate(config, fold_dir, config.dataset.train_split, 'latest',
-                                      os.path.join(fold_dir, 'held_out'))
+  return runners.evaluate(config, fold_dir, config.dataset.train_split, 'latest',
+                          os.path.join(fold_dir, 'held_out'))
 
 
 def fold_reports(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, evaluate.Report]:
@@ -100,29 +100,30 @@ def fold_reports(config: ml_collections.ConfigDict, fold_dir: str) -> dict[str, 
 
 def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
         seed: int = 0) -> dict:
-  """Trains and evaluates every fold.
+  """Trains and evaluates every fold (the dataset prepared once for all of them).
 
   Returns:
     {'methods': {row: {'folds': [...], 'mean', 'std', 'pooled'}}, 'num_folds', 'seed',
     'fold_seconds': [...]} (a resumed fold's time counts only what this call did).
   """
-  if not tasks.definition(runners.get(config).headline(config)[1].input.task).pooled:
+  if not tasks.definition(runners.get(config).headline(config).config.input.task).pooled:
     raise ConfigError('cross-validation is for classification configs '
                       f'(config.input.task={config.input.task!r}).')
   rows: dict[str, list] = {}
   seconds = []
-  for index in range(num_folds):
-    start = time.perf_counter()
-    for row, report in fold_reports(fold_config(config, num_folds, index, seed),
-                                    os.path.join(workdir, f'fold_{index}')).items():
-      rows.setdefault(row, []).append(report)
-    seconds.append(time.perf_counter() - start)
-    train_logs.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')
-  summary = {'num_folds': num_folds, 'seed': seed, 'fold_seconds': seconds,
-             'methods': {row: _summarise(reports, config.task.threshold)
-                         for row, reports in rows.items()}}
-  if jax.process_index() == 0:
-    _write(summary, workdir, rows, config)
+  with run_lib.prepared_once():
+    for index in range(num_folds):
+      start = time.perf_counter()
+      for row, report in fold_reports(fold_config(config, num_folds, index, seed),
+                                      os.path.join(workdir, f'fold_{index}')).items():
+        rows.setdefault(row, []).append(report)
+      seconds.append(time.perf_counter() - start)
+      train_logs.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')
+    summary = {'num_folds': num_folds, 'seed': seed, 'fold_seconds': seconds,
+               'methods': {row: _summarise(reports, config.task.threshold)
+                           for row, reports in rows.items()}}
+    if jax.process_index() == 0:
+      _write(summary, workdir, rows, config)
   return summary
 
 
@@ -161,7 +162,7 @@ def _write(summary: dict, workdir: str, rows: dict, config) -> None:
     json.dump(summary, f, indent=2)
   with open(os.path.join(workdir, 'cv_table.md'), 'w') as f:
     f.write(markdown_table(summary))
-  class_names = pipeline.get_builder(config.dataset).info.features['label'].names
+  class_names = run_lib.prepare_dataset(config.dataset).info.features['label'].names
   for row, reports in rows.items():
     plots.classification_curves(*_pooled(reports), os.path.join(workdir, row), class_names,
                                 summary['methods'][row]['pooled'], config.task.threshold)

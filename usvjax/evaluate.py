@@ -1,7 +1,8 @@
 """Exact evaluation of a split, and the files a user reads afterwards.
 
-``evaluate_split`` runs the model over every clip/video of a split exactly once (padding
-masked out, see ``input_pipeline.pipeline.eval_batches``), or, with
+``evaluate_split`` runs a resolved run's model (``usvjax.run``: the program training
+validates with) over every clip/video of a split exactly once (padding masked out, see
+``input_pipeline.pipeline.eval_batches``), or, with
 ``config.input.eval_protocol='first_frame'``, streams every whole video from its first
 frame's given mask (``usvjax.streaming``); every process gathers all
 predictions, so metrics are exact and identical on every process. ``write_report`` writes
@@ -15,48 +16,22 @@ import os
 from typing import NamedTuple
 
 import jax
-import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from input_pipeline import pipeline
-from usvjax import checkpoint
 from usvjax.errors import ConfigError
 from usvjax import interfaces
-from usvjax import models
 from usvjax import parallel
 from usvjax import plots
 from usvjax import provenance
-from usvjax import run_checks
-from usvjax import state as state_lib
-from usvjax import streaming
-from usvjax import tasks
+from usvjax import run as run_lib
 
 
-def make_eval_step(model, task, protocol: str = 'clip'):
-  """The evaluation step: ``eval_step(variables, local_batch, mesh)`` yields the task's eval
-  outputs (global arrays) for the batch's examples.
-
-  ``protocol`` 'clip' runs the model once on the batch of clips (or sequences);
-  'first_frame' streams batches of whole videos (``streaming.first_frame_eval_step``).
-  Make it once per run: each new step function would be compiled again.
-  """
-  if protocol == 'first_frame':
-    return streaming.first_frame_eval_step(model, task)
-
-  @jax.jit
-  def forward(variables, batch):
-    return task.eval_outputs(model.apply(variables, batch, train=False), batch)
-
-  def eval_step(variables, batch, mesh):
-    yield forward(variables, parallel.global_batch(batch, mesh))
-  return eval_step
-
-
-def evaluate_split(eval_step, task, config: ml_collections.ConfigDict, builder, split: str,
-                   mesh: jax.sharding.Mesh, variables: dict):
-  """Evaluates ``variables`` on ``split`` with ``eval_step`` (from ``make_eval_step``).
+def evaluate_split(run: run_lib.Run, split: str, variables: dict, builder=None
+                   ) -> tuple[dict, interfaces.Evaluation]:
+  """Evaluates ``variables`` on ``split`` of the run's data (or of ``builder``, a view of it
+  such as ``speckled.SpeckledBuilder``) with the run's one eval step.
 
   An evaluation that scores against the stored data itself (segmentation at the frames'
   own size) has ``use_split(config, builder, split)``, called before the first batch.
@@ -64,11 +39,14 @@ def evaluate_split(eval_step, task, config: ml_collections.ConfigDict, builder, 
   Returns:
     (metrics dict, the task's evaluation object holding per-frame/per-video rows).
   """
+  config, mesh = run.config, run.mesh
   parallel.check_batch_size(config.input.eval_batch_size, mesh, 'eval batch size')
-  batches, num_batches = pipeline.eval_batches(config, builder, split)
-  evaluation = task.evaluator()
+  builder = builder or run.builder
+  batches, num_batches = run.eval_batches(split, builder)
+  evaluation = run.task.evaluator()
   if hasattr(evaluation, 'use_split'):
     evaluation.use_split(config, builder, split)
+  eval_step = run.eval_step()
   for batch in tqdm(batches, total=num_batches, desc=f'eval {split}', leave=False,
                     disable=jax.process_index() != 0):
     for outputs in eval_step(variables, batch, mesh):
@@ -108,23 +86,6 @@ class Report(NamedTuple):
   directory: str
 
 
-def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str, model,
-                      mesh: jax.sharding.Mesh, features=None) -> tuple[dict, int]:
-  """The ``params`` and ``batch_stats`` of checkpoint ``which`` ('best', 'latest' or a
-  step) of ``workdir``, replicated over ``mesh``, and its step.
-
-  The checkpoint's structure comes from ``jax.eval_shape`` of the model's initialisation
-  on the batch specification (``features``: the dataset's, see ``pipeline.batch_spec``):
-  no data is read, and the optimizer state is neither built nor restored.
-  """
-  with checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
-                                 config.best_mode, read_only=True) as manager:
-    step = checkpoint.resolve_step(manager, which)
-    batch = state_lib.init_batch(config, pipeline.batch_spec(config, True, features))
-    abstract = state_lib.abstract_variables(model, batch, mesh)
-    return checkpoint.restore_variables(manager, step, abstract), step
-
-
 def dataset_record(builder, workdir: str) -> dict:
   """The evaluated data's fingerprint, with a warning if it is not the training run's."""
   data = provenance.data_fingerprint(builder)
@@ -135,11 +96,11 @@ def dataset_record(builder, workdir: str) -> dict:
   return data
 
 
-def calibrate(task: interfaces.Task, eval_step, config: ml_collections.ConfigDict, builder,
-              mesh: jax.sharding.Mesh, variables: dict) -> dict:
+def calibrate(run: run_lib.Run, variables: dict) -> dict:
   """Lets a task that calibrates (a decision threshold chosen on validation data:
   ``task.calibrates``) evaluate ``dataset.eval_split`` first; returns what the report says
   about it ({} for other tasks)."""
+  task, config = run.task, run.config
   if not getattr(task, 'calibrates', False):
     return {}
   if config.dataset.folds.num:
@@ -147,16 +108,16 @@ def calibrate(task: interfaces.Task, eval_step, config: ml_collections.ConfigDic
                       'threshold on the validation split, which k-fold cross-validation does '
                       "not have: use 'fixed' there.")
   split = config.dataset.eval_split
-  _, validation = evaluate_split(eval_step, task, config, builder, split, mesh, variables)
+  _, validation = evaluate_split(run, split, variables)
   return dict(task.calibrate(validation), threshold_split=split)
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
-                        split: str = '', output_dir: str = '') -> Report:
+def evaluate_checkpoint(run: run_lib.Run, workdir: str, which: str = 'best', split: str = '',
+                        output_dir: str = '') -> Report:
   """Restores a checkpoint of ``workdir`` and writes an exact report of ``split``.
 
   Args:
-    config: the run's config.
+    run: the run's config, resolved (``run.resolve``; with ``split`` to check that split).
     workdir: the run directory (holds ``checkpoints/``).
     which: 'best', 'latest' or a step number.
     split: the split to evaluate (default ``config.dataset.test_split``).
@@ -165,24 +126,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
   Returns:
     The metrics, the evaluation object and the directory of the written report.
   """
-  split = split or config.dataset.test_split
-  mesh = parallel.create_mesh()
-  builder = pipeline.get_builder(config.dataset)
-  run_checks.check_run(config, builder, split)
-  model, task = models.create_model(config.model), tasks.create_task(config)
-  variables, step = restore_variables(config, workdir, which, model, mesh,
-                                      builder.info.features)
-  eval_step = make_eval_step(model, task, config.input.eval_protocol)
-  calibration = calibrate(task, eval_step, config, builder, mesh, variables)
-  metrics, evaluation = evaluate_split(eval_step, task, config, builder,
-                                       split, mesh, variables)
+  split = split or run.config.dataset.test_split
+  variables, step = run.restore(workdir, which)
+  calibration = calibrate(run, variables)
+  metrics, evaluation = evaluate_split(run, split, variables)
   metrics = dict(metrics, **calibration, step=step, split=split, checkpoint=which,
-                 dataset=dataset_record(builder, workdir))
+                 dataset=dataset_record(run.builder, workdir))
   output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')
-  class_names = None
-  if 'label' in builder.info.features:
-    class_names = builder.info.features['label'].names
-  write_report(output_dir, metrics, evaluation, class_names)
+  write_report(output_dir, metrics, evaluation, run.class_names())
   if jax.process_index() == 0:
     plots.training_curves(workdir, output_dir)
   return Report(metrics, evaluation, output_dir)

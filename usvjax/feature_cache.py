@@ -31,10 +31,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
-from input_pipeline import pipeline
 from usvjax import evaluate
-from usvjax import models
-from usvjax import parallel
+from usvjax import run as run_lib
 from usvjax.tasks.video_keys import decode_key
 
 NAME = 'usv_features'
@@ -80,12 +78,21 @@ def read_info(directory: str) -> dict | None:
     return json.load(f)
 
 
-def extract(config: ml_collections.ConfigDict, workdir: str, which: str, directory: str,
+def resolve(config: ml_collections.ConfigDict) -> run_lib.Run:
+  """The frame CNN's run as the cache reads it: every video of each split, whatever fold is
+  trained, each with up to ``input.max_frames`` frames, scored by the feature rows."""
+  config = config.copy_and_resolve_references()
+  config.dataset.folds.num = 0
+  config.input.sampling = 'up_to'
+  return run_lib.resolve(config, task=_FeatureTask())
+
+
+def extract(run: run_lib.Run, workdir: str, which: str, directory: str,
             splits: list[str]) -> dict:
   """Writes the features of checkpoint ``which`` of the frame-CNN run in ``workdir``.
 
   Args:
-    config: the frame CNN's config (its model must return ``features``).
+    run: the frame CNN's run as ``resolve`` makes it (its model must return ``features``).
     workdir: the frame CNN's run directory.
     which: 'best', 'latest' or a step.
     directory: the cache directory (replaced; kept if it already holds exactly this).
@@ -94,30 +101,22 @@ def extract(config: ml_collections.ConfigDict, workdir: str, which: str, directo
   Returns:
     The cache's info (what ``cache.json`` holds).
   """
-  config = config.copy_and_resolve_references()
-  config.dataset.folds.num = 0  # Every video of each split, whatever fold is trained.
-  config.input.sampling = 'up_to'
-  builder = pipeline.get_builder(config.dataset)
-  mesh = parallel.create_mesh()
-  model = models.create_model(config.model)
-  variables, step = evaluate.restore_variables(config, workdir, which, model, mesh,
-                                               builder.info.features)
+  config = run.config
+  variables, step = run.restore(workdir, which)
   source = {'dataset': config.dataset.to_dict(), 'frame_cnn': os.path.abspath(workdir),
             'step': step, 'max_frames': config.input.max_frames, 'splits': sorted(splits)}
   existing = read_info(directory)
   if existing and existing['source'] == source:
     return existing
-  task = _FeatureTask()
-  eval_step = evaluate.make_eval_step(model, task)
   examples = {}
   for split in splits:
-    _, rows = evaluate.evaluate_split(eval_step, task, config, builder, split, mesh, variables)
+    _, rows = evaluate.evaluate_split(run, split, variables)
     examples[split] = rows.examples
   info = {'source': source, 'dim': int(examples[splits[0]][0][1]['features'].shape[-1]),
           'lengths': {split: [int(e['features'].shape[0]) for _, e in rows]
                       for split, rows in examples.items()}}
   if jax.process_index() == 0:
-    _write(directory, examples, info, builder.info.features['label'].names)
+    _write(directory, examples, info, run.class_names())
   multihost_utils.sync_global_devices(f'feature cache {directory}')
   return info
 

@@ -15,7 +15,7 @@ puts the full variance 1 / L on every model pixel: far harsher than the paper's 
 The noise of a video is fixed by the run seed and the video id, so a study is
 reproducible, every model sees the same noisy frames, and a frame carries the same noise
 in every clip that contains it. The checkpoint is restored and compiled once for all
-conditions.
+conditions, with the eval step training validates with (``usvjax.run``).
 
 Every report names the data it scored as ``evaluate`` does: each condition's metrics (its
 metrics.json and its entry in robustness.json) hold ``dataset``, the data fingerprint
@@ -29,19 +29,12 @@ import os
 from collections.abc import Sequence
 
 import jax
-import ml_collections
-import tensorflow as tf
 
-from input_pipeline import pipeline
-from input_pipeline import preprocess
-from input_pipeline import speckle
+from input_pipeline import speckled
 from usvjax.errors import ConfigError
 from usvjax import evaluate
-from usvjax import models
-from usvjax import parallel
-from usvjax import run_checks
+from usvjax import run as run_lib
 from usvjax import tables
-from usvjax import tasks
 
 COLUMNS = (('MAE', 'mean_mae'), ('IoU', 'mean_iou'), ('Dice', 'mean_dice'))
 
@@ -50,63 +43,26 @@ def condition_name(looks: float) -> str:
   return 'clean' if looks <= 0 else f'L={looks:g}'
 
 
-def speckle_encoded_frames(encoded: tf.Tensor, looks: float, seed: tf.Tensor,
-                           channels: int) -> tf.Tensor:
-  """Speckle at the frames' own resolution: [T] encoded images -> [T] PNG-encoded noisy
-  images of the same size (8 bits, as an acquired frame), noise drawn with ``seed``."""
-  frames = tf.cast(preprocess.decode(encoded, channels), tf.float32) / 255.0
-  noisy = speckle.add_speckle(frames, looks, seed)
-  noisy = tf.cast(tf.round(noisy * 255.0), tf.uint8)
-  return tf.map_fn(tf.io.encode_png, noisy, fn_output_signature=tf.string)
-
-
-class SpeckledBuilder:
-  """A dataset builder whose videos carry speckle of look number ``looks`` at their stored
-  resolution; everything else (``info``, masks, ids, ...) is ``builder``'s."""
-
-  def __init__(self, builder, looks: float, seed: int):
-    self.builder, self.looks, self.seed = builder, looks, seed
-
-  def __getattr__(self, name: str):
-    return getattr(self.builder, name)
-
-  def as_dataset(self, **kwargs) -> tf.data.Dataset:
-    channels = self.info.features['frames'].shape[-1]
-
-    def noisy(video: dict) -> dict:
-      key = tf.strings.to_hash_bucket_fast(video['video_id'], 2**31 - 1)
-      seed = tf.cast(tf.stack([tf.cast(self.seed, tf.int64), key]), tf.int32)
-      return dict(video, frames=speckle_encoded_frames(video['frames'], self.looks, seed,
-                                                       channels))
-    return self.builder.as_dataset(**kwargs).map(noisy)
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, looks: Sequence[float] = (0, 25, 20),
+def run(run: run_lib.Run, workdir: str, looks: Sequence[float] = (0, 25, 20),
         which: str = 'best', split: str = '', output_dir: str = '') -> dict[str, dict]:
-  """Evaluates checkpoint ``which`` of ``workdir`` on ``split`` (default the test split)
-  once per look number (0 = clean).
+  """Evaluates checkpoint ``which`` of ``workdir`` (the resolved ``run``, ``usvjax.run``) on
+  ``split`` (default the test split) once per look number (0 = clean).
 
   Writes a report per condition and ``robustness.md`` / ``robustness.json`` into
   ``output_dir`` (default ``<workdir>/robustness``). Returns {condition: metrics}.
   """
-  if 'masks' not in pipeline.batch_spec(config, train=False):
+  if 'masks' not in run.fields(train=False):
     raise ConfigError('the robustness study is for segmentation configs (its batches have no '
                       'masks to score).')
+  config, builder = run.config, run.builder
   output_dir = output_dir or os.path.join(workdir, 'robustness')
   split = split or config.dataset.test_split
-  mesh = parallel.create_mesh()
-  builder = pipeline.get_builder(config.dataset)
-  run_checks.check_run(config, builder)
-  model, task = models.create_model(config.model), tasks.create_task(config)
-  variables, step = evaluate.restore_variables(config, workdir, which, model, mesh,
-                                               builder.info.features)
-  eval_step = evaluate.make_eval_step(model, task, config.input.eval_protocol)
+  variables, step = run.restore(workdir, which)
   dataset = evaluate.dataset_record(builder, workdir)
   results = {}
   for value in looks:
-    source = SpeckledBuilder(builder, float(value), config.seed) if value > 0 else builder
-    metrics, evaluation = evaluate.evaluate_split(eval_step, task, config, source, split,
-                                                  mesh, variables)
+    noisy = speckled.SpeckledBuilder(builder, float(value), config.seed) if value > 0 else None
+    metrics, evaluation = evaluate.evaluate_split(run, split, variables, noisy)
     name = condition_name(value)
     results[name] = dict(metrics, step=step, split=split, checkpoint=which,
                          speckle_looks=float(value), dataset=dataset)

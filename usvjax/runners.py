@@ -21,11 +21,11 @@ import os
 
 import ml_collections
 
-from input_pipeline import pipeline
 from usvjax.errors import ConfigError
 from usvjax import evaluate as evaluate_lib
 from usvjax import interfaces
 from usvjax import provenance
+from usvjax import run as run_lib
 from usvjax import train as train_lib
 from usvjax import train_logs
 from usvjax import two_stage
@@ -37,17 +37,19 @@ class Single:
   def train(self, config: ml_collections.ConfigDict, workdir: str,
             which: str = 'best') -> dict[str, dict]:
     del which
-    return {config.model.name: train_lib.train_and_evaluate(config, workdir)[1]}
+    return {config.model.name: train_lib.train_and_evaluate(run_lib.resolve(config),
+                                                            workdir).metrics}
 
   def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
                which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
-    return {config.model.name: evaluate_lib.evaluate_checkpoint(config, workdir, which, split,
+    run = run_lib.resolve(config, split or config.dataset.test_split)
+    return {config.model.name: evaluate_lib.evaluate_checkpoint(run, workdir, which, split,
                                                                 output_dir)}
 
   def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
-               ) -> tuple[str, ml_collections.ConfigDict, str]:
+               ) -> interfaces.Headline:
     del workdir  # The config reads nothing of the run.
-    return config.model.name, config, ''
+    return interfaces.Headline(config.model.name, config, '')
 
 
 PRETRAIN_DIR = 'pretrain'
@@ -84,11 +86,11 @@ class PretrainFinetune:
     del which
     pretrain_dir = os.path.join(workdir, PRETRAIN_DIR)
     train_logs.say(f'contrastive pretraining in {pretrain_dir}')
-    results = {PRETRAIN_DIR: train_lib.train_and_evaluate(pretrain_config(config),
-                                                          pretrain_dir)[1]}
+    results = {PRETRAIN_DIR: train_lib.train_and_evaluate(
+        run_lib.resolve(pretrain_config(config)), pretrain_dir).metrics}
     train_logs.say(f'training {config.model.name} in {workdir}')
     results[config.model.name] = train_lib.train_and_evaluate(
-        finetune_config(config, workdir), workdir)[1]
+        run_lib.resolve(finetune_config(config, workdir)), workdir).metrics
     return results
 
   def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
@@ -97,8 +99,8 @@ class PretrainFinetune:
                              output_dir)
 
   def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
-               ) -> tuple[str, ml_collections.ConfigDict, str]:
-    return config.model.name, finetune_config(config, workdir), ''
+               ) -> interfaces.Headline:
+    return interfaces.Headline(config.model.name, finetune_config(config, workdir), '')
 
 
 RUNNERS: dict[str, interfaces.Runner] = {
@@ -117,6 +119,17 @@ def get(config: ml_collections.ConfigDict) -> interfaces.Runner:
 def train(config: ml_collections.ConfigDict, workdir: str, which: str = 'best'
           ) -> dict[str, dict]:
   """Records the run (``provenance.record``) and trains it with its runner; {row: the
-  validation metrics at the end}. ``which`` checkpoint the runner's later stages use."""
-  provenance.record(config, workdir, pipeline.get_builder(config.dataset))
-  return get(config).train(config, workdir, which)
+  validation metrics at the end}. ``which`` checkpoint the runner's later stages use.
+  One command: its dataset is prepared once for every stage (``run.prepared_once``)."""
+  runner = get(config)
+  with run_lib.prepared_once():
+    provenance.record(config, workdir, run_lib.prepare_dataset(config.dataset))
+    return runner.train(config, workdir, which)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = '',
+             which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
+  """{row: report} of every row the run in ``workdir`` scores on ``split``, its dataset
+  prepared once for every row."""
+  with run_lib.prepared_once():
+    return get(config).evaluate(config, workdir, split, which, output_dir)

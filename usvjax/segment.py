@@ -20,10 +20,8 @@ from input_pipeline import preprocess
 from input_pipeline.builders import common as data_common
 from input_pipeline.builders import video_table
 from usvjax.errors import ConfigError
-from usvjax import evaluate
-from usvjax import models
-from usvjax import parallel
 from usvjax import plots
+from usvjax import run as run_lib
 from usvjax import streaming
 
 
@@ -51,14 +49,20 @@ class Segmented(NamedTuple):
   step: int  # The checkpoint's step.
 
 
-def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, video: str,
+def resolve(config: ml_collections.ConfigDict) -> run_lib.Run:
+  """The run that segments a video for the run ``config``: on one local device, without
+  data (a video needs no dataset)."""
+  return run_lib.resolve(config, data=False, devices=jax.local_devices()[:1])
+
+
+def segment_video(run: run_lib.Run, workdir: str, which: str, video: str,
                   first_mask: str, output_dir: str) -> Segmented:
   """Segments ``video`` with checkpoint ``which`` of ``workdir`` and writes to ``output_dir``:
   ``masks/<frame>.png`` (0/255 at the video's resolution, named after the source frame of
   a folder, else ``<index:05d>``; frame 0 is the given mask for a streaming model),
   ``overlay.mp4`` (predicted contours in red) and ``latency.csv`` (seconds per frame,
-  preprocessing included)."""
-  model = models.create_model(config.model)
+  preprocessing included). ``run`` comes from ``resolve``."""
+  config, model = run.config, run.model
   frames, fps = video_table.iter_video(video)
   first = next(frames)
   size = config.input.image_size
@@ -67,8 +71,7 @@ def segment_video(config: ml_collections.ConfigDict, workdir: str, which: str, v
                       '--first_mask=PATH (a PNG the size of the frames, lesion > 0).')
   mask = (_first_mask(first_mask, first, size) if first_mask
           else np.zeros((1, size, size, 1), np.float32))
-  mesh = parallel.create_mesh(jax.local_devices()[:1])
-  variables, step = evaluate.restore_variables(config, workdir, which, model, mesh)
+  variables, step = run.restore(workdir, which)
   stream = streaming.make_stream(model, variables, config.input.clip_length)
   os.makedirs(os.path.join(output_dir, 'masks'), exist_ok=True)
   height, width = first.shape[:2]

@@ -1,15 +1,17 @@
-"""The one training loop: ``train_and_evaluate(config, workdir)`` for every model and task.
+"""The one training loop: ``train_and_evaluate(run, workdir)`` for every model and task.
 
-The config names the model (``config.model``), the task (``config.input.task``), the data
-(``config.dataset``, ``config.input``) and the optimizer; this file never names a method.
+``run`` is the config resolved once (``usvjax.run``): its prepared data, example source,
+task, wrapped model and mesh; the config still gives the optimizer and the schedule. This
+file never names a method.
 
 * Data parallel: ``jax.jit`` over a 1-D ``'data'`` mesh; parameters replicated, batches
   sharded on their leading axis (see ``parallel``). The train state is donated.
 * RNG: one root key from ``config.seed``; ``fold_in(key, step)`` inside the step.
 * Accelerator switches: ``config.compute_dtype`` and ``config.remat`` (``execution.wrap``:
   bfloat16 compute with float32 parameters, rematerialised backbone blocks),
-  ``config.optimizer.accumulate_steps`` (gradient accumulation, ``make_train_step``),
-  ``config.profile_steps`` (a ``jax.profiler`` trace in the TensorBoard folder, ``Profiler``).
+  ``config.optimizer.accumulate_steps`` (gradient accumulation, ``train_step.make_train_step``),
+  ``config.profile_steps`` (a ``jax.profiler`` trace in the TensorBoard folder,
+  ``train_logs.Profiler``).
 * Checkpoints every ``checkpoint_every`` steps and at the end (last ``keep_checkpoints``
   plus the best by ``config.best_metric``); a run restarted in the same workdir resumes
   from the latest checkpoint, data stream included, and ends with the same parameters as
@@ -18,30 +20,30 @@ The config names the model (``config.model``), the task (``config.input.task``),
   evaluation or checkpoint step, where they are fetched together. A non-finite loss (or
   non-finite updated parameters) is found there and stops the run with the number of the
   first bad step, before anything is saved: the last checkpoint stays good.
+* Evaluations (``Validation``): ``dataset.eval_split`` every ``eval_every`` steps and at
+  the end (``val/``; it ranks checkpoints), and every evaluation of ``config.evals``
+  (``<name>/``: a second split, or a split with speckle), all with the one eval step that
+  ``evaluate`` scores checkpoints with.
 * Logs: a tqdm progress bar (step, loss, frames/s), TensorBoard scalars and
-  ``metrics.jsonl`` in the workdir; only process 0 writes.
+  ``metrics.jsonl`` in the workdir (``train_logs``); only process 0 writes.
 """
 from __future__ import annotations
 
-import functools
 import os
 import time
+from typing import NamedTuple
 
 import jax
-import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from input_pipeline import pipeline
+from input_pipeline import speckled
 from usvjax import checkpoint
 from usvjax import evaluate
-from usvjax import execution
-from usvjax import models
 from usvjax import optim
 from usvjax import parallel
-from usvjax import run_checks
+from usvjax import run as run_lib
 from usvjax import state as state_lib
-from usvjax import tasks
 from usvjax import train_logs
 from usvjax import train_step as train_step_lib
 from usvjax import workdir as workdir_lib
@@ -92,47 +94,68 @@ def _save(manager, step: int, state: state_lib.TrainState, metrics: dict | None,
     checkpoint.save(manager, step, state, metrics)
 
 
-def _validate(evaluator, writer: train_logs.Writer, step: int, state: state_lib.TrainState
-              ) -> dict[str, float]:
-  """Evaluates the validation split, logs its metrics and overlays at ``step``."""
-  eval_metrics, evaluation = evaluator(state.variables())
-  writer.write(step, {f'val/{k}': v for k, v in eval_metrics.items()})
-  writer.images(step, {f'val_overlay/{k}': v for k, v in evaluate.pictures(evaluation).items()})
-  headline = ('mean_dice', 'pooled_dice', 'accuracy', 'auc', 'contrastive_accuracy')
-  train_logs.say(f'step {step} validation: ' + ', '.join(
-      f'{k}={v:.4f}' for k, v in eval_metrics.items() if k.startswith(headline)))
-  return eval_metrics
+class Validation:
+  """The evaluations a run makes during training: ``dataset.eval_split`` (``val/``; its
+  metrics rank the checkpoints) and each of ``config.evals`` (``<name>/``: a second split,
+  or a split with speckle, ``robustness``), with the run's one eval step."""
+
+  def __init__(self, run: run_lib.Run, writer: train_logs.Writer):
+    self.run, self.writer = run, writer
+    self.headline = tuple(run.definition.columns.values())
+
+  def __call__(self, step: int, state: state_lib.TrainState) -> dict[str, float]:
+    """Evaluates every evaluation at ``step``, logs metrics and overlays; returns the
+    validation metrics."""
+    variables = state.variables()
+    evals = {'val': (self.run.config.dataset.eval_split, None)}
+    evals.update(extra_evaluations(self.run))
+    for name, (split, builder) in evals.items():
+      metrics, evaluation = evaluate.evaluate_split(self.run, split, variables, builder)
+      self.writer.write(step, {f'{name}/{k}': v for k, v in metrics.items()})
+      self.writer.images(step, {f'{name}_overlay/{k}': v
+                                for k, v in evaluate.pictures(evaluation).items()})
+      train_logs.say(f'step {step} {name} ({split}): ' + ', '.join(
+          f'{k}={metrics[k]:.4f}' for k in self.headline if k in metrics))
+      if name == 'val':
+        validation = metrics
+    return validation
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> tuple[state_lib.TrainState, dict[str, float]]:
-  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints), holding the
-  workdir's lock (``usvjax.workdir``: one trainer per directory).
+def extra_evaluations(run: run_lib.Run) -> dict[str, tuple[str, object]]:
+  """{name: (split, builder)} of ``config.evals``: each names a ``split`` and, with
+  ``speckle_looks`` > 0, scores it with speckle of that look number
+  (``input_pipeline.speckled``)."""
+  out = {}
+  for name, spec in run.config.evals.items():
+    looks = float(spec.speckle_looks)
+    builder = (speckled.SpeckledBuilder(run.builder, looks, run.config.seed) if looks > 0
+               else None)
+    out[name] = (spec.split, builder)
+  return out
 
-  Returns:
-    The final train state (replicated) and the validation metrics at the last step.
-  """
+
+class Trained(NamedTuple):
+  state: state_lib.TrainState  # Replicated over the run's mesh.
+  metrics: dict[str, float]  # The validation metrics at the last step.
+
+
+def train_and_evaluate(run: run_lib.Run, workdir: str) -> Trained:
+  """Trains the resolved ``run`` in ``workdir`` (resuming if it holds checkpoints), holding
+  the workdir's lock (``usvjax.workdir``: one trainer per directory)."""
   with workdir_lib.hold(workdir):
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(run, workdir)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict,
-                        workdir: str) -> tuple[state_lib.TrainState, dict[str, float]]:
+def _train_and_evaluate(run: run_lib.Run, workdir: str) -> Trained:
   """``train_and_evaluate`` while the workdir's lock is held."""
-  mesh = parallel.create_mesh()
-  parallel.check_batch_size(config.input.batch_size, mesh)
-  builder = pipeline.get_builder(config.dataset)
-  run_checks.check_run(config, builder)
-  model = execution.wrap(models.create_model(config.model), config)
-  task = tasks.create_task(config)
+  config, mesh = run.config, run.mesh
   tx = optim.create_optimizer(config)
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
                                       config.best_mode)
   start_step = manager.latest_step() or 0
-  batches = pipeline.train_batches(config, builder, start_step)
-  fields = pipeline.batch_spec(config, True, builder.info.features)
-  state = state_lib.init_state(model, tx, state_lib.init_batch(config, fields), config.seed,
-                               mesh)
+  batches = run.train_batches(start_step)
+  state = state_lib.init_state(run.model, tx, state_lib.init_batch(config, run.fields(True)),
+                               config.seed, mesh)
   if start_step:
     state = checkpoint.restore(manager, start_step, state)
     train_logs.say(f'resumed from step {start_step} ({manager.directory})' + (
@@ -143,13 +166,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
     state = state_lib.load_pretrained(state, config.init.checkpoint, config.init.target)
     state = jax.device_put(state, parallel.replicated(mesh))
     train_logs.say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
-  step_fn = train_step_lib.jit_train_step(train_step_lib.make_train_step(model, task, tx, config.seed,
-                                           config.optimizer.accumulate_steps), mesh)
-  profiler = train_logs.Profiler(config.profile_steps, start_step, os.path.join(workdir, 'tensorboard'))
+  step_fn = train_step_lib.jit_train_step(train_step_lib.make_train_step(
+      run.model, run.task, tx, config.seed, config.optimizer.accumulate_steps), mesh)
+  profiler = train_logs.Profiler(config.profile_steps, start_step,
+                                 os.path.join(workdir, 'tensorboard'))
   writer = train_logs.Writer(workdir, start_step)
-  eval_step = evaluate.make_eval_step(model, task, config.input.eval_protocol)
-  evaluator = functools.partial(evaluate.evaluate_split, eval_step, task, config, builder,
-                                config.dataset.eval_split, mesh)
+  validate = Validation(run, writer)
   eval_metrics: dict[str, float] = {}
   progress = tqdm(total=config.total_steps, initial=start_step, desc='train', unit='step',
                   disable=jax.process_index() != 0, dynamic_ncols=True)
@@ -158,7 +180,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
   try:
     if config.total_steps == 0 and manager.latest_step() is None:
       # Pretrained weights evaluated as they are: step 0 is their checkpoint.
-      eval_metrics = _validate(evaluator, writer, 0, state)
+      eval_metrics = validate(0, state)
       _save(manager, 0, state, eval_metrics, workdir)
     for step in range(start_step + 1, config.total_steps + 1):
       profiler.before(step)
@@ -184,7 +206,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
                              fps=f"{scalars['train/frames_per_second']:.1f}")
         tick, frames = time.perf_counter(), 0
       if evaluated:
-        eval_metrics = _validate(evaluator, writer, step, state)
+        eval_metrics = validate(step, state)
       if evaluated or step % config.checkpoint_every == 0:
         _save(manager, step, state, eval_metrics if evaluated else None, workdir)
   finally:
@@ -192,4 +214,4 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
     progress.close()
     writer.close()
     manager.close()  # Waits for a save in flight.
-  return state, eval_metrics
+  return Trained(state, eval_metrics)

@@ -37,6 +37,8 @@ import ml_collections
 from usvjax.errors import ConfigError
 from usvjax import evaluate as evaluate_lib
 from usvjax import feature_cache
+from usvjax import interfaces
+from usvjax import run as run_lib
 from usvjax import train
 from usvjax import train_logs
 
@@ -101,13 +103,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   cnn_config = frame_cnn_config(config)
   cnn_dir = os.path.join(workdir, 'frame_cnn')
-  results = {'frame_cnn': train.train_and_evaluate(cnn_config, cnn_dir)[1]}
+  results = {'frame_cnn': train.train_and_evaluate(run_lib.resolve(cnn_config), cnn_dir).metrics}
   train_logs.say(f'caching frame features of {cnn_dir} ({which} checkpoint)')
-  feature_cache.extract(cnn_config, cnn_dir, which, os.path.join(workdir, 'features'),
-                        source_splits(config))
+  feature_cache.extract(feature_cache.resolve(cnn_config), cnn_dir, which,
+                        os.path.join(workdir, 'features'), source_splits(config))
   for row, (stage_config, stage_dir) in _stages(config, workdir).items():
     train_logs.say(f'training {row} in {stage_dir}')
-    results[row] = train.train_and_evaluate(stage_config, stage_dir)[1]
+    results[row] = train.train_and_evaluate(run_lib.resolve(stage_config), stage_dir).metrics
   return results
 
 
@@ -124,8 +126,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = '',
           'cnn_aver': (frame_cnn_config(config), cnn_dir),
           'key_frame': (frame_cnn_config(config, max_frames=1), cnn_dir),
           **_stages(config, workdir)}
-  return {row: evaluate_lib.evaluate_checkpoint(run_config, run_dir, which, split,
-                                            os.path.join(output_dir, row))
+  return {row: evaluate_lib.evaluate_checkpoint(run_lib.resolve(run_config, split), run_dir,
+                                                which, split, os.path.join(output_dir, row))
           for row, (run_config, run_dir) in sorted(runs.items(), key=lambda r: ROWS.index(r[0]))}
 
 
@@ -142,6 +144,7 @@ class TwoStage:
     return evaluate(config, workdir, split, which, output_dir)
 
   def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
-               ) -> tuple[str, ml_collections.ConfigDict, str]:
+               ) -> interfaces.Headline:
     stage_config, stage_dir = _stages(config, workdir)['variable_frame_lstm']
-    return 'variable_frame_lstm', stage_config, os.path.relpath(stage_dir, workdir or '.')
+    return interfaces.Headline('variable_frame_lstm', stage_config,
+                               os.path.relpath(stage_dir, workdir or '.'))
