@@ -8,6 +8,7 @@ import pytest
 
 from input_pipeline import pipeline
 from usvjax import compare
+from usvjax import compare_report
 from usvjax import provenance
 from usvjax import train
 
@@ -62,7 +63,7 @@ def test_curves_hold_every_seed_at_the_steps_all_of_them_logged(tmp_path):
   results = {'a': [{'seed': 0, 'task': 'classification', 'log_dir': 'a/seed0'},
                     {'seed': 1, 'task': 'classification', 'log_dir': 'a/seed1'}],
              'b': [{'seed': 0, 'task': 'classification', 'log_dir': 'b/seed0/lstm'}]}
-  curves = compare.validation_curves(results, str(tmp_path))
+  curves = compare_report.validation_curves(results, str(tmp_path))
   steps, values = curves['a']
   assert steps == [100, 200]
   np.testing.assert_array_equal(values, [[0.2, 0.4], [0.4, 0.6]])

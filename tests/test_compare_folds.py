@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from input_pipeline import pipeline
 from usvjax import compare
+from usvjax import compare_report
 from usvjax import cross_validation
 from usvjax import evaluate
 from usvjax import frame_sweep
@@ -110,8 +111,8 @@ def test_a_changed_override_reruns_only_that_methods_folds(data_dir, tmp_path, m
   """Training and scoring faked: which runs a rerun of the comparison trains again."""
   def fake_score(config, run_dir):
     del run_dir
-    return {config.model.name: evaluate.Report(METRICS, types.SimpleNamespace(video_rows=list),
-                                               '')}
+    evaluation = types.SimpleNamespace(video_rows=list, paired_values=dict)
+    return {config.model.name: evaluate.Report(METRICS, evaluation, '')}
 
   monkeypatch.setattr(cross_validation, 'score_fold', fake_score)
   methods = list(METHODS)
@@ -183,7 +184,7 @@ def test_multi_row_runs_report_every_row_and_pair_by_fold_and_seed(tmp_path, mon
   rows = _csv(tmp_path)
   assert len(rows) == 12 and {r['method'] for r in rows} == set(results)
 
-  paired = compare.paired_tests(results)  # Against 'lstm'.
+  paired = compare_report.paired_tests(results)  # Against 'lstm'.
   reference, method = results['lstm'], results['lstm/cnn_aver']
   run, videos = method[3], FOLD_VIDEOS[1]  # Seed 1, fold 1: paired with seed 1, fold 1 only.
   expected = statistics.paired_auc_bootstrap(_probs([run], videos),

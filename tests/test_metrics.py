@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 from input_pipeline import preprocess
+from input_pipeline import speckled
 from usvjax.metrics import classification
 from usvjax.metrics import segmentation
 from usvjax.metrics import statistics
-from usvjax import robustness
 
 
 def _random_frame(rng, empty=False):
@@ -236,7 +236,7 @@ def test_robustness_speckle_is_added_before_resizing():
   frames_feature = types.SimpleNamespace(shape=(None, None, None, 1))
   builder = types.SimpleNamespace(info=types.SimpleNamespace(features={'frames': frames_feature}),
                                   as_dataset=lambda **_: tf.data.Dataset.from_tensors(video))
-  noisy = robustness.SpeckledBuilder(builder, looks, seed=0)
+  noisy = speckled.SpeckledBuilder(builder, looks, seed=0)
   (encoded,) = list(noisy.as_dataset(split='test'))
   stored = preprocess.decode(encoded['frames'], 1)
   native = stored.numpy() / 255.0
@@ -268,6 +268,7 @@ def test_paired_auc_bootstrap_by_hand():
 
 def test_compare_pairs_classifiers_by_auc_per_seed_and_pooled():
   from usvjax import compare  # pylint: disable=g-import-not-at-top
+  from usvjax import compare_report  # pylint: disable=g-import-not-at-top
   labels = [0, 0, 0, 1, 1, 1]
   def run(seed, probs):
     return {'seed': seed, 'video_probs': {f'v{i}': [p, y] for i, (p, y) in
@@ -275,7 +276,7 @@ def test_compare_pairs_classifiers_by_auc_per_seed_and_pooled():
   first, better = [0.1, 0.8, 0.3, 0.7, 0.2, 0.9], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
   results = {'first': [run(0, first), run(1, first)],
              'better': [run(0, better), run(1, better)]}
-  pooled = compare.paired_tests(results)
+  pooled = compare_report.paired_tests(results)
   assert pooled['better']['metric'] == 'auc' and pooled['better']['reference'] == 'first'
   assert pooled['better']['difference'] == pytest.approx(1 - 6 / 9)
   assert results['better'][1]['paired_auc_difference'] == pytest.approx(1 - 6 / 9)
@@ -283,14 +284,14 @@ def test_compare_pairs_classifiers_by_auc_per_seed_and_pooled():
   # Another reference (compare --reference): every row against it, the first included.
   worse = [0.9, 0.8, 0.3, 0.7, 0.2, 0.1]
   results['worse'] = [run(0, worse), run(1, worse)]
-  against = compare.paired_tests(results, reference='better')
+  against = compare_report.paired_tests(results, reference='better')
   assert set(against) == {'first', 'worse'}
   assert against['first']['reference'] == 'better'
   assert against['first']['difference'] == pytest.approx(6 / 9 - 1)
   assert against['worse']['difference'] == pytest.approx(1 / 9 - 1)  # AUC 1/9: only 0.7 > 0.3.
   assert results['first'][0]['paired_auc_difference'] == pytest.approx(6 / 9 - 1)
   with pytest.raises(compare.ConfigError, match="reference 'best'.*'first', 'better', 'worse'"):
-    compare.paired_tests(results, reference='best')
+    compare_report.paired_tests(results, reference='best')
   with pytest.raises(compare.ConfigError, match="reference 'lsmt' is not a method"):
     compare.run([compare.parse_method('lstm=configs/cnn_lstm.py:tiny')], {}, [0], '/nonexistent',
                 reference='lsmt')  # Refused before any run starts.

@@ -20,7 +20,7 @@ from input_pipeline import fingerprint
 from input_pipeline import pipeline
 from input_pipeline import preprocess
 from input_pipeline import spec
-from usvjax import compare
+from usvjax import compare_report
 from usvjax import evaluate
 from usvjax import plots
 from usvjax import provenance
@@ -308,7 +308,7 @@ def test_report_holds_bootstrap_intervals_over_videos(tmp_path):
 def test_compare_pairs_each_method_with_the_first_over_the_test_videos(tmp_path):
   def run(seed, dice, method):
     columns = list(tasks.definition('segmentation').columns.values()) + list(
-        compare.TIMING.values())
+        compare_report.TIMING.values())
     return {**dict.fromkeys(columns, 0.5), 'seed': seed, 'task': 'segmentation',
             'log_dir': f'{method}/seed{seed}', 'video_dice': {
                 f'v{i}': [d, 2 + i] for i, d in enumerate(dice)}}
@@ -317,7 +317,7 @@ def test_compare_pairs_each_method_with_the_first_over_the_test_videos(tmp_path)
              'better': [run(0, [d + 0.1 for d in base], 'better'),
                         run(1, [d + 0.3 for d in base], 'better')],
              'mixed': [run(0, [0.6, 0.5, 0.8, 0.7], 'mixed'), run(1, base, 'mixed')]}
-  compare._write(results, str(tmp_path))
+  compare_report.write(results, str(tmp_path))
   better = results['better']
   assert better[0]['paired_dice_difference'] == pytest.approx(0.1)  # Against seed 0.
   assert better[1]['paired_dice_difference'] == pytest.approx(0.25)  # Against seed 1.

@@ -78,6 +78,15 @@ class ClassificationEvaluation:
              **{f'prob_{name}': p for name, p in zip(names, row['probs'])}}
             for row, label, pred in zip(self.rows, labels.tolist(), preds.tolist())]
 
+  def paired_values(self) -> dict[str, dict]:
+    """Binary classification: {'video_probs': {video: [p(class 1), label]}}, what a
+    comparison's paired AUC test resamples; {} for more classes."""
+    probs, labels = self.arrays()
+    if probs.ndim != 2 or probs.shape[1] != 2:
+      return {}
+    return {'video_probs': {row['video_id']: [float(p), int(label)]
+                            for row, p, label in zip(self.rows, probs[:, 1], labels)}}
+
   def write_report(self, directory: str, metrics_: dict,
                    class_names: list[str] | None = None) -> None:
     """metrics.json, per_video.csv, ROC and PR curves and the confusion matrix."""

@@ -34,6 +34,10 @@ class ContrastiveEvaluation:
   def video_rows(self) -> list[dict]:
     return [self.result()]
 
+  def paired_values(self) -> dict[str, dict]:
+    """Nothing for a comparison's paired tests (they pair videos)."""
+    return {}
+
   def write_report(self, directory: str, metrics_: dict,
                    class_names: list[str] | None = None) -> None:
     del class_names

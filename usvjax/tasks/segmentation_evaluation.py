@@ -129,6 +129,12 @@ class SegmentationEvaluation:
              **{k: statistics.defined_mean([r[k] for r in rows]) for k in distances}}
             for v, rows in videos.items()]
 
+  def paired_values(self) -> dict[str, dict]:
+    """{'video_dice': {video: [its mean Dice, its frames]}}: what a comparison's paired
+    test resamples (``compare_report.paired_tests``)."""
+    return {'video_dice': {r['video_id']: [r['dice'], r['num_frames']]
+                           for r in self.video_rows()}}
+
   def write_report(self, directory: str, metrics_: dict,
                    class_names: list[str] | None = None) -> None:
     """metrics.json (with the bootstrap intervals and the scored resolution),
