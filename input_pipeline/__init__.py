@@ -1,15 +1,7 @@
 """Input pipelines: simulator, TFDS builders, tf.data clip and sequence pipelines.
 
-TensorFlow is used for tf.data only. On import, GPUs are hidden from it so that it never
-competes with JAX for accelerator memory, and Grappler's arithmetic optimizer is turned
-off: it regroups float sums and products in tf.data map functions (the contrast
-augmentation's ``(x - mean) * factor + mean + delta``) and tf.data does not apply the
-rewritten function to every call alike, so the same example came out different in the last
-bit from one run to the next, and two trainings with one seed drifted apart. Without it,
-tf.data computes exactly what the code says (bitwise as eager TensorFlow does), and a run is
-reproducible.
+Importing the package imports no TensorFlow: the example sources' declarations
+(``spec``, ``clips``, ``sequences``, ``view_pairs``) are read by models, tasks and the train
+step where TensorFlow may be absent (``scripts/device_check.py``). Every module that runs
+tf.data imports ``tf_setup`` first, which configures TensorFlow once.
 """
-import tensorflow as tf
-
-tf.config.set_visible_devices([], 'GPU')
-tf.config.optimizer.set_experimental_options({'arithmetic_optimization': False})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ml_collections
 import tensorflow as tf
 
+from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
 from input_pipeline import speckle
 
 

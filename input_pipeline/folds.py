@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
 from input_pipeline.builders import splits as splits_lib
 from usvjax.errors import ConfigError
 

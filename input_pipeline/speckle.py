@@ -6,6 +6,8 @@ robustness study (fixed L), so both use one noise model.
 """
 import tensorflow as tf
 
+from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
+
 
 def add_speckle(images: tf.Tensor, looks: float | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Applies multiplicative Gamma noise.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
 from input_pipeline import preprocess
 from input_pipeline import speckle
 

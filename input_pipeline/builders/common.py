@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
 from input_pipeline.simulator import mask_to_box
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')

@@ -16,6 +16,7 @@ import numpy as np
 
 import tensorflow_datasets as tfds
 
+from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
 from input_pipeline import simulator
 from input_pipeline.builders import common
 

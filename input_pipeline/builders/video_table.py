@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
 from input_pipeline.builders import checks
 from input_pipeline.builders import common
 from input_pipeline.builders import dicom
