@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
-from flax.linen.linear import canonicalize_padding
 import jax.numpy as jnp
 from jax import lax
 
@@ -46,6 +45,18 @@ def dilated_padding(kernel: int, stride: int, padding) -> tuple[int, int]:
   return low, total - low
 
 
+def _axis_paddings(padding) -> list:
+  """The padding of each spatial axis, from any form ``nn.ConvTranspose`` takes: 'SAME' or
+  'VALID', or an int, for both axes; or one int or (low, high) pair per axis. (Flax
+  normalises these with a helper outside its public API, so the few lines are here.)"""
+  if isinstance(padding, (str, int)):
+    padding = (padding, padding)
+  if len(padding) != 2:
+    raise ValueError(f'padding {padding!r}: give a string, an int, or one int or (low, high) '
+                     'pair for each of the two spatial axes.')
+  return [(p, p) if isinstance(p, int) else p for p in padding]
+
+
 def _phase_taps(kernel: int, stride: int, low: int, phase: int) -> tuple[int, int, int]:
   """(first tap, number of taps, input offset of the first tap) of output phase ``phase``
   along one axis: output s*m + phase = sum_j input[m + offset + j] * kernel[first + j*s]."""
@@ -60,12 +71,12 @@ def conv_transpose(inputs: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[i
   'HWIO', 'NHWC'), transpose_kernel=transpose_kernel)`` as s_h x s_w sub-pixel
   convolutions. inputs [B, H, W, C_in], kernel [kh, kw, C_in, C_out] ([kh, kw, C_out, C_in]
   with ``transpose_kernel``) -> [B, H', W', C_out], H' = (H - 1) s_h + 1 + low + high - kh.
+  ``padding`` takes ``nn.ConvTranspose``'s forms as well (see :func:`_axis_paddings`).
   """
   if transpose_kernel:  # The gradient of a convolution: flipped taps, swapped channels.
     kernel = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
   pads = [dilated_padding(k, s, p) for k, s, p in
-          zip(kernel.shape[:2], strides, padding if not isinstance(padding, str)
-              else (padding,) * 2)]
+          zip(kernel.shape[:2], strides, _axis_paddings(padding))]
   sizes = [(n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in
            zip(inputs.shape[1:3], strides, pads, kernel.shape[:2])]
   rows = [-(-size // s) for size, s in zip(sizes, strides)]  # Outputs per phase.
@@ -118,7 +129,6 @@ class ConvTranspose(nn.ConvTranspose):
     bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-    padding = canonicalize_padding(self.padding, 2)
-    y = conv_transpose(inputs, kernel, strides, padding, self.transpose_kernel,
+    y = conv_transpose(inputs, kernel, strides, self.padding, self.transpose_kernel,
                        self.precision)
     return y if bias is None else y + bias
