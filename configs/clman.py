@@ -41,7 +41,6 @@ Variants (combine with commas: a scale, then ``pretrain``, an aggregation or a T
 import ml_collections
 
 from configs import common
-from usvjax.errors import ConfigError
 
 TRAIN_VIDEOS = 161  # The paper: 268 videos, 107 for testing.
 
@@ -132,8 +131,7 @@ def get_config(arg: str | None = None):
   if 'pretrain' in names:
     unknown = [n for n in names if n not in (scale, 'pretrain')]
     if unknown:
-      raise ConfigError(f'unknown config variant {unknown[0]!r} for pretraining; choose from '
-                        f'{sorted(PRETRAIN_SCALES)}.')
+      raise common.VariantError(unknown[0], PRETRAIN_SCALES, ' for pretraining')
     return pretraining_config(scale)
   c = common.base_config('classification')
   c.model = ml_collections.ConfigDict(dict(

@@ -4,20 +4,61 @@ Variants are chosen by the string after the colon: ``configs/unet.py:tiny``. ``p
 reproduces the paper's settings; ``tiny`` trains in a minute on a 2-core CPU (tests);
 ``demo`` is the README quick start. Configs are locked: an override of a key that does
 not exist is an error naming the key.
+
+Configs are plain data: they import ml_collections and each other, no library code
+(tests/test_pure_configs.py), so loading one imports neither JAX nor TensorFlow.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import NamedTuple
+
 import ml_collections
 
-from usvjax import tasks
-from usvjax.errors import ConfigError
+
+class VariantError(ValueError):
+  """An unknown config variant; the message names it and the valid ones (``choices``)."""
+
+  def __init__(self, name: str, choices: Iterable[str], context: str = ''):
+    self.choices = sorted(choices)
+    super().__init__(f'unknown config variant {name!r}{context}; choose from {self.choices}.')
+
+
+class TaskSchema(NamedTuple):
+  """What a task (``config.input.task``, an entry of ``usvjax.tasks.TASKS``) adds to the
+  schema; tests/test_pure_configs.py checks it against the task's code."""
+  task: dict  # ``config.task``: every key the task reads, with its default.
+  input: dict  # The task's own ``config.input`` keys, with their defaults.
+  best_metric: str  # The validation metric that ranks checkpoints by default.
+
+
+TASKS = {
+    'segmentation': TaskSchema(
+        task=dict(bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0,
+                  wiou_weight=0.0, threshold=0.5),
+        # eval_resolution: 'native' (each frame's stored size) or 'model' (input.image_size),
+        # see usvjax/tasks/segmentation_evaluation.py; overlay_videos: how many videos the
+        # report's overlays show.
+        input=dict(eval_resolution='native', overlay_videos=3),
+        best_metric='mean_dice'),
+    'classification': TaskSchema(
+        task=dict(frame_loss=False, threshold=0.5, threshold_rule='fixed'), input={},
+        best_metric='auc'),
+    'contrastive': TaskSchema(
+        task=dict(temperature=0.5),
+        # Positive pairs: two views of one frame ('same_frame') or of two frames of one
+        # video ('same_video'); see input_pipeline/view_pairs.py.
+        input=dict(positives='same_frame'),
+        best_metric='contrastive_accuracy'),
+}
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
-  """All keys a run reads, with defaults; method configs change values, and add only the
-  keys of their own loss terms (``c.task.update(aux_weight=1.0)``, see
-  ``usvjax.loss_terms``) and of their runner (``usvjax.runners``)."""
-  task_defaults, input_defaults, best_metric = tasks.default_config(task)
+  """All keys a run of ``task`` (a key of ``TASKS``) reads, with defaults; method configs
+  change values, and add only the keys of their own loss terms
+  (``c.task.update(aux_weight=1.0)``, see ``usvjax.loss_terms``) and of their runner
+  (``usvjax.runners``)."""
+  schema = TASKS[task]
   c = ml_collections.ConfigDict()
   c.seed = 0
   # Accelerator switches (usvjax/execution.py, usvjax/train.py; docs/performance.md):
@@ -40,7 +81,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
-  c.best_metric = best_metric
+  c.best_metric = schema.best_metric
   c.best_mode = 'max'
 
   c.dataset = ml_collections.ConfigDict(dict(
@@ -63,7 +104,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # Segmentation evaluation: 'clip' scores every frame as the target of its clip;
       # 'first_frame' (semi-supervised, STPFNet) streams each whole video from its first
       # frame's given mask and scores the later frames.
-      eval_protocol='clip', **input_defaults))
+      eval_protocol='clip', **schema.input))
   c.input.augment = ml_collections.ConfigDict(dict(
       flip=True, crop_scale=0.8, brightness=0.1, contrast=0.1, speckle_prob=0.0,
       speckle_looks=(20.0, 50.0),
@@ -75,7 +116,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   # Pretrained weights: a folder written by experiments/convert_weights.py, loaded into the
   # model's sub-module ``init.target`` ('/'-separated path) before training starts.
   c.init = ml_collections.ConfigDict(dict(checkpoint='', target='encoder/backbone'))
-  c.task = task_defaults
+  c.task = ml_collections.ConfigDict(schema.task)
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adam', lr=1e-3, weight_decay=0.0, momentum=0.9, clip_norm=0.0, clip_value=0.0,
@@ -91,7 +132,7 @@ def finalize(config: ml_collections.ConfigDict, arg: str | None, variants: dict)
   one) and locks the config."""
   for name in (arg or next(iter(variants))).split(','):
     if name not in variants:
-      raise ConfigError(f'unknown config variant {name!r}; choose from {sorted(variants)}.')
+      raise VariantError(name, variants)
     variants[name](config)
   config.lock()
   return config

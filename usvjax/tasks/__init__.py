@@ -13,8 +13,9 @@ where a task's name is looked at. An entry gives:
 * ``pooled``: whether its evaluations give video probabilities and labels (``arrays()``)
   that k-fold cross-validation pools over folds.
 
-A task class has ``DEFAULTS`` (its ``config.task`` schema) and may have ``INPUT_DEFAULTS``
-(extra ``config.input`` keys); ``default_config`` gives both to ``configs/common.py``.
+A task's ``config.task`` keys and their defaults, its own ``config.input`` keys and its
+default ``config.best_metric`` are plain data in ``configs/common.py:TASKS`` (configs import
+no library code); tests/test_pure_configs.py checks them against the tasks.
 """
 from __future__ import annotations
 
@@ -77,10 +78,3 @@ def create_task(config: ml_collections.ConfigDict) -> interfaces.Task:
   """The task of ``config`` with its model's loss terms."""
   return definition(config.input.task).task(config.task, config.input.batch_size,
                                             models.create_loss_terms(config))
-
-
-def default_config(name: str) -> tuple[ml_collections.ConfigDict, dict, str]:
-  """(``config.task`` defaults, extra ``config.input`` keys, best metric) of task ``name``."""
-  entry = definition(name)
-  return (ml_collections.ConfigDict(dict(entry.task.DEFAULTS)),
-          dict(getattr(entry.task, 'INPUT_DEFAULTS', {})), entry.best_metric)

@@ -26,11 +26,6 @@ from usvjax.tasks.contrastive_evaluation import ContrastiveEvaluation
 class ContrastiveTask:
   """``interfaces.Task`` of contrastive pretraining."""
 
-  DEFAULTS = dict(temperature=0.5)
-  # Positive pairs: two views of one frame ('same_frame') or of two frames of one video
-  # ('same_video'); see input_pipeline/view_pairs.py.
-  INPUT_DEFAULTS = dict(positives='same_frame')
-
   def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
                terms: Sequence[interfaces.LossTerm] = ()):
     if batch_size < 2:

@@ -30,12 +30,6 @@ if TYPE_CHECKING:
 class SegmentationTask:
   """``interfaces.Task`` of video segmentation."""
 
-  DEFAULTS = dict(bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0,
-                  wiou_weight=0.0, threshold=0.5)
-  # eval_resolution: 'native' (each frame's stored size) or 'model' (input.image_size), see
-  # segmentation_evaluation; overlay_videos: how many videos the report's overlays show.
-  INPUT_DEFAULTS = dict(eval_resolution='native', overlay_videos=3)
-
   def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
                terms: Sequence[interfaces.LossTerm] = ()):
     del batch_size  # The loss terms check what they need.
