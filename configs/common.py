@@ -83,6 +83,13 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.best_metric = schema.best_metric
   c.best_mode = 'max'
+  # Evaluations during training besides dataset.eval_split (which ranks checkpoints), as
+  # big_vision's config.evals: {name: {split, speckle_looks}}, each logged as <name>/...
+  # every eval_every steps (usvjax/train.py). speckle_looks > 0 scores the split with
+  # multiplicative speckle of that look number (the robustness study's noise), e.g.
+  #   c.evals.test = ml_collections.ConfigDict(dict(split='test', speckle_looks=0.0))
+  #   c.evals.speckle_l20 = ml_collections.ConfigDict(dict(split='test', speckle_looks=20.0))
+  c.evals = ml_collections.ConfigDict()
 
   c.dataset = ml_collections.ConfigDict(dict(
       name='usv_synthetic', config='small', data_dir='', manual_dir='',

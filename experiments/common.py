@@ -15,6 +15,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from configs.common import VariantError
 from input_pipeline.builders.common import DatasetError
 from usvjax import parallel
 from usvjax.errors import ConfigError
@@ -80,7 +81,7 @@ def define_run_flags(output_help: str) -> RunFlags:
 # An OSError names its file and cause (a missing file, a full disk, a read-only
 # filesystem); the workdir's own are ``WorkdirError``s that also say what to do. Anything
 # else (a plain ValueError included) is a bug and keeps its traceback.
-USER_ERRORS = (DatasetError, NonFiniteLossError, OSError, ConfigError)
+USER_ERRORS = (DatasetError, NonFiniteLossError, OSError, ConfigError, VariantError)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import helpers
-from input_pipeline import pipeline
 from usvjax import models
 from usvjax import runners
 from usvjax import state
 from usvjax import two_stage
+from usvjax import tasks
 
 
 def _paper_configs() -> list[str]:
@@ -49,7 +49,7 @@ class _Cached:
 def _abstract_params(config, features: dict | None = None) -> dict:
   """The model's params (shapes only) for one example of its training batch."""
   model = models.create_model(config.model)
-  batch = state.init_batch(config, pipeline.batch_spec(config, True, features))
+  batch = state.init_batch(config, tasks.batch_spec(config, True, features))
   key = jax.random.key(0)
   variables = jax.eval_shape(
       lambda: model.init({'params': key, 'dropout': key}, batch, train=False))

@@ -6,10 +6,9 @@ where a task's name is looked at. An entry gives:
 * ``task``: the class of the ``interfaces.Task`` (``loss``, ``eval_outputs``, ``evaluator``),
   made by ``create_task(config)`` with the model's own loss terms (``usvjax.models``);
 * ``examples``: the input pipeline's ``spec.ExampleSource`` (clips, sequences, view pairs);
-* ``best_metric``: the default validation metric that ranks checkpoints;
 * ``columns``: {header: metric} of a comparison table (``usvjax.compare``);
 * ``curve_metric``: the validation metric whose curve a comparison plots;
-* ``metrics``: every metric its evaluation reports (what ``best_metric`` may name);
+* ``metrics``: every metric its evaluation reports (what ``config.best_metric`` may name);
 * ``pooled``: whether its evaluations give video probabilities and labels (``arrays()``)
   that k-fold cross-validation pools over folds.
 
@@ -39,7 +38,6 @@ from usvjax.tasks.segmentation import SegmentationTask
 class TaskDefinition(NamedTuple):
   task: type
   examples: spec.ExampleSource
-  best_metric: str
   columns: dict[str, str]
   curve_metric: str
   metrics: tuple[str, ...]
@@ -48,17 +46,18 @@ class TaskDefinition(NamedTuple):
 
 TASKS: dict[str, TaskDefinition] = {
     'segmentation': TaskDefinition(
-        SegmentationTask, clips.Clips(), 'mean_dice',
+        SegmentationTask, clips.Clips(),
         {'Dice': 'mean_dice', 'IoU': 'mean_iou', 'Recall': 'mean_recall',
-         'max F': 'max_f_mean_pr', 'HD95': 'hd95', 'MAE': 'mean_mae', 'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure'},
+         'max F': 'max_f_mean_pr', 'HD95': 'hd95', 'MAE': 'mean_mae',
+         'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure'},
         'mean_dice', metric_keys.SEGMENTATION_RESULT_KEYS),
     'classification': TaskDefinition(
-        ClassificationTask, sequences.Sequences(), 'auc',
+        ClassificationTask, sequences.Sequences(),
         {'Acc': 'accuracy', 'Precision': 'precision', 'Sens': 'sensitivity',
          'Spec': 'specificity', 'F1': 'f1', 'AUC': 'auc', 'AP': 'ap'}, 'auc',
         metric_keys.CLASSIFICATION_KEYS, pooled=True),
     'contrastive': TaskDefinition(
-        ContrastiveTask, view_pairs.ViewPairs(), 'contrastive_accuracy',
+        ContrastiveTask, view_pairs.ViewPairs(),
         {'retrieval accuracy': 'contrastive_accuracy', 'NT-Xent': 'nt_xent'},
         'contrastive_accuracy', metric_keys.CONTRASTIVE_KEYS),
 }
@@ -78,3 +77,11 @@ def create_task(config: ml_collections.ConfigDict) -> interfaces.Task:
   """The task of ``config`` with its model's loss terms."""
   return definition(config.input.task).task(config.task, config.input.batch_size,
                                             models.create_loss_terms(config))
+
+
+def batch_spec(config: ml_collections.ConfigDict, train: bool,
+               features=None) -> spec.Spec:
+  """Every field of the training (``train``) or evaluation batches of ``config``: its
+  example source's (``features``: the dataset's, which tell cached features from frames;
+  None stands for a dataset of frames with every label)."""
+  return example_source(config).fields(config, train, features)
