@@ -13,7 +13,9 @@ from configs import flanet as flanet_config
 from usvjax import losses
 from usvjax import models
 from usvjax.models import flanet
+from usvjax.models import flanet_base
 from usvjax.models import flanet_import
+from usvjax.models import flanet_released
 from usvjax.models.backbones import resnet
 from usvjax.loss_terms import flanet as flanet_terms
 from usvjax.tasks.segmentation import SegmentationTask
@@ -113,7 +115,7 @@ def test_contrastive_negatives_come_only_from_other_videos():
 
 def test_temporal_shift_moves_channel_slices_between_frames():
   x = jnp.arange(3 * 8, dtype=jnp.float32).reshape(1, 3, 1, 1, 8)
-  y = flanet.temporal_shift(x, 0.125)
+  y = flanet_base.temporal_shift(x, 0.125)
   np.testing.assert_array_equal(y[0, 1, 0, 0, 0], x[0, 0, 0, 0, 0])  # From t-1.
   np.testing.assert_array_equal(y[0, 1, 0, 0, 1], x[0, 2, 0, 0, 1])  # From t+1.
   assert y[0, 0, 0, 0, 0] == 0 and y[0, 2, 0, 0, 1] == 0
@@ -227,7 +229,7 @@ def test_released_ffa_output_does_not_depend_on_its_input():
   o_t = GroupNorm(ReLU(bias)) for any features (measured on the released code too)."""
   rng = np.random.default_rng(0)
   f = [rng.standard_normal((1, 4, 4, 16)).astype(np.float32) for _ in range(6)]
-  module = flanet.ReleasedFFA(reduction=2, groups=4)
+  module = flanet_released.ReleasedFFA(reduction=2, groups=4)
   variables = module.init(jax.random.key(0), *f[:3])
   variables = jax.tree.map(lambda v: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype),
                            variables)
@@ -242,7 +244,7 @@ def test_released_se_attention_is_a_constant_per_channel():
   shift makes some)."""
   rng = np.random.default_rng(0)
   x = rng.standard_normal((2, 3, 3, 8)).astype(np.float32)
-  module = flanet.SEBlock(hidden=4)
+  module = flanet_released.SEBlock(hidden=4)
   variables = module.init(jax.random.key(0), x)
   p = jax.tree.map(np.asarray, variables['params'])
   hidden = np.maximum(np.ones(8) @ p['down']['kernel'][0, 0] + p['down']['bias'], 0)

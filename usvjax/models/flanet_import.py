@@ -1,8 +1,9 @@
 """A released FLA-Net PyTorch ``state_dict`` -> variables of usvjax's FLA-Net (``released_code``).
 
 The released model (jhl-Det/FLA-Net: an smp ``Unet`` on ``timm-res2net50_26w_4s`` with its
-``FAM`` and ``HeatmapHead``) and ``usvjax.models.flanet.FLANet(design='released')`` are the
-same network module by module, so its 590 tensors map by name:
+``FAM`` and ``HeatmapHead``) and ``usvjax.models.flanet_released.ReleasedFLANet`` (what
+``FLANet(design='released')`` builds, in its own scope) are the same network module by
+module, so its 590 tensors map by name:
 
 | PyTorch prefix | Flax module |
 |---|---|
