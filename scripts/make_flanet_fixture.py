@@ -12,8 +12,8 @@ user's file takes) and compares all four.
 
 Why the attention too: in the released model the frequency module's output does not
 depend on its input (its iFFT of [Im X, Re X] used as real + j imaginary parts has a zero
-real part for real features, see ``usvjax/models/flanet.py``), so the outputs alone cannot
-see a change in the SE blocks or the temporal shift; their attention can (the temporal
+real part for real features, see ``usvjax/models/flanet_released.py``), so the outputs
+alone cannot see a change in the SE blocks or the temporal shift; their attention can (the temporal
 shift's zero channels have attention input 0, the others 1).
 
 To remake the fixture (nothing of the released code enters this project; it runs in /tmp):
