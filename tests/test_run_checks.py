@@ -1,14 +1,21 @@
 """Run settings are checked before anything trains: every bad setting is one line naming
-its config key, all of them in one error; every shipped tiny/demo config passes."""
+its config key, all of them in one error; what a model cannot take, its registry entry
+declares (``interfaces.Capabilities``), and each declared capability is read; every
+shipped tiny/demo config passes."""
 import importlib
 
 import pytest
 import tensorflow_datasets as tfds
 
 import helpers
+import toy_method  # pylint: disable=unused-import  # Registers the toy method.
 from input_pipeline.builders.usv_synthetic import SyntheticConfig
+from toy_method import config as toy_config
+from toy_method import model as toy_model
+from usvjax import models
 from usvjax import run_checks
 from usvjax import two_stage
+from usvjax.errors import ConfigError
 
 # 4 virtual devices (tests/conftest.py): batch sizes must be multiples of 4.
 BAD_SETTINGS = [
@@ -31,8 +38,16 @@ BAD_SETTINGS = [
     ('unet', {'input.image_size': 34}, ['config.input.image_size=34', 'multiple of 4']),
     ('flanet', {'input.clip_length': 0}, ['config.input.clip_length=0']),
     ('timesformer', {'input.image_size': 36}, ['config.input.image_size=36', 'multiple of 8']),
+    # Capabilities of the registered models: output_stride above; min_frames, max_frames,
+    # needs_first_mask and streaming here (single_frame: the stills test below).
     ('timesformer', {'input.length_buckets': (4, 32)},
-     ['config.input.length_buckets=(4, 32) reach 32', 'config.model.num_frames=16']),
+     ['config.input.length_buckets=(4, 32) reach 32', 'takes at most 16']),
+    ('flanet', {'input.clip_length': 2}, ['config.input.clip_length=2', 'at least 3']),
+    ('stpfnet', {'input.clip_length': 1}, ['config.input.clip_length=1', 'at least 2']),
+    ('stpfnet', {'input.eval_protocol': 'clip'},
+     ["config.input.eval_protocol='clip'", "set it to 'first_frame'"]),
+    ('unet', {'input.eval_protocol': 'first_frame'},
+     ["config.input.eval_protocol='first_frame'", 'does not stream']),
     # usv_synthetic/tiny's videos have 4 to 8 frames.
     ('flanet', {'input.clip_length': 9}, ['config.input.clip_length=9',
                                           'config.dataset.train_split',
@@ -156,3 +171,50 @@ def test_every_shipped_config_passes(tiny_builder, variant):
       run_checks.check_run(config, tiny_builder)
     except ValueError as e:
       raise AssertionError(f'{name}:{variant}: {e}') from e
+
+
+def _toy_error(builder, data_dir: str, capabilities: models.Capabilities, **overrides) -> str:
+  """check_run's error for the toy method's tiny config with ``overrides``, the toy
+  registered with ``capabilities`` (through ``models.register``, as its package does)."""
+  models.register('toy', toy_model.ToySegmenter, toy_model.loss_terms, capabilities)
+  config = toy_config.get_config('tiny')
+  config.dataset.data_dir = data_dir
+  config.update_from_flattened_dict(overrides)
+  with pytest.raises(ConfigError) as e:
+    run_checks.check_run(config, builder)
+  return str(e.value)
+
+
+@pytest.mark.parametrize('capabilities, overrides, key', [
+    (models.Capabilities(min_frames=2), {'input.clip_length': 1}, 'input.clip_length=1'),
+    (models.Capabilities(min_frames=4), {}, 'input.clip_length=3'),
+    (models.Capabilities(max_frames=2), {}, 'input.clip_length=3'),
+    (models.Capabilities(output_stride=64), {}, 'input.image_size=32'),
+    (models.Capabilities(), {'input.eval_protocol': 'first_frame'},
+     "input.eval_protocol='first_frame'"),
+])
+def test_a_method_is_refused_what_its_registration_forbids(tiny_builder, data_dir, monkeypatch,
+                                                           capabilities, overrides, key):
+  monkeypatch.setattr(models, 'MODELS', dict(models.MODELS))  # The toy's own entry back.
+  error = _toy_error(tiny_builder, data_dir, capabilities, **overrides)
+  assert error.count('\n  - ') == 1 and f'  - config.{key}' in error
+
+
+def test_a_single_frame_method_takes_one_frame_videos(stills_builder, data_dir, monkeypatch):
+  monkeypatch.setattr(models, 'MODELS', dict(models.MODELS))
+  error = _toy_error(stills_builder, data_dir, models.Capabilities(min_frames=2))
+  assert error.count('\n  - ') == 3 and 'config.input.clip_length=3' in error  # 3 splits.
+  models.register('toy', toy_model.ToySegmenter, toy_model.loss_terms,
+                  models.Capabilities(single_frame=True))
+  config = toy_config.get_config('tiny')
+  config.dataset.data_dir = data_dir
+  run_checks.check_run(config, stills_builder)
+
+
+def test_a_streaming_declaration_must_match_the_class(monkeypatch):
+  monkeypatch.setattr(models, 'MODELS', dict(models.MODELS))
+  models.register('toy', toy_model.ToySegmenter, capabilities=models.Capabilities(
+      streaming=True))
+  with pytest.raises(TypeError, match=r"'toy' is registered with streaming=True, but "
+                                      'ToySegmenter lacks start and step'):
+    models.capabilities(toy_config.get_config('tiny').model)

@@ -50,7 +50,8 @@ def test_stream_equals_the_clip_forward_pass(name, variant, overrides, reads_pas
                                          train=False))()
   forward = jax.jit(lambda clip: jax.nn.sigmoid(
       model.apply(variables, {'frames': clip}, train=False)['logits']))
-  stream = streaming.make_stream(model, variables, config.input.clip_length)
+  stream = streaming.make_stream(model, variables, config.input.clip_length,
+                                 capabilities=models.capabilities(config.model))
   assert isinstance(stream, streaming.ClipWindow if name == 'unet' else streaming.StateStream)
   for t in range(frames_in_video):
     streamed = stream.start(video[0], None) if t == 0 else stream.step(video[t])
@@ -82,7 +83,8 @@ def test_stpfnet_stream_equals_the_clip_forward_pass():
     return jax.nn.sigmoid(jnp.concatenate([out['aux_logits'], out['logits'][:, None]], 1))
 
   clip = np.asarray(forward(batch['frames'], masks[:, 0]))
-  stream = streaming.make_stream(model, variables, config.input.clip_length)
+  stream = streaming.make_stream(model, variables, config.input.clip_length,
+                                 capabilities=models.capabilities(config.model))
   assert isinstance(stream, streaming.StateStream)
   np.testing.assert_array_equal(stream.start(batch['frames'][:, 0], masks[:, 0]), masks[:, 0])
   for k in range(1, t):
@@ -93,3 +95,15 @@ def test_stpfnet_stream_equals_the_clip_forward_pass():
   assert all(_changes_output(last, batch['frames'], k) for k in range(t))
   shifted = np.roll(masks[:, 0], 6, axis=2)
   assert not np.allclose(forward(batch['frames'], shifted)[:, -1], clip[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize('name, stream_type', [('flanet', streaming.ClipWindow),
+                                               ('stpfnet', streaming.StateStream)])
+def test_a_clip_window_is_refused_to_a_model_given_the_first_mask(name, stream_type):
+  """``clip_window`` (experiments/benchmark_stream.py) runs a streaming model on a window of
+  clips, but a model that propagates the first mask (its declared ``needs_first_mask``)
+  has no clip without that mask: it keeps its own stream."""
+  config = importlib.import_module(f'configs.{name}').get_config('tiny')
+  stream = streaming.make_stream(models.create_model(config.model), {}, 3, clip_window=True,
+                                 capabilities=models.capabilities(config.model))
+  assert isinstance(stream, stream_type)

@@ -66,7 +66,7 @@ def retrained_config(config: ml_collections.ConfigDict, workdir: str,
                      frames: int) -> ml_collections.ConfigDict:
   """The config of an equal-frame CNN-LSTM on exactly ``frames`` frames per video of the
   two-stage run ``workdir``'s feature cache (Fig. 7's retrained curve)."""
-  if config.runner != 'two_stage':
+  if not isinstance(runners.get(config), two_stage.TwoStage):  # It reads the stages' files.
     raise ConfigError(f'--retrain trains an equal-frame CNN-LSTM per frame count on a '
                       f'two-stage run\'s feature cache; this run is config.runner='
                       f'{config.runner!r}. Drop --retrain for the test-time frame budget.')

@@ -2,11 +2,13 @@
 
 The trainer, ``evaluate`` and ``compare`` never name a method or a task: they speak to a
 ``Task`` (from ``usvjax.tasks``), its ``Evaluation``, a model (from ``usvjax.models``)
-with optional ``LossTerm``s, a ``StreamingModel`` where a model carries a state from frame
-to frame, and a ``Runner`` (``usvjax.runners``) that trains and evaluates a run.
+with optional ``LossTerm``s and the ``Capabilities`` its registry entry declares, a
+``StreamingModel`` where a model carries a state from frame to frame, and a ``Runner``
+(``usvjax.runners``) that trains and evaluates a run.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
 import jax.numpy as jnp
@@ -62,6 +64,42 @@ class Task(Protocol):
   # Optional: ``calibrates`` (bool) and ``calibrate(validation_evaluation) -> dict``: a task
   # that chooses a setting on the validation split before the test split is scored (the
   # classification task's decision threshold; ``evaluate.calibrate``).
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+  """What a model takes, declared with its registry entry (``usvjax.models.register``).
+
+  The run checks (``usvjax.run_checks``) refuse a config that asks a model for something
+  it cannot do, naming the config key; streaming (``usvjax.streaming``) reads how the
+  model is streamed. The defaults suit a model that takes anything: a model declares only
+  what sets it apart.
+  """
+  # ``config.input.image_size`` must be a multiple of it: the encoder's total downsampling
+  # where the decoder needs it exact (a U-Net's 2**(levels-1)), a ViT's patch size.
+  output_stride: int = 1
+  # The fewest frames of a clip (``config.input.clip_length``) the model reads: the target
+  # and its predecessors (FLA-Net's t, t-1, t-2).
+  min_frames: int = 1
+  # The most frames one example may have (a clip's ``config.input.clip_length``, a
+  # sequence's longest ``config.input.length_buckets``); None: any number.
+  max_frames: int | None = None
+  # Reads only the target frame of a clip, so a video shorter than a clip is no problem.
+  single_frame: bool = False
+  # Propagates the first frame's given mask (``start`` returns no logits): evaluated with
+  # ``config.input.eval_protocol='first_frame'``, and a single video needs that mask.
+  needs_first_mask: bool = False
+  # Has ``start`` and ``step`` (``StreamingModel``): carries its own state between frames.
+  streaming: bool = False
+
+  def __post_init__(self):
+    if self.output_stride < 1 or self.min_frames < 1:
+      raise ValueError(f'{self}: output_stride and min_frames are at least 1.')
+    if self.max_frames is not None and self.max_frames < self.min_frames:
+      raise ValueError(f'{self}: max_frames is below min_frames.')
+    if self.needs_first_mask and not self.streaming:
+      raise ValueError(f'{self}: a model given the first mask is streamed from it '
+                       '(needs_first_mask needs streaming).')
 
 
 @runtime_checkable

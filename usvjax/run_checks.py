@@ -15,14 +15,20 @@ each naming its config key and what to do:
   and ``keep_checkpoints`` > 0; ``best_metric`` one of the metrics the task's evaluation
   reports (``usvjax.tasks``: the registry entry's ``metrics``);
   ``best_mode`` 'max' or 'min';
-* image size: ``input.image_size`` > 0, and divisible by the model's stride where it is
-  known without building the model (U-Net: 2**(levels-1); FLA-Net's released design: 32;
-  TimeSformer: its patch size); TimeSformer's length buckets within its ``num_frames``
-  time positions;
+* what the model takes, as its registry entry declares it (``models.capabilities``, an
+  ``interfaces.Capabilities``; no model is named here):
+
+  - ``input.image_size`` > 0 and a multiple of the model's ``output_stride``;
+  - a clip's ``input.clip_length`` at least the model's ``min_frames``; the frames of one
+    example (a clip's ``clip_length``, a sequence's longest ``input.length_buckets``) at
+    most its ``max_frames``;
+  - a model that ``needs_first_mask`` is evaluated with ``input.eval_protocol=
+    'first_frame'``, and that protocol, which streams each video, needs a ``streaming``
+    model;
 * whether the data suits the method (segmentation; video lengths are read once per split
   with the frames left encoded):
 
-  - a clip model (every segmentation model but the single-frame U-Net) sees the target and
+  - a clip model (every segmentation model but a ``single_frame`` one) sees the target and
     its ``input.clip_length`` - 1 predecessors; at a video's start the missing predecessors
     are the first frame repeated (``input_pipeline/clips.py``; with
     ``input.train_clips='distinct_frames'`` training skips those clips). That padding is
@@ -46,16 +52,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from usvjax.errors import ConfigError
+from usvjax import interfaces
+from usvjax import models
 from usvjax import tasks
-
-# Models that read only the target frame of a clip (``frames[:, -1]``).
-SINGLE_FRAME_MODELS = ('unet',)
-# The input size a model's encoder-decoder needs a multiple of, where known from its config.
-STRIDES = {
-    'unet': lambda model: 2 ** (model.levels - 1),
-    'flanet': lambda model: 32 if model.design == 'released' else 1,
-    'timesformer': lambda model: model.patch,
-}
 
 
 def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
@@ -65,15 +64,19 @@ def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
   ``test_split`` is the split an evaluation scores when it is not
   ``config.dataset.test_split`` (``evaluate --split``).
   """
+  capabilities = models.capabilities(config.model)
   problems = (_batch_problems(config) + _schedule_problems(config) +
-              _image_problems(config))
+              _image_problems(config, capabilities))
   splits = _splits(config, test_split)
   split_problems = _split_problems(splits, builder)
   problems += split_problems.values()
-  if 'masks' in tasks.example_source(config).required_features(builder.info.features):
+  clips = 'masks' in tasks.example_source(config).required_features(builder.info.features)
+  frame_problems = _frame_problems(config, capabilities, clips)
+  problems += frame_problems
+  if clips:
+    problems += _protocol_problems(config, capabilities)
     splits = {k: v for k, v in splits.items() if k not in split_problems}
-    problems += _length_problems(config, builder, splits)  # Clip-based tasks.
-  problems += _length_bucket_problems(config)
+    problems += _length_problems(config, capabilities, builder, splits, not frame_problems)
   if problems:
     raise ConfigError('the run settings have problems:\n' +
                       '\n'.join(f'  - {p}' for p in problems))
@@ -123,30 +126,56 @@ def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
   return out
 
 
-def _image_problems(config: ml_collections.ConfigDict) -> list[str]:
+def _image_problems(config: ml_collections.ConfigDict,
+                    capabilities: interfaces.Capabilities) -> list[str]:
   bad = _positive(config, 'input.image_size')
   if bad:
     return bad
-  size, model = config.input.image_size, config.model
-  stride = STRIDES[model.name](model) if model.name in STRIDES else 1
+  size, stride = config.input.image_size, capabilities.output_stride
   if size % stride:
-    return [f'config.input.image_size={size}: model {model.name!r} needs a multiple of '
-            f'{stride}, e.g. {-(-size // stride) * stride}.']
+    return [f'config.input.image_size={size}: model {config.model.name!r} needs a multiple '
+            f'of {stride}, e.g. {-(-size // stride) * stride}.']
   return []
 
 
-def _length_bucket_problems(config: ml_collections.ConfigDict) -> list[str]:
-  """A model with learned per-frame positions (TimeSformer) cannot take longer sequences
-  than it has positions for."""
-  frames = config.model.get('num_frames')
-  if config.model.name != 'timesformer' or not frames:
-    return []
-  longest = max(config.input.length_buckets)
-  if longest <= frames:
-    return []
-  return [f'config.input.length_buckets={tuple(config.input.length_buckets)} reach {longest} '
-          f'frames but config.model.num_frames={frames} (TimeSformer\'s time positions): '
-          f'raise num_frames to {longest} or cap the buckets (and input.max_frames).']
+def _frame_problems(config: ml_collections.ConfigDict, capabilities: interfaces.Capabilities,
+                    clips: bool) -> list[str]:
+  """The frames of one example (a clip's ``clip_length`` where ``clips``, else the longest
+  length bucket of a sequence) against the model's ``min_frames`` (clips) and
+  ``max_frames``."""
+  name, most = config.model.name, capabilities.max_frames
+  if not clips:
+    buckets = tuple(config.input.length_buckets)
+    if most is None or max(buckets) <= most:
+      return []
+    return [f'config.input.length_buckets={buckets} reach {max(buckets)} frames but model '
+            f'{name!r} takes at most {most} (config.model sets it): cap the buckets (and '
+            f'input.max_frames) at {most}, or let the model take {max(buckets)}.']
+  bad = _positive(config, 'input.clip_length')
+  length, fewest = config.input.clip_length, capabilities.min_frames
+  if not bad and length < fewest:
+    bad = [f'config.input.clip_length={length}: model {name!r} reads clips of at least '
+           f'{fewest} frames (the target and its predecessors): set it to {fewest} or more.']
+  if not bad and most is not None and length > most:
+    bad = [f'config.input.clip_length={length}: model {name!r} takes at most {most} frames '
+           f'per clip (config.model sets it): set it to {most} or fewer.']
+  return bad
+
+
+def _protocol_problems(config: ml_collections.ConfigDict,
+                       capabilities: interfaces.Capabilities) -> list[str]:
+  """The evaluation protocol against the model: 'first_frame' streams each video from its
+  first frame's mask, which a model that propagates that mask needs and a model without
+  ``start``/``step`` cannot do."""
+  protocol, name = config.input.eval_protocol, config.model.name
+  if capabilities.needs_first_mask and protocol != 'first_frame':
+    return [f'config.input.eval_protocol={protocol!r}: model {name!r} propagates the first '
+            "frame's given mask, so it is evaluated from it: set it to 'first_frame'."]
+  if protocol == 'first_frame' and not capabilities.streaming:
+    return [f"config.input.eval_protocol='first_frame' streams each video from its first "
+            f"frame, but model {name!r} does not stream (no start and step): set it to "
+            "'clip'."]
+  return []
 
 
 def _splits(config: ml_collections.ConfigDict, test_split: str) -> dict[str, str]:
@@ -191,15 +220,16 @@ def _shortest(lengths: dict[str, int], below: int) -> str:
   return f"{len(short)} video(s) of fewer frames, e.g. {listed}"
 
 
-def _length_problems(config: ml_collections.ConfigDict, builder,
-                     splits: dict[str, str]) -> list[str]:
-  """Videos of ``splits`` ({config key: split}) too short for the method."""
+def _length_problems(config: ml_collections.ConfigDict, capabilities: interfaces.Capabilities,
+                     builder, splits: dict[str, str], clips_fit: bool) -> list[str]:
+  """Videos of ``splits`` ({config key: split}) too short for the method; the clip length
+  is checked against them where ``clips_fit`` (it suits the model, ``_frame_problems``)."""
   if 'frames' not in builder.info.features:
     return []
   lengths = {key: video_lengths(builder, split) for key, split in splits.items()}
-  out = _positive(config, 'input.clip_length')
+  out = []
   clip_length = config.input.clip_length
-  if not out and config.model.name not in SINGLE_FRAME_MODELS and clip_length > 1:
+  if clips_fit and not capabilities.single_frame and clip_length > 1:
     for key, videos in lengths.items():
       if videos and min(videos.values()) < clip_length:
         out.append(

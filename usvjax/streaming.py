@@ -12,9 +12,11 @@ compiles once whatever the video length:
   frames, so they give the clip forward pass's logits with one encoder pass per frame
   instead of three; STPFNet's holds its bounded memory and the previous prediction.
 
-The batch axis holds several videos advanced together. Models without these methods (the
-image U-Net) stream through ``ClipWindow``: the last ``clip_length`` frames are kept on
-the host and the model runs on that clip.
+The batch axis holds several videos advanced together. Which models stream, and which
+propagate a given first mask, their registry entries declare (``interfaces.Capabilities``:
+``streaming``, ``needs_first_mask``; ``models.capabilities``). Models without these
+methods (the image U-Net) stream through ``ClipWindow``: the last ``clip_length`` frames
+are kept on the host and the model runs on that clip.
 
 ``first_frame_eval_step`` is the evaluation step of the semi-supervised protocol
 (``config.input.eval_protocol='first_frame'``): batches of whole videos are streamed from
@@ -30,17 +32,6 @@ import numpy as np
 
 from usvjax import interfaces
 from usvjax import parallel
-
-
-def is_streaming(model) -> bool:
-  """Whether ``model`` carries its own state between frames (an
-  ``interfaces.StreamingModel``: ``start`` and ``step``)."""
-  return isinstance(model, interfaces.StreamingModel)
-
-
-def needs_first_mask(model) -> bool:
-  """Whether ``model`` propagates a given first-frame mask (STPFNet)."""
-  return getattr(model, 'NEEDS_FIRST_MASK', False)
 
 
 def _frame_batch(batch: dict, t: int) -> dict:
@@ -108,9 +99,9 @@ class ClipWindow:
 
 
 class StateStream:
-  """Streams a streaming model (``is_streaming``) with the same interface as ``ClipWindow``:
-  host arrays in, probabilities [B, H, W, 1] out (for a model given the first mask,
-  ``start`` returns that mask)."""
+  """Streams a streaming model (``Capabilities.streaming``) with the same interface as
+  ``ClipWindow``: host arrays in, probabilities [B, H, W, 1] out (for a model given the
+  first mask, ``start`` returns that mask)."""
 
   def __init__(self, model, variables: dict):
     self._start = jax.jit(lambda v, f, m: model.apply(v, f, m, method='start'))
@@ -128,9 +119,12 @@ class StateStream:
     return np.asarray(jax.nn.sigmoid(logits))
 
 
-def make_stream(model, variables: dict, clip_length: int, clip_window: bool = False
+def make_stream(model, variables: dict, clip_length: int, *,
+                capabilities: interfaces.Capabilities, clip_window: bool = False
                 ) -> ClipWindow | StateStream:
-  """The model's own stream, or (``clip_window``, or a model without one) a ``ClipWindow``."""
-  if is_streaming(model) and not (clip_window and not needs_first_mask(model)):
+  """The model's own stream, or (``clip_window``, or a model without one) a ``ClipWindow``;
+  a model given the first mask always streams its own way (a clip window has no mask).
+  ``capabilities``: the model's (``models.capabilities(config.model)``)."""
+  if capabilities.streaming and (capabilities.needs_first_mask or not clip_window):
     return StateStream(model, variables)
   return ClipWindow(model, variables, clip_length)

@@ -1,9 +1,11 @@
-"""A sixth method, written the way a user adds one: its model and its own loss term.
+"""A sixth method, written the way a user adds one: its model and its own loss term
+(registered, with what it takes, by the package's one line: ``toy_method/__init__.py``).
 
-``ToySegmenter`` segments the target frame with one convolution over the clip's frames
-stacked on channels, and says how much lesion it sees (``outputs['area']`` [B], the mean
-probability). Its loss term ``AreaPrior`` pulls that towards ``config.task.area_target``
-with weight ``config.task.area_weight``: (area - target)^2 averaged over the valid examples.
+``ToySegmenter`` segments the target frame t from the frame and its change since frame
+t-1 (so it reads clips of at least two frames: ``min_frames=2``), and says how much lesion
+it sees (``outputs['area']`` [B], the mean probability). Its loss term ``AreaPrior`` pulls
+that towards ``config.task.area_target`` with weight ``config.task.area_weight``:
+(area - target)^2 averaged over the valid examples.
 """
 from __future__ import annotations
 
@@ -21,9 +23,8 @@ class ToySegmenter(nn.Module):
   @nn.compact
   def __call__(self, batch: dict, *, train: bool) -> dict:
     del train
-    frames = batch['frames']  # [B, T, H, W, C]
-    b, t, h, w, c = frames.shape
-    x = jnp.moveaxis(frames, 1, -2).reshape(b, h, w, t * c)
+    frames = batch['frames']  # [B, T, H, W, C], T >= 2.
+    x = jnp.concatenate([frames[:, -1], frames[:, -1] - frames[:, -2]], axis=-1)
     x = nn.relu(nn.Conv(self.features, (3, 3))(x))
     logits = nn.Conv(1, (3, 3))(x)
     return {'logits': logits, 'area': jnp.mean(jax.nn.sigmoid(logits), axis=(1, 2, 3))}

@@ -175,7 +175,6 @@ class MSFF(nn.Module):
 
 class STPFNet(nn.Module):
   """STPFNet; see the module docstring for the fields and the stream functions."""
-  NEEDS_FIRST_MASK = True  # Streaming starts from the first frame's given mask.
   backbone: str = 'resnet50'
   backbone_width: float = 1.0
   read_level: str = 'stride16'  # r: res4 as STM ('stride32' for the last stage).
