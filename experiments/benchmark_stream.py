@@ -65,7 +65,9 @@ def main(argv):
   print(f'{config.model.name} ({mode}) at {size}x{size}, batch {b}, {jax.devices()[0].platform}')
   print('| frames | ms/frame (median) | ms/frame (p90) | frames/s |')
   print('|---|---|---|---|')
-  stream = streaming.make_stream(model, variables, clip, CLIP_WINDOW.value)  # start() resets.
+  stream = streaming.make_stream(model, variables, clip,  # start() resets.
+                                 capabilities=models.capabilities(config.model),
+                                 clip_window=CLIP_WINDOW.value)
   for length in (int(n) for n in LENGTHS.value):
     frames = (rng.random((b, size, size, channels), dtype=np.float32) for _ in range(length))
     steady = frame_latencies(stream, frames, mask)[2:] or [float('nan')]

@@ -91,6 +91,7 @@ class Run:
     definition: the task's registry entry (``tasks.TaskDefinition``).
     task: the task, with the model's loss terms (or the one given: the feature cache's).
     model: the model as ``execution.wrap`` runs it (train and evaluation alike).
+    capabilities: what the model takes, as its registry entry declares it.
     mesh: the device mesh.
   """
 
@@ -101,6 +102,7 @@ class Run:
     self.source = tasks.example_source(config)
     self.task = task or tasks.create_task(config)
     self.model = execution.wrap(models.create_model(config.model), config)
+    self.capabilities = models.capabilities(config.model)
     self._eval_step = None
     self._counts: dict[str, int] = {}
 

@@ -66,13 +66,14 @@ def segment_video(run: run_lib.Run, workdir: str, which: str, video: str,
   frames, fps = video_table.iter_video(video)
   first = next(frames)
   size = config.input.image_size
-  if streaming.needs_first_mask(model) and not first_mask:
+  if run.capabilities.needs_first_mask and not first_mask:
     raise ConfigError(f'{config.model.name} propagates the first frame\'s mask: pass '
                       '--first_mask=PATH (a PNG the size of the frames, lesion > 0).')
   mask = (_first_mask(first_mask, first, size) if first_mask
           else np.zeros((1, size, size, 1), np.float32))
   variables, step = run.restore(workdir, which)
-  stream = streaming.make_stream(model, variables, config.input.clip_length)
+  stream = streaming.make_stream(model, variables, config.input.clip_length,
+                                 capabilities=run.capabilities)
   os.makedirs(os.path.join(output_dir, 'masks'), exist_ok=True)
   height, width = first.shape[:2]
   writer = cv2.VideoWriter(os.path.join(output_dir, 'overlay.mp4'),
