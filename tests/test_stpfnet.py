@@ -13,6 +13,7 @@ import pytest
 from configs import stpfnet as stpfnet_config
 from usvjax import models
 from usvjax.errors import ConfigError
+from usvjax.models import space_time_memory
 from usvjax.models import stpfnet
 
 
@@ -36,7 +37,7 @@ def test_memory_read_matches_equations_1_and_2_and_ignores_padded_slots():
   query = rng.standard_normal((2, 2, 3, 4))
   keys, values = rng.standard_normal((2, 3, 2, 2, 4)), rng.standard_normal((2, 3, 2, 2, 5))
   valid = np.array([[True, True, True], [True, True, False]])  # Video 2: two frames.
-  ours = np.asarray(stpfnet.memory_read(*(jnp.asarray(x, jnp.float32) for x in
+  ours = np.asarray(space_time_memory.read(*(jnp.asarray(x, jnp.float32) for x in
                                          (query, keys, values)), jnp.asarray(valid)))
   np.testing.assert_allclose(ours[:1], _read_numpy(query[:1], keys[:1], values[:1]),
                              rtol=1e-4, atol=1e-5)
@@ -44,7 +45,7 @@ def test_memory_read_matches_equations_1_and_2_and_ignores_padded_slots():
                              rtol=1e-4, atol=1e-5)
   # Whatever the padded slot holds, the result is the same.
   keys[1, 2], values[1, 2] = 1e3, -1e3
-  again = stpfnet.memory_read(*(jnp.asarray(x, jnp.float32) for x in (query, keys, values)),
+  again = space_time_memory.read(*(jnp.asarray(x, jnp.float32) for x in (query, keys, values)),
                               jnp.asarray(valid))
   np.testing.assert_allclose(again, ours, rtol=1e-6)
 
@@ -56,7 +57,7 @@ def test_memory_keeps_the_first_the_previous_and_every_kth_frame():
   read_by = {}
   for frame in range(12):
     read_by[frame] = sorted(f for f in slots if f is not None)
-    slot, head = stpfnet.memory_slots(count, head, 4, 3)
+    slot, head = space_time_memory.slots(count, head, 4, 3)
     slots[int(slot[0])] = frame
     count = count + 1
   assert read_by[1] == [0]

@@ -103,9 +103,7 @@ stream's state) and the memory value head does not exist.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -113,36 +111,14 @@ import jax.numpy as jnp
 
 from usvjax.errors import ConfigError
 from usvjax.models import layers
+from usvjax.models import space_time_memory
 from usvjax.models.backbones import resnet
 
-State = dict[str, Any]
+State = space_time_memory.State
 LEVELS = ('stride2', 'stride4', 'stride8', 'stride16', 'stride32')  # The encoder's, fine first.
 READ_LEVELS = ('stride16', 'stride32')
 FUSION_LEVELS = ('', 'stride8', 'stride16', 'stride32')
 POOLS = ('avg', 'max')
-
-
-def memory_read(query_key: jnp.ndarray, memory_keys: jnp.ndarray,
-                memory_values: jnp.ndarray, memory_valid: jnp.ndarray) -> jnp.ndarray:
-  """Eqs. 1-2: the values of N memory frames read at every query position.
-
-  Args:
-    query_key: [B, h, w, Ck].
-    memory_keys: [B, N, h', w', Ck].
-    memory_values: [B, N, h', w', Cv].
-    memory_valid: bool [B, N]; invalid slots get zero weight.
-  Returns:
-    [B, h, w, Cv]: sum over memory positions m of softmax_m(q . k_m / sqrt(Ck)) v_m
-    (zeros for a video whose memory is empty).
-  """
-  b, h, w, ck = query_key.shape
-  n, hm, wm = memory_keys.shape[1:4]
-  keys = memory_keys.reshape(b, n * hm * wm, ck)
-  values = memory_values.reshape(b, n * hm * wm, -1)
-  valid = jnp.repeat(memory_valid, hm * wm, axis=1)[:, None, :]  # [B, 1, N h' w'].
-  scores = jnp.einsum('bqc,bmc->bqm', query_key.reshape(b, h * w, ck), keys) / math.sqrt(ck)
-  weights = layers.masked_softmax(scores, valid, axis=-1)
-  return jnp.einsum('bqm,bmc->bqc', weights, values).reshape(b, h, w, -1)
 
 
 def _area_resize(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
@@ -276,7 +252,7 @@ class STPFNet(nn.Module):
     value = self.prior_value_head(
         self._encode(self.prior_encoder, image, train)[self.read_level])
     ones = jnp.ones(value.shape[:1] + (1,), bool)
-    return memory_read(query_key, previous_key[:, None], value[:, None], ones)
+    return space_time_memory.read(query_key, previous_key[:, None], value[:, None], ones)
 
   def start(self, frame: jnp.ndarray, mask: jnp.ndarray, train: bool = False
             ) -> tuple[State, None]:
@@ -289,7 +265,7 @@ class STPFNet(nn.Module):
     value = self._memory_value(r, mask)
     state = {'keys': empty(key), 'values': empty(value), 'valid': jnp.zeros((b, n), bool),
              'head': jnp.zeros((b,), jnp.int32), 'count': jnp.zeros((b,), jnp.int32)}
-    return _remember(state, key, value, mask, self.memory_every), None
+    return space_time_memory.remember(state, key, value, mask, self.memory_every), None
 
   def step(self, state: State, frame: jnp.ndarray, train: bool = False
            ) -> tuple[State, jnp.ndarray]:
@@ -297,7 +273,7 @@ class STPFNet(nn.Module):
     encoded = self._encode(self.encoder, frame, train)
     r = encoded[self.read_level]
     key = self.key_head(r)
-    y = (memory_read(key, state['keys'], state['values'], state['valid'])
+    y = (space_time_memory.read(key, state['keys'], state['values'], state['valid'])
          if self.temporal_read else None)
     z = (self.spatial_fusion_read(frame, state['previous_mask'], key, state['previous_key'],
                                   train) if self.spatial_fusion else None)
@@ -311,7 +287,7 @@ class STPFNet(nn.Module):
     decoded = self._decode(read, encoded, train)
     logits = jax.image.resize(self.mask_head(decoded), frame.shape[:3] + (1,), 'bilinear')
     mask = nn.sigmoid(logits)
-    return _remember(state, key, self._memory_value(r, mask), mask, self.memory_every), logits
+    return space_time_memory.remember(state, key, self._memory_value(r, mask), mask, self.memory_every), logits
 
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     frames, masks = batch['frames'], batch['masks']
@@ -328,29 +304,3 @@ class STPFNet(nn.Module):
     if len(predictions) > 1:
       outputs['aux_logits'] = jnp.stack(predictions[:-1], axis=1)
     return outputs
-
-
-def memory_slots(count: jnp.ndarray, head: jnp.ndarray, memory_size: int, memory_every: int
-                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Where frame number ``count`` (0-based, [B]) is written, and the ring head after it.
-
-  Frame 0 goes to slot 0. Later frames go to the ring slot 1 + head; the head moves on only
-  after a frame whose number is a multiple of ``memory_every``, so the ring keeps those and
-  its head slot always holds the latest frame.
-  """
-  slot = jnp.where(count == 0, 0, 1 + head)
-  kept = (count > 0) & (count % memory_every == 0)
-  return slot, jnp.where(kept, (head + 1) % (memory_size - 1), head)
-
-
-def _remember(state: State, key: jnp.ndarray, value: jnp.ndarray, mask: jnp.ndarray,
-              memory_every: int) -> State:
-  """Writes a frame's key, value and mask into the memory and as the 'previous' frame."""
-  memory_size = state['valid'].shape[1]
-  slot, head = memory_slots(state['count'], state['head'], memory_size, memory_every)
-  chosen = slot[:, None] == jnp.arange(memory_size)[None, :]  # [B, N].
-  write = lambda old, new: jnp.where(  # pylint: disable=unnecessary-lambda-assignment
-      chosen.reshape(chosen.shape + (1,) * (old.ndim - 2)), new[:, None], old)
-  return {'keys': write(state['keys'], key), 'values': write(state['values'], value),
-          'valid': state['valid'] | chosen, 'head': head, 'count': state['count'] + 1,
-          'previous_key': key, 'previous_mask': mask}
