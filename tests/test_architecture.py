@@ -15,13 +15,12 @@ import helpers
 from input_pipeline import pipeline
 from input_pipeline import spec
 from usvjax import checkpoint
-from usvjax import evaluate
 from usvjax import losses
 from usvjax import models
-from usvjax import parallel
 from usvjax import runners
 from usvjax import tasks
 from usvjax import train
+from usvjax import run as run_lib
 import toy_method  # Registers the toy method: the package's one line.
 from toy_method import config as toy_config
 
@@ -85,10 +84,11 @@ def test_pipeline_batches_are_exactly_the_batch_spec(data_dir, name, variant):
   config.dataset.data_dir = data_dir
   builder = pipeline.get_builder(config.dataset)
   features = builder.info.features
-  spec.check(next(pipeline.train_batches(config, builder)),
-             pipeline.batch_spec(config, True, features))
-  batches, _ = pipeline.eval_batches(config, builder, config.dataset.eval_split)
-  spec.check(next(batches), pipeline.batch_spec(config, False, features))
+  spec.check(next(pipeline.train_batches(config, builder, tasks.example_source(config))),
+             tasks.batch_spec(config, True, features))
+  batches, _ = pipeline.eval_batches(config, builder, tasks.example_source(config),
+                                     config.dataset.eval_split)
+  spec.check(next(batches), tasks.batch_spec(config, False, features))
 
 
 def test_cached_features_are_a_time_field_padded_across_processes():
@@ -99,7 +99,7 @@ def test_cached_features_are_a_time_field_padded_across_processes():
     def __getitem__(self, key):
       return type('Feature', (), {'shape': (None, 6)})()
   config = helpers.load_config('cnn_lstm', '')
-  fields = pipeline.batch_spec(config, True, FeatureCache())
+  fields = tasks.batch_spec(config, True, FeatureCache())
   assert fields['features'] == spec.Field((None, 6), np.dtype(np.float32), time=True)
   batch = spec.example_batch(fields, 2, length=3)
   padded = spec.pad_time(batch, fields, 5)
@@ -113,7 +113,7 @@ def test_a_new_method_is_one_model_file_one_config_and_one_line(data_dir, tmp_pa
   config = toy_config.get_config('tiny')
   config.dataset.data_dir = data_dir
   task = tasks.create_task(config)
-  batch = spec.example_batch(pipeline.batch_spec(config, True), 2, 1)
+  batch = spec.example_batch(tasks.batch_spec(config, True), 2, 1)
   batch['masks'][0, -1, :8] = 1.0
   logits = jnp.linspace(-2.0, 2.0, 2 * 32 * 32).reshape(2, 32, 32, 1)
   area = jnp.array([0.1, 0.7])
@@ -133,18 +133,15 @@ def test_a_new_method_is_one_model_file_one_config_and_one_line(data_dir, tmp_pa
 def test_evaluation_restores_parameters_without_optimizer_state(data_dir, tmp_path):
   config = helpers.load_config('unet', data_dir, total_steps=2, eval_every=2,
                                checkpoint_every=2)
-  state, _ = train.train_and_evaluate(config, str(tmp_path))
-  mesh = parallel.create_mesh()
-  variables, step = evaluate.restore_variables(config, str(tmp_path), 'latest',
-                                               models.create_model(config.model), mesh)
+  state, _ = train.train_and_evaluate(run_lib.resolve(config), str(tmp_path))
+  variables, step = run_lib.resolve(config).restore(str(tmp_path), 'latest')
   assert step == 2 and set(variables) == {'params', 'batch_stats'}
   for ours, saved in zip(jax.tree.leaves(variables), jax.tree.leaves(state.variables())):
     np.testing.assert_array_equal(np.asarray(ours.addressable_data(0)),
                                   np.asarray(saved.addressable_data(0)))
   config.model.width = 8  # Not the config the run was trained with.
   with pytest.raises(ValueError, match=r'does not fit the model.*: \(8,\) here, \(4,\) saved'):
-    evaluate.restore_variables(config, str(tmp_path), 'latest',
-                               models.create_model(config.model), mesh)
+    run_lib.resolve(config).restore(str(tmp_path), 'latest')
 
 
 def test_a_nan_between_logging_steps_is_named_by_its_own_step(data_dir, tmp_path,
@@ -158,5 +155,5 @@ def test_a_nan_between_logging_steps_is_named_by_its_own_step(data_dir, tmp_path
       yield dict(batch, frames=np.full_like(batch['frames'], np.nan)) if step == 2 else batch
   monkeypatch.setattr(pipeline, 'train_batches', poisoned)
   with pytest.raises(train.NonFiniteLossError, match='loss is nan at step 2.*no checkpoint'):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(run_lib.resolve(config), str(tmp_path))
   assert checkpoint.create_manager(str(tmp_path), 2, read_only=True).all_steps() == []

@@ -41,6 +41,7 @@ import ml_collections
 from usvjax.errors import ConfigError
 from usvjax import evaluate
 from usvjax import provenance
+from usvjax import run as run_lib
 from usvjax import runners
 from usvjax import tables
 from usvjax import train
@@ -85,14 +86,16 @@ def _report(config: ml_collections.ConfigDict, workdir: str, count: int, which: 
   """The exact report of ``count`` frames per video in ``output_dir``/frames_<count>."""
   count_dir = os.path.join(output_dir, f'frames_{count}')
   if not retrain:
-    _, model_config, sub_dir = runners.get(config).headline(config, workdir)
-    return evaluate.evaluate_checkpoint(frames_config(model_config, count),
-                                        os.path.join(workdir, sub_dir), which, split, count_dir)
+    headline = runners.get(config).headline(config, workdir)
+    return evaluate.evaluate_checkpoint(
+        run_lib.resolve(frames_config(headline.config, count), split),
+        os.path.join(workdir, headline.log_dir), which, split, count_dir)
   stage_config, stage_dir = retrained_config(config, workdir, count), os.path.join(
       count_dir, 'lstm_equal')
   train_logs.say(f'training an equal-frame LSTM on {count} frames per video in {stage_dir}')
-  train.train_and_evaluate(stage_config, stage_dir)
-  return evaluate.evaluate_checkpoint(stage_config, stage_dir, which, split, count_dir)
+  stage = run_lib.resolve(stage_config, split)
+  train.train_and_evaluate(stage, stage_dir)
+  return evaluate.evaluate_checkpoint(stage, stage_dir, which, split, count_dir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, counts: Sequence[int],
@@ -106,10 +109,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, counts: Sequence[int],
     raise ConfigError(f'--frames={list(counts)}: give frame counts >= 1, e.g. 1,2,4,8,16.')
   output_dir = output_dir or os.path.join(workdir, _sweep_dir(retrain))
   rows = []
-  for count in sorted(set(counts)):
-    report = _report(config, workdir, count, which, split, output_dir, retrain)
-    rows.append({'frames': count, **{k: report.metrics[k] for k in KEYS},
-                 'num_videos': report.metrics['num_videos']})
+  with run_lib.prepared_once():
+    for count in sorted(set(counts)):
+      report = _report(config, workdir, count, which, split, output_dir, retrain)
+      rows.append({'frames': count, **{k: report.metrics[k] for k in KEYS},
+                   'num_videos': report.metrics['num_videos']})
   _write(rows, output_dir, retrain)
   return rows
 

@@ -9,7 +9,7 @@ with optional ``LossTerm``s and the ``Capabilities`` its registry entry declares
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax.numpy as jnp
 import ml_collections
@@ -43,6 +43,10 @@ class Evaluation(Protocol):
 
   def video_rows(self) -> list[dict]:
     """One row per video (or, without videos, per split)."""
+
+  def paired_values(self) -> dict[str, dict]:
+    """{name: {video: value}} that a comparison's paired tests resample (``compare_report``:
+    'video_dice' or 'video_probs'); {} where there are none."""
 
   def write_report(self, directory: str, metrics: Metrics,
                    class_names: list[str] | None) -> None:
@@ -119,6 +123,13 @@ class StreamingModel(Protocol):
     ...
 
 
+class Headline(NamedTuple):
+  """The row a comparison shows for a run."""
+  row: str  # The row's name (a model name, or a two-stage run's headline row).
+  config: ml_collections.ConfigDict  # The config of the run that row scores.
+  log_dir: str  # Its run directory, relative to the run's workdir ('' for the workdir).
+
+
 class Runner(Protocol):
   """Trains and evaluates a run: one model (``single``), a frame CNN then sequence models
   (``two_stage``), or contrastive pretraining then the classifier (``pretrain_finetune``)."""
@@ -131,9 +142,7 @@ class Runner(Protocol):
                which: str = 'best', output_dir: str = '') -> dict[str, Any]:
     """{row: evaluate.Report} of every row the run scores on ``split``."""
 
-  def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
-               ) -> tuple[str, ml_collections.ConfigDict, str]:
-    """(row, its config, its run directory relative to the workdir): what a comparison
-    reports and plots for this run. ``workdir`` (the run's directory) is where the row's
-    config finds the run's own files (a two-stage run's feature cache); '' when only the
-    row's name, task or directory is needed."""
+  def headline(self, config: ml_collections.ConfigDict, workdir: str = '') -> Headline:
+    """What a comparison reports and plots for this run. ``workdir`` (the run's directory)
+    is where the row's config finds the run's own files (a two-stage run's feature cache);
+    '' when only the row's name, task or directory is needed."""
