@@ -22,14 +22,21 @@ _EXTRA_ARGS = {'configs.clman': ('pretrain', 'tiny,pretrain', 'paper,pretrain')}
 # and with each variant its VariantError lists (and _EXTRA_ARGS), and prints what was called
 # and the top-level modules imported that are neither ml_collections' nor the stdlib's.
 _PROBE = """
-import importlib, json, sys
+import importlib, importlib.util, json, sys
 import ml_collections
 allowed = set(sys.modules)
 from configs import common
 extra_args = json.loads(sys.argv[2])
 called = []
+def load(name):  # A path is loaded as --config loads a file: its package is not imported.
+  if not name.endswith('.py'):
+    return importlib.import_module(name)
+  spec = importlib.util.spec_from_file_location('user_config', name)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 for name in json.loads(sys.argv[1]):
-  module = importlib.import_module(name)
+  module = load(name)
   try:
     module.get_config('no such variant')
     raise AssertionError(f'{name}: an unknown variant raised nothing')
@@ -45,11 +52,12 @@ print(json.dumps({'called': called, 'imported': sorted(
 
 
 def _config_modules() -> list[str]:
-  """Every config module: configs/*.py and the toy method's (tests/toy_method)."""
+  """Every config module: configs/*.py and the toy method's file (as ``--config`` loads it:
+  its package, which registers the method, is not imported)."""
   names = [f'configs.{os.path.basename(p)[:-3]}'
            for p in sorted(glob.glob(os.path.join(helpers.REPO, 'configs', '*.py')))]
   return [n for n in names if n not in ('configs.__init__', 'configs.common')] + [
-      'toy_method.config']
+      'tests/toy_method/config.py']
 
 
 def test_loading_every_config_imports_no_library_code():
@@ -60,7 +68,7 @@ def test_loading_every_config_imports_no_library_code():
           [helpers.REPO, os.path.join(helpers.REPO, 'tests')])))
   assert result.returncode == 0, result.stderr
   report = json.loads(result.stdout.splitlines()[-1])
-  assert {'configs.unet:paper', 'configs.clman:paper,pretrain', 'toy_method.config:tiny'
+  assert {'configs.unet:paper', 'configs.clman:paper,pretrain', 'tests/toy_method/config.py:tiny'
           } <= set(report['called'])
   assert not report['imported'], (
       f'loading the configs imported {report["imported"]}: configs may import only '
