@@ -6,7 +6,8 @@ r"""Speed, FLOPs, device utilisation and memory of any model from its config.
 
 Random weights and inputs of the config's batch specification (input_pipeline/spec.py:
 image_size, channels, clip_length for clips, max_frames for sequences); a segmentation
-example yields one frame (its target), a classification example max_frames frames.
+example yields one frame (its target), a classification example max_frames frames. The
+measuring is ``usvjax/benchmarking.py``'s, shared with ``scripts/device_check.py``.
 
 * Peak: the device's measured matmul rate (a jitted 2048x2048 float32 matmul, and
   bfloat16), timed in the same run, is the reference of every utilisation figure.
@@ -35,17 +36,16 @@ import os
 
 import flax
 import jax
-import jax.numpy as jnp
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
-from experiments import timing
+from usvjax import benchmarking
 from usvjax import execution
 from usvjax import models
-from usvjax import state as state_lib
-from usvjax import streaming
+from usvjax import optim
+from usvjax import parallel
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file and variant.',
                                          lock_config=True)
@@ -55,7 +55,7 @@ TRAIN_BATCH_SIZE = flags.DEFINE_integer('train_batch_size', 0,
 MEMORY_BATCH_SIZE = flags.DEFINE_integer(
     'memory_batch_size', 0, 'Training batch size of the memory analysis (0: the config\'s; '
     '-1: skip).')
-WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed runs.')
+WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed runs (at least 1).')
 REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs.')
 CSV = flags.DEFINE_string('csv', '', 'CSV file to append the rows to.')
 MARKDOWN = flags.DEFINE_string('markdown', '', 'Markdown file to (re)write with the table of '
@@ -68,86 +68,35 @@ COLUMNS = ('model', 'config', 'image_size', 'batch', 'dtype', 'remat', 'gflop_pe
            'train_memory_gb', 'train_arguments_gb', 'peak_tflop_s', 'device')
 
 
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return float(analysis.get('flops', 0.0))
+def _result(measured: benchmarking.Measured, batch_size: int) -> dict:
+  return dict(batch=batch_size, seconds=measured.seconds,
+              frames_s=measured.frames / measured.seconds,
+              flops_per_frame=measured.flops / measured.frames, compile_s=measured.compile_s)
 
 
-def _memory_bytes(compiled) -> tuple[int, int]:
-  """(bytes the program needs, bytes of its arguments: train state and batch)."""
-  m = compiled.memory_analysis()
-  return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes -
-          m.alias_size_in_bytes), m.argument_size_in_bytes
+def benchmark_inference(config, model, variables: dict, batch_size: int) -> dict:
+  batch, frames = benchmarking.example_batch(config, batch_size)
+  return _result(benchmarking.measure(benchmarking.forward(model), (variables, batch), frames,
+                                      WARMUP.value, REPEATS.value), batch_size)
 
 
-def matmul_peak(dtype, n: int = 2048) -> float:
-  """Measured FLOP/s of a jitted n x n matmul in ``dtype`` (the device's practical peak)."""
-  a = jnp.ones((n, n), dtype)
-  matmul = jax.jit(lambda x, y: x @ y)
-  seconds = common.median_seconds(lambda: matmul(a, a).block_until_ready(), 2, 5)
-  return 2 * n**3 / seconds
-
-
-def benchmark_inference(config, model, batch_size: int) -> dict:
-  batch, frames = timing.example_batch(config, batch_size)
-  variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch)
-  forward = jax.jit(lambda v, b: model.apply(v, b, train=False))
-  compiled, compile_s = timing.timed_compile(forward, variables, batch)
-  seconds = common.median_seconds(lambda: jax.block_until_ready(compiled(variables, batch)),
-                                  WARMUP.value, REPEATS.value)
-  return dict(batch=batch_size, seconds=seconds, frames_s=frames / seconds,
-              flops_per_frame=_flops(compiled) / frames, compile_s=compile_s)
-
-
-def benchmark_streaming(config, model) -> dict:
+def benchmark_streaming(config, model, variables: dict) -> dict:
   """Frames/s of the model's own per-frame step at batch 1 (or of the batch-1 forward)."""
-  if not streaming.is_streaming(model):
-    result = benchmark_inference(config, model, 1)
-    return dict(result, how='batch-1 forward')
-  batch, _ = timing.example_batch(config, 1)
-  variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(batch)
-  frames = batch['frames'][:, 0]
-  mask = jnp.zeros(frames.shape[:-1] + (1,), jnp.float32)
-  state, _ = jax.jit(lambda v, f, m: model.apply(v, f, m, method='start'))(variables, frames,
-                                                                         mask)
-  step = jax.jit(lambda v, s, f: model.apply(v, s, f, method='step'))
-  compiled, compile_s = timing.timed_compile(step, variables, state, frames)
-  seconds = common.median_seconds(
-      lambda: jax.block_until_ready(compiled(variables, state, frames)), WARMUP.value,
-      REPEATS.value)
-  return dict(batch=1, seconds=seconds, frames_s=1 / seconds, compile_s=compile_s,
-              flops_per_frame=_flops(compiled), how='start/step')
+  if not models.capabilities(config.model).streaming:
+    return dict(benchmark_inference(config, model, variables, 1), how='batch-1 forward')
+  batch, _ = benchmarking.example_batch(config, 1)
+  state = benchmarking.stream_start(model, variables, batch)
+  measured = benchmarking.measure(benchmarking.stream_step(model),
+                                  (state, variables, batch['frames'][:, 0]), 1,
+                                  WARMUP.value, REPEATS.value, threaded=True)
+  return dict(_result(measured, 1), how='start/step')
 
 
-def benchmark_training(config, model, batch_size: int) -> dict:
-  step, tx, mesh, batch, frames = timing.train_step(config, model, batch_size)
-  state = state_lib.init_state(model, tx, batch, config.seed, mesh)
-  compiled, compile_s = timing.timed_compile(step, state, batch)
-  holder = [state]
-
-  def run():
-    holder[0], metrics = compiled(holder[0], batch)
-    jax.block_until_ready(metrics)
-  seconds = common.median_seconds(run, WARMUP.value, REPEATS.value)
-  return dict(batch=batch_size, seconds=seconds, frames_s=frames / seconds,
-              flops_per_frame=_flops(compiled) / frames, compile_s=compile_s)
-
-
-def training_memory(config, model, batch_size: int) -> tuple[float, float]:
-  """(GB the compiled train step at ``batch_size`` needs, GB of its arguments), compiled,
-  not run."""
-  step, tx, mesh, batch, _ = timing.train_step(config, model, batch_size)
-  state = jax.eval_shape(lambda: state_lib.init_state(model, tx, batch, config.seed, mesh))
-  compiled = step.lower(state, batch).compile()
-  return tuple(b / 1e9 for b in _memory_bytes(compiled))
-
-
-def _variant(config, dtype: str, remat: bool):
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.compute_dtype, config.remat = dtype, remat
-  return config
+def benchmark_training(config, model, state, batch_size: int) -> dict:
+  """The train step at ``batch_size`` from ``state`` (consumed: the step donates it)."""
+  setup = benchmarking.train_step(config, model, batch_size)
+  return _result(benchmarking.measure(setup.step, (state, setup.batch), setup.frames,
+                                      WARMUP.value, REPEATS.value, threaded=True), batch_size)
 
 
 def _cell(value: str, spec: str) -> str:
@@ -183,26 +132,30 @@ def main(argv):
   size = config.input.image_size
   print(f'{config.model.name}, {size}x{size} on {device} ({jax.device_count()} devices; '
         f'jax {jax.__version__}, flax {flax.__version__}):')
-  peak = {d: matmul_peak(execution.DTYPES[d]) for d in execution.DTYPES}
+  peak = {d: benchmarking.matmul_peak(execution.DTYPES[d]) for d in execution.DTYPES}
   print('  matmul peak: ' + ', '.join(f'{d} {p / 1e12:.3f} TFLOP/s' for d, p in peak.items()),
         flush=True)
   row = dict(model=config.model.name, config=config_flags.get_config_filename(flags.FLAGS['config']),
              image_size=size, dtype='float32', remat=False, peak_tflop_s=peak['float32'] / 1e12,
              device=device)
+  state = benchmarking.init_state(config, model, optim.create_optimizer(config),
+                                  parallel.create_mesh())
+  variables = state.variables()
   for batch_size in map(int, BATCH_SIZES.value):
-    r = benchmark_inference(config, model, batch_size)
+    r = benchmark_inference(config, model, variables, batch_size)
     fraction = r['flops_per_frame'] * r['frames_s'] / peak['float32']
     print(f'  inference batch {batch_size}: {r["seconds"] * 1e3:.0f} ms, {r["frames_s"]:.2f} '
           f'frames/s, {r["flops_per_frame"] / 1e9:.2f} GFLOP/frame, {fraction:.1%} of peak '
           f'(compile {r["compile_s"]:.1f} s)', flush=True)
     row.update(gflop_per_frame=r['flops_per_frame'] / 1e9, infer_batch=batch_size,
                infer_frames_s=r['frames_s'], infer_peak_fraction=fraction)
-  r = benchmark_streaming(config, model)
+  r = benchmark_streaming(config, model, variables)
   print(f'  streaming ({r["how"]}): {r["seconds"] * 1e3:.0f} ms per frame, '
         f'{r["frames_s"]:.2f} frames/s (compile {r["compile_s"]:.1f} s)', flush=True)
   row['stream_frames_s'] = r['frames_s']
   if TRAIN_BATCH_SIZE.value >= 0:
-    r = benchmark_training(config, model, TRAIN_BATCH_SIZE.value or config.input.batch_size)
+    r = benchmark_training(config, model, state,
+                           TRAIN_BATCH_SIZE.value or config.input.batch_size)
     fraction = r['flops_per_frame'] * r['frames_s'] / peak['float32']
     print(f'  training batch {r["batch"]}: {r["seconds"] * 1e3:.0f} ms per step, '
           f'{r["frames_s"]:.2f} frames/s, {r["flops_per_frame"] / 1e9:.2f} GFLOP/frame, '
@@ -219,8 +172,8 @@ def main(argv):
               remat=remat, batch=memory_batch, peak_tflop_s=peak[dtype] / 1e12, device=device)
       if MEMORY_BATCH_SIZE.value >= 0:
         try:
-          total, arguments = training_memory(_variant(config, dtype, remat), model,
-                                             memory_batch)
+          total, arguments = benchmarking.training_memory(
+              benchmarking.variant(config, dtype, remat), model, memory_batch)
         except (ValueError, TypeError) as e:  # The model does not run in this dtype.
           print(f'  training memory, {dtype}, remat {remat}: fails ({e})', flush=True)
           rows.append(variant)

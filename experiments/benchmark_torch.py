@@ -45,7 +45,7 @@ from absl import flags
 
 from configs import flanet as flanet_config
 from experiments import common
-from experiments import timing
+from usvjax import benchmarking
 from usvjax import models
 from usvjax import state as state_lib
 from usvjax.models.backbones import pointwise
@@ -88,7 +88,7 @@ def _backbone_call(arch: str, mode: str, size: int, batch: int) -> Timed:
   variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
   if mode == 'inference':
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['stride32'])
-    compiled, seconds = timing.timed_compile(forward, variables, images)
+    compiled, seconds = benchmarking.timed_compile(forward, variables, images)
     return Timed(lambda: compiled(variables, images).block_until_ready(), seconds,
                  compiled.as_text())
   tx = optax.sgd(1e-3, momentum=0.9)
@@ -102,7 +102,7 @@ def _backbone_call(arch: str, mode: str, size: int, batch: int) -> Timed:
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), stats, opt_state
   state = [variables['params'], variables['batch_stats'], tx.init(variables['params'])]
-  compiled, seconds = timing.timed_compile(jax.jit(step, donate_argnums=(0, 1, 2)),
+  compiled, seconds = benchmarking.timed_compile(jax.jit(step, donate_argnums=(0, 1, 2)),
                                            *state, images)
 
   def call():
@@ -118,15 +118,15 @@ def _flanet_call(mode: str, size: int, batch: int, clip_length: int) -> Timed:
     config.pointwise_matmul = POINTWISE.value
   model = models.create_model(config.model)
   if mode == 'inference':
-    inputs, _ = timing.example_batch(config, batch)
+    inputs, _ = benchmarking.example_batch(config, batch)
     variables = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(inputs)
     forward = jax.jit(lambda v, b: model.apply(v, b, train=False))
-    compiled, seconds = timing.timed_compile(forward, variables, inputs)
+    compiled, seconds = benchmarking.timed_compile(forward, variables, inputs)
     return Timed(lambda: jax.block_until_ready(compiled(variables, inputs)), seconds,
                  compiled.as_text())
-  step, tx, mesh, inputs, _ = timing.train_step(config, model, batch)
+  step, tx, mesh, inputs, _ = benchmarking.train_step(config, model, batch)
   state = [state_lib.init_state(model, tx, inputs, config.seed, mesh)]
-  compiled, seconds = timing.timed_compile(step, state[0], inputs)
+  compiled, seconds = benchmarking.timed_compile(step, state[0], inputs)
 
   def call():
     state[0], metrics = compiled(state[0], inputs)

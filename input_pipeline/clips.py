@@ -19,6 +19,8 @@ Videos shorter than a clip are refused before training (``usvjax.run_checks``).
 With ``input.eval_protocol='first_frame'`` (semi-supervised evaluation, see
 ``usvjax.streaming``) evaluation examples are **whole videos** instead, padded in time to
 the longest of the batch (``valid`` False after the end).
+
+This module declares the examples (no TensorFlow); ``clip_streams`` makes them with tf.data.
 """
 from __future__ import annotations
 
@@ -26,26 +28,12 @@ from collections.abc import Mapping
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
-from input_pipeline import preprocess
 from input_pipeline import spec as spec_lib
 from usvjax.errors import ConfigError
 
 EVAL_PROTOCOLS = ('clip', 'first_frame')
 TRAIN_CLIPS = ('every_frame', 'distinct_frames')
-
-
-def clips_of(video: dict, clip_length: int, distinct: bool = False) -> tf.data.Dataset:
-  """The clips of a video, target t last: one per frame, previous frames clamped at the
-  first frame, or with ``distinct`` only those whose clip_length frames are all distinct."""
-  num = tf.shape(video['frames'])[0]
-  target = tf.range(clip_length - 1 if distinct else 0, num)
-  index = tf.maximum(target[:, None] + tf.range(1 - clip_length, 1)[None, :], 0)
-  clips = {k: tf.gather(video[k], index) for k in ('frames', 'masks', 'boxes')}
-  clips['video_id'] = tf.fill(tf.shape(target), video['video_id'])
-  clips['frame_index'] = target
-  return tf.data.Dataset.from_tensor_slices(clips)
 
 
 def whole_videos(config: ml_collections.ConfigDict, train: bool) -> bool:
@@ -66,8 +54,10 @@ def distinct_clips(config: ml_collections.ConfigDict, train: bool) -> bool:
   return choice == 'distinct_frames'
 
 
-class Clips:
+class Clips(spec_lib.StreamsInModule):
   """The example source of segmentation (``spec.ExampleSource``)."""
+
+  STREAMS = 'input_pipeline.clip_streams'
 
   def required_features(self, features: Mapping) -> tuple[str, ...]:
     del features
@@ -86,20 +76,3 @@ class Clips:
     if length is not None:
       out['frame_index'] = spec_lib.Field((), np.dtype(np.int32))
     return {**out, **spec_lib.common_fields(train, length)}
-
-  def items(self, videos: tf.data.Dataset, config: ml_collections.ConfigDict,
-            train: bool) -> tf.data.Dataset:
-    if whole_videos(config, train):
-      return videos.map(lambda v: {k: v[k] for k in ('frames', 'masks', 'boxes', 'video_id')})
-    distinct = distinct_clips(config, train)
-    return videos.flat_map(lambda v: clips_of(v, config.input.clip_length, distinct))
-
-  augment = staticmethod(preprocess.augment_frames)
-
-  def batch(self, ds: tf.data.Dataset, config: ml_collections.ConfigDict,
-            fields: spec_lib.Spec, batch_size: int, drop_remainder: bool,
-            train: bool) -> tf.data.Dataset:
-    del fields
-    if whole_videos(config, train):  # Videos of different lengths: pad, valid False.
-      return ds.padded_batch(batch_size, drop_remainder=drop_remainder)
-    return ds.batch(batch_size, drop_remainder=drop_remainder)

@@ -1,9 +1,9 @@
 """The batch specification: every key of a batch, its per-example shape, dtype and time axis.
 
 One ``ExampleSource`` per kind of example (``clips``, ``sequences``, ``view_pairs``) states
-the fields it yields for a config; ``input_pipeline.pipeline.batch_spec(config, train)``
-picks the task's source (``usvjax.tasks``) and returns them, with the fields every batch
-has (``valid``, ``video_hash``, and ``video_key`` in evaluation). Everything that needs
+the fields it yields for a config (``source.fields(config, train, features)``; the task
+registry, ``usvjax.tasks``, names each task's source), with the fields every batch has
+(``valid``, ``video_hash``, and ``video_key`` in evaluation). Everything that needs
 to know a batch's layout reads it from there: the preprocessing (which keeps exactly these
 keys), padding to a length bucket or across processes, padding batches of an exact
 evaluation, model initialisation (``zeros``), the benchmarks and the tests.
@@ -11,15 +11,24 @@ evaluation, model initialisation (``zeros``), the benchmarks and the tests.
 A field's ``shape`` is per example; with ``time`` True its first entry is the time axis,
 ``None`` where its length varies between batches (sequences, whole videos), else the fixed
 length (clips). Shapes of a batch are ``(B, *shape)``.
+
+This module and the sources' declarations (``required_features``, ``fields``) import no
+TensorFlow, so models are initialised and benchmarked where it is absent
+(``scripts/device_check.py``); a source's tf.data side (``items``, ``augment``, ``batch``)
+is its ``*_streams`` module, imported when first used (``StreamsInModule``).
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # Annotations only: declaring a batch needs no TensorFlow.
+  import tensorflow as tf
 
 VIDEO_KEY_BYTES = 128
 
@@ -57,6 +66,29 @@ class ExampleSource(Protocol):
     """Batches decoded examples (whose fields are ``fields``)."""
 
 
+class StreamsInModule:
+  """The tf.data side of an ``ExampleSource`` (``items``, ``augment``, ``batch``): the
+  functions of the module ``STREAMS`` names, imported (with TensorFlow) when first called.
+  A subclass declares ``required_features`` and ``fields`` without TensorFlow."""
+
+  STREAMS: str  # The module of the tf.data functions, e.g. 'input_pipeline.clip_streams'.
+
+  def items(self, videos: tf.data.Dataset, config: ml_collections.ConfigDict,
+            train: bool) -> tf.data.Dataset:
+    return self._streams().items(videos, config, train)
+
+  def augment(self, example: dict, seed: tf.Tensor, input_config: ml_collections.ConfigDict,
+              train: bool) -> dict:
+    return self._streams().augment(example, seed, input_config, train)
+
+  def batch(self, ds: tf.data.Dataset, config: ml_collections.ConfigDict, fields: Spec,
+            batch_size: int, drop_remainder: bool, train: bool) -> tf.data.Dataset:
+    return self._streams().batch(ds, config, fields, batch_size, drop_remainder, train)
+
+  def _streams(self) -> ModuleType:
+    return importlib.import_module(self.STREAMS)
+
+
 def common_fields(train: bool, length: int | None) -> Spec:
   """The fields of every batch: ``valid`` [T], ``video_hash`` (tells videos apart inside a
   step) and, in evaluation, ``video_key`` (the id, zero-padded bytes)."""
@@ -76,6 +108,7 @@ def image_field(config: ml_collections.ConfigDict, length: int | None,
 
 
 def time_keys(fields: Spec) -> list[str]:
+  """The keys of the fields with a time axis."""
   return [k for k, f in fields.items() if f.time]
 
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 import helpers
 from configs import clman as clman_config
 from input_pipeline import augment
-from input_pipeline import view_pairs
+from input_pipeline import view_pair_streams
 from usvjax import checkpoint
 from usvjax import cross_validation
 from usvjax import losses
@@ -146,7 +146,7 @@ def test_view_pairs_come_from_one_video(positives):
   config = clman_config.get_config('tiny,pretrain').input
   config.unlock()
   config.update(positives=positives, max_frames=16)
-  stream = view_pairs.view_pairs(video, tf.constant(3, tf.int64), config, 0)
+  stream = view_pair_streams.view_pairs(video, tf.constant(3, tf.int64), config, 0)
   pairs = [p['frames'] for p in stream]
   assert len(pairs) == 16
   same = [a == b for a, b in (tuple(p.numpy()) for p in pairs)]

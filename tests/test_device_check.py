@@ -1,0 +1,49 @@
+"""scripts/device_check.py --quick on a subset of its models: one CSV row per model, dtype and
+mode with every column (values checked for presence and form, never for speed)."""
+import csv
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLUMNS = ['model', 'config', 'dtype', 'mode', 'batch', 'accumulate_steps', 'image_size',
+           'frames', 'step_ms', 'frames_per_s', 'gflops_per_step', 'utilisation',
+           'bf16_rel_err', 'deterministic', 'jax_version', 'device', 'compile_s',
+           'peak_tflops', 'memory_gb', 'note']
+
+
+def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
+  out = tmp_path / 'check.csv'
+  done = subprocess.run(
+      [sys.executable, 'scripts/device_check.py', '--quick', '--models=unet,flanet',
+       f'--out={out}', '--compilation_cache=', '--budget_s=3000'],
+      cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert 'deterministic' in done.stdout  # The table's header.
+  with open(out, newline='') as f:
+    reader = csv.DictReader(f)
+    rows = list(reader)
+  assert reader.fieldnames == COLUMNS
+  assert [(r['model'], r['dtype'], r['mode']) for r in rows] == [
+      ('flanet', dtype, mode) for dtype in ('float32', 'bfloat16')
+      for mode in ('train', 'infer', 'stream')] + [
+      ('unet', dtype, mode) for dtype in ('float32', 'bfloat16') for mode in ('train', 'infer')]
+  for r in rows:
+    assert r['note'] == '', r
+    assert r['config'] == f'configs/{r["model"]}.py:tiny'
+    assert float(r['step_ms']) > 0 and float(r['frames_per_s']) > 0
+    assert float(r['gflops_per_step']) > 0 and int(r['accumulate_steps']) == 1
+    assert r['utilisation'] == ''  # No peak for a CPU.
+    assert (r['bf16_rel_err'] == '') == (r['dtype'] == 'float32')
+    assert (r['deterministic'] == 'bit-equal') == (r['mode'] == 'train')  # CPU: bit-equal.
+    assert r['device'] and r['jax_version']
+  assert {r['frames'] for r in rows if r['mode'] != 'stream'} == {'3', '4'}  # Clip lengths.
+  bf16 = [float(r['bf16_rel_err']) for r in rows if r['dtype'] == 'bfloat16']
+  assert all(0 < e < 0.1 for e in bf16), bf16
+
+
+def test_an_unknown_model_is_refused_with_the_choices(tmp_path):
+  done = subprocess.run([sys.executable, 'scripts/device_check.py', '--models=resnet'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 2
+  assert "unknown ['resnet']" in done.stderr and 'flanet' in done.stderr
