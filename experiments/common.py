@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 from typing import NamedTuple
 
@@ -114,15 +111,3 @@ def fail(error: Exception) -> None:
   """Prints ``error`` as one clear line and exits with status 1."""
   print(f'error: {error}', file=sys.stderr)
   sys.exit(1)
-
-
-def median_seconds(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-  """Median wall time of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)

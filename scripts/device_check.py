@@ -26,11 +26,10 @@ row per mode:
   at batch 1, carrying its state; ``bf16_rel_err`` as for ``infer``, on the step's logits.
 
 ``step_ms``: median of the timed calls after ``WARMUP``; ``gflops_per_step``: XLA's cost
-analysis of the compiled program (times ``accumulate_steps``: XLA counts a loop's body
-once); ``utilisation``: achieved FLOP/s over ``benchmarking.PEAK_TFLOPS`` (float32
-against the TF32 tensor-core peak, which XLA's default precision uses for float32 convolutions and matrix
-products on these GPUs; empty on a device not in the table, e.g. a CPU); ``frames``: input
-frames per example (stream: 1).
+analysis (times ``accumulate_steps``: XLA counts a loop's body once); ``utilisation``:
+achieved FLOP/s over ``benchmarking.PEAK_TFLOPS`` (float32 against the TF32 tensor-core
+peak that XLA's default float32 precision uses on these GPUs; empty on a device not in the
+table, e.g. a CPU); ``frames``: input frames per example (stream: 1).
 
 Budget: before starting, each model's forward pass at batch 1 is lowered (not compiled) for
 its FLOPs and its lowering time. A job is estimated at ``COMPILE_FACTOR[mode]`` x the
@@ -164,8 +163,7 @@ class Planner:
     target[key] = statistics.median(self.measured[key])
 
 
-def copy(tree: Any) -> Any:
-  return jax.tree.map(jnp.copy, tree)
+copy = lambda tree: jax.tree.map(jnp.copy, tree)  # pylint: disable=unnecessary-lambda-assignment
 
 
 class Check:
@@ -274,11 +272,9 @@ class Check:
     gc.collect()
 
 
-def _format(value: Any, spec: str) -> str:
-  return format(value, spec) if isinstance(value, float) else str(value or '')
-
-
 def print_table(rows: list[dict]) -> None:
+  def _format(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, float) else str(value or '')
   head = ('model', 'dtype', 'mode', 'batch', 'acc', 'step_ms', 'frames/s', 'GFLOP/step',
           'util', 'bf16_err', 'deterministic', 'note')
   cells = [(r['model'], r['dtype'], r['mode'], r.get('batch', ''), r.get('accumulate_steps', ''),
