@@ -135,9 +135,9 @@ def main(argv):
   peak = {d: benchmarking.matmul_peak(execution.DTYPES[d]) for d in execution.DTYPES}
   print('  matmul peak: ' + ', '.join(f'{d} {p / 1e12:.3f} TFLOP/s' for d, p in peak.items()),
         flush=True)
-  row = dict(model=config.model.name, config=config_flags.get_config_filename(flags.FLAGS['config']),
-             image_size=size, dtype='float32', remat=False, peak_tflop_s=peak['float32'] / 1e12,
-             device=device)
+  row = dict(model=config.model.name,
+             config=config_flags.get_config_filename(flags.FLAGS['config']), image_size=size,
+             dtype='float32', remat=False, peak_tflop_s=peak['float32'] / 1e12, device=device)
   state = benchmarking.init_state(config, model, optim.create_optimizer(config),
                                   parallel.create_mesh())
   variables = state.variables()

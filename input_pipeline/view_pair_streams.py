@@ -31,8 +31,8 @@ def view_pairs(video: dict, position: tf.Tensor, input_config: ml_collections.Co
                                           dtype=tf.int32)
     partners = tf.where(num > 1, (anchors + offsets) % num, anchors)
   pairs = tf.stack([anchors, partners], axis=1)
-  return tf.data.Dataset.from_tensor_slices(
-      {'frames': tf.gather(video['frames'], pairs), 'video_id': tf.fill([count], video['video_id'])})
+  return tf.data.Dataset.from_tensor_slices({'frames': tf.gather(video['frames'], pairs),
+                                             'video_id': tf.fill([count], video['video_id'])})
 
 
 def items(videos: tf.data.Dataset, config: ml_collections.ConfigDict,

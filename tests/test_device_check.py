@@ -1,23 +1,28 @@
 """scripts/device_check.py --quick on a subset of its models: one CSV row per model, dtype and
 mode with every column (values checked for presence and form, never for speed)."""
 import csv
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import helpers
+
 COLUMNS = ['model', 'config', 'dtype', 'mode', 'batch', 'accumulate_steps', 'image_size',
            'frames', 'step_ms', 'frames_per_s', 'gflops_per_step', 'utilisation',
            'bf16_rel_err', 'deterministic', 'jax_version', 'device', 'compile_s',
            'peak_tflops', 'memory_gb', 'note']
 
 
+def _check(*args: str) -> subprocess.CompletedProcess:
+  """scripts/device_check.py with ``args`` in a Python subprocess on one CPU device."""
+  return subprocess.run([sys.executable, 'scripts/device_check.py', *args], cwd=helpers.REPO,
+                        env=helpers.subprocess_env(1, JAX_PLATFORMS='cpu'), capture_output=True,
+                        text=True, timeout=1800, check=False)
+
+
 def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
   out = tmp_path / 'check.csv'
-  done = subprocess.run(
-      [sys.executable, 'scripts/device_check.py', '--quick', '--models=unet,flanet',
-       f'--out={out}', '--compilation_cache=', '--budget_s=3000'],
-      cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+  done = _check('--quick', '--models=unet,flanet', f'--out={out}', '--compilation_cache=',
+                '--budget_s=3000')
   assert done.returncode == 0, done.stdout + done.stderr
   assert 'deterministic' in done.stdout  # The table's header.
   with open(out, newline='') as f:
@@ -42,8 +47,7 @@ def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
   assert all(0 < e < 0.1 for e in bf16), bf16
 
 
-def test_an_unknown_model_is_refused_with_the_choices(tmp_path):
-  done = subprocess.run([sys.executable, 'scripts/device_check.py', '--models=resnet'],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+def test_an_unknown_model_is_refused_with_the_choices():
+  done = _check('--models=resnet')
   assert done.returncode == 2
   assert "unknown ['resnet']" in done.stderr and 'flanet' in done.stderr

@@ -4,11 +4,11 @@ may lack too) raises ImportError, ``scripts/device_check.py --quick`` initialise
 config's model, runs jitted train steps and a forward pass in inference, and writes its
 rows; none of those modules is imported."""
 import csv
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import helpers
+
 ABSENT = ('tensorflow', 'tensorflow_datasets', 'cv2', 'sklearn', 'tqdm')
 
 CHILD = f'''
@@ -34,7 +34,8 @@ def test_the_benchmark_runs_without_tensorflow(tmp_path):
   done = subprocess.run(
       [sys.executable, '-c', CHILD, '--quick', '--models=unet', f'--out={out}',
        '--compilation_cache=', '--budget_s=3000'],
-      cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+      cwd=helpers.REPO, env=helpers.subprocess_env(1, JAX_PLATFORMS='cpu'),
+      capture_output=True, text=True, timeout=1200, check=False)
   assert done.returncode == 0, done.stdout + done.stderr
   assert 'imported: []' in done.stdout
   with open(out, newline='') as f:
