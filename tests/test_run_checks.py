@@ -4,6 +4,7 @@ declares (``interfaces.Capabilities``), and each declared capability is read; ev
 shipped tiny/demo config passes."""
 import importlib
 
+import ml_collections
 import pytest
 import tensorflow_datasets as tfds
 
@@ -93,6 +94,20 @@ def test_a_bad_setting_is_an_error_naming_its_key(tiny_builder, data_dir, name, 
                                                   expected, problems):
   error = _error(name, data_dir, tiny_builder, overrides, expected)
   assert error.count('\n  - ') == problems
+
+
+def test_evaluations_during_training_are_checked_before_training(tiny_builder, data_dir):
+  config = helpers.load_config('unet', data_dir)
+  with config.unlocked():
+    config.evals.val = ml_collections.ConfigDict(dict(split='test', speckle_looks=0.0))
+    config.evals.noisy = ml_collections.ConfigDict(dict(split='tset', speckle_looks=20.0))
+    config.evals.test = ml_collections.ConfigDict(dict(split='test', speckle_looks=0.0))
+  with pytest.raises(ValueError) as e:
+    run_checks.check_run(config, tiny_builder)
+  error = str(e.value)
+  assert error.count('\n  - ') == 2  # 'val' taken, 'tset' unknown; 'test' is fine.
+  assert "config.evals.val: 'val' names the validation" in error
+  assert "config.evals.noisy.split='tset'" in error
 
 
 def test_every_problem_is_reported_at_once(tiny_builder, data_dir):

@@ -10,7 +10,8 @@ each naming its config key and what to do:
 * splits: ``dataset.train_split``, ``eval_split`` and ``test_split`` name splits of the
   dataset (``+`` combinations and slices such as ``train[:80%]`` included) and are not
   empty; with k-fold cross-validation (``dataset.folds.num`` > 0) training and evaluation
-  both draw from ``train_split``;
+  both draw from ``train_split``; each of ``config.evals`` (evaluations during training)
+  names such a split, and none is called 'val' (the validation's own name);
 * evaluation settings: ``total_steps``, ``log_every``, ``eval_every``, ``checkpoint_every``
   and ``keep_checkpoints`` > 0; ``best_metric`` one of the metrics the task's evaluation
   reports (``usvjax.tasks``: the registry entry's ``metrics``);
@@ -70,6 +71,7 @@ def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
   splits = _splits(config, test_split)
   split_problems = _split_problems(splits, builder)
   problems += split_problems.values()
+  problems += _evals_problems(config, builder)
   clips = 'masks' in tasks.example_source(config).required_features(builder.info.features)
   frame_problems = _frame_problems(config, capabilities, clips)
   problems += frame_problems
@@ -188,21 +190,31 @@ def _splits(config: ml_collections.ConfigDict, test_split: str) -> dict[str, str
   return splits
 
 
-def _split_problems(splits: dict[str, str], builder) -> dict[str, str]:
-  """{split key: its problem} of the splits the run reads."""
+def _split_problems(splits: dict[str, str], builder, prefix: str = 'config.dataset.'
+                    ) -> dict[str, str]:
+  """{split key: its problem} of the splits the run reads (keys under ``prefix``)."""
   out = {}
   for key, split in splits.items():
     try:
       count = builder.info.splits[split].num_examples
     except (ValueError, KeyError) as e:
-      out[key] = (f'config.dataset.{key}={split!r}: {e} (dataset {builder.info.full_name} has '
+      out[key] = (f'{prefix}{key}={split!r}: {e} (dataset {builder.info.full_name} has '
                   f'splits {sorted(builder.info.splits)}; combine them with +, slice them as '
                   f"'train[:80%]').")
       continue
     if not count:
-      out[key] = (f'config.dataset.{key}={split!r} holds no videos in dataset '
+      out[key] = (f'{prefix}{key}={split!r} holds no videos in dataset '
                   f'{builder.info.full_name}: choose a non-empty split or slice.')
   return out
+
+
+def _evals_problems(config: ml_collections.ConfigDict, builder) -> list[str]:
+  """Problems of ``config.evals`` (the evaluations during training): a name that takes the
+  validation's own ('val'), a split the dataset lacks or that holds no videos."""
+  out = [f"config.evals.val: 'val' names the validation of config.dataset.eval_split; "
+         'give this evaluation another name.'] if 'val' in config.evals else []
+  splits = {f'{name}.split': spec.split for name, spec in config.evals.items()}
+  return out + list(_split_problems(splits, builder, 'config.evals.').values())
 
 
 def video_lengths(builder, split: str) -> dict[str, int]:

@@ -97,19 +97,19 @@ def _save(manager, step: int, state: state_lib.TrainState, metrics: dict | None,
 class Validation:
   """The evaluations a run makes during training: ``dataset.eval_split`` (``val/``; its
   metrics rank the checkpoints) and each of ``config.evals`` (``<name>/``: a second split,
-  or a split with speckle, ``robustness``), with the run's one eval step."""
+  or a split with speckle, ``input_pipeline.speckled``), with the run's one eval step."""
 
   def __init__(self, run: run_lib.Run, writer: train_logs.Writer):
     self.run, self.writer = run, writer
     self.headline = tuple(run.definition.columns.values())
+    # 'val' first; the run checks refuse a config.evals entry of that name.
+    self.evals = {'val': (run.config.dataset.eval_split, None), **extra_evaluations(run)}
 
   def __call__(self, step: int, state: state_lib.TrainState) -> dict[str, float]:
     """Evaluates every evaluation at ``step``, logs metrics and overlays; returns the
     validation metrics."""
     variables = state.variables()
-    evals = {'val': (self.run.config.dataset.eval_split, None)}
-    evals.update(extra_evaluations(self.run))
-    for name, (split, builder) in evals.items():
+    for name, (split, builder) in self.evals.items():
       metrics, evaluation = evaluate.evaluate_split(self.run, split, variables, builder)
       self.writer.write(step, {f'{name}/{k}': v for k, v in metrics.items()})
       self.writer.images(step, {f'{name}_overlay/{k}': v
