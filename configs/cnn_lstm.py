@@ -1,4 +1,4 @@
-"""Variable-frame CNN-LSTM of Cui et al., trained in two stages (``usvjax.two_stage``).
+"""Variable-frame CNN-LSTM of Cui et al., trained in two stages (``usvjax.runners.two_stage``).
 
 Stage 1 (``frame_cnn``, a ``configs/cnn_aver.py`` config) trains the frame CNN on frames;
 its pooled features of every video are cached to disk; stage 2 (the top level) trains the

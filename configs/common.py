@@ -61,7 +61,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   schema = TASKS[task]
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # Accelerator switches (usvjax/execution.py, usvjax/train.py; docs/performance.md):
+  # Accelerator switches (usvjax/core/execution.py, usvjax/core/train.py; docs/performance.md):
   # 'bfloat16' computes in bfloat16 with float32 parameters, optimizer state, BatchNorm
   # statistics, losses and metrics; remat recomputes the backbones' residual blocks in the
   # backward pass instead of storing their activations; profile_steps > 0 traces that many
@@ -72,7 +72,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.remat = False
   c.pointwise_matmul = True
   c.profile_steps = 0
-  # How the run is trained and evaluated (usvjax/runners.py): 'single' (one model),
+  # How the run is trained and evaluated (usvjax/runners/__init__.py): 'single' (one model),
   # 'two_stage' (a frame CNN, its feature cache, sequence models; needs c.frame_cnn),
   # 'pretrain_finetune' (contrastive pretraining, then the model; needs c.pretrain).
   c.runner = 'single'
@@ -85,7 +85,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.best_mode = 'max'
   # Evaluations during training besides dataset.eval_split (which ranks checkpoints), as
   # big_vision's config.evals: {name: {split, speckle_looks}}, each logged as <name>/...
-  # every eval_every steps (usvjax/train.py). speckle_looks > 0 scores the split with
+  # every eval_every steps (usvjax/core/train.py). speckle_looks > 0 scores the split with
   # multiplicative speckle of that look number (the robustness study's noise), e.g.
   #   c.evals.test = ml_collections.ConfigDict(dict(split='test', speckle_looks=0.0))
   #   c.evals.speckle_l20 = ml_collections.ConfigDict(dict(split='test', speckle_looks=20.0))

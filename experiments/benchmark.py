@@ -42,10 +42,10 @@ from ml_collections import config_flags
 
 from experiments import common
 from usvjax import benchmarking
-from usvjax import execution
 from usvjax import models
-from usvjax import optim
-from usvjax import parallel
+from usvjax.core import execution
+from usvjax.core import optim
+from usvjax.core import parallel
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file and variant.',
                                          lock_config=True)

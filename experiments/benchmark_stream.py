@@ -4,7 +4,7 @@ r"""Per-frame latency of streaming segmentation as a video gets longer.
       [--lengths=10,100,1000] [--batch_size=1]
 
 Streams synthetic frames (random, at the config's input size; randomly initialised
-weights: speed does not depend on them) through ``usvjax.streaming`` exactly as
+weights: speed does not depend on them) through ``usvjax.core.streaming`` exactly as
 ``experiments/segment_video.py`` does, ``batch_size`` videos side by side, and prints for
 each video length the median and 90th-percentile milliseconds per frame over the frames
 after the first two (which include compilation), and frames/s. With STPFNet's bounded
@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from experiments import common
 from usvjax import models
-from usvjax import streaming
+from usvjax.core import streaming
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to benchmark.',
                                          lock_config=True)

@@ -47,7 +47,7 @@ from configs import flanet as flanet_config
 from experiments import common
 from usvjax import benchmarking
 from usvjax import models
-from usvjax import state as state_lib
+from usvjax.core import state as state_lib
 from usvjax.models.backbones import pointwise
 from usvjax.models.backbones import resnet
 

@@ -6,7 +6,7 @@ r"""Classifies one video with a trained video classifier and shows which frames 
 ``--video`` is a folder of frames (natural order), a video file (anything OpenCV decodes)
 or a DICOM cine loop (``.dcm``, with the optional ``requirements-dicom.txt``). The run's
 own config (``<workdir>/config.py``) is used unless ``--config`` is given. Frames are
-sampled and preprocessed as in evaluation (usvjax/classify.py). Prints the class
+sampled and preprocessed as in evaluation (usvjax/tools/classify.py). Prints the class
 probabilities and the label, and writes ``result.json``, ``frames.csv`` (per-frame
 probability or attention weight where the model has one) and ``frames.png`` into
 ``--output_dir`` (default WORKDIR/classify_<video name>).
@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
-from usvjax import classify
+from usvjax.tools import classify
 
 CONFIG = config_flags.DEFINE_config_file(
     'config', None, "Config of the run (default: the run's own, <workdir>/config.py).",

@@ -14,10 +14,10 @@ from ml_collections import config_flags
 
 from configs.common import VariantError
 from input_pipeline.builders.common import DatasetError
-from usvjax import parallel
+from usvjax.core import parallel
+from usvjax.core.train import NonFiniteLossError
 from usvjax.errors import ConfigError
-from usvjax import provenance
-from usvjax.train import NonFiniteLossError
+from usvjax.reporting import provenance
 
 COORDINATOR = flags.DEFINE_string(
     'coordinator_address', '', 'host:port of process 0 for multi-process runs '

@@ -1,4 +1,4 @@
-r"""Compares methods on one dataset with one command (``usvjax/compare.py``).
+r"""Compares methods on one dataset with one command (``usvjax/studies/compare.py``).
 
   python -m experiments.compare --workdir=runs/compare_cvc \
       --method=unet=configs/unet.py:demo --method=flanet=configs/flanet.py:demo \
@@ -30,7 +30,7 @@ from absl import app
 from absl import flags
 
 from experiments import common
-from usvjax import compare
+from usvjax.studies import compare
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and tables go.')
 METHODS = flags.DEFINE_multi_string('method', [], 'NAME=configs/<m>.py:<variant>[;key=value]')

@@ -14,7 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
-from usvjax import cross_validation
+from usvjax.studies import cross_validation
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Classification config.',
                                          lock_config=True)

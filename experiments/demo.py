@@ -18,11 +18,11 @@ from absl import flags
 
 from configs import unet
 from experiments import common
-from usvjax import evaluate
-from usvjax import plots
-from usvjax import run as run_lib
 from usvjax import runners
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
 from usvjax.metrics import segmentation as segmentation_metrics
+from usvjax.reporting import plots
 
 OUTDIR = flags.DEFINE_string('outdir', 'runs/demo', 'Where the run and its report go.')
 DATA_DIR = flags.DEFINE_string('data_dir', 'runs/tensorflow_datasets',

@@ -8,7 +8,7 @@ that differs from it is an error listing the keys, unless --allow_config_changes
 
 Writes metrics.json, per_video.csv and pictures (segmentation overlays; ROC, PR and a
 confusion matrix for classification; training curves) and prints where. The config's
-runner (usvjax/runners.py) names the rows: a two-stage run (configs/cnn_lstm.py) gets one
+runner (usvjax/runners/__init__.py) names the rows: a two-stage run (configs/cnn_lstm.py) gets one
 report per row (CNN_Vote, CNN_Aver, Key_Frame, equal- and variable-frame CNN-LSTM) in
 OUTPUT_DIR/<row> and a comparison table; a contrastive pretraining run reports its
 NT-Xent and retrieval accuracy. --export also writes the predictions of every frame into
@@ -20,9 +20,9 @@ from absl import app
 from absl import flags
 
 from experiments import common
-from usvjax import evaluate
 from usvjax import runners
-from usvjax import tables
+from usvjax.core import evaluate
+from usvjax.reporting import tables
 
 RUN = common.define_run_flags('Default: WORKDIR/eval_SPLIT_stepN.')
 EXPORT = flags.DEFINE_bool('export', False, 'Also write every frame\'s prediction into the '

@@ -4,7 +4,7 @@ r"""Caches a trained frame CNN's per-frame features of every video (Cui et al. S
       --workdir=runs/cnn --output_dir=runs/cnn/features [--checkpoint=best] \
       [--splits=train,validation,test]
 
-Writes a TFDS dataset ``usv_features`` (format: usvjax/feature_cache.py) that a CNN-LSTM
+Writes a TFDS dataset ``usv_features`` (format: usvjax/runners/feature_cache.py) that a CNN-LSTM
 stage trains on with --config.dataset.name=usv_features --config.dataset.data_dir=DIR.
 (``experiments/train.py`` with configs/cnn_lstm.py does this step itself.)
 """
@@ -13,7 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
-from usvjax import feature_cache
+from usvjax.runners import feature_cache
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Config of the frame-CNN run.',
                                          lock_config=True)

@@ -5,7 +5,7 @@ r"""Accuracy and AUC of a trained video classifier against the frames it sees pe
   python -m experiments.frame_sweep --workdir=runs/lstm --retrain --frames=10,12,14,16,18,20
   python -m experiments.frame_sweep --workdir=runs/cv_pocus/cnn_lstm [--retrain] [--frames=...]
 
-By default evaluates the run's headline model (usvjax/frame_sweep.py) exactly on the split
+By default evaluates the run's headline model (usvjax/studies/frame_sweep.py) exactly on the split
 once per frame count, with up to that many frames per video sampled uniformly (a test-time
 frame budget; nothing is retrained), and writes frame_sweep.csv, frame_sweep.png and one
 report per count into OUTPUT_DIR (default WORKDIR/frame_sweep).
@@ -24,8 +24,8 @@ from absl import app
 from absl import flags
 
 from experiments import common
-from usvjax import frame_sweep
 from usvjax.errors import ConfigError
+from usvjax.studies import frame_sweep
 
 RUN = common.define_run_flags('Default: WORKDIR/frame_sweep (WORKDIR/equal_frame_sweep with '
                               '--retrain).')

@@ -5,7 +5,7 @@ r"""Speckle robustness study of a segmentation checkpoint (DSANet, Table II).
 
 Evaluates the split clean (L=0) and with multiplicative Gamma speckle of each look number L,
 added to every frame at its stored resolution before it is resized to the model's input
-(see usvjax/robustness.py), prints the MAE / IoU / Dice table with the change against clean
+(see usvjax/studies/robustness.py), prints the MAE / IoU / Dice table with the change against clean
 input, and writes it (robustness.md, robustness.json) with one report per condition into
 OUTPUT_DIR (default WORKDIR/robustness).
 """
@@ -13,8 +13,8 @@ from absl import app
 from absl import flags
 
 from experiments import common
-from usvjax import robustness
-from usvjax import run as run_lib
+from usvjax.core import run as run_lib
+from usvjax.studies import robustness
 
 RUN = common.define_run_flags('Default: WORKDIR/robustness.')
 LOOKS = flags.DEFINE_list('looks', ['0', '25', '20'], 'Look numbers; 0 = clean.')

@@ -5,7 +5,7 @@ r"""Segments one video, frame by frame, with a trained segmentation checkpoint.
 
 ``--video`` is a video file (anything OpenCV decodes: .mp4, .avi, ...) or a folder of
 frames (natural order: frame2 before frame10). Frames are read and segmented one at a time
-(``usvjax.streaming``): STPFNet carries its bounded memory from frame to frame and needs
+(``usvjax.core.streaming``): STPFNet carries its bounded memory from frame to frame and needs
 the first frame's mask (``--first_mask``, a PNG the size of the frames, lesion > 0); clip
 models (U-Net, FLA-Net, DSANet) keep the last clip_length frames.
 
@@ -23,7 +23,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
-from usvjax import segment
+from usvjax.tools import segment
 
 CONFIG = config_flags.DEFINE_config_file(
     'config', None, "Config of the run (default: the run's own, <workdir>/config.py).",

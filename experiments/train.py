@@ -3,7 +3,7 @@ r"""Trains a model from a config, resuming if the workdir holds checkpoints.
   python -m experiments.train --config=configs/unet.py:demo --workdir=runs/unet \
       [--config.optimizer.lr=3e-4 ...]
 
-The config's runner (``config.runner``, see usvjax/runners.py) decides what is trained: one
+The config's runner (``config.runner``, see usvjax/runners/__init__.py) decides what is trained: one
 model; a two-stage config (configs/cnn_lstm.py) trains its frame CNN, caches its features
 and trains the LSTMs on them; CLMAN (configs/clman.py) pretrains contrastively, then trains
 the classifier; each stage in the workdir or a sub-directory of it.

@@ -14,10 +14,10 @@ always scores every frame):
   so the frames of a clip are distinct and consecutive (STM's training clips; STPFNet's
   memory frame would otherwise be its target itself at a video's start).
 
-Videos shorter than a clip are refused before training (``usvjax.run_checks``).
+Videos shorter than a clip are refused before training (``usvjax.core.run_checks``).
 
 With ``input.eval_protocol='first_frame'`` (semi-supervised evaluation, see
-``usvjax.streaming``) evaluation examples are **whole videos** instead, padded in time to
+``usvjax.core.streaming``) evaluation examples are **whole videos** instead, padded in time to
 the longest of the batch (``valid`` False after the end).
 
 This module declares the examples (no TensorFlow); ``clip_streams`` makes them with tf.data.

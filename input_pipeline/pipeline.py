@@ -1,7 +1,7 @@
 """tf.data streams: per-process data, resumable training batches, exact evaluation.
 
 What an example is depends on the task, whose example source the caller passes (the run's,
-``usvjax.run``; the task registry names it): segmentation clips or whole videos
+``usvjax.core.run``; the task registry names it): segmentation clips or whole videos
 (``clips``), classification sequences (``sequences``), contrastive view pairs
 (``view_pairs``). Every batch has exactly the keys, shapes and dtypes of
 ``source.fields(config, train, features)`` (``input_pipeline.spec``); the one

@@ -74,7 +74,7 @@ def augment_frames(example: dict, seed: tf.Tensor, input_config: ml_collections.
                    train: bool) -> dict:
   """The augmentation of clips and sequences: ``input.augment`` in training (one draw for
   all frames of the example, masks alike); none in evaluation (the robustness study adds
-  its speckle to the stored frames, ``usvjax.robustness``)."""
+  its speckle to the stored frames, ``usvjax.studies.robustness``)."""
   if train:
     return augment_lib.augment_clip(example, seed, input_config.augment)
   return example

@@ -1,7 +1,7 @@
 """Classification examples: frame (or cached feature) sequences sampled over a whole video.
 
 Sequences are ``frames`` [n, H, W, C] (or cached per-frame ``features`` [n, D], see
-``usvjax.feature_cache``) sampled uniformly over the whole video: frame i of n sampled from
+``usvjax.runners.feature_cache``) sampled uniformly over the whole video: frame i of n sampled from
 a video of N frames is the one at the centre of the i-th of n equal segments,
 floor((i + 1/2) N / n), so one frame is the middle frame and the ends, where the lesion is
 often out of view, are never favoured. ``input.sampling`` 'up_to' takes

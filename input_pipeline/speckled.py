@@ -1,5 +1,5 @@
 """A dataset builder whose videos carry speckle at their stored resolution (the speckle
-robustness study, ``usvjax.robustness``, and ``config.evals`` with ``speckle_looks``).
+robustness study, ``usvjax.studies.robustness``, and ``config.evals`` with ``speckle_looks``).
 
 Each frame gets multiplicative Gamma speckle of look number L (``speckle.add_speckle``) at
 its stored size and is stored again as an 8-bit PNG, as an acquired frame would be; the

@@ -22,7 +22,7 @@ row per mode:
 * ``infer``: the forward pass in evaluation mode at ``config.input.eval_batch_size``;
   ``bf16_rel_err``: ||y_bf16 - y_fp32|| / ||y_fp32|| over every floating output.
 * ``stream`` (models whose capabilities say they stream: ``start``/``step``,
-  ``usvjax/streaming.py``): the per-frame step
+  ``usvjax/core/streaming.py``): the per-frame step
   at batch 1, carrying its state; ``bf16_rel_err`` as for ``infer``, on the step's logits.
 
 ``step_ms``: median of the timed calls after ``WARMUP``; ``gflops_per_step``: XLA's cost
@@ -60,11 +60,11 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
 from usvjax import benchmarking
-from usvjax import execution
 from usvjax import models
-from usvjax import optim
-from usvjax import parallel
-from usvjax import state as state_lib
+from usvjax.core import execution
+from usvjax.core import optim
+from usvjax.core import parallel
+from usvjax.core import state as state_lib
 
 
 class Entry(NamedTuple):

@@ -22,7 +22,9 @@ def main(process_id, num_processes, port, workdir, data_dir, out, total_steps='4
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import helpers  # pylint: disable=g-import-not-at-top
-  from usvjax import parallel, run as run_lib, train  # pylint: disable=g-import-not-at-top
+  from usvjax.core import parallel  # pylint: disable=g-import-not-at-top
+  from usvjax.core import run as run_lib  # pylint: disable=g-import-not-at-top
+  from usvjax.core import train  # pylint: disable=g-import-not-at-top
   parallel.initialize(f'127.0.0.1:{port}', int(num_processes), int(process_id),
                       int(heartbeat_timeout_seconds), workdir)
   assert jax.process_count() == int(num_processes) and jax.device_count() == 4

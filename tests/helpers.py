@@ -37,8 +37,10 @@ def load_config(name: str, data_dir: str, **overrides):
 def initial_state(config, seed: int):
   """The train state ``config``'s run would start from with ``seed``."""
   # pylint: disable=g-import-not-at-top
-  from usvjax import models, optim, parallel, tasks
-  from usvjax import state as state_lib
+  from usvjax import models, tasks
+  from usvjax.core import optim
+  from usvjax.core import parallel
+  from usvjax.core import state as state_lib
   return state_lib.init_state(
       models.create_model(config.model), optim.create_optimizer(config),
       state_lib.init_batch(config, tasks.batch_spec(config, True)), seed,

@@ -14,18 +14,18 @@ import pytest
 import helpers
 from input_pipeline import pipeline
 from input_pipeline import spec
-from usvjax import checkpoint
 from usvjax import losses
 from usvjax import models
 from usvjax import runners
 from usvjax import tasks
-from usvjax import train
-from usvjax import run as run_lib
+from usvjax.core import checkpoint
+from usvjax.core import run as run_lib
+from usvjax.core import train
 import toy_method  # Registers the toy method: the package's one line.
 from toy_method import config as toy_config
 
 SHARED_ROOTS = ('usvjax', 'input_pipeline', 'experiments')
-REGISTRIES = ('usvjax/models/__init__.py', 'usvjax/tasks/__init__.py', 'usvjax/runners.py')
+REGISTRIES = ('usvjax/models/__init__.py', 'usvjax/tasks/__init__.py', 'usvjax/runners/__init__.py')
 # Tools of FLA-Net's released PyTorch code: there 'flanet' names that release (a flag of
 # convert_weights, a case of the side-by-side benchmark), not a model registry entry.
 RELEASE_TOOLS = ('experiments/convert_weights.py', 'experiments/benchmark_torch.py',
@@ -50,6 +50,51 @@ def _quoted_names(source: str, names) -> list[tuple[int, str]]:
   return sorted((node.lineno, node.value) for node in ast.walk(tree)
                 if isinstance(node, ast.Constant) and isinstance(node.value, str)
                 and node.value in names and id(node) not in docstrings)
+
+
+# The layers of docs/architecture.md, lowest first: a module imports only from its own
+# group and from groups of lower layers.
+LAYERS = (('errors', 'interfaces', 'losses'), ('loss_terms', 'metrics', 'input_pipeline'),
+          ('models',), ('reporting',), ('tasks',), ('core', 'benchmarking'), ('runners',),
+          ('studies', 'tools'))
+LAYER_OF = {group: rank for rank, groups in enumerate(LAYERS) for group in groups}
+
+
+def _group(module: str) -> str | None:
+  """The layer group of a dotted module name (``usvjax.core.train`` -> ``core``)."""
+  parts = module.split('.')
+  if parts[0] == 'input_pipeline':
+    return 'input_pipeline'
+  return parts[1] if parts[0] == 'usvjax' and len(parts) > 1 else None
+
+
+def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+  """(line, dotted module) of every import in ``tree``, ``from usvjax import x`` as usvjax.x."""
+  found = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module:
+      names = ([f'usvjax.{alias.name}' for alias in node.names] if node.module == 'usvjax'
+               else [node.module])
+      found += [(node.lineno, name) for name in names]
+    elif isinstance(node, ast.Import):
+      found += [(node.lineno, alias.name) for alias in node.names]
+  return found
+
+
+def test_imports_go_downwards_only():
+  repo = pathlib.Path(helpers.REPO)
+  upward = []
+  for path in [p for root in ('usvjax', 'input_pipeline') for p in sorted((repo / root).rglob('*.py'))]:
+    own = _group('.'.join(path.relative_to(repo).with_suffix('').parts))
+    if own not in LAYER_OF:
+      continue
+    for line, module in _imported_modules(ast.parse(path.read_text())):
+      target = _group(module)
+      if target in LAYER_OF and target != own and LAYER_OF[target] > LAYER_OF[own]:
+        upward.append(f'{path}:{line} ({own}) imports {module} ({target})')
+  assert not upward, upward
+  packages = {p.name for p in (repo / 'usvjax').iterdir() if (p / '__init__.py').exists()}
+  assert packages <= set(LAYER_OF), packages - set(LAYER_OF)
 
 
 def test_the_name_scan_finds_quoted_names_in_code_only():

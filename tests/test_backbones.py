@@ -122,9 +122,9 @@ def test_converted_checkpoint_named_in_a_config_initialises_training(data_dir, t
   import sys  # pylint: disable=g-import-not-at-top
   import helpers  # pylint: disable=g-import-not-at-top
   from usvjax import models  # pylint: disable=g-import-not-at-top
-  from usvjax import optim  # pylint: disable=g-import-not-at-top
-  from usvjax import parallel  # pylint: disable=g-import-not-at-top
-  from usvjax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from usvjax.core import optim  # pylint: disable=g-import-not-at-top
+  from usvjax.core import parallel  # pylint: disable=g-import-not-at-top
+  from usvjax.core import state as state_lib  # pylint: disable=g-import-not-at-top
   from usvjax import tasks  # pylint: disable=g-import-not-at-top
   from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
   model = _reference('resnet18')

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from usvjax import checkpoint
+from usvjax.core import checkpoint
 
 
 def _state(value):

@@ -13,11 +13,11 @@ import helpers
 from input_pipeline import pipeline
 from test_builders import write_image
 from test_train import _run
-from usvjax import classify
-from usvjax import evaluate
-from usvjax import frame_sweep
 from usvjax import runners
-from usvjax import run as run_lib
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
+from usvjax.studies import frame_sweep
+from usvjax.tools import classify
 
 pytest.importorskip('pydicom')
 

@@ -13,12 +13,12 @@ import helpers
 from configs import clman as clman_config
 from input_pipeline import augment
 from input_pipeline import view_pair_streams
-from usvjax import checkpoint
-from usvjax import cross_validation
 from usvjax import losses
 from usvjax import runners
+from usvjax.core import checkpoint
 from usvjax.errors import ConfigError
 from usvjax.models import clman
+from usvjax.studies import cross_validation
 
 
 def test_multi_meta_attention_matches_equations_4_to_6():

@@ -14,14 +14,14 @@ import tensorflow_datasets as tfds
 import helpers
 from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
-from usvjax import cross_validation
 from usvjax.errors import ConfigError
-from usvjax import frame_sweep
-from usvjax import two_stage
 from usvjax.metrics import classification as classification_metrics
 from usvjax.models import clman
 from usvjax.models import cnn_lstm
 from usvjax.models import frame_classifier
+from usvjax.runners import two_stage
+from usvjax.studies import cross_validation
+from usvjax.studies import frame_sweep
 from usvjax.tasks import classification
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from input_pipeline import pipeline
-from usvjax import compare
-from usvjax import compare_report
-from usvjax import provenance
-from usvjax import train
+from usvjax.core import train
+from usvjax.reporting import provenance
+from usvjax.studies import compare
+from usvjax.studies import compare_report
 
 
 def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):

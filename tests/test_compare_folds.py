@@ -12,16 +12,16 @@ import pytest
 import tensorflow_datasets as tfds
 
 from input_pipeline import pipeline
-from usvjax import compare
-from usvjax import compare_report
-from usvjax import cross_validation
-from usvjax import evaluate
-from usvjax import frame_sweep
-from usvjax import provenance
 from usvjax import tasks
-from usvjax import train
+from usvjax.core import evaluate
+from usvjax.core import train
 from usvjax.errors import ConfigError
 from usvjax.metrics import statistics
+from usvjax.reporting import provenance
+from usvjax.studies import compare
+from usvjax.studies import compare_report
+from usvjax.studies import cross_validation
+from usvjax.studies import frame_sweep
 
 SPLIT = 'train+validation'  # 12 + 4 synthetic videos.
 REAL_TRAIN = train.train_and_evaluate

@@ -10,7 +10,7 @@ import pytest
 from test_builders import make_video_table, prepare
 from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
-from usvjax import cross_validation
+from usvjax.studies import cross_validation
 
 
 def test_folds_never_share_a_video_and_keep_label_ratios(data_dir):

@@ -13,8 +13,8 @@ import pytest
 from configs import dsanet as dsanet_config
 from usvjax import losses
 from usvjax import models
-from usvjax import optim
 from usvjax import tasks
+from usvjax.core import optim
 from usvjax.models import dsanet
 
 MODES = ['channel', 'pixel']

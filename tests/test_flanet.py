@@ -12,12 +12,12 @@ import pytest
 from configs import flanet as flanet_config
 from usvjax import losses
 from usvjax import models
+from usvjax.loss_terms import flanet as flanet_terms
 from usvjax.models import flanet
 from usvjax.models import flanet_base
 from usvjax.models import flanet_import
 from usvjax.models import flanet_released
 from usvjax.models.backbones import resnet
-from usvjax.loss_terms import flanet as flanet_terms
 from usvjax.tasks.segmentation import SegmentationTask
 from scripts import make_flanet_fixture as parity_rule
 
@@ -312,7 +312,8 @@ def _released_structure_loss(logits, masks):
 def test_released_code_trains_with_its_structure_loss_heatmap_mse_and_step_decay():
   """The ``released_code`` recipe: structure loss + 0.5 x heatmap MSE on an imperfect
   prediction, the learning rate x0.1 after 59 epochs of 575 steps, gradients clamped."""
-  from usvjax import optim, tasks  # pylint: disable=import-outside-toplevel
+  from usvjax import tasks  # pylint: disable=import-outside-toplevel
+  from usvjax.core import optim  # pylint: disable=import-outside-toplevel
   config = flanet_config.get_config('released_code')
   rng = np.random.default_rng(0)
   masks = np.zeros((3, 20, 20), np.float32)

@@ -267,8 +267,8 @@ def test_paired_auc_bootstrap_by_hand():
 
 
 def test_compare_pairs_classifiers_by_auc_per_seed_and_pooled():
-  from usvjax import compare  # pylint: disable=g-import-not-at-top
-  from usvjax import compare_report  # pylint: disable=g-import-not-at-top
+  from usvjax.studies import compare  # pylint: disable=g-import-not-at-top
+  from usvjax.studies import compare_report  # pylint: disable=g-import-not-at-top
   labels = [0, 0, 0, 1, 1, 1]
   def run(seed, probs):
     return {'seed': seed, 'video_probs': {f'v{i}': [p, y] for i, (p, y) in

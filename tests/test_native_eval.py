@@ -20,15 +20,15 @@ from input_pipeline import fingerprint
 from input_pipeline import pipeline
 from input_pipeline import preprocess
 from input_pipeline import spec
-from usvjax import compare_report
-from usvjax import evaluate
-from usvjax import plots
-from usvjax import provenance
-from usvjax import robustness
-from usvjax import run as run_lib
-from usvjax import state as state_lib
 from usvjax import tasks
-from usvjax import train_logs
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
+from usvjax.core import state as state_lib
+from usvjax.core import train_logs
+from usvjax.reporting import plots
+from usvjax.reporting import provenance
+from usvjax.studies import compare_report
+from usvjax.studies import robustness
 from usvjax.tasks import segmentation_evaluation
 
 

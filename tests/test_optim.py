@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import helpers
-from usvjax import optim
+from usvjax.core import optim
 
 
 def _config(**overrides):

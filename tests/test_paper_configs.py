@@ -15,9 +15,9 @@ import pytest
 import helpers
 from usvjax import models
 from usvjax import runners
-from usvjax import state
-from usvjax import two_stage
 from usvjax import tasks
+from usvjax.core import state
+from usvjax.runners import two_stage
 
 
 def _paper_configs() -> list[str]:

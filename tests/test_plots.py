@@ -1,4 +1,4 @@
-"""ROC, PR and confusion-matrix pictures (usvjax/plots.py): the files are written, the curves
+"""ROC, PR and confusion-matrix pictures (usvjax/reporting/plots.py): the files are written, the curves
 are scikit-learn's own and the confusion matrix holds the counts at the given threshold."""
 import os
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 from sklearn import metrics as skm
 
-from usvjax import plots
+from usvjax.reporting import plots
 
 # Eight videos; p(malignant) and the true label of each.
 P_MALIGNANT = np.array([0.1, 0.4, 0.6, 0.35, 0.7, 0.9, 0.2, 0.05])

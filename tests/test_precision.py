@@ -1,5 +1,5 @@
 """Accelerator switches: bfloat16 compute, gradient accumulation, rematerialisation and the
-profiler (usvjax/execution.py, usvjax/train.py)."""
+profiler (usvjax/core/execution.py, usvjax/core/train.py)."""
 import glob
 import itertools
 import os
@@ -11,16 +11,16 @@ import pytest
 
 import helpers
 from input_pipeline import pipeline
-from usvjax import evaluate
-from usvjax import execution
 from usvjax import models
-from usvjax import optim
-from usvjax import parallel
-from usvjax import state as state_lib
-from usvjax import run as run_lib
 from usvjax import tasks
-from usvjax import train_logs
-from usvjax import train_step
+from usvjax.core import evaluate
+from usvjax.core import execution
+from usvjax.core import optim
+from usvjax.core import parallel
+from usvjax.core import run as run_lib
+from usvjax.core import state as state_lib
+from usvjax.core import train_logs
+from usvjax.core import train_step
 from usvjax.models import flanet
 
 

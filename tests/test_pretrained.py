@@ -5,12 +5,12 @@ import pytest
 
 from input_pipeline import pipeline
 from tests import helpers
-from usvjax import checkpoint
-from usvjax import evaluate
-from usvjax import run_checks
-from usvjax import train
+from usvjax.core import checkpoint
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
+from usvjax.core import run_checks
+from usvjax.core import train
 from usvjax.errors import ConfigError
-from usvjax import run as run_lib
 
 
 def test_whole_model_weights_are_evaluated_as_they_are_with_zero_steps(data_dir, tmp_path):

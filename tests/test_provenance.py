@@ -15,8 +15,8 @@ from input_pipeline import pipeline
 from test_builders import frame
 from test_builders import make_frames_table
 from test_builders import write_image
-from usvjax import compare
-from usvjax import provenance
+from usvjax.reporting import provenance
+from usvjax.studies import compare
 
 
 def test_a_config_that_differs_from_the_runs_is_refused(data_dir, tmp_path):

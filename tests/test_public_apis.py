@@ -15,7 +15,7 @@ import re
 
 import flax.linen
 
-from usvjax import parallel
+from usvjax.core import parallel
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCANNED = ('usvjax', 'input_pipeline', 'experiments', 'scripts', 'configs')
@@ -33,7 +33,7 @@ PRIVATE = {
 }
 # (file, function) whose private uses are allowed -> the one function that may call it, after
 # checking parallel.peer_exit_hook_applies().
-VERSION_GATED = {('usvjax/parallel.py', '_exit_when_a_peer_is_lost'): '_on_a_lost_peer'}
+VERSION_GATED = {('usvjax/core/parallel.py', '_exit_when_a_peer_is_lost'): '_on_a_lost_peer'}
 
 
 def _sources():

@@ -1,4 +1,4 @@
-"""A run resolved once (usvjax/run.py): one preparation of the data per command, one
+"""A run resolved once (usvjax/core/run.py): one preparation of the data per command, one
 program for training-time validation and checkpoint evaluation, evaluations declared in
 the config."""
 import json
@@ -8,9 +8,9 @@ import pytest
 
 import helpers
 from input_pipeline import pipeline
-from usvjax import evaluate
-from usvjax import run as run_lib
 from usvjax import runners
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
 
 
 @pytest.fixture

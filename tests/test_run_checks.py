@@ -14,9 +14,9 @@ from input_pipeline.builders.usv_synthetic import SyntheticConfig
 from toy_method import config as toy_config
 from toy_method import model as toy_model
 from usvjax import models
-from usvjax import run_checks
-from usvjax import two_stage
+from usvjax.core import run_checks
 from usvjax.errors import ConfigError
+from usvjax.runners import two_stage
 
 # 4 virtual devices (tests/conftest.py): batch sizes must be multiples of 4.
 BAD_SETTINGS = [

@@ -11,7 +11,7 @@ import pytest
 
 from configs import stpfnet as stpfnet_config
 from usvjax import models
-from usvjax import streaming
+from usvjax.core import streaming
 
 RELEASED_CODE_FFA = dict(ffa_levels=('stride16',), ffa_combine='add', temporal_shift=0.125)
 

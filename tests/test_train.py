@@ -15,20 +15,20 @@ import tensorflow_datasets as tfds
 import distributed_worker
 import helpers
 from input_pipeline import pipeline
-from usvjax import checkpoint
-from usvjax import evaluate
 from usvjax import models
-from usvjax import optim
-from usvjax import parallel
-from usvjax import provenance
-from usvjax import segment
-from usvjax import state as state_lib
 from usvjax import tasks
-from usvjax import train
-from usvjax import train_logs
-from usvjax import train_step
-from usvjax import workdir as workdir_lib
-from usvjax import run as run_lib
+from usvjax.core import checkpoint
+from usvjax.core import evaluate
+from usvjax.core import optim
+from usvjax.core import parallel
+from usvjax.core import run as run_lib
+from usvjax.core import state as state_lib
+from usvjax.core import train
+from usvjax.core import train_logs
+from usvjax.core import train_step
+from usvjax.core import workdir as workdir_lib
+from usvjax.reporting import provenance
+from usvjax.tools import segment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,16 +12,16 @@ import pytest
 
 import helpers
 from usvjax import models
-from usvjax import state as state_lib
-from usvjax import train
+from usvjax import tasks
+from usvjax.core import run as run_lib
+from usvjax.core import state as state_lib
+from usvjax.core import train
 from usvjax.models import c3d
 from usvjax.models import timesformer
 from usvjax.models import tsm
 from usvjax.models import video_layers
 from usvjax.models import video_resnet
 from usvjax.models.backbones import video_convert
-from usvjax import tasks
-from usvjax import run as run_lib
 
 TORCHVISION_NAMES = {'r3d_18': 'R3D_18', 'mc3_18': 'MC3_18', 'r2plus1d_18': 'R2Plus1D_18'}
 SHALLOW = dict(width=0.0625, depths=(1, 1, 1, 1))

@@ -5,9 +5,9 @@ import pytest
 
 import helpers
 from test_train import _run
-from usvjax import train
-from usvjax import workdir
-from usvjax import run as run_lib
+from usvjax.core import run as run_lib
+from usvjax.core import train
+from usvjax.core import workdir
 
 
 def test_a_second_trainer_stops_at_once_and_names_the_holder(data_dir, tmp_path):

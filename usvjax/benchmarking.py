@@ -21,12 +21,12 @@ import numpy as np
 import optax
 
 from input_pipeline import spec
-from usvjax import execution
-from usvjax import optim
-from usvjax import parallel
-from usvjax import state as state_lib
 from usvjax import tasks
-from usvjax import train_step as train_step_lib
+from usvjax.core import execution
+from usvjax.core import optim
+from usvjax.core import parallel
+from usvjax.core import state as state_lib
+from usvjax.core import train_step as train_step_lib
 
 
 # Dense TFLOP/s per GPU by device_kind (the first name contained in it). float32 is the TF32
@@ -131,7 +131,7 @@ class TrainStep(NamedTuple):
 
 
 def train_step(config: ml_collections.ConfigDict, model, batch_size: int) -> TrainStep:
-  """The trainer's step (``usvjax.train_step``) of ``config`` at ``batch_size``: the
+  """The trainer's step (``usvjax.core.train_step``) of ``config`` at ``batch_size``: the
   model as ``execution.wrap`` runs it, the config's task, optimizer and
   ``optimizer.accumulate_steps``, over all devices."""
   mesh = parallel.create_mesh()
@@ -220,7 +220,7 @@ def forward(model):
 
 
 def stream_start(model, variables: dict, batch: dict):
-  """A streaming model's state (``usvjax.streaming``) after ``start`` on the first frame
+  """A streaming model's state (``usvjax.core.streaming``) after ``start`` on the first frame
   of the batch's clips [B, H, W, C] with its mask: what ``stream_step`` continues from."""
   state, _ = jax.jit(lambda v, f, m: model.apply(v, f, m, method='start'))(
       variables, batch['frames'][:, 0], batch['masks'][:, 0])

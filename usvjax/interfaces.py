@@ -28,7 +28,7 @@ class LossTerm(Protocol):
 class Evaluation(Protocol):
   """A host-side accumulator of one split's evaluation outputs.
 
-  Optional methods that ``usvjax.evaluate`` calls where an evaluation has them:
+  Optional methods that ``usvjax.core.evaluate`` calls where an evaluation has them:
   ``use_split(config, builder, split)`` before the first batch (the segmentation evaluation
   reads the stored masks of the split to score at native resolution); ``pictures() ->
   {name: uint8 image}`` for TensorBoard at each validation; ``export(directory) -> paths``
@@ -74,8 +74,8 @@ class Task(Protocol):
 class Capabilities:
   """What a model takes, declared with its registry entry (``usvjax.models.register``).
 
-  The run checks (``usvjax.run_checks``) refuse a config that asks a model for something
-  it cannot do, naming the config key; streaming (``usvjax.streaming``) reads how the
+  The run checks (``usvjax.core.run_checks``) refuse a config that asks a model for something
+  it cannot do, naming the config key; streaming (``usvjax.core.streaming``) reads how the
   model is streamed. The defaults suit a model that takes anything: a model declares only
   what sets it apart.
   """

@@ -42,7 +42,7 @@ extractor "before formally training" and mentions no freezing; the trainer has n
 parameters). The paper gives SGD an "initial learning rate" of 1e-4 but no schedule, so
 stage 2 keeps it constant (``schedule.name='constant'``); pretraining uses the cosine
 annealing the paper names. LARS (pretraining) decays and trust-ratio-scales only weights,
-not biases or normalisation parameters, as SimCLR (``usvjax.optim``).
+not biases or normalisation parameters, as SimCLR (``usvjax.core.optim``).
 
 Inputs: ``batch['frames']`` [B, T, H, W, C], ``batch['valid']`` [B, T]. Outputs:
 ``features`` [B, T, m], ``logits`` [B, K] (CLMAN); ``projections`` [B, 2, d] (SimCLR, T = 2

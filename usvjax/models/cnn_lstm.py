@@ -18,7 +18,7 @@ to. Training minimises the cross-entropy of the video's averaged probability, -l
 ``configs/cnn_lstm.py``): the quantity the paper predicts with. ``--config.task.frame_loss=
 True`` instead averages the per-step cross-entropy of ``frame_logits`` over the real steps.
 
-**Frozen frame CNN.** In the two-stage run (``usvjax.two_stage``) stage 2 reads cached
+**Frozen frame CNN.** In the two-stage run (``usvjax.runners.two_stage``) stage 2 reads cached
 features, so the frame CNN is frozen while the LSTM trains, as in the paper (features
 "saved locally as a numpy file"). Given ``frames``, this module also trains the frame CNN
 end to end (its BatchNorms then never see padding: ``frame_classifier``).

@@ -74,7 +74,7 @@ mask, a 1x1 conv on F_{t-2} (the t-2 frame decoder's output) predicts I_{t-2}'s.
 **Parameters.** The released model's, except the conv biases in front of BatchNorm
 (BatchNorm removes them: their gradient is zero) and the k biases.
 
-**Streaming** (``start``/``step``, see ``usvjax.streaming``): the state is the encoder
+**Streaming** (``start``/``step``, see ``usvjax.core.streaming``): the state is the encoder
 features (all four scales) of t-2 and t-1, so each new frame is encoded once; the frame
 decoders are position-specific, so they run on the state every step. The logits equal the
 clip forward pass's.

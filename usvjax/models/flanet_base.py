@@ -24,7 +24,7 @@ config variant.
 either architecture, with the concatenation of the three frames' features and a 1x1 conv
 (``ConcatFuse``).
 
-**Streaming** (``start``/``step``, see ``usvjax.streaming``), both designs: the state is
+**Streaming** (``start``/``step``, see ``usvjax.core.streaming``), both designs: the state is
 the encoder features of t-2 and t-1 at the FFA levels, so each new frame is encoded once;
 the logits equal the clip forward pass's.
 """

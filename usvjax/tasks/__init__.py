@@ -6,7 +6,7 @@ where a task's name is looked at. An entry gives:
 * ``task``: the class of the ``interfaces.Task`` (``loss``, ``eval_outputs``, ``evaluator``),
   made by ``create_task(config)`` with the model's own loss terms (``usvjax.models``);
 * ``examples``: the input pipeline's ``spec.ExampleSource`` (clips, sequences, view pairs);
-* ``columns``: {header: metric} of a comparison table (``usvjax.compare``);
+* ``columns``: {header: metric} of a comparison table (``usvjax.studies.compare``);
 * ``curve_metric``: the validation metric whose curve a comparison plots;
 * ``metrics``: every metric its evaluation reports (what ``config.best_metric`` may name);
 * ``pooled``: whether its evaluations give video probabilities and labels (``arrays()``)
@@ -26,9 +26,9 @@ from input_pipeline import clips
 from input_pipeline import sequences
 from input_pipeline import spec
 from input_pipeline import view_pairs
-from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import models
+from usvjax.errors import ConfigError
 from usvjax.metrics import keys as metric_keys
 from usvjax.tasks.classification import ClassificationTask
 from usvjax.tasks.contrastive import ContrastiveTask

@@ -14,9 +14,9 @@ import numpy as np
 from sklearn import metrics as skm
 
 from usvjax.errors import ConfigError
-from usvjax import plots
-from usvjax import reports
 from usvjax.metrics import classification as classification_metrics
+from usvjax.reporting import plots
+from usvjax.reporting import reports
 from usvjax.tasks.classification import threshold_rule_target
 from usvjax.tasks.video_keys import decode_key
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from usvjax import reports
+from usvjax.reporting import reports
 
 
 class ContrastiveEvaluation:

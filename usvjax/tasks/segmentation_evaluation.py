@@ -33,11 +33,11 @@ import tensorflow_datasets as tfds
 
 from input_pipeline import preprocess
 from usvjax.errors import ConfigError
-from usvjax import plots
-from usvjax import reports
 from usvjax.metrics import keys
 from usvjax.metrics import segmentation as segmentation_metrics
 from usvjax.metrics import statistics
+from usvjax.reporting import plots
+from usvjax.reporting import reports
 from usvjax.tasks.stored_split import StoredSplit
 from usvjax.tasks.video_keys import decode_key
 

@@ -16,7 +16,7 @@ Options: ``norm`` 'batch' or 'group' (GroupNorm with ``groups`` groups, CLMAN),
 block of each listed stage 1..4; CLMAN uses (3, 4)), ``frozen_norm`` (BatchNorm always uses
 its running statistics and never updates them), ``width`` (multiplies every channel count;
 1.0 is the reference, small values give tiny test models). Inside ``rematerialised()``
-(``config.remat``, see ``usvjax/execution.py``) every residual block is built with
+(``config.remat``, see ``usvjax/core/execution.py``) every residual block is built with
 ``nn.remat``: its activations are recomputed in the backward pass instead of being stored,
 so a stage keeps only its blocks' inputs; parameter names, outputs and gradients are the same.
 

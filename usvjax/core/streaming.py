@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from usvjax import interfaces
-from usvjax import parallel
+from usvjax.core import parallel
 
 
 def _frame_batch(batch: dict, t: int) -> dict:

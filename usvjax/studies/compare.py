@@ -10,7 +10,7 @@ a pretraining run of the same comparison, listed before the method that loads it
 Each (method, seed) trains in ``<workdir>/<name>/seed<seed>`` (an interrupted run resumes
 from its checkpoint); its best checkpoint is then evaluated exactly on the test split, and
 the result is written to ``result.json`` there, atomically. A rerun skips every run that
-has a result of the same config and data (``usvjax.provenance``: the config saved in the
+has a result of the same config and data (``usvjax.reporting.provenance``: the config saved in the
 run directory, the data fingerprint), so an interrupted comparison finishes only what is
 left, and a changed config or dataset is run again. Each run is trained and scored by its
 runner (``usvjax.runners``), and every row the runner scores is reported: the runner's
@@ -22,7 +22,7 @@ task.
 
 k-fold cross-validation (``folds`` = k > 0): every (method, seed, fold) is a run, in
 ``<workdir>/<name>/fold_<fold>/seed<seed>``, with the folds of
-``usvjax.cross_validation`` (``fold_config``: over ``dataset.train_split``, by patient
+``usvjax.studies.cross_validation`` (``fold_config``: over ``dataset.train_split``, by patient
 where the data has a group column, else by video, stratified by label; one assignment,
 fixed by ``fold_seed``, for every method and seed), trained and scored as there
 (``train_fold``, ``score_fold``): the final checkpoint on the held-out fold, since choosing
@@ -45,13 +45,13 @@ from typing import NamedTuple
 
 import ml_collections
 
-from usvjax.errors import ConfigError
-from usvjax import compare_report
-from usvjax import cross_validation
-from usvjax import provenance
-from usvjax import run as run_lib
 from usvjax import runners
-from usvjax import train_logs
+from usvjax.core import run as run_lib
+from usvjax.core import train_logs
+from usvjax.errors import ConfigError
+from usvjax.reporting import provenance
+from usvjax.studies import compare_report
+from usvjax.studies import cross_validation
 
 
 class Method(NamedTuple):

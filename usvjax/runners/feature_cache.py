@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
-from usvjax import evaluate
-from usvjax import run as run_lib
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
 from usvjax.tasks.video_keys import decode_key
 
 NAME = 'usv_features'

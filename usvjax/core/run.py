@@ -29,15 +29,15 @@ import ml_collections
 
 from input_pipeline import pipeline
 from input_pipeline import spec
-from usvjax import checkpoint
-from usvjax import eval_step as eval_step_lib
-from usvjax import execution
 from usvjax import interfaces
 from usvjax import models
-from usvjax import parallel
-from usvjax import run_checks
-from usvjax import state as state_lib
 from usvjax import tasks
+from usvjax.core import checkpoint
+from usvjax.core import eval_step as eval_step_lib
+from usvjax.core import execution
+from usvjax.core import parallel
+from usvjax.core import run_checks
+from usvjax.core import state as state_lib
 
 # Builders prepared in the current command (``prepared_once``), by dataset identity; None
 # outside a command scope (every ``resolve`` then prepares its own).

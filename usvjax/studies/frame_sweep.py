@@ -19,7 +19,7 @@
   frames per video), where the paper's separately sampled datasets imply one frame CNN per
   count: the CNN classifies single frames, so the count is a property of the LSTM's input,
   and a frame CNN per count would cost the whole run again per count. Videos shorter than n
-  repeat frames (``usvjax.two_stage``); the paper's equal-frame datasets left them out.
+  repeat frames (``usvjax.runners.two_stage``); the paper's equal-frame datasets left them out.
 
 A method of ``compare --folds`` (``<workdir>/<method>/fold_<k>/seed<s>``) is swept run by
 run (``run_folds``; runs compare has not finished are skipped and named): each fold's final
@@ -38,15 +38,15 @@ from collections.abc import Sequence
 import matplotlib
 import ml_collections
 
-from usvjax.errors import ConfigError
-from usvjax import evaluate
-from usvjax import provenance
-from usvjax import run as run_lib
 from usvjax import runners
-from usvjax import tables
-from usvjax import train
-from usvjax import train_logs
-from usvjax import two_stage
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
+from usvjax.core import train
+from usvjax.core import train_logs
+from usvjax.errors import ConfigError
+from usvjax.reporting import provenance
+from usvjax.reporting import tables
+from usvjax.runners import two_stage
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position

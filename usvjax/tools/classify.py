@@ -26,12 +26,12 @@ from input_pipeline import preprocess
 from input_pipeline import sequence_streams
 from input_pipeline import spec as spec_lib
 from input_pipeline.builders import video_table
-from usvjax.errors import ConfigError
-from usvjax import evaluate
-from usvjax import plots
-from usvjax import provenance
-from usvjax import run as run_lib
 from usvjax import runners
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
+from usvjax.errors import ConfigError
+from usvjax.reporting import plots
+from usvjax.reporting import provenance
 
 
 class Classified(NamedTuple):

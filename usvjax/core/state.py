@@ -13,8 +13,8 @@ import numpy as np
 import optax
 
 from input_pipeline import spec as spec_lib
-from usvjax import checkpoint
-from usvjax import parallel
+from usvjax.core import checkpoint
+from usvjax.core import parallel
 from usvjax.errors import ConfigError
 
 

@@ -1,10 +1,10 @@
 """Exact evaluation of a split, and the files a user reads afterwards.
 
-``evaluate_split`` runs a resolved run's model (``usvjax.run``: the program training
+``evaluate_split`` runs a resolved run's model (``usvjax.core.run``: the program training
 validates with) over every clip/video of a split exactly once (padding masked out, see
 ``input_pipeline.pipeline.eval_batches``), or, with
 ``config.input.eval_protocol='first_frame'``, streams every whole video from its first
-frame's given mask (``usvjax.streaming``); every process gathers all
+frame's given mask (``usvjax.core.streaming``); every process gathers all
 predictions, so metrics are exact and identical on every process. ``write_report`` writes
 ``metrics.json``, a per-video CSV and pictures (segmentation overlays; ROC and PR curves
 and a confusion matrix for classification).
@@ -20,12 +20,12 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from usvjax.errors import ConfigError
 from usvjax import interfaces
-from usvjax import parallel
-from usvjax import plots
-from usvjax import provenance
-from usvjax import run as run_lib
+from usvjax.core import parallel
+from usvjax.core import run as run_lib
+from usvjax.errors import ConfigError
+from usvjax.reporting import plots
+from usvjax.reporting import provenance
 
 
 def evaluate_split(run: run_lib.Run, split: str, variables: dict, builder=None

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from usvjax import reports  # pylint: disable=wrong-import-position
 from usvjax.metrics import classification as class_metrics  # pylint: disable=wrong-import-position
+from usvjax.reporting import reports  # pylint: disable=wrong-import-position
 
 GROUND_TRUTH_RGB = (0, 255, 0)
 PREDICTION_RGB = (255, 40, 40)
@@ -176,7 +176,7 @@ def training_curves(workdir: str, directory: str) -> str | None:
 
 def frame_scores(frames: list[int], scores: dict[str, list[float]], title: str,
                  path: str) -> None:
-  """One curve per score over the video's frame indices (``usvjax.classify``); a note
+  """One curve per score over the video's frame indices (``usvjax.tools.classify``); a note
   instead when the model gives no per-frame output."""
   fig, ax = plt.subplots(figsize=(6, 3))
   for name, values in scores.items():

@@ -4,7 +4,7 @@ Folds come from ``input_pipeline.folds.fold_assignment`` over ``config.dataset.t
 (use e.g. 'train+validation+test' for the whole dataset): by patient where the data has a
 group column, else by video, stratified by label, fixed by the seed (``fold_config``; a
 threshold chosen on validation data, ``task.threshold_rule``, is refused: k-fold has no
-validation split). ``usvjax.compare`` runs its folds (``--folds``) with the same
+validation split). ``usvjax.studies.compare`` runs its folds (``--folds``) with the same
 ``fold_config``, ``train_fold`` and ``score_fold``. For fold i the model trains on the
 other folds and its final checkpoint is evaluated on fold i (periodic validation during
 training also reports fold i, for the curves; picking the best checkpoint on it would
@@ -31,16 +31,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from usvjax.errors import ConfigError
-from usvjax import evaluate
-from usvjax import plots
-from usvjax import run as run_lib
 from usvjax import runners
-from usvjax import tables
 from usvjax import tasks
-from usvjax import train_logs
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
+from usvjax.core import train_logs
+from usvjax.errors import ConfigError
 from usvjax.metrics import classification as classification_metrics
 from usvjax.metrics import keys as metric_keys
+from usvjax.reporting import plots
+from usvjax.reporting import tables
 
 KEYS = metric_keys.CLASSIFICATION_KEYS
 

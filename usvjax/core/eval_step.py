@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import jax
 
-from usvjax import parallel
-from usvjax import streaming
+from usvjax.core import parallel
+from usvjax.core import streaming
 
 
 def make_eval_step(model, task, protocol: str = 'clip'):

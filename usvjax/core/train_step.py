@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from usvjax import parallel
-from usvjax import state as state_lib
+from usvjax.core import parallel
+from usvjax.core import state as state_lib
 from usvjax.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ optimizer, steps, input) plus
 Run directory::
 
   frame_cnn/   stage 1: the frame CNN trained on frames with the video's label
-  features/    the feature cache (``usvjax.feature_cache``) of every source split
+  features/    the feature cache (``usvjax.runners.feature_cache``) of every source split
   lstm/        stage 2: the variable-frame CNN-LSTM on the cached features
   lstm_equal/  the equal-frame CNN-LSTM (if ``equal_frames``)
 
@@ -34,13 +34,13 @@ import os
 
 import ml_collections
 
-from usvjax.errors import ConfigError
-from usvjax import evaluate as evaluate_lib
-from usvjax import feature_cache
 from usvjax import interfaces
-from usvjax import run as run_lib
-from usvjax import train
-from usvjax import train_logs
+from usvjax.core import evaluate as evaluate_lib
+from usvjax.core import run as run_lib
+from usvjax.core import train
+from usvjax.core import train_logs
+from usvjax.errors import ConfigError
+from usvjax.runners import feature_cache
 
 ROWS = ('cnn_vote', 'cnn_aver', 'key_frame', 'equal_frame_lstm', 'variable_frame_lstm')
 

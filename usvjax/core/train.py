@@ -1,6 +1,6 @@
 """The one training loop: ``train_and_evaluate(run, workdir)`` for every model and task.
 
-``run`` is the config resolved once (``usvjax.run``): its prepared data, example source,
+``run`` is the config resolved once (``usvjax.core.run``): its prepared data, example source,
 task, wrapped model and mesh; the config still gives the optimizer and the schedule. This
 file never names a method.
 
@@ -38,15 +38,15 @@ import numpy as np
 from tqdm import tqdm
 
 from input_pipeline import speckled
-from usvjax import checkpoint
-from usvjax import evaluate
-from usvjax import optim
-from usvjax import parallel
-from usvjax import run as run_lib
-from usvjax import state as state_lib
-from usvjax import train_logs
-from usvjax import train_step as train_step_lib
-from usvjax import workdir as workdir_lib
+from usvjax.core import checkpoint
+from usvjax.core import evaluate
+from usvjax.core import optim
+from usvjax.core import parallel
+from usvjax.core import run as run_lib
+from usvjax.core import state as state_lib
+from usvjax.core import train_logs
+from usvjax.core import train_step as train_step_lib
+from usvjax.core import workdir as workdir_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -141,7 +141,7 @@ class Trained(NamedTuple):
 
 def train_and_evaluate(run: run_lib.Run, workdir: str) -> Trained:
   """Trains the resolved ``run`` in ``workdir`` (resuming if it holds checkpoints), holding
-  the workdir's lock (``usvjax.workdir``: one trainer per directory)."""
+  the workdir's lock (``usvjax.core.workdir``: one trainer per directory)."""
   with workdir_lib.hold(workdir):
     return _train_and_evaluate(run, workdir)
 

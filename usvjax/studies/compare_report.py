@@ -29,10 +29,10 @@ import os
 import matplotlib
 import numpy as np
 
-from usvjax import tables
 from usvjax import tasks
 from usvjax.errors import ConfigError
 from usvjax.metrics import statistics
+from usvjax.reporting import tables
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -15,7 +15,7 @@ puts the full variance 1 / L on every model pixel: far harsher than the paper's 
 The noise of a video is fixed by the run seed and the video id, so a study is
 reproducible, every model sees the same noisy frames, and a frame carries the same noise
 in every clip that contains it. The checkpoint is restored and compiled once for all
-conditions, with the eval step training validates with (``usvjax.run``).
+conditions, with the eval step training validates with (``usvjax.core.run``).
 
 Every report names the data it scored as ``evaluate`` does: each condition's metrics (its
 metrics.json and its entry in robustness.json) hold ``dataset``, the data fingerprint
@@ -31,10 +31,10 @@ from collections.abc import Sequence
 import jax
 
 from input_pipeline import speckled
+from usvjax.core import evaluate
+from usvjax.core import run as run_lib
 from usvjax.errors import ConfigError
-from usvjax import evaluate
-from usvjax import run as run_lib
-from usvjax import tables
+from usvjax.reporting import tables
 
 COLUMNS = (('MAE', 'mean_mae'), ('IoU', 'mean_iou'), ('Dice', 'mean_dice'))
 
@@ -45,7 +45,7 @@ def condition_name(looks: float) -> str:
 
 def run(run: run_lib.Run, workdir: str, looks: Sequence[float] = (0, 25, 20),
         which: str = 'best', split: str = '', output_dir: str = '') -> dict[str, dict]:
-  """Evaluates checkpoint ``which`` of ``workdir`` (the resolved ``run``, ``usvjax.run``) on
+  """Evaluates checkpoint ``which`` of ``workdir`` (the resolved ``run``, ``usvjax.core.run``) on
   ``split`` (default the test split) once per look number (0 = clean).
 
   Writes a report per condition and ``robustness.md`` / ``robustness.json`` into

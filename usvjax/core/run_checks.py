@@ -52,10 +52,10 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from usvjax.errors import ConfigError
 from usvjax import interfaces
 from usvjax import models
 from usvjax import tasks
+from usvjax.errors import ConfigError
 
 
 def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,

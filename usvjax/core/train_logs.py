@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from usvjax import workdir as workdir_lib
+from usvjax.core import workdir as workdir_lib
 
 
 class Profiler:

@@ -3,7 +3,7 @@
 * ``single``: one model trained in the workdir (``train.train_and_evaluate``), one report
   row named after the model;
 * ``two_stage``: Cui et al.'s frame CNN, feature cache and sequence models
-  (``usvjax.two_stage``), five report rows;
+  (``usvjax.runners.two_stage``), five report rows;
 * ``pretrain_finetune``: contrastive pretraining (``config.pretrain``, a contrastive config
   without ``dataset`` and ``seed``: it uses the top level's, folds included, so a
   cross-validation fold pretrains on that fold's training videos only) in
@@ -13,7 +13,7 @@
 ``train``, ``evaluate``, ``cross_validate`` and ``compare`` look the runner up here; none of
 them asks what kind of run it is. Each runner is an ``interfaces.Runner``. Every run starts
 with ``train`` below, which records the run's config and data in its workdir
-(``usvjax.provenance``) before its runner trains it.
+(``usvjax.reporting.provenance``) before its runner trains it.
 """
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ import os
 
 import ml_collections
 
-from usvjax.errors import ConfigError
-from usvjax import evaluate as evaluate_lib
 from usvjax import interfaces
-from usvjax import provenance
-from usvjax import run as run_lib
-from usvjax import train as train_lib
-from usvjax import train_logs
-from usvjax import two_stage
+from usvjax.core import evaluate as evaluate_lib
+from usvjax.core import run as run_lib
+from usvjax.core import train as train_lib
+from usvjax.core import train_logs
+from usvjax.errors import ConfigError
+from usvjax.reporting import provenance
+from usvjax.runners import two_stage
 
 
 class Single:

@@ -1,5 +1,5 @@
 """Segmenting one video file or folder of frames with a trained checkpoint, streaming
-(``usvjax.streaming``), and writing masks, an overlay video and a latency log
+(``usvjax.core.streaming``), and writing masks, an overlay video and a latency log
 (``experiments/segment_video.py`` is the command).
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ import tensorflow as tf
 from input_pipeline import preprocess
 from input_pipeline.builders import common as data_common
 from input_pipeline.builders import video_table
+from usvjax.core import run as run_lib
+from usvjax.core import streaming
 from usvjax.errors import ConfigError
-from usvjax import plots
-from usvjax import run as run_lib
-from usvjax import streaming
+from usvjax.reporting import plots
 
 
 def _to_model(frame: np.ndarray, config) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The core loop: a run resolved once (run), training, evaluation, checkpoints, devices."""

@@ -1,0 +1,1 @@
+"""What runs leave for people: plots, report files, tables, provenance."""

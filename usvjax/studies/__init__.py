@@ -1,0 +1,1 @@
+"""Studies over many runs: comparisons, cross-validation, robustness, frame sweeps."""

@@ -1,0 +1,1 @@
+"""Single-video tools: segment_video and classify_video."""
