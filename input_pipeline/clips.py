@@ -58,6 +58,7 @@ class Clips(spec_lib.StreamsInModule):
   """The example source of segmentation (``spec.ExampleSource``)."""
 
   STREAMS = 'input_pipeline.clip_streams'
+  clip_examples = True
 
   def required_features(self, features: Mapping) -> tuple[str, ...]:
     del features

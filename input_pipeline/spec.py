@@ -45,6 +45,11 @@ Spec = dict[str, Field]
 class ExampleSource(Protocol):
   """How one kind of example is made from the videos of a split, and what it holds."""
 
+  # Whether an example is a clip of ``config.input.clip_length`` frames (segmentation),
+  # which the run checks hold against the model's frame capabilities and the videos'
+  # lengths; sequences and view pairs are not.
+  clip_examples: bool
+
   def required_features(self, features: Mapping) -> tuple[str, ...]:
     """The dataset features (of ``builder.info.features``) the source reads."""
 
@@ -72,6 +77,7 @@ class StreamsInModule:
   A subclass declares ``required_features`` and ``fields`` without TensorFlow."""
 
   STREAMS: str  # The module of the tf.data functions, e.g. 'input_pipeline.clip_streams'.
+  clip_examples = False
 
   def items(self, videos: tf.data.Dataset, config: ml_collections.ConfigDict,
             train: bool) -> tf.data.Dataset:

@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import helpers
+from configs import common
 from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
 from usvjax.errors import ConfigError
@@ -88,7 +89,7 @@ def test_train_mode_batch_statistics_and_loss_ignore_padding(name):
   CNN-LSTM's frame CNN is the FrameClassifier (its LSTM trains on cached features)."""
   model, frame_loss = _PADDED_MODELS[name]
   task = classification.ClassificationTask(
-      ml_collections.ConfigDict(dict(classification.ClassificationTask.DEFAULTS,
+      ml_collections.ConfigDict(dict(common.TASKS['classification'].task,
                                      frame_loss=frame_loss)), 2)
   frames = np.random.default_rng(0).uniform(size=(2, 8, 16, 16, 1)).astype(np.float32)
   lengths = np.array([5, 8])
@@ -129,7 +130,7 @@ def test_votes_count_real_frames_and_the_evaluation_calls_a_tie_malignant():
            'label': jnp.array([1, 1, 0]), 'video_key': jnp.zeros((3, 8), jnp.uint8)}
   params = {'classifier': {'kernel': jnp.eye(2), 'bias': jnp.zeros(2)}}
   task = classification.ClassificationTask(
-      ml_collections.ConfigDict(dict(classification.ClassificationTask.DEFAULTS,
+      ml_collections.ConfigDict(dict(common.TASKS['classification'].task,
                                      frame_loss=True)), 3)
   evaluation = task.evaluator()
   evaluation.update(jax.device_get(task.eval_outputs(

@@ -72,7 +72,7 @@ def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
   split_problems = _split_problems(splits, builder)
   problems += split_problems.values()
   problems += _evals_problems(config, builder)
-  clips = 'masks' in tasks.example_source(config).required_features(builder.info.features)
+  clips = tasks.example_source(config).clip_examples
   frame_problems = _frame_problems(config, capabilities, clips)
   problems += frame_problems
   if clips:

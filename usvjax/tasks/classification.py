@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 class ClassificationTask:
   """``interfaces.Task`` of video classification."""
 
-  DEFAULTS = dict(frame_loss=False, threshold=0.5, threshold_rule='fixed')
-
   def __init__(self, config: ml_collections.ConfigDict, batch_size: int,
                terms: Sequence[interfaces.LossTerm] = ()):
     del batch_size  # Any batch size works.
