@@ -15,6 +15,7 @@ from ml_collections import config_flags
 from configs.common import VariantError
 from input_pipeline.builders.common import DatasetError
 from usvjax.core import parallel
+from usvjax.core.preemption import Stopped
 from usvjax.core.train import NonFiniteLossError
 from usvjax.errors import ConfigError
 from usvjax.reporting import provenance
@@ -77,8 +78,9 @@ def define_run_flags(output_help: str) -> RunFlags:
 # Errors whose message already says what is wrong and what to do: one line, no traceback.
 # An OSError names its file and cause (a missing file, a full disk, a read-only
 # filesystem); the workdir's own are ``WorkdirError``s that also say what to do. Anything
-# else (a plain ValueError included) is a bug and keeps its traceback.
-USER_ERRORS = (DatasetError, NonFiniteLossError, OSError, ConfigError, VariantError)
+# else (a plain ValueError included) is a bug and keeps its traceback. ``Stopped`` is a
+# run stopped by a signal after saving (exit status 128 + the signal).
+USER_ERRORS = (DatasetError, NonFiniteLossError, OSError, ConfigError, VariantError, Stopped)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -108,6 +110,10 @@ def start_processes() -> None:
 
 
 def fail(error: Exception) -> None:
-  """Prints ``error`` as one clear line and exits with status 1."""
+  """Prints ``error`` as one clear line and exits with status 1 (a ``Stopped`` run: 128 + its
+  signal's number)."""
+  if isinstance(error, Stopped):
+    print(str(error), file=sys.stderr)
+    sys.exit(error.exit_code)
   print(f'error: {error}', file=sys.stderr)
   sys.exit(1)

@@ -24,6 +24,8 @@ file never names a method.
   the end (``val/``; it ranks checkpoints), and every evaluation of ``config.evals``
   (``<name>/``: a second split, or a split with speckle), all with the one eval step that
   ``evaluate`` scores checkpoints with.
+* Pre-emption: a SIGTERM or SIGINT stops the run after the current step, with a
+  checkpoint of that step (``preemption``); the rerun resumes from it.
 * Logs: a tqdm progress bar (step, loss, frames/s), TensorBoard scalars and
   ``metrics.jsonl`` in the workdir (``train_logs``); only process 0 writes.
 """
@@ -42,6 +44,7 @@ from usvjax.core import checkpoint
 from usvjax.core import evaluate
 from usvjax.core import optim
 from usvjax.core import parallel
+from usvjax.core import preemption
 from usvjax.core import run as run_lib
 from usvjax.core import state as state_lib
 from usvjax.core import train_logs
@@ -141,12 +144,14 @@ class Trained(NamedTuple):
 
 def train_and_evaluate(run: run_lib.Run, workdir: str) -> Trained:
   """Trains the resolved ``run`` in ``workdir`` (resuming if it holds checkpoints), holding
-  the workdir's lock (``usvjax.core.workdir``: one trainer per directory)."""
-  with workdir_lib.hold(workdir):
-    return _train_and_evaluate(run, workdir)
+  the workdir's lock (``usvjax.core.workdir``: one trainer per directory) and the stop
+  signals' handlers (``usvjax.core.preemption``)."""
+  with workdir_lib.hold(workdir), preemption.StopSignals() as signals:
+    return _train_and_evaluate(run, workdir, signals)
 
 
-def _train_and_evaluate(run: run_lib.Run, workdir: str) -> Trained:
+def _train_and_evaluate(run: run_lib.Run, workdir: str,
+                        signals: preemption.StopSignals) -> Trained:
   """``train_and_evaluate`` while the workdir's lock is held."""
   config, mesh = run.config, run.mesh
   tx = optim.create_optimizer(config)
@@ -193,7 +198,9 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str) -> Trained:
       progress.update(1)
       logged = step % config.log_every == 0 or step == config.total_steps
       evaluated = step % config.eval_every == 0 or step == config.total_steps
-      if not (logged or evaluated or step % config.checkpoint_every == 0):
+      stopping = signals.reached(step)
+      saved = evaluated or stopping or step % config.checkpoint_every == 0
+      if not (logged or saved):
         continue
       last = _check_finite(pending, manager)
       if logged:
@@ -207,8 +214,10 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str) -> Trained:
         tick, frames = time.perf_counter(), 0
       if evaluated:
         eval_metrics = validate(step, state)
-      if evaluated or step % config.checkpoint_every == 0:
+      if saved:
         _save(manager, step, state, eval_metrics if evaluated else None, workdir)
+      if stopping:
+        raise signals.stopped(step, manager.directory)
   finally:
     profiler.close()
     progress.close()
