@@ -2,18 +2,41 @@
 
 Orbax writes every checkpoint into a temporary directory and renames it only when the
 write is complete, so a crash or kill during a save leaves the previous checkpoint intact
-and loadable (a leftover temporary directory is ignored on restore).
+and loadable; a writable manager (training) removes such leftover ``*.orbax-checkpoint-tmp*``
+folders when it opens, with a log line.
+
+A checkpoint damaged after it was written (a data file cut short, its OCDBT manifest or
+metadata gone: a full disk, a partial copy) fails to restore. ``restore_newest`` (resume)
+and ``restore_chosen`` (evaluation; ``restore_latest_raw``) then warn in one line naming its
+step and the failing file, and fall back to the newest intact checkpoint: for 'latest'
+newest first, for 'best' the best and then newest first. A resumed run moves the damaged
+step to ``<workdir>/damaged_checkpoints/<step>`` (kept for inspection) so that it can save
+that step again. A step asked for by number that is damaged, or a run whose checkpoints are
+all damaged, is one ``ConfigError`` naming the step and file.
 """
 from __future__ import annotations
 
+import glob
 import os
-from typing import Any
+import re
+import shutil
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+from tqdm import tqdm
 
 from usvjax.errors import ConfigError
+
+DAMAGED_DIR = 'damaged_checkpoints'
+# Files every finished checkpoint step holds (relative to its step folder).
+_STEP_FILES = ('_CHECKPOINT_METADATA', os.path.join('default', '_METADATA'),
+               os.path.join('default', 'manifest.ocdbt'))
+# TensorStore codes of a read that failed on the stored bytes (not on the request).
+_READ_FAILURES = ('OUT_OF_RANGE', 'DATA_LOSS', 'NOT_FOUND')
+_T = TypeVar('_T')
 
 
 def create_manager(workdir: str, keep: int, best_metric: str = '', best_mode: str = 'max',
@@ -34,13 +57,31 @@ def create_manager(workdir: str, keep: int, best_metric: str = '', best_mode: st
     best_fn = lambda metrics: metrics[best_metric]  # pylint: disable=unnecessary-lambda-assignment
     keep_policies.append(policies.BestN(get_metric_fn=best_fn, reverse=best_mode == 'min', n=1,
                                         keep_checkpoints_without_metrics=False))
+  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  if not read_only:
+    remove_temporary(directory)
   options = ocp.CheckpointManagerOptions(
       best_fn=best_fn, best_mode=best_mode, read_only=read_only,
       preservation_policy=None if read_only else policies.AnyPreservationPolicy(keep_policies),
       cleanup_tmp_directories=not read_only, enable_async_checkpointing=False,
       create=not read_only, save_interval_steps=0 if read_only else 1)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
-                               options=options)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def remove_temporary(directory: str) -> None:
+  """Removes the ``*.orbax-checkpoint-tmp*`` folders an interrupted save left in
+  ``directory`` (process 0 only), with a log line."""
+  if jax.process_index() != 0:
+    return
+  for path in sorted(glob.glob(os.path.join(glob.escape(directory), '*.orbax-checkpoint-tmp*'))):
+    shutil.rmtree(path, ignore_errors=True)
+    say(f'removed {path}, the unfinished save of an interrupted run')
+
+
+def say(message: str) -> None:
+  """A line for the person running the command (process 0 only)."""
+  if jax.process_index() == 0:
+    tqdm.write(message)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
@@ -91,12 +132,88 @@ def _differences(expected: dict, saved: dict) -> list[str]:
 
 
 def restore_latest_raw(workdir: str) -> dict:
-  """The latest checkpoint of the run in ``workdir`` as nested dicts of host arrays
+  """The newest intact checkpoint of the run in ``workdir`` as nested dicts of host arrays
   (``params``, ``batch_stats``, ...), without knowing the model that wrote it."""
   with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                              options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
-    step = resolve_step(manager, 'latest')
-    return manager.restore(step, args=ocp.args.StandardRestore())
+    return restore_chosen(manager, 'latest', lambda step: manager.restore(
+        step, args=ocp.args.StandardRestore()))[0]
+
+
+def restore_newest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, int]:
+  """Resuming: the newest intact checkpoint restored into ``target``'s structure, shapes
+  and shardings, and its step; ``(target, 0)`` when there is none. Newer damaged ones are
+  warned about and moved aside (module docstring)."""
+  if not manager.all_steps():
+    return target, 0
+  return restore_chosen(manager, 'latest', lambda step: restore(manager, step, target),
+                        move_damaged=True)
+
+
+def restore_chosen(manager: ocp.CheckpointManager, which: str, read: Callable[[int], _T],
+                   move_damaged: bool = False) -> tuple[_T, int]:
+  """``read(step)`` of checkpoint ``which`` ('latest', 'best' or a step number) and the step
+  read. A damaged 'latest' or 'best' falls back to the newest intact checkpoint with a
+  one-line warning (and with ``move_damaged``, a writable manager's, is moved aside); a
+  damaged step asked for by number is a ``ConfigError``."""
+  first = resolve_step(manager, which)
+  candidates = [first] if which not in ('latest', 'best') else [first] + sorted(
+      (s for s in manager.all_steps() if s != first), reverse=True)
+  damaged = []
+  for step in candidates:
+    try:
+      return read(step), step
+    except Exception as e:  # pylint: disable=broad-except  (only damage is handled)
+      what = damage(manager.directory, step, e)
+      if what is None:
+        raise
+      damaged.append(f'step {step}: {what}')
+      if len(candidates) == 1:
+        raise ConfigError(f'checkpoint step {step} in {manager.directory} is damaged ({what}): '
+                          f'evaluate another step ({sorted(manager.all_steps())}), '
+                          "'latest' or 'best'.") from e
+      moved = _move_aside(manager, step) if move_damaged else ''
+      following = candidates[candidates.index(step) + 1:]
+      if following:
+        say(f'warning: checkpoint step {step} in {manager.directory} is damaged ({what}){moved}; '
+            f'trying step {following[0]}, the newest one left')
+  raise ConfigError(f'every checkpoint in {manager.directory} is damaged ({"; ".join(damaged)}):'
+                    f' move {manager.directory} away to train from scratch, or restore the '
+                    'checkpoints from a copy.')
+
+
+def damage(directory: str, step: int, error: Exception) -> str | None:
+  """What is damaged in checkpoint ``step`` of ``directory`` (the failing file and how) if
+  ``error``, raised restoring it, comes from its stored files; None for any other error
+  (a model that does not fit the checkpoint, a bug)."""
+  step_dir = os.path.join(directory, str(step))
+  for name in _STEP_FILES:
+    if not os.path.exists(os.path.join(step_dir, name)):
+      return f'{os.path.join(step_dir, name)} is missing'
+  text = str(error)
+  if not any(text.startswith(code) for code in _READ_FAILURES):
+    return None
+  files = [m for m in re.finditer(r'local file "([^"]+)"(: )?', text)
+           if not m.group(1).endswith('/') and m.group(1).startswith(step_dir)]
+  if not files:
+    return None
+  detail = text[files[-1].end():].split(' [tensorstore_spec', 1)[0].strip().rstrip('.')
+  return f'{files[-1].group(1)} cannot be read: {detail or text.split(":", 1)[0]}'
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves damaged ``step`` to ``<workdir>/damaged_checkpoints/<step>`` (process 0), so a
+  resumed run can save that step again; returns what the warning says about it."""
+  target = os.path.join(os.path.dirname(manager.directory), DAMAGED_DIR, str(step))
+  if jax.process_index() == 0:
+    suffix = 1
+    while os.path.exists(target):
+      suffix += 1
+      target = os.path.join(os.path.dirname(manager.directory), DAMAGED_DIR, f'{step}-{suffix}')
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(os.path.join(manager.directory, str(step)), target)
+  manager.reload()
+  return f', moved to {target}'
 
 
 def resolve_step(manager: ocp.CheckpointManager, which: str) -> int:
