@@ -188,10 +188,12 @@ class _ForegroundStats:
 
 
 def check_segmentation(problems: Problems, splits: dict[str, list[Video]],
-                       threshold: float | None) -> None:
-  """Decodes every frame and mask and checks: each frame in one video once, frames of one
-  size per video, masks binary (or ``threshold`` set) and of their frame's size, some
-  lesion in the dataset. Logs the lesion fractions per split."""
+                       threshold: float | None,
+                       window: tuple[float, float] | None = None) -> None:
+  """Decodes every frame (with the frames' ``window``, ``read_rgb``) and mask and checks:
+  each frame in one video once, readable pixel values, frames of one size per video, masks
+  binary (or ``threshold`` set) and of their frame's size, some lesion in the dataset. Logs
+  the lesion fractions per split."""
   owner: dict[str, str] = {}
   stats = _ForegroundStats()
   for split, videos in splits.items():
@@ -208,7 +210,7 @@ def check_segmentation(problems: Problems, splits: dict[str, list[Video]],
           problems.add('frame in two videos', f'frame {shown(frame_path)} is {where} '
                        f'{shown(video.video_id)}: a frame belongs to one video, once.')
         owner[key] = video.video_id
-        frame = problems.check('unreadable file', read_rgb, frame_path)
+        frame = problems.check('unreadable file', read_rgb, frame_path, window)
         if frame is None:
           continue
         shapes.add(frame.shape[:2])

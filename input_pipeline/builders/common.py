@@ -16,6 +16,16 @@ error unless the builder option ``mask_threshold`` is set: then such a mask's le
 ``value > mask_threshold`` on the mask's own scale (0..255 or 0..65535), while binary masks
 stay binary.
 
+Frames (``read_rgb``) are read at their full depth and stored as 8-bit RGB (``to_uint8``):
+8-bit frames as they are; 16-bit ones (grey or colour PNG, TIFF) by their bit depth, which
+their values tell: a frame whose largest value is at most 4095 holds 12-bit data (a common
+scanner export, e.g. values 32..1840) and is scaled by 255 / 4095, any other by
+255 / 65535 (so a 16-bit frame is never cut to its top 8 bits, which would leave 12-bit
+data nearly black). The segmentation layouts' builder options ``pixel_min`` and
+``pixel_max`` set a window instead (value ``pixel_min`` -> 0, ``pixel_max`` -> 255, clipped
+outside), for every frame of the dataset, whatever its depth; floating-point frames (TIFF)
+are read only with a window. A frame with NaN or infinite values is an error naming it.
+
 File names are used as the operating system gives them (bytes that are not UTF-8 as
 surrogate escapes), shown in messages with ``\\x`` escapes (``shown``) and stored with them
 (``text_id``). Images are read as bytes and decoded in memory, so no name reaches OpenCV's
@@ -41,6 +51,7 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 BINARY_MASK_VALUES = ({0, 1}, {0, 255}, {0, 65535})
 _JPEG_START, _JPEG_SCAN, _JPEG_END = b'\xff\xd8', b'\xff\xda', b'\xff\xd9'
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_12_BIT_MAX, _16_BIT_MAX = 4095, 65535
 
 
 class DatasetError(ValueError):
@@ -169,16 +180,44 @@ def check_complete(path: str, data: bytes) -> None:
                        'replace it with a complete copy or remove it (and its mask).')
 
 
-def read_rgb(path: str) -> np.ndarray:
-  """Reads an image as uint8 RGB [H, W, 3]; a missing, truncated or undecodable file is a
-  DatasetError naming it."""
+def read_rgb(path: str, window: tuple[float, float] | None = None) -> np.ndarray:
+  """Reads an image at its full depth as uint8 RGB [H, W, 3] (``to_uint8``, ``window``:
+  (value -> 0, value -> 255) or None); a missing, truncated or undecodable file, or one with
+  NaN or infinite values, is a DatasetError naming it."""
   data = read_bytes(path)
   check_complete(path, data)
-  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
   if image is None or not image.size:
     raise DatasetError(f'cannot decode image {shown(path)}: the file is corrupt or not an '
                        'image. Replace or remove it (and its mask).')
+  image = to_uint8(image, path, window)
+  if image.ndim == 2:
+    return np.repeat(image[..., None], 3, axis=-1)
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def to_uint8(values: np.ndarray, path: str, window: tuple[float, float] | None = None
+             ) -> np.ndarray:
+  """A frame's values on 0..255 by the rule of the module docstring: 8-bit as they are,
+  16-bit by their bit depth (12 when no value exceeds 4095, else 16), or mapped from
+  ``window`` = (low, high) when given."""
+  if values.dtype.kind == 'f' and not np.isfinite(values).all():
+    bad = int(values.size - np.isfinite(values).sum())
+    raise DatasetError(f'image {shown(path)} holds NaN or infinite pixel values ({bad} of '
+                       f'{values.size}): fix or replace the file, or remove it (and its mask).')
+  if window is not None:
+    low, high = window
+    scaled = (values.astype(np.float64) - low) * (255.0 / (high - low))
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+  if values.dtype == np.uint8:
+    return values
+  if values.dtype.kind == 'f':
+    raise DatasetError(f'image {shown(path)} has floating-point pixels, which have no bit '
+                       'depth: set the builder options pixel_min and pixel_max (the values '
+                       'shown black and white, docs/data.md), or export 8- or 16-bit frames.')
+  top = _12_BIT_MAX if values.max() <= _12_BIT_MAX else _16_BIT_MAX
+  scaled = np.round(values.astype(np.float64) * (255.0 / top))
+  return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 def read_mask(path: str, frame_shape: tuple[int, ...], threshold: float | None = None

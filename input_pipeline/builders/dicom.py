@@ -13,7 +13,9 @@ one error saying so. What is read:
   baseline and JPEG 2000 through Pillow, which the runtime requirements include, RLE by
   pydicom itself). A compressed syntax no installed plugin decodes (JPEG lossless, JPEG-LS,
   HTJ2K without pylibjpeg or GDCM) is an error naming the file, the transfer syntax and the
-  packages that would decode it. Palette colour and 16-bit files are errors that say so.
+  packages that would decode it. Palette colour and 16-bit files are errors that say so;
+  so is floating-point pixel data (``FloatPixelData``, ``DoubleFloatPixelData``), naming
+  NaN or infinite values when it holds any.
 * Frame rate: ``1000 / FrameTime`` (ms per frame), else ``CineRate``, else
   ``RecommendedDisplayFrameRate``, else 0 (unknown, as for a folder of frames).
 * Pixel spacing in mm, (down the rows, across the columns): ``PixelSpacing`` when present,
@@ -45,6 +47,7 @@ _COLOUR = ('RGB', 'YBR_FULL', 'YBR_FULL_422')
 _CENTIMETRES = 3  # PhysicalUnitsX/YDirection code for cm.
 _REGION_2D = 1  # RegionSpatialFormat code for a 2D (tissue or flow) region.
 _DEFER_BYTES = 1024  # Header values larger than this (the pixel data) are read when used.
+_FLOAT_PIXELS = {'FloatPixelData': '<f4', 'DoubleFloatPixelData': '<f8'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,17 @@ def _import_pydicom(path: str) -> Any:
 def _check_pixels(path: str, header: Any, syntax: Any, pixels: Any) -> None:
   """Raises a DatasetError naming ``path`` if its pixels are not readable here."""
   where = f'DICOM file {common.shown(path)}'
+  for keyword, dtype in _FLOAT_PIXELS.items():
+    if keyword in header:
+      with open(path, 'rb') as f:
+        values = np.frombuffer(_import_pydicom(path).dcmread(f)[keyword].value, dtype)
+      bad = int(values.size - np.isfinite(values).sum())
+      if bad:
+        raise common.DatasetError(f'{where} holds NaN or infinite pixel values ({bad} of '
+                                  f'{values.size}, {keyword}): fix the export or remove it.')
+      raise common.DatasetError(f'{where} has floating-point pixel data ({keyword}): only '
+                                '8-bit unsigned samples are read. Export it with 8 bits per '
+                                'sample.')
   if 'PixelData' not in header:
     raise common.DatasetError(f'{where} holds no image (no pixel data): remove it.')
   photometric = header.get('PhotometricInterpretation', '')

@@ -7,8 +7,11 @@ and checked (``checks.check_segmentation``), and only a dataset without problems
 converted.
 
 ``mask_threshold`` (a number >= 0; the mask conventions are in ``common``) is a builder
-keyword argument. It makes a config of its own, ``<config>-mask_threshold-<value>``, so
-that datasets converted with different thresholds never share a folder. Pass it as
+keyword argument, and so are ``pixel_min`` and ``pixel_max`` (the window of frame values
+shown black and white; without them a frame is scaled by its bit depth: ``common``). Each
+makes a config of its own, ``<config>-mask_threshold-<value>`` (``-pixel_min-<value>``,
+``-pixel_max-<value>``), so that datasets converted with different options never share a
+folder. Pass it as
 ``tfds.builder('usv_frames_table', config='default', mask_threshold=64)`` or, in a
 config, in the dataset name: ``--config.dataset.name=usv_frames_table/mask_threshold=64``
 (TFDS's ``name/key=value`` syntax) with ``--config.dataset.config=default``.
@@ -38,9 +41,21 @@ from usvjax.errors import ConfigError
 
 @dataclasses.dataclass
 class SegmentationConfig(tfds.core.BuilderConfig):
-  """``mask_threshold``: None (masks must be binary) or value > threshold is lesion."""
+  """``mask_threshold``: None (masks must be binary) or value > threshold is lesion;
+  ``pixel_min``, ``pixel_max``: None (frames scaled by their bit depth) or the window of
+  frame values shown black and white (``common.to_uint8``)."""
   mask_threshold: float | None = None
+  pixel_min: float | None = None
+  pixel_max: float | None = None
   fps: float = 25.0
+
+  @property
+  def window(self) -> tuple[float, float] | None:
+    """(value -> 0, value -> 255) of the frames, or None (their bit depth decides)."""
+    return None if self.pixel_max is None else (self.pixel_min or 0.0, self.pixel_max)
+
+
+_OPTIONS = ('mask_threshold', 'pixel_min', 'pixel_max')
 
 
 class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
@@ -53,22 +68,34 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
                             'pixel_spacing.csv ((0, 0) when unknown).'}
   WITH_GROUP = False  # Whether examples carry 'group' (the table layouts).
 
-  def __init__(self, *, mask_threshold: float | None = None, config=None, **kwargs):
-    if mask_threshold is not None:
-      config = self._config_with_threshold(config, mask_threshold)
+  def __init__(self, *, mask_threshold: float | None = None, pixel_min: float | None = None,
+               pixel_max: float | None = None, config=None, **kwargs):
+    options = {k: v for k, v in zip(_OPTIONS, (mask_threshold, pixel_min, pixel_max))
+               if v is not None}
+    if options:
+      config = self._config_with_options(config, options)
     super().__init__(config=config, **kwargs)
 
-  def _config_with_threshold(self, config, threshold: float) -> SegmentationConfig:
-    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
-      raise ConfigError(f'{self.name}: mask_threshold={threshold!r} must be a number >= 0.')
+  def _config_with_options(self, config, options: dict[str, float]) -> SegmentationConfig:
+    """``config`` (a name, a config or None: the first) with the builder ``options``, named
+    ``<config>-<option>-<value>...`` so that each choice gets a converted copy of its own."""
+    for key, value in options.items():
+      if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f'{self.name}: {key}={value!r} must be a number >= 0.')
+    if 'pixel_min' in options and 'pixel_max' not in options:
+      raise ConfigError(f'{self.name}: pixel_min={options["pixel_min"]:g} needs pixel_max '
+                        '(the value shown white) too.')
+    if options.get('pixel_max', 1) <= options.get('pixel_min', 0):
+      raise ConfigError(f'{self.name}: pixel_max={options["pixel_max"]:g} must exceed '
+                        f'pixel_min={options.get("pixel_min", 0):g}.')
     if config is None or isinstance(config, str):
       name = config or self.BUILDER_CONFIGS[0].name
       known = {c.name: c for c in self.BUILDER_CONFIGS}
       if name not in known:
         raise ConfigError(f'{self.name} has no config {name!r}: use one of {sorted(known)}.')
       config = known[name]
-    return dataclasses.replace(config, name=f'{config.name}-mask_threshold-{threshold:g}',
-                               mask_threshold=threshold)
+    suffix = ''.join(f'-{k}-{options[k]:g}' for k in _OPTIONS if k in options)
+    return dataclasses.replace(config, name=config.name + suffix, **options)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -91,14 +118,15 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
     for video in videos:
       video.spacing = spacing.get(video.video_id)
     splits = _with_split_file(root, splits, problems)
-    checks.check_segmentation(problems, splits, self.builder_config.mask_threshold)
+    checks.check_segmentation(problems, splits, self.builder_config.mask_threshold,
+                              self.builder_config.window)
     problems.raise_if_any()
     return {split: self._generate_examples(videos) for split, videos in splits.items()}
 
   def _generate_examples(self, videos: list[checks.Video]) -> Iterator[tuple[str, dict]]:
     cfg = self.builder_config
     for video in videos:
-      frames = np.stack([common.read_rgb(p) for p in video.frames])
+      frames = np.stack([common.read_rgb(p, cfg.window) for p in video.frames])
       masks = np.stack([common.read_mask(p, frames.shape[1:], cfg.mask_threshold)
                         for p in video.masks])
       example = {'frames': frames, 'masks': masks, 'boxes': common.boxes_from_masks(masks),
