@@ -54,8 +54,14 @@ def test_two_fold_cross_validation_runs_end_to_end(data_dir, tmp_path):
   result = summary['methods']['cnn_aver']
   assert [int(f['num_videos']) for f in result['folds']] == [8, 8]  # 12 + 4 videos.
   assert result['pooled']['num_videos'] == 16 and len(summary['fold_seconds']) == 2
+  lo, hi = result['pooled']['auc_ci95']  # Bootstrap over the 16 pooled videos.
+  assert lo <= result['pooled']['auc'] <= hi
+  assert (result['pooled']['bootstrap_unit'], result['pooled']['bootstrap_units']) == ('video', 16)
   assert {'cv_results.json', 'cv_table.md'} <= set(os.listdir(tmp_path))
   assert {'roc.png', 'pr.png', 'confusion_matrix.png'} <= set(os.listdir(tmp_path / 'cnn_aver'))
   with open(tmp_path / 'cv_results.json') as f:
     assert json.load(f)['num_folds'] == 2
-  assert 'mean ± std' in (tmp_path / 'cv_table.md').read_text()
+  table = (tmp_path / 'cv_table.md').read_text()
+  assert 'mean ± std' in table and 'Pooled held-out videos, 95% CI (bootstrap by video)' in table
+  with open(tmp_path / 'fold_0' / 'held_out' / 'metrics.json') as f:
+    assert len(json.load(f)['f1_ci95']) == 2  # Each fold's report has its own intervals.

@@ -5,6 +5,17 @@ Binary: the positive class is 1 and a video is positive when p(class 1) >= thres
 Multi-class: the prediction is the arg-max, precision, sensitivity, specificity and F1 are
 macro averages over classes (one-vs-rest), AUC is one-vs-rest macro, AP the macro average
 over classes.
+
+``bootstrap_intervals``: 95% percentile-bootstrap intervals (``<metric>_ci95``: [lo, hi])
+of accuracy, precision, sensitivity, specificity, F1, AUC and AP, by video or, given each
+video's patient, by patient (a cluster bootstrap: a patient's videos are drawn together;
+``statistics.resample_counts``, 9999 resamples, seed 0). The predictions stay fixed (the
+threshold is not re-chosen); each resample is scored as the videos it draws, weighted by
+how often it draws them, with the same one-vs-rest and macro rules as above. A resample
+where a metric is undefined is left out of that metric's interval: precision when nothing
+is predicted positive, sensitivity without positives, F1 when there are neither positives
+nor positive predictions, specificity without negatives, AUC and AP without both classes
+(multi-class: for any class).
 """
 from __future__ import annotations
 
@@ -12,6 +23,10 @@ import numpy as np
 from sklearn import metrics as skm
 
 from usvjax.metrics import statistics
+
+# The metrics ``bootstrap_intervals`` gives an interval of, as ``<metric>_ci95``.
+CI_KEYS = ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1', 'auc', 'ap')
+_CHUNK = 1000  # Resamples scored at once (bounds memory at [_CHUNK, N] per array).
 
 
 def class_predictions(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -69,3 +84,74 @@ def _ranking_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   return {'auc': skm.roc_auc_score(labels, probs, multi_class='ovr', average='macro',
                                    labels=list(range(num_classes))),
           'ap': skm.average_precision_score(onehot, probs, average='macro')}
+
+
+def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5,
+                        units: np.ndarray | None = None) -> dict:
+  """{'<metric>_ci95': [lo, hi]} for ``CI_KEYS`` (module docstring), with
+  ``bootstrap_unit`` ('patient' where some videos share a unit, else 'video') and
+  ``bootstrap_units`` (how many units were resampled).
+
+  Args:
+    probs: [N, K] class probabilities of N videos.
+    labels: [N] integer labels.
+    threshold: the binary decision threshold (as ``classification_metrics``).
+    units: [N] what is resampled: each video's patient (default: the video itself).
+  """
+  probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+  units = np.arange(len(labels)) if units is None else units
+  counts = statistics.resample_counts(units)
+  preds = class_predictions(probs, threshold)
+  draws = [weighted_metrics(probs, labels, preds, counts[i:i + _CHUNK])
+           for i in range(0, len(counts), _CHUNK)]
+  distinct = len(set(np.asarray(units).tolist()))
+  return dict({f'{key}_ci95': statistics.percentile_interval(
+      np.concatenate([d[key] for d in draws])) for key in CI_KEYS},
+              bootstrap_unit='patient' if distinct < len(labels) else 'video',
+              bootstrap_units=distinct)
+
+
+def weighted_metrics(probs: np.ndarray, labels: np.ndarray, preds: np.ndarray,
+                     weights: np.ndarray) -> dict[str, np.ndarray]:
+  """``CI_KEYS`` of N videos weighted by each row of ``weights`` [R, N] (integer weights:
+  the metric of the videos repeated that often), [R] each; NaN where undefined (module
+  docstring). ``preds`` [N] are the class predictions of ``probs`` [N, K]."""
+  weights = np.asarray(weights, np.float64)
+  num_classes = probs.shape[1]
+  with np.errstate(invalid='ignore', divide='ignore'):
+    out = {'accuracy': (weights * (preds == labels)).sum(1) / weights.sum(1)}
+    per_class = [_one_vs_rest(labels == k, preds == k, probs[:, k], weights)
+                 for k in ([1] if num_classes == 2 else range(num_classes))]
+  for key in CI_KEYS[1:]:
+    out[key] = np.mean([c[key] for c in per_class], axis=0)  # NaN if any class's is.
+  return out
+
+
+def _one_vs_rest(positive: np.ndarray, predicted: np.ndarray, scores: np.ndarray,
+                 weights: np.ndarray) -> dict[str, np.ndarray]:
+  """Precision, sensitivity, specificity, F1, AUC and AP of one class against the rest, [R] each."""
+  tp = weights @ (positive & predicted)
+  fn = weights @ (positive & ~predicted)
+  fp = weights @ (~positive & predicted)
+  tn = weights @ (~positive & ~predicted)
+  out = {'precision': tp / (tp + fp), 'sensitivity': tp / (tp + fn), 'specificity': tn / (tn + fp),
+         'f1': 2 * tp / (2 * tp + fp + fn)}
+  # Tied scores form one threshold: group the videos by score, in ascending order.
+  order = np.argsort(scores, kind='stable')
+  _, starts = np.unique(scores[order], return_index=True)
+  pos = np.add.reduceat(weights[:, order] * positive[order], starts, axis=1)
+  every = np.add.reduceat(weights[:, order], starts, axis=1)
+  neg = every - pos
+  total_pos, total_neg = pos.sum(1), neg.sum(1)
+  both = (total_pos > 0) & (total_neg > 0)
+  # AUC (Mann-Whitney): each positive beats the negatives below its score, ties count 1/2.
+  below = np.cumsum(neg, axis=1) - neg
+  out['auc'] = np.where(both, (pos * (below + neg / 2)).sum(1) / (total_pos * total_neg),
+                        np.nan)
+  # AP: sum over thresholds of the recall gained times the precision at that threshold.
+  pos_above = total_pos[:, None] - np.cumsum(pos, axis=1) + pos
+  every_above = every.sum(1)[:, None] - np.cumsum(every, axis=1) + every
+  precision = np.divide(pos_above, every_above, out=np.zeros_like(pos),
+                        where=every_above > 0)
+  out['ap'] = np.where(both, (pos * precision).sum(1) / total_pos, np.nan)
+  return out

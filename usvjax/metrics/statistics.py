@@ -11,10 +11,16 @@ intervals and paired tests.
   the videos' frame counts, as the headline mean is. ``paired_bootstrap`` is the same over
   per-video differences of two methods on the same videos, with a two-sided p-value;
   ``paired_auc_bootstrap`` the same for the AUC difference of two binary classifiers.
+* ``resample_counts``: the draws of a cluster bootstrap as counts, how many times each
+  item (a video) is drawn when its units (patients; a video is its own unit where none is
+  known) are resampled with replacement (9999 resamples, seed 0), so a statistic of the
+  resampled items is the same statistic weighted by the counts (the classification
+  intervals, ``metrics.classification.bootstrap_intervals``); ``percentile_interval`` its
+  95% percentile interval.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -120,6 +126,31 @@ def paired_auc_bootstrap(probs: np.ndarray, reference: np.ndarray,
       0, len(labels), (BOOTSTRAP_RESAMPLES, len(labels)))
   draws = _auc(labels[index], probs[index]) - _auc(labels[index], reference[index])
   draws = draws[np.isfinite(draws)]
-  lo, hi = np.percentile(draws, [2.5, 97.5])
+  lo, hi = percentile_interval(draws)
   p = min(1.0, 2 * min(np.mean(draws <= 0), np.mean(draws >= 0)))
-  return dict(difference=difference, ci95_lo=float(lo), ci95_hi=float(hi), p=float(p))
+  return dict(difference=difference, ci95_lo=lo, ci95_hi=hi, p=float(p))
+
+
+def resample_counts(units: Sequence[Hashable], resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+  """[resamples, N] int: how many times each of N items is drawn when the distinct
+  ``units`` (one per item: the patient of each video) are resampled with replacement, as
+  many as there are units; an item is drawn as often as its unit. Units are numbered in
+  sorted order, so the draws depend only on the units and the seed."""
+  _, index = np.unique(np.asarray(units, dtype=object).astype(str), return_inverse=True)
+  num_units = int(index.max()) + 1
+  draws = np.random.default_rng(seed).integers(0, num_units, (resamples, num_units))
+  offsets = num_units * np.arange(resamples)[:, None]
+  counts = np.bincount((draws + offsets).ravel(), minlength=resamples * num_units)
+  return counts.reshape(resamples, num_units)[:, index]
+
+
+def percentile_interval(draws: np.ndarray) -> list[float]:
+  """[lo, hi]: the 2.5th and 97.5th percentiles (linear interpolation) of the finite
+  ``draws`` (a resample where the statistic is undefined is NaN and left out); [nan, nan]
+  when none is finite."""
+  draws = np.asarray(draws, np.float64)
+  draws = draws[np.isfinite(draws)]
+  if not draws.size:
+    return [float('nan'), float('nan')]
+  return [float(v) for v in np.percentile(draws, [2.5, 97.5])]

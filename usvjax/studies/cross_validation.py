@@ -19,7 +19,11 @@ continues where it stopped.
 
 Writes ``cv_results.json`` (per row: per fold, mean ± sample std, pooled), ``cv_table.md``,
 and per row ``<workdir>/<row>/`` ROC, PR and normalised confusion-matrix PNGs of all folds'
-held-out predictions pooled.
+held-out predictions pooled. The pooled metrics carry 95% bootstrap intervals
+(``<metric>_ci95`` = [lo, hi], ``metrics.classification.bootstrap_intervals``) over the
+pooled held-out videos, resampling patients where the data has groups (videos otherwise;
+``bootstrap_unit``), with every video's fold model's prediction fixed; cv_table.md shows
+them in a table of their own. Each fold's own intervals are in its report's metrics.json.
 """
 from __future__ import annotations
 
@@ -132,24 +136,44 @@ def _pooled(reports: list[evaluate.Report]) -> tuple[np.ndarray, np.ndarray]:
   return np.concatenate([p for p, _ in arrays]), np.concatenate([l for _, l in arrays])
 
 
+def pooled_metrics(reports: list[evaluate.Report], threshold: float) -> dict:
+  """The metrics of every fold's held-out videos put together, with their bootstrap
+  intervals (module docstring)."""
+  probs, labels = _pooled(reports)
+  units = [unit for report in reports for unit in report.evaluation.units()]
+  return dict(classification_metrics.classification_metrics(probs, labels, threshold),
+              **classification_metrics.bootstrap_intervals(probs, labels, threshold, units))
+
+
 def _summarise(reports: list[evaluate.Report], threshold: float) -> dict:
   folds = [{k: report.metrics[k] for k in KEYS + ('num_videos',)} for report in reports]
   table = np.array([[fold[k] for k in KEYS] for fold in folds])
   return {'folds': folds,
           'mean': dict(zip(KEYS, np.nanmean(table, axis=0).tolist())),
           'std': dict(zip(KEYS, np.nanstd(table, axis=0, ddof=1).tolist())),
-          'pooled': classification_metrics.classification_metrics(*_pooled(reports), threshold)}
+          'pooled': pooled_metrics(reports, threshold)}
 
 
 def _mean_std(result: dict, key: str) -> str:
   return f'{result["mean"][key]:.3f} ± {result["std"][key]:.3f}'
 
 
+def _interval(pooled: dict, key: str) -> str:
+  """'value [lo, hi]' of a pooled metric ('value' alone where no interval is defined)."""
+  lo, hi = pooled[f'{key}_ci95']
+  return f'{pooled[key]:.3f}' + ('' if np.isnan(lo) else f' [{lo:.3f}, {hi:.3f}]')
+
+
 def markdown_table(summary: dict) -> str:
-  """A comparison of the rows (mean ± std over folds), then each row's folds."""
+  """A comparison of the rows (mean ± std over folds), the pooled held-out videos with
+  their 95% bootstrap intervals, then each row's folds."""
   methods = summary['methods']
   text = tables.markdown({row: [_mean_std(result, k) for k in KEYS]
                           for row, result in methods.items()}, KEYS, 'method (mean ± std)')
+  units = {result['pooled']['bootstrap_unit'] for result in methods.values()}
+  text += (f'\nPooled held-out videos, 95% CI (bootstrap by {" or ".join(sorted(units))}):'
+           '\n\n' + tables.markdown({row: [_interval(result['pooled'], k) for k in KEYS]
+                                     for row, result in methods.items()}, KEYS, 'method'))
   for row, result in methods.items():
     folds = {f'{i} ({int(f["num_videos"])} videos)': f for i, f in enumerate(result['folds'])}
     text += f'\n{row}\n\n' + tables.metrics_table(folds, KEYS, 'fold')

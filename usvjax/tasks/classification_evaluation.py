@@ -3,6 +3,13 @@ outputs (``usvjax.tasks.classification.ClassificationTask.eval_outputs``), the d
 threshold a rule picks on validation predictions (``choose_threshold``), the report
 (metrics, per-video table, ROC and PR curves, confusion matrix) and the per-frame scores of
 ``evaluate --export``.
+
+The report's metrics.json also holds 95% bootstrap intervals (``confidence_intervals``:
+``<metric>_ci95`` = [lo, hi] for ``metrics.classification.CI_KEYS``, as the segmentation
+reports' ``mean_dice_ci95``), resampling patients where the split's videos carry a
+``group`` that some of them share, else videos (``bootstrap_unit``, ``bootstrap_units``:
+which, and how many). The groups are read from the stored split only when a report is
+written, not at every validation.
 """
 from __future__ import annotations
 
@@ -10,7 +17,9 @@ import csv
 import os
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
+import tensorflow_datasets as tfds
 from sklearn import metrics as skm
 
 from usvjax.errors import ConfigError
@@ -19,6 +28,7 @@ from usvjax.reporting import plots
 from usvjax.reporting import reports
 from usvjax.tasks.classification import threshold_rule_target
 from usvjax.tasks.video_keys import decode_key
+from usvjax.tasks.video_keys import key_text
 
 
 def choose_threshold(probs: np.ndarray, labels: np.ndarray, rule: str) -> float:
@@ -46,6 +56,26 @@ class ClassificationEvaluation:
     self.threshold = threshold
     self.rows: list[dict] = []
     self.class_names: list[str] | None = None
+    self.stored: tuple[tfds.core.DatasetBuilder, str] | None = None
+    self._groups: dict[str, str] | None = None
+
+  def use_split(self, config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
+                split: str) -> None:
+    """Remembers where the evaluated videos are stored, for their groups (read lazily)."""
+    if config.dataset.folds.num:  # k-fold: the evaluated fold is part of train_split.
+      split = config.dataset.train_split
+    self.stored = builder, split
+
+  def groups(self) -> dict[str, str]:
+    """{video id: its group (patient)} of the stored split; {} without one."""
+    if self._groups is None:
+      self._groups = {} if self.stored is None else _stored_groups(*self.stored)
+    return self._groups
+
+  def units(self) -> list[str]:
+    """Per video added: its patient where known, else the video itself."""
+    groups = self.groups()
+    return [groups.get(row['video_id'], row['video_id']) for row in self.rows]
 
   def update(self, outputs: dict) -> None:
     """Adds the valid videos of one batch of ``ClassificationTask.eval_outputs``."""
@@ -65,6 +95,12 @@ class ClassificationEvaluation:
     if not self.rows:
       raise ConfigError('no videos were evaluated.')
     return classification_metrics.classification_metrics(*self.arrays(), threshold=self.threshold)
+
+  def confidence_intervals(self) -> dict:
+    """{'<metric>_ci95': [lo, hi], 'bootstrap_unit': 'patient' | 'video',
+    'bootstrap_units': how many} (module docstring)."""
+    return classification_metrics.bootstrap_intervals(*self.arrays(), self.threshold,
+                                                      self.units())
 
   def video_rows(self, class_names: Sequence[str] | None = None) -> list[dict]:
     """Per video: id, frames, true and predicted class (index and name), and one numeric
@@ -89,8 +125,10 @@ class ClassificationEvaluation:
 
   def write_report(self, directory: str, metrics_: dict,
                    class_names: list[str] | None = None) -> None:
-    """metrics.json, per_video.csv, ROC and PR curves and the confusion matrix."""
-    reports.write_tables(directory, metrics_, self.video_rows(class_names))
+    """metrics.json (with the bootstrap intervals), per_video.csv, ROC and PR curves and
+    the confusion matrix."""
+    reports.write_tables(directory, dict(metrics_, **self.confidence_intervals()),
+                         self.video_rows(class_names))
     self.class_names = class_names
     plots.classification_curves(*self.arrays(), directory, class_names, metrics_,
                                 self.threshold)
@@ -115,3 +153,14 @@ class ClassificationEvaluation:
           weight = float(row['frame_weights'][t]) if 'frame_weights' in row else ''
           writer.writerow([row['video_id'], t, *probs, weight])
     return [path]
+
+
+def _stored_groups(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, str]:
+  """{video key: group} of ``split`` as stored (frames not decoded); {} without groups."""
+  features = builder.info.features
+  if 'group' not in features:
+    return {}
+  decoders = {k: tfds.decode.SkipDecoding() for k in ('frames', 'masks') if k in features}
+  videos = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
+  return {key_text(v['video_id']): v['group'].decode('utf-8', 'replace')
+          for v in videos.as_numpy_iterator()}
