@@ -30,6 +30,23 @@ the best on it would leak it. A ``task.threshold_rule`` other than 'fixed' (a th
 chosen on the validation split, which k-fold has none of) is refused before anything
 trains.
 
+Checkpoint-selection noise (a fixed split): with a handful of validation videos the
+best-by-validation checkpoint is partly a lottery, which a spread over seeds does not show.
+So each run also scores on the test split its last ``compare_report.LAST_CHECKPOINTS`` (3)
+evaluated checkpoints (those validation scored that are still on disk: ``method_config``
+keeps at least 3; a run made before kept 2), reusing the best one's report where it is one
+of them. The headline row's result gets, for its task's curve metric ``<m>`` (what
+validation logs, ``tasks.definition(task).curve_metric``; ``auc``), ``last_<m>`` (the last checkpoint's test score, at ``last_step``),
+``last3_<m>_mean`` / ``_min`` / ``_max`` over those checkpoints (``last3_checkpoints``: how
+many), and ``last3_video_dice`` / ``last3_video_probs``: each test video's value averaged
+over them. The paired tests are then made twice (``compare_report``): on the
+best-by-validation checkpoints, as before, and on that average of the last checkpoints.
+The choice: score the average of the last checkpoints (each video's Dice, or its
+probability, averaged over them, as the pooled tests average over seeds) rather than widen
+the interval, so that one lucky or unlucky checkpoint cannot decide a comparison and the
+test never selects anything. Cost: up to 3 more test evaluations per run, no training.
+k-fold runs score their final checkpoint only (nothing is selected there).
+
 The tables, curves and paired tests are written by ``compare_report``.
 """
 from __future__ import annotations
@@ -44,8 +61,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import ml_collections
+import numpy as np
 
+from usvjax import interfaces
 from usvjax import runners
+from usvjax import tasks
+from usvjax.core import checkpoint
+from usvjax.core import evaluate as evaluate_lib
 from usvjax.core import run as run_lib
 from usvjax.core import train_logs
 from usvjax.errors import ConfigError
@@ -96,6 +118,7 @@ def method_config(method: Method, shared: dict[str, str], seed: int, workdir: st
                         f'known here: {", ".join("{%s}" % f for f in fields)}.') from e
     _set(config, key, _value(value), method.name)
   config.seed = seed
+  config.keep_checkpoints = max(config.keep_checkpoints, compare_report.LAST_CHECKPOINTS)
   return config
 
 
@@ -127,7 +150,9 @@ def _outdated(config: ml_collections.ConfigDict, run_dir: str) -> str:
   """Why the run in ``run_dir`` is not a run of ``config`` on today's data ('' if it is)."""
   if not os.path.exists(os.path.join(run_dir, provenance.CONFIG_FILE)):
     return 'it records no config'
-  changed = provenance.differences(config, provenance.load_config(run_dir))
+  # How many checkpoints are kept changes nothing a run computes (an older run kept 2).
+  changed = provenance.differences(config, provenance.load_config(run_dir),
+                                   ('keep_checkpoints',))
   if changed:
     return f'its config differs ({"; ".join(changed[:3])})'
   data = provenance.data_fingerprint(run_lib.prepare_dataset(config.dataset))
@@ -171,7 +196,10 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   timing = dict(train_seconds=trained - start,
                 eval_frames_per_second=frames / (time.perf_counter() - trained))
   rows = {row: dict(_row_result(report), **timing) for row, report in reports.items()}
-  result = dict(rows.pop(runner.headline(config).row), rows=rows)
+  headline = runner.headline(config, run_dir)
+  result = dict(rows.pop(headline.row), rows=rows)
+  if not k_fold:
+    result.update(last_checkpoints(headline, run_dir, reports[headline.row]))
   os.makedirs(run_dir, exist_ok=True)
   with open(path + '.tmp', 'w') as f:
     json.dump(result, f, indent=2)  # Unsorted: ``rows`` in the runner's order.
@@ -183,6 +211,45 @@ def _row_result(report) -> dict:
   """A row's numeric metrics and per-video values for the paired tests."""
   result = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
   return dict(result, **report.evaluation.paired_values())
+
+
+def evaluated_steps(config: ml_collections.ConfigDict, run_dir: str) -> list[int]:
+  """The steps of the last ``compare_report.LAST_CHECKPOINTS`` checkpoints in ``run_dir``
+  that validation scored (in its metrics.jsonl), oldest first."""
+  metric = 'val/' + tasks.definition(config.input.task).curve_metric
+  validated = compare_report.validation_log(run_dir, metric)
+  with checkpoint.create_manager(run_dir, config.keep_checkpoints, read_only=True) as manager:
+    saved = manager.all_steps()
+  return sorted(set(saved) & set(validated))[-compare_report.LAST_CHECKPOINTS:]
+
+
+def last_checkpoints(headline: interfaces.Headline, run_dir: str,
+                     best: evaluate_lib.Report) -> dict:
+  """What the headline row's last evaluated checkpoints score on the test split (module
+  docstring); ``best`` is its best-by-validation report, reused for its step."""
+  stage_dir = os.path.join(run_dir, headline.log_dir)
+  steps = evaluated_steps(headline.config, stage_dir)
+  if not steps:
+    return {}
+  split = headline.config.dataset.test_split
+  scored, run = [], None
+  for step in steps:
+    if step == best.metrics.get('step'):
+      scored.append(best)
+      continue
+    run = run or run_lib.resolve(headline.config, split)
+    scored.append(evaluate_lib.evaluate_checkpoint(run, stage_dir, str(step), split))
+  metric = tasks.definition(headline.config.input.task).curve_metric
+  values = [report.metrics[metric] for report in scored]
+  last = compare_report.LAST_PREFIX
+  out = {'last_step': steps[-1], f'last_{metric}': values[-1],
+         f'{last}{metric}_mean': float(np.mean(values)), f'{last}{metric}_min': min(values),
+         f'{last}{metric}_max': max(values), f'{last}checkpoints': len(steps)}
+  for key, first in scored[0].evaluation.paired_values().items():
+    per_video = [report.evaluation.paired_values()[key] for report in scored]
+    out[last + key] = {video: np.mean([v[video] for v in per_video], axis=0).tolist()
+                       for video in first}
+  return out
 
 
 def _setting(method: Method, config: ml_collections.ConfigDict) -> dict:

@@ -7,6 +7,12 @@ dataset, image_size, steps, method, variant, [fold,] seed, task, then every metr
 ``curves.png`` (the validation metric over training steps of every headline row: mean over
 its runs, range shaded; with folds, validation scores the held-out fold).
 
+Checkpoint selection (``compare``'s module docstring): a table of each method's test score
+at its best-by-validation checkpoint, at its last checkpoint and over its last
+``LAST_CHECKPOINTS`` evaluated ones (mean and range), and the paired tests made a second
+time on each video's value averaged over those checkpoints (results.csv:
+``paired_last3_dice_*`` or ``paired_last3_auc_*``), beside the best-by-validation ones.
+
 Every method is also tested against a reference row (``paired_tests``; the first method
 unless ``reference`` names another row, e.g. an ablation's baseline: then the tables are
 ``results_vs_<reference>.md`` and ``.csv``, beside the default ones), by a paired
@@ -38,6 +44,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TIMING = {'train s': 'train_seconds', 'eval frames/s': 'eval_frames_per_second'}
+LAST_CHECKPOINTS = 3  # The last evaluated checkpoints each run also scores on test.
+LAST_PREFIX = 'last3_'  # Their results' keys: 'last3_mean_dice_mean', 'last3_video_dice', ...
 
 
 def tables_name(reference: str | None = None) -> str:
@@ -76,6 +84,8 @@ def write(results: dict[str, list[dict]], workdir: str, reference: str | None = 
     return
   by_task = _by_task(results)
   paired = paired_tests(results, reference)
+  last = (paired_tests(results, next(iter(paired.values()))['reference'], LAST_PREFIX)
+          if paired else {})
   runs = next(iter(results.values()))
   folds = sorted({r['fold'] for r in runs if 'fold' in r})
   path = os.path.join(workdir, tables_name(reference))
@@ -87,16 +97,18 @@ def write(results: dict[str, list[dict]], workdir: str, reference: str | None = 
     f.write('\n'.join(markdown_table(group, task) if len(by_task) == 1 else
                       f'{task}\n\n{markdown_table(group, task)}'
                       for task, group in by_task.items()))
+    pooled = 'held-out videos of every fold, seeds' if folds else 'test videos, seeds'
     if paired:
-      first = next(iter(paired.values()))
-      metric = {'dice': 'Dice', 'auc': 'AUC'}[first['metric']]
-      pooled = 'held-out videos of every fold, seeds' if folds else 'test videos, seeds'
-      f.write(f'\n\n{metric} against {first["reference"]} (paired bootstrap over the '
-              f'{pooled} pooled):\n\n')
-      f.write(tables.markdown(
-          {name: [f'{t["difference"]:+.4f}', f'[{t["ci95_lo"]:+.4f}, {t["ci95_hi"]:+.4f}]',
-                  f'{t["p"]:.4f}'] for name, t in paired.items()},
-          [f'{metric} difference', '95% CI', 'p'], 'method'))
+      f.write(_paired_markdown(paired, f'paired bootstrap over the {pooled} pooled'))
+    spread = checkpoint_table(results)
+    if spread:
+      f.write("\n\nCheckpoint selection: each run's test score at its best-by-validation "
+              f'checkpoint, at its last one and over its last {LAST_CHECKPOINTS} evaluated '
+              'ones (mean ± std over runs):\n\n' + spread)
+    if last:
+      f.write(_paired_markdown(last, "each video's value averaged over its run's last "
+                                     f'{LAST_CHECKPOINTS} evaluated checkpoints, paired '
+                                     f'bootstrap over the {pooled} pooled'))
   keys = ['dataset', 'image_size', 'steps', 'method', 'variant'] + ['fold'] * bool(folds) + [
       'seed', 'task']
   for task in by_task:
@@ -110,6 +122,37 @@ def write(results: dict[str, list[dict]], workdir: str, reference: str | None = 
     for name, runs in results.items():
       writer.writerows(dict(r, method=name) for r in runs)
   _curves(results, workdir)
+
+
+def _paired_markdown(paired: dict[str, dict], how: str) -> str:
+  """The pooled paired tests as a markdown table, after a line saying what they pair."""
+  first = next(iter(paired.values()))
+  metric = {'dice': 'Dice', 'auc': 'AUC'}[first['metric']]
+  return (f'\n\n{metric} against {first["reference"]} ({how}):\n\n' + tables.markdown(
+      {name: [f'{t["difference"]:+.4f}', f'[{t["ci95_lo"]:+.4f}, {t["ci95_hi"]:+.4f}]',
+              f'{t["p"]:.4f}'] for name, t in paired.items()},
+      [f'{metric} difference', '95% CI', 'p'], 'method'))
+
+
+def checkpoint_table(results: dict[str, list[dict]]) -> str:
+  """Markdown: per method whose runs scored their last checkpoints (``compare``'s
+  ``LAST_PREFIX``), its task's curve metric on test at the best-by-validation checkpoint,
+  at the last, the mean of the last ``LAST_CHECKPOINTS`` and their range (max - min);
+  mean ± std over runs.
+  '' when no method has them."""
+  rows = {}
+  for name, runs in results.items():
+    metric = tasks.definition(runs[0]['task']).curve_metric
+    last = LAST_PREFIX + metric
+    if not all(f'{last}_mean' in r for r in runs):
+      continue
+    rows[f'{name} ({metric})'] = [
+        tables.mean_std([r[k] for r in runs])
+        for k in (metric, f'last_{metric}', f'{last}_mean')] + [
+        tables.mean_std([r[f'{last}_max'] - r[f'{last}_min'] for r in runs])]
+  columns = ['best by validation', 'last', f'last {LAST_CHECKPOINTS}: mean',
+             f'last {LAST_CHECKPOINTS}: max - min']
+  return tables.markdown(rows, columns, 'method') if rows else ''
 
 
 def _dice_test(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -128,22 +171,26 @@ def _auc_test(values: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 PAIRED_TESTS = {'video_dice': ('dice', _dice_test), 'video_probs': ('auc', _auc_test)}
 
 
-def paired_tests(results: dict[str, list[dict]],
-                 reference: str | None = None) -> dict[str, dict]:
+def paired_tests(results: dict[str, list[dict]], reference: str | None = None,
+                 prefix: str = '') -> dict[str, dict]:
   """{method: paired test against ``reference`` (a row of ``results``; default the first
   method), runs pooled, with 'reference' and 'metric'} over the methods whose runs carry
   per-video values (``PAIRED_TESTS``: Dice for segmentation, AUC for binary
-  classification). Each run also gets ``paired_<metric>_*`` against the reference's run of
-  its seed (and fold); pooled, each video's value is averaged over the pairs of runs that
-  scored it (its seeds) first. Only videos both scored count."""
+  classification; with ``prefix`` ``LAST_PREFIX``, those averaged over each run's last
+  checkpoints, and {} where the reference has none: runs made before they were kept).
+  Each run also gets ``paired_<prefix><metric>_*`` against the reference's run of its seed
+  (and fold); pooled, each video's value is averaged over the pairs of runs that scored it
+  (its seeds) first. Only videos both scored count."""
   kinds = [k for k in PAIRED_TESTS
-           if sum(all(k in r for r in runs) for runs in results.values()) >= 2]
+           if sum(all(prefix + k in r for r in runs) for runs in results.values()) >= 2]
   if not kinds:
     return {}
-  key, (metric, test) = kinds[0], PAIRED_TESTS[kinds[0]]
+  key, (metric, test) = prefix + kinds[0], PAIRED_TESTS[kinds[0]]
   names = [n for n, runs in results.items() if all(key in r for r in runs)]
   reference = names[0] if reference is None else reference
   if reference not in names:
+    if prefix:
+      return {}
     raise ConfigError(f'reference {reference!r} has no per-video {metric} to pair with; '
                       f'name one of {names}.')
   by_pair = {_pair(r): r[key] for r in results[reference]}
@@ -153,7 +200,7 @@ def paired_tests(results: dict[str, list[dict]],
     for run, first in pairs:
       videos = sorted(set(first) & set(run[key]))
       found = test(np.array([run[key][v] for v in videos]), np.array([first[v] for v in videos]))
-      run.update({f'paired_{metric}_{k}': v for k, v in found.items()})
+      run.update({f'paired_{prefix}{metric}_{k}': v for k, v in found.items()})
     if pairs:
       out[name] = dict(test(*_pooled([(run[key], first) for run, first in pairs])),
                        reference=reference, metric=metric)
@@ -188,7 +235,7 @@ def validation_curves(results: dict[str, list[dict]], workdir: str
   curves = {}
   for name, runs in results.items():
     metric = 'val/' + tasks.definition(runs[0]['task']).curve_metric
-    logs = [_validation_log(os.path.join(workdir, r['log_dir']), metric)
+    logs = [validation_log(os.path.join(workdir, r['log_dir']), metric)
             for r in runs if 'log_dir' in r]
     logs = [log for log in logs if log]
     if logs:
@@ -197,7 +244,7 @@ def validation_curves(results: dict[str, list[dict]], workdir: str
   return curves
 
 
-def _validation_log(run_dir: str, metric: str) -> dict[int, float]:
+def validation_log(run_dir: str, metric: str) -> dict[int, float]:
   """{step: metric} of the metrics.jsonl in ``run_dir``."""
   path = os.path.join(run_dir, 'metrics.jsonl')
   if not os.path.exists(path):
