@@ -19,7 +19,11 @@ longest over the processes (``valid`` False), so the local batches form one glob
 """
 from __future__ import annotations
 
+import glob
+import hashlib
 import math
+import os
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -50,7 +54,8 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   ``dataset.name`` is a registered builder (``usv_synthetic``, ``usv_frames_table``, ...),
   ``dataset.config`` its config name, ``dataset.manual_dir`` the folder of a local layout.
   A folder is converted again when its files changed since its conversion
-  (``input_pipeline.fingerprint``).
+  (``input_pipeline.fingerprint``), into a data directory of its own (``source_data_dir``).
+  Folders a killed conversion left (TFDS's ``incomplete.*``) are removed first.
   """
   builder = _builder(dataset)
   source = hashes = known = None
@@ -63,6 +68,7 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     if _stale(builder, source):
       builder = _builder(dataset)
   download_config = tfds.download.DownloadConfig(manual_dir=dataset.manual_dir or None)
+  _remove_incomplete(builder)
   builder.download_and_prepare(download_config=download_config)
   if source and jax.process_index() == 0:
     if not fingerprint.stored(builder.data_dir):
@@ -72,8 +78,32 @@ def get_builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def source_data_dir(dataset: ml_collections.ConfigDict) -> str | None:
+  """The TFDS data directory of ``dataset``'s conversion: ``dataset.data_dir`` (None: TFDS's
+  default) for generated data; for a local folder (``manual_dir``) a directory of its own
+  in it, ``<folder name>-<first 10 hex digits of the sha256 of its resolved path>``, so two
+  folders of one layout never share (or overwrite) a converted copy."""
+  if not dataset.manual_dir:
+    return dataset.data_dir or None
+  folder = os.path.realpath(dataset.manual_dir)
+  name = re.sub(r'[^A-Za-z0-9._-]', '_', common.text_id(os.path.basename(folder))) or 'root'
+  key = hashlib.sha256(os.fsencode(folder)).hexdigest()[:10]
+  return os.path.join(dataset.data_dir or tfds.core.constants.DATA_DIR, f'{name}-{key}')
+
+
+def _remove_incomplete(builder: tfds.core.DatasetBuilder) -> None:
+  """Removes the ``incomplete.*`` folders a killed conversion of ``builder``'s dataset left
+  (process 0), with a log line."""
+  if jax.process_index() != 0:
+    return
+  parent = os.path.dirname(builder.data_dir)
+  for path in sorted(glob.glob(os.path.join(glob.escape(parent), 'incomplete.*'))):
+    shutil.rmtree(path, ignore_errors=True)
+    logging.warning('removed %s, the unfinished conversion of an interrupted run', path)
+
+
 def _builder(dataset: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  kwargs = {'data_dir': dataset.data_dir or None}
+  kwargs = {'data_dir': source_data_dir(dataset)}
   if dataset.config:
     kwargs['config'] = dataset.config
   try:
