@@ -6,7 +6,9 @@ and loadable; a writable manager (training) removes such leftover ``*.orbax-chec
 folders when it opens, with a log line.
 
 A checkpoint damaged after it was written (a data file cut short, its OCDBT manifest or
-metadata gone: a full disk, a partial copy) fails to restore. ``restore_newest`` (resume)
+metadata gone: a full disk, a partial copy) fails to restore; every stored value of the
+chosen step is read once before Orbax restores it, so damage is found before a restore
+starts. ``restore_newest`` (resume)
 and ``restore_chosen`` (evaluation; ``restore_latest_raw``) then warn in one line naming its
 step and the failing file, and fall back to the newest intact checkpoint: for 'latest'
 newest first, for 'best' the best and then newest first. A resumed run moves the damaged
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
+import tensorstore as ts
 from orbax.checkpoint import checkpoint_managers as policies
 from tqdm import tqdm
 
@@ -162,6 +165,7 @@ def restore_chosen(manager: ocp.CheckpointManager, which: str, read: Callable[[i
   damaged = []
   for step in candidates:
     try:
+      _read_files(os.path.join(manager.directory, str(step)))
       return read(step), step
     except Exception as e:  # pylint: disable=broad-except  (only damage is handled)
       what = damage(manager.directory, step, e)
@@ -199,6 +203,20 @@ def damage(directory: str, step: int, error: Exception) -> str | None:
     return None
   detail = text[files[-1].end():].split(' [tensorstore_spec', 1)[0].strip().rstrip('.')
   return f'{files[-1].group(1)} cannot be read: {detail or text.split(":", 1)[0]}'
+
+
+def _read_files(step_dir: str) -> None:
+  """Reads every stored value of a checkpoint step once, raising what a restore would (a
+  missing file, TensorStore's read error naming the file), before Orbax's restore: a
+  restore that fails halfway leaves callbacks that print tracebacks at exit."""
+  for name in _STEP_FILES:
+    path = os.path.join(step_dir, name)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'{path} is missing')
+  store = ts.KvStore.open({'driver': 'ocdbt',
+                           'base': 'file://' + os.path.join(step_dir, 'default')}).result()
+  for key in store.list().result():
+    store.read(key).result()
 
 
 def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
