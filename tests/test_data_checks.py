@@ -175,9 +175,9 @@ def test_frame_table_and_folders_must_agree(case, tmp_path):
 LISTS = {  # DAVIS: a (3 frames) in train, b (2) and c (4) in val; FLA-Net: v1 train, v2 test.
     'video in two splits': ('davis', lambda r: _append(f'{r}/ImageSets/2017/train.txt', 'b\n'),
                             ["video 'b' is in split 'train' (ImageSets/2017/train.txt line 2) "
-                             "and in split 'val' (ImageSets/2017/val.txt line 1)", 'leaks']),
+                             "and in split 'validation' (ImageSets/2017/val.txt line 1)", 'leaks']),
     'video listed twice': ('davis', lambda r: _append(f'{r}/ImageSets/2017/val.txt', 'c\n'),
-                           ["video 'c' is listed twice in split 'val' (ImageSets/2017/val.txt "
+                           ["video 'c' is listed twice in split 'validation' (ImageSets/2017/val.txt "
                             'line 2; ImageSets/2017/val.txt line 3)']),
     'listed video without folder': ('davis', lambda r: _append(
         f'{r}/ImageSets/2017/val.txt', 'zz\n'), ["video 'zz' (ImageSets/2017/val.txt line 3) "
@@ -187,7 +187,7 @@ LISTS = {  # DAVIS: a (3 frames) in train, b (2) and c (4) in val; FLA-Net: v1 t
                                     ["masks folder '", "Annotations/480p/ghost' has no frames"]),
     'two lists for one split': ('davis', lambda r: _append(f'{r}/ImageSets/2016/val.txt', 'b\n'),
                                 ["'ImageSets/2016/val.txt' and 'ImageSets/2017/val.txt' both "
-                                 "list split 'val'"]),
+                                 "list split 'validation'"]),
     'frame without mask': ('davis', _remove('Annotations/480p/a/00001.png'),
                            ["JPEGImages/480p/a/00001.jpg' has no mask"]),
     'mask without frame': ('davis', lambda r: write_image(f'{r}/Annotations/480p/a/00009.png',

@@ -3,7 +3,8 @@
 One example is one video. Segmentation datasets carry ``frames``, ``masks``, ``boxes``,
 ``video_id`` and ``fps``, the segmentation layouts also ``pixel_spacing_mm`` ((row, column)
 mm per pixel from the folder's ``pixel_spacing.csv``, ``checks.spacing_file``; (0, 0) when
-unknown); classification datasets carry ``frames``, ``label``, ``video_id`` and ``fps``;
+unknown) and ``frame_names`` (each frame's file name, so exported masks carry it);
+classification datasets carry ``frames``, ``label``, ``video_id`` and ``fps``;
 the table layouts add ``group`` (the patient: the table's group column, or the video id);
 the synthetic dataset carries all but ``group`` and ``pixel_spacing_mm``. Frames are
 stored at their own size (PNG per frame) and resized in the pipeline. The checks every
@@ -71,10 +72,11 @@ def text_id(name: str) -> str:
 
 
 def segmentation_features(channels: int, class_names: Sequence[str] | None = None,
-                          with_group: bool = False, with_spacing: bool = False
-                          ) -> tfds.features.FeaturesDict:
-  """Features of a video segmentation example (optionally with a label, a group and the
-  pixel spacing: float32 [2], (row, column) mm per pixel, (0, 0) when unknown)."""
+                          with_group: bool = False, with_spacing: bool = False,
+                          with_frame_names: bool = False) -> tfds.features.FeaturesDict:
+  """Features of a video segmentation example (optionally with a label, a group, the
+  pixel spacing: float32 [2], (row, column) mm per pixel, (0, 0) when unknown, and the
+  source frames' file names, ``frame_names``, which exported predictions are named after)."""
   features = {
       'frames': tfds.features.Video(shape=(None, None, None, channels)),
       'masks': tfds.features.Video(shape=(None, None, None, 1)),
@@ -88,6 +90,8 @@ def segmentation_features(channels: int, class_names: Sequence[str] | None = Non
     features['group'] = tfds.features.Text()
   if with_spacing:
     features['pixel_spacing_mm'] = tfds.features.Tensor(shape=(2,), dtype=np.float32)
+  if with_frame_names:
+    features['frame_names'] = tfds.features.Sequence(tfds.features.Text())
   return tfds.features.FeaturesDict(features)
 
 

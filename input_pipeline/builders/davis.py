@@ -7,7 +7,8 @@ This is the layout UVBLS200 (STPFNet) ships in. Put the dataset in ``manual_dir`
   ImageSets/<year>/train.txt, val.txt, test.txt   (one video name per line)
 
 Each ``ImageSets/*/<split>.txt`` becomes a split (one list per split name, whatever the
-year). Annotation PNGs may be palette images with object ids: every non-zero id is
+year); DAVIS's ``val.txt`` is the split ``validation`` (``config.dataset.eval_split``'s
+default), so ``val.txt`` and ``validation.txt`` are two lists of one split. Annotation PNGs may be palette images with object ids: every non-zero id is
 lesion; other masks follow ``common``'s conventions (option ``mask_threshold``). Video
 folders that no list names are logged and left out. The whole dataset is checked before
 conversion (docs/data.md).
@@ -21,6 +22,9 @@ import os
 from input_pipeline.builders import checks
 from input_pipeline.builders import common
 from input_pipeline.builders import segmentation_layout as layout
+
+
+_SPLIT_NAMES = {'val': 'validation'}  # DAVIS's list name -> the project's split name.
 
 
 @dataclasses.dataclass
@@ -46,6 +50,7 @@ class UsvDavis(layout.SegmentationLayout):
     list_of: dict[str, str] = {}
     for path in lists:
       split = os.path.splitext(os.path.basename(path))[0]
+      split = _SPLIT_NAMES.get(split, split)
       where = os.path.relpath(path, root)
       if split in list_of:
         problems.add('two lists for one split', f'{common.shown(list_of[split])} and '

@@ -61,11 +61,14 @@ _OPTIONS = ('mask_threshold', 'pixel_min', 'pixel_max')
 class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
   """Base of the segmentation layout builders (abstract, so TFDS does not register it)."""
 
-  VERSION = tfds.core.Version('1.2.0')
+  VERSION = tfds.core.Version('1.3.0')
   RELEASE_NOTES = {'1.1.0': 'The whole dataset is checked before conversion; binary mask '
                             'conventions and the mask_threshold option.',
                    '1.2.0': "Each video's pixel_spacing_mm from the folder's "
-                            'pixel_spacing.csv ((0, 0) when unknown).'}
+                            'pixel_spacing.csv ((0, 0) when unknown).',
+                   '1.3.0': "Each video's frame_names (its frames' file names); 16-bit "
+                            'frames scaled by their bit depth, the pixel_min/pixel_max '
+                            'options.'}
   WITH_GROUP = False  # Whether examples carry 'group' (the table layouts).
 
   def __init__(self, *, mask_threshold: float | None = None, pixel_min: float | None = None,
@@ -100,7 +103,7 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=common.segmentation_features(3, with_group=self.WITH_GROUP,
-                                              with_spacing=True),
+                                              with_spacing=True, with_frame_names=True),
         description=self.MANUAL_DOWNLOAD_INSTRUCTIONS)
 
   @abc.abstractmethod
@@ -131,7 +134,8 @@ class SegmentationLayout(tfds.core.GeneratorBasedBuilder):
                         for p in video.masks])
       example = {'frames': frames, 'masks': masks, 'boxes': common.boxes_from_masks(masks),
                  'video_id': video.video_id, 'fps': float(cfg.fps),
-                 'pixel_spacing_mm': np.array(video.spacing or (0, 0), np.float32)}
+                 'pixel_spacing_mm': np.array(video.spacing or (0, 0), np.float32),
+                 'frame_names': [common.text_id(os.path.basename(p)) for p in video.frames]}
       if self.WITH_GROUP:
         example['group'] = video.group or video.video_id
       yield video.video_id, example
