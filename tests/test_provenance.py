@@ -15,6 +15,8 @@ from input_pipeline import pipeline
 from test_builders import frame
 from test_builders import make_frames_table
 from test_builders import write_image
+from usvjax import runners
+from usvjax.errors import ConfigError
 from usvjax.reporting import provenance
 from usvjax.studies import compare
 
@@ -28,7 +30,9 @@ def test_a_config_that_differs_from_the_runs_is_refused(data_dir, tmp_path):
       r"(?s)differs from the one .*\n  - model.width: 2 here, 4 saved\n"
       r"  - optimizer.lr: 0.5 here, .* saved\n.*--allow_config_changes")):
     provenance.check_matches(other, str(tmp_path), 'given with --config')
-  with pytest.raises(ValueError, match='optimizer.lr'):  # Resuming with another config.
+  (tmp_path / 'checkpoints' / '3').mkdir(parents=True)  # The run has trained.
+  with pytest.raises(ValueError, match=(  # Resuming with another config.
+      r'(?s)optimizer.lr.*Resume with the same config and overrides .*another --workdir')):
     provenance.record(other, str(tmp_path), builder)
   longer = helpers.load_config('unet', data_dir, total_steps=50)
   provenance.record(longer, str(tmp_path), builder)  # Continuing for more steps is fine.
@@ -134,3 +138,26 @@ def test_records_made_before_contents_were_hashed(tmp_path, caplog):
   builder = pipeline.get_builder(dataset)
   assert 'made before usvjax fingerprinted file contents' in caplog.text
   assert provenance.data_fingerprint(builder) == new
+
+
+@pytest.mark.parametrize('name,refused', [
+    ('unet', {'input.batch_size': 3}),  # Not divisible by the 4 devices.
+    ('cnn_lstm', {'frame_cnn.input.batch_size': 3, 'dataset.config': 'tiny'}),
+    ('clman', {'pretrain.input.batch_size': 3}),
+])
+def test_a_run_refused_at_start_does_not_block_the_corrected_rerun(
+    name, refused, data_dir, tmp_path, monkeypatch):
+  """Every runner: the refused run saved its config, the corrected one replaces it (no
+  checkpoint was saved) and trains; once it has a checkpoint, the config is the run's."""
+  with pytest.raises(ConfigError, match='batch_size'):
+    runners.train(helpers.load_config(name, data_dir, **refused), str(tmp_path))
+  corrected = helpers.load_config(name, data_dir, **{k: v for k, v in refused.items()
+                                                     if 'batch_size' not in k})
+  runner = runners.get(corrected)
+  trained = []
+  monkeypatch.setattr(type(runner), 'train', lambda self, config, workdir, which: trained.append(
+      os.makedirs(os.path.join(workdir, 'stage', 'checkpoints', '1'))) or {})
+  runners.train(corrected, str(tmp_path))
+  assert trained and not provenance.differences(corrected, provenance.load_config(str(tmp_path)))
+  with pytest.raises(ConfigError, match='Resume with the same config'):
+    runners.train(helpers.load_config(name, data_dir, **refused), str(tmp_path))

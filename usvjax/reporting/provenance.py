@@ -11,7 +11,10 @@
   was made from (``input_pipeline.fingerprint``).
 
 A run resumed in the same workdir must have the same config, apart from ``RESUMABLE``
-keys (schedule and evaluation settings: a run can be continued for more steps). A config
+keys (schedule and evaluation settings: a run can be continued for more steps). A run that
+has saved no checkpoint yet (``has_checkpoint``: refused by its start-up checks, or stopped
+before its first save) has trained nothing: its saved config is replaced, with a log line,
+so the corrected command simply runs. A config
 given to an evaluation is compared with the saved one the same way (``check_matches``).
 A key added to the configs later (``ADDED``) is compared as its old behaviour where a
 saved config lacks it, so older runs stay reusable.
@@ -25,6 +28,7 @@ import pprint
 import jax
 import ml_collections
 import tensorflow_datasets as tfds
+from absl import logging
 
 from input_pipeline import fingerprint
 from usvjax.errors import ConfigError
@@ -36,13 +40,14 @@ DATA_FILE = 'data.json'
 RESUMABLE = ('total_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
              'input.eval_batch_size', 'input.eval_resolution', 'input.overlay_videos',
              'task.threshold', 'task.threshold_rule', 'profile_steps', 'remat',
-             'pointwise_matmul')
+             'pointwise_matmul', 'task.nsd_tolerance_px', 'task.nsd_tolerance_mm')
 
 # Keys added to the configs after runs were saved, each with the value that reproduces the
 # runs saved before it: a saved config without the key (at the top level or in a stage's
 # config, e.g. ``pretrain.input.train_clips``) is the same run as a config that has this
 # value (compare reuses it; evaluation accepts it).
-ADDED = {'input.train_clips': 'every_frame'}
+ADDED = {'input.train_clips': 'every_frame', 'task.nsd_tolerance_px': 2.0,
+         'task.nsd_tolerance_mm': 1.0}
 
 _HEADER = '''"""The resolved config of the run in this directory, written when it started.
 
@@ -116,19 +121,38 @@ def differences(config: ml_collections.ConfigDict, saved: ml_collections.ConfigD
           if k not in ignore and value(ours, k) != value(theirs, k)]
 
 
-def check_matches(config: ml_collections.ConfigDict, workdir: str, what: str) -> None:
-  """Raises ``ValueError`` naming the differing keys if ``config`` is not the config saved
-  in ``workdir`` (``RESUMABLE`` keys aside). ``what`` says what the config is for."""
+def _differing(config: ml_collections.ConfigDict, workdir: str, what: str) -> str:
+  """'' if ``config`` is the config saved in ``workdir`` (or none is), else the start of
+  the error that lists the differing keys."""
   if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
-    return
+    return ''
   differing = differences(config, load_config(workdir), RESUMABLE)
+  if not differing:
+    return ''
+  listed = '\n'.join(f'  - {d}' for d in differing)
+  return (f'the config {what} differs from the one the run in {workdir} was trained with '
+          f'({os.path.join(workdir, CONFIG_FILE)}):\n{listed}\n')
+
+
+def check_matches(config: ml_collections.ConfigDict, workdir: str, what: str) -> None:
+  """Raises ``ConfigError`` naming the differing keys if ``config`` is not the config saved
+  in ``workdir`` (``RESUMABLE`` keys aside). ``what`` says what the config is for."""
+  differing = _differing(config, workdir, what)
   if differing:
-    listed = '\n'.join(f'  - {d}' for d in differing)
-    raise ConfigError(
-        f'the config {what} differs from the one the run in {workdir} was trained with '
-        f'({os.path.join(workdir, CONFIG_FILE)}):\n{listed}\nLeave out --config to use the '
-        "run's own, pass the same overrides again, or (evaluating on other data on purpose) "
-        'add --allow_config_changes.')
+    raise ConfigError(differing + "Leave out --config to use the run's own, pass the same "
+                      'overrides again, or (evaluating on other data on purpose) add '
+                      '--allow_config_changes.')
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether the run in ``workdir`` (or a stage of it, in a sub-directory) has saved a
+  checkpoint (a finished step directory in a ``checkpoints`` folder)."""
+  for folder, subfolders, _ in os.walk(workdir):
+    if os.path.basename(folder) == 'checkpoints':
+      if any(s.isdigit() for s in subfolders):
+        return True
+      subfolders.clear()  # Not into the steps' own files.
+  return False
 
 
 def data_fingerprint(builder: tfds.core.DatasetBuilder) -> dict:
@@ -145,9 +169,17 @@ def data_fingerprint(builder: tfds.core.DatasetBuilder) -> dict:
 
 def record(config: ml_collections.ConfigDict, workdir: str,
            builder: tfds.core.DatasetBuilder) -> None:
-  """Writes ``config.py`` and ``data.json`` into ``workdir`` (process 0); a resumed run
-  must have the saved config (``check_matches``)."""
-  check_matches(config, workdir, 'of this training')
+  """Writes ``config.py`` and ``data.json`` into ``workdir`` (process 0). A resumed run
+  must have the saved config; one without a checkpoint replaces it (the caller has made
+  sure that no running trainer holds the workdir: ``usvjax.runners.train``)."""
+  differing = _differing(config, workdir, 'of this training')
+  if differing and has_checkpoint(workdir):
+    raise ConfigError(differing + 'Resume with the same config and overrides (keys that may '
+                      f'change: {", ".join(RESUMABLE)}), or pass another --workdir to start '
+                      'a new run.')
+  if differing:
+    logging.warning('replacing the config saved in %s: the run there saved no checkpoint',
+                    workdir)
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
