@@ -8,7 +8,6 @@ from typing import NamedTuple
 
 import jax
 from absl import flags
-from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
@@ -18,6 +17,7 @@ from usvjax.core import parallel
 from usvjax.core.preemption import Stopped
 from usvjax.core.train import NonFiniteLossError
 from usvjax.errors import ConfigError
+from usvjax.reporting import console
 from usvjax.reporting import provenance
 
 COORDINATOR = flags.DEFINE_string(
@@ -85,35 +85,55 @@ USER_ERRORS = (DatasetError, NonFiniteLossError, OSError, ConfigError, VariantEr
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a one-line error for a bad config override (unknown key,
-  wrong type) instead of a traceback. Pass as ``app.run(main, flags_parser=parse_flags)``."""
+  wrong type) or a --config file that does not exist, instead of a traceback. Pass as
+  ``app.run(main, flags_parser=parse_flags)``."""
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
     text = str(e).replace('\\n', '\n').replace("\\'", "'")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = lines[-1].strip('\'"')
     print(f'error: bad flag or config override: {message}', file=sys.stderr)
     sys.exit(2)
+  if 'config' in flags.FLAGS and flags.FLAGS['config'].present:
+    given = config_flags.get_config_filename(flags.FLAGS['config'])
+    path = given.split(':')[0]
+    if not os.path.isfile(path):
+      print(f'error: --config={given}: there is no config file {path!r} (in {os.getcwd()}). '
+            'Pass a file of configs/ with its variant (e.g. --config=configs/unet.py:demo) or '
+            "a run's <workdir>/config.py.", file=sys.stderr)
+      sys.exit(2)
+  return rest
 
 
-def start_processes() -> None:
-  """Quiets library INFO logs (use --verbosity=0 to see them), turns on the persistent
-  compilation cache (--compilation_cache) and starts multi-process JAX."""
+def start_processes(workdir: str = '', creates_workdir: bool = False) -> None:
+  """Sends the libraries' messages to the command's log (``usvjax.reporting.console``;
+  ``--verbosity=N`` keeps them on the terminal), turns on the persistent compilation cache
+  (--compilation_cache) and starts multi-process JAX.
+
+  ``workdir`` (default: the --workdir flag) holds the log, ``<workdir>/errors.log``; a
+  command that ``creates_workdir`` (a trainer) creates it for the log if it can."""
+  if not workdir and 'workdir' in flags.FLAGS:
+    workdir = flags.FLAGS['workdir'].value or ''
   if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+    console.set_up(workdir, creates_workdir, PROCESS_ID.value or _cluster_process_id())
   if COMPILATION_CACHE.value:
     jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  workdir = flags.FLAGS['workdir'].value if 'workdir' in flags.FLAGS else ''
   parallel.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
-                      HEARTBEAT_TIMEOUT.value, workdir or '')
+                      HEARTBEAT_TIMEOUT.value, workdir, console.log_path())
+
+
+def _cluster_process_id() -> int:
+  """This process's index under SLURM (0 elsewhere), before JAX is started."""
+  return int(os.environ.get('SLURM_PROCID', '0'))
 
 
 def fail(error: Exception) -> None:
-  """Prints ``error`` as one clear line and exits with status 1 (a ``Stopped`` run: 128 + its
-  signal's number)."""
+  """Prints ``error`` as one clear line (naming the log that holds its traceback) and exits
+  with status 1 (a ``Stopped`` run: 128 + its signal's number)."""
   if isinstance(error, Stopped):
     print(str(error), file=sys.stderr)
     sys.exit(error.exit_code)
-  print(f'error: {error}', file=sys.stderr)
+  print(console.fail_line(error), file=sys.stderr)
   sys.exit(1)

@@ -46,7 +46,7 @@ flags.mark_flags_as_required(['workdir', 'method'])
 
 def main(argv):
   del argv
-  common.start_processes()
+  common.start_processes(creates_workdir=True)
   try:
     methods = [compare.parse_method(m) for m in METHODS.value]
     results = compare.run(methods, compare.parse_overrides(SETS.value),

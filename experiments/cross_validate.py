@@ -26,7 +26,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
-  common.start_processes()
+  common.start_processes(creates_workdir=True)
   try:
     summary = cross_validation.run(CONFIG.value, WORKDIR.value, FOLDS.value, SEED.value)
   except common.USER_ERRORS as e:

@@ -48,10 +48,10 @@ def trivial_baselines(run: run_lib.Run) -> dict[str, float]:
 
 def main(argv):
   del argv
-  common.start_processes()
+  workdir = os.path.abspath(OUTDIR.value)
+  common.start_processes(workdir, creates_workdir=True)
   config = unet.get_config('demo')
   config.dataset.data_dir = os.path.abspath(DATA_DIR.value)
-  workdir = os.path.abspath(OUTDIR.value)
   report = os.path.join(workdir, 'report')
   try:
     print(f'Training the image U-Net on synthetic ultrasound video in {workdir} ...')

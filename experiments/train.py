@@ -32,7 +32,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
-  common.start_processes()
+  common.start_processes(creates_workdir=True)
   config = CONFIG.value
   if PROFILE_STEPS.value:
     config.profile_steps = PROFILE_STEPS.value

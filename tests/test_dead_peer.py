@@ -1,11 +1,14 @@
 """A dead peer ends a two-process run promptly, with one clear line and no native stack.
 
-Two processes train the tiny U-Net over 127.0.0.1 with gloo (as in test_train's two-process
-test); once the first checkpoint is on disk one of them is killed with SIGKILL. The survivor
-must exit with status 1 within a generous bound, printing which process was lost and that the
-run resumes from the workdir, and without the runtime's own abort (a native stack), which
-``parallel._exit_when_a_peer_is_lost`` replaces on the releases it was written for.
+Two processes of ``experiments.train`` train the tiny U-Net over 127.0.0.1 with gloo (the
+optimizer of test_train's two-process test); once the first checkpoint is on disk one of them
+is killed with SIGKILL. The survivor must exit with status 1 within a generous bound,
+printing which process was lost, that the run resumes from the workdir and where the
+runtime's own messages went, and nothing else: not the runtime's abort (a native stack),
+which ``parallel._exit_when_a_peer_is_lost`` replaces on the releases it was written for, nor
+the coordination service's or gloo's lines, which go to the process's errors log.
 """
+import os
 import signal
 import socket
 import subprocess
@@ -14,10 +17,14 @@ import time
 
 import pytest
 
+import distributed_worker
 import helpers
+
 HEARTBEAT_SECONDS = 5
 NATIVE_CRASH_SIGNS = ('Fatal Python error', 'SIGABRT', 'terminate called', 'Check failure',
-                      '*** Begin stack trace', 'Aborted', 'Traceback')
+                      '*** Begin stack trace', 'Aborted', 'Traceback', 'coordination_service',
+                      'Gloo', 'WARNING')
+LOGS = ('errors.log', 'errors.process1.log')
 
 
 def _free_port() -> int:
@@ -32,9 +39,14 @@ def test_survivor_exits_with_one_clear_line(victim, data_dir, tmp_path):
   port = _free_port()
   env = helpers.subprocess_env(2, JAX_PLATFORMS='cpu')
   # 1000 steps: far more than run before the kill; a checkpoint every 2 steps marks "mid-run".
+  overrides = {'dataset.data_dir': data_dir, 'total_steps': 1000, 'eval_every': 1000,
+               'checkpoint_every': 2, **distributed_worker.MULTI_PROCESS_OPTIMIZER}
   processes = [subprocess.Popen(
-      [sys.executable, 'tests/distributed_worker.py', str(i), '2', str(port), str(workdir),
-       data_dir, str(tmp_path / f'p{i}.npz'), '1000', '2', str(HEARTBEAT_SECONDS)],
+      [sys.executable, '-m', 'experiments.train', '--config=configs/unet.py:tiny',
+       f'--workdir={workdir}', *[f'--config.{k}={v}' for k, v in overrides.items()],
+       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}',
+       f'--heartbeat_timeout_seconds={HEARTBEAT_SECONDS}',
+       f'--compilation_cache={os.environ["JAX_COMPILATION_CACHE_DIR"]}'],
       cwd=helpers.REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                for i in range(2)]
   survivor = processes[1 - victim]
@@ -59,5 +71,6 @@ def test_survivor_exits_with_one_clear_line(victim, data_dir, tmp_path):
   lines = [line for line in output.splitlines() if line.startswith('error:')]
   assert len(lines) == 1 and lines[0].startswith(lost), output[-3000:]
   assert f'resumed from the last checkpoint in {workdir} by restarting all processes' in lines[0]
+  assert lines[0].endswith(f"(the runtime's messages: {workdir / LOGS[1 - victim]})")
   for sign in NATIVE_CRASH_SIGNS:
     assert sign not in output, output[-3000:]

@@ -23,13 +23,14 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from usvjax.errors import ConfigError
+from usvjax.reporting import console
 
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 10
 
 
 def initialize(coordinator_address: str = '', num_processes: int = 1, process_id: int = 0,
                heartbeat_timeout_seconds: int = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
-               workdir: str = '') -> None:
+               workdir: str = '', log: str = '') -> None:
   """Starts multi-process JAX when asked (flags or a cluster environment), else nothing.
 
   With ``coordinator_address`` set, the three values are passed explicitly; with
@@ -39,7 +40,8 @@ def initialize(coordinator_address: str = '', num_processes: int = 1, process_id
   A peer that sends no heartbeat for ``heartbeat_timeout_seconds``, or a coordinator that
   stops answering, ends every surviving process: on the jax and jaxlib releases of
   :data:`PEER_EXIT_WRITTEN_FOR` it prints :func:`peer_lost_message` (with ``workdir`` as the
-  place to resume from) and exits with status 1 via ``os._exit``, without the shutdown
+  place to resume from, and ``log``, the command's log file that holds the runtime's own
+  messages, if any) and exits with status 1 via ``os._exit``, without the shutdown
   barrier that would wait for the dead process and then abort with a native stack; on other
   releases JAX aborts it. Checkpoints on disk are complete (saves are atomic), so restarting
   all processes resumes the run.
@@ -51,7 +53,7 @@ def initialize(coordinator_address: str = '', num_processes: int = 1, process_id
   if jax.config.jax_platforms in (None, '', 'cpu'):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   args = (coordinator_address, num_processes, process_id) if explicit else ()
-  with _on_a_lost_peer(heartbeat_timeout_seconds, workdir):
+  with _on_a_lost_peer(heartbeat_timeout_seconds, workdir, log):
     jax.distributed.initialize(*args, heartbeat_timeout_seconds=heartbeat_timeout_seconds)
   sys.excepthook = functools.partial(_await_peer_verdict, 2 * heartbeat_timeout_seconds + 5)
   logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
@@ -71,13 +73,13 @@ def peer_exit_hook_applies() -> bool:
              for name, version in PEER_EXIT_WRITTEN_FOR.items())
 
 
-def _on_a_lost_peer(heartbeat_timeout_seconds: int,
-                    workdir: str) -> contextlib.AbstractContextManager:
+def _on_a_lost_peer(heartbeat_timeout_seconds: int, workdir: str,
+                    log: str = '') -> contextlib.AbstractContextManager:
   """The context ``jax.distributed.initialize`` runs in: :func:`_exit_when_a_peer_is_lost`
   on the releases it was written for; elsewhere nothing, so a lost peer ends this process
   through JAX's own abort (a native stack) and a warning says so now."""
   if peer_exit_hook_applies():
-    return _exit_when_a_peer_is_lost(heartbeat_timeout_seconds, workdir)
+    return _exit_when_a_peer_is_lost(heartbeat_timeout_seconds, workdir, log)
   installed = {name: importlib.metadata.version(name) for name in PEER_EXIT_WRITTEN_FOR}
   logging.warning('a lost peer will end this process with JAX\'s own abort: the one-line '
                   'exit (parallel._exit_when_a_peer_is_lost) is written for %s, not %s',
@@ -86,8 +88,9 @@ def _on_a_lost_peer(heartbeat_timeout_seconds: int,
 
 
 def peer_lost_message(process_id: int, num_processes: int, heartbeat_timeout_seconds: int,
-                      workdir: str) -> str:
-  """The line process ``process_id`` prints when a peer is lost.
+                      workdir: str, log: str = '') -> str:
+  """The line process ``process_id`` prints when a peer is lost (naming ``log``, where the
+  runtime's own error messages went, if given).
 
   The runtime does not tell Python which peer it lost; with two processes it is the other one.
   """
@@ -98,7 +101,7 @@ def peer_lost_message(process_id: int, num_processes: int, heartbeat_timeout_sec
   where = f' in {workdir}' if workdir else ''
   return (f'error: {lost} was lost (no heartbeat for {heartbeat_timeout_seconds} s or its '
           f'connection closed); the run can be resumed from the last checkpoint{where} by '
-          'restarting all processes')
+          'restarting all processes' + (f' (the runtime\'s messages: {log})' if log else ''))
 
 
 # The C++ terminate handler installed by _exit_when_a_peer_is_lost (kept alive here).
@@ -106,7 +109,7 @@ _terminate_handler = None
 
 
 @contextlib.contextmanager
-def _exit_when_a_peer_is_lost(heartbeat_timeout_seconds: int, workdir: str):
+def _exit_when_a_peer_is_lost(heartbeat_timeout_seconds: int, workdir: str, log: str):
   """Makes a lost peer print :func:`peer_lost_message` and ``os._exit(1)``, while
   ``jax.distributed.initialize`` runs inside. Private jax and jaxlib APIs: only on the
   releases :data:`PEER_EXIT_WRITTEN_FOR` (see :func:`_on_a_lost_peer`).
@@ -131,8 +134,9 @@ def _exit_when_a_peer_is_lost(heartbeat_timeout_seconds: int, workdir: str):
   state = distributed.global_state
 
   def exit_lost(*unused_status) -> None:
-    print(peer_lost_message(state.process_id, state.num_processes, heartbeat_timeout_seconds,
-                            workdir), file=sys.stderr, flush=True)
+    print('\n' + peer_lost_message(state.process_id, state.num_processes,  # After a bar.
+                                   heartbeat_timeout_seconds, workdir, log),
+          file=console.terminal(), flush=True)
     os._exit(1)  # pylint: disable=protected-access
 
   _terminate_handler = ctypes.CFUNCTYPE(None)(exit_lost)

@@ -46,11 +46,23 @@ class WorkdirError(OSError):
 
 
 def _create(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(errno.ENOTDIR, f'the run directory {workdir!r} is a file, not a '
+                       'directory. Pass another --workdir (a directory, or a path to create), '
+                       'or move the file away.')
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise WorkdirError(e.errno, f'cannot create the run directory {workdir!r}: {e.strerror}. '
                        'Pass a --workdir on a writable filesystem with free space.') from e
+
+
+def create_writable(workdir: str) -> None:
+  """Creates ``workdir`` and checks that files can be written in it: a path that is a file,
+  cannot be created, or lies on a read-only or full filesystem is one ``WorkdirError``."""
+  _create(workdir)
+  check_space(workdir, 1, 'the run\'s files', 'Pass a --workdir on a writable filesystem '
+              'with free space.')
 
 
 def _filesystem_errno(error: Exception) -> int | None:
@@ -105,6 +117,27 @@ def _open_lock(workdir: str):
     return open(os.path.join(workdir, LOCK_FILE), 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
 
 
+def _in_use(workdir: str, lock) -> WorkdirError:
+  lock.seek(0)
+  holder = lock.read().strip() or 'another process'
+  return WorkdirError(errno.EBUSY, f'the run directory {workdir!r} is in use by a running '
+                      f'trainer ({holder}). Wait for it to finish, stop it, or pass another '
+                      '--workdir.')
+
+
+def check_free(workdir: str) -> None:
+  """Raises the ``WorkdirError`` of ``hold`` if a running trainer holds ``workdir`` (on
+  process 0, the one that takes the lock)."""
+  path = os.path.join(workdir, LOCK_FILE)
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as lock:  # flock needs no write access.
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      raise _in_use(workdir, lock) from e
+
+
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[None]:
   """Creates ``workdir`` and holds its lock (process 0) while the block runs."""
@@ -117,11 +150,7 @@ def hold(workdir: str) -> Iterator[None]:
     try:
       fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as e:
-      lock.seek(0)
-      holder = lock.read().strip() or 'another process'
-      raise WorkdirError(errno.EBUSY, f'the run directory {workdir!r} is in use by a running '
-                         f'trainer ({holder}). Wait for it to finish, stop it, or pass another '
-                         '--workdir.') from e
+      raise _in_use(workdir, lock) from e
     lock.seek(0)
     lock.truncate()
     lock.write(f'host {socket.gethostname()}, pid {os.getpid()}\n')

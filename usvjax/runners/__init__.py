@@ -13,7 +13,9 @@
 ``train``, ``evaluate``, ``cross_validate`` and ``compare`` look the runner up here; none of
 them asks what kind of run it is. Each runner is an ``interfaces.Runner``. Every run starts
 with ``train`` below, which records the run's config and data in its workdir
-(``usvjax.reporting.provenance``) before its runner trains it.
+(``usvjax.reporting.provenance``) before its runner trains it; its runner's start-up
+checks (``run.resolve``) come later, stage by stage, so a refused run's config is replaced
+by the next one as long as no stage has saved a checkpoint (``provenance.record``).
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from usvjax.core import evaluate as evaluate_lib
 from usvjax.core import run as run_lib
 from usvjax.core import train as train_lib
 from usvjax.core import train_logs
+from usvjax.core import workdir as workdir_lib
 from usvjax.errors import ConfigError
+from usvjax.reporting import console
 from usvjax.reporting import provenance
 from usvjax.runners import two_stage
 
@@ -120,11 +124,28 @@ def train(config: ml_collections.ConfigDict, workdir: str, which: str = 'best'
           ) -> dict[str, dict]:
   """Records the run (``provenance.record``) and trains it with its runner; {row: the
   validation metrics at the end}. ``which`` checkpoint the runner's later stages use.
-  One command: its dataset is prepared once for every stage (``run.prepared_once``)."""
+  One command: its dataset is prepared once for every stage (``run.prepared_once``).
+
+  A workdir that cannot be written (``workdir.create_writable``) or that a running trainer
+  holds (``workdir.check_free``) stops it first, before the dataset is prepared or a config
+  recorded over that trainer's. The prepared data is summarised in one line."""
   runner = get(config)
+  workdir_lib.create_writable(workdir)
+  workdir_lib.check_free(workdir)
   with run_lib.prepared_once():
-    provenance.record(config, workdir, run_lib.prepare_dataset(config.dataset))
+    with console.library_output():
+      builder = run_lib.prepare_dataset(config.dataset)
+    train_logs.say(data_summary(builder))
+    provenance.record(config, workdir, builder)
     return runner.train(config, workdir, which)
+
+
+def data_summary(builder) -> str:
+  """'data: <name/config/version> in <folder>: <n> <split> videos, ...' of a prepared
+  TFDS builder."""
+  splits = ', '.join(f'{split.num_examples} {name}'
+                     for name, split in builder.info.splits.items())
+  return f'data: {builder.info.full_name} in {builder.data_dir}: {splits} videos'
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = '',
