@@ -29,6 +29,11 @@ Variants (combine with commas, e.g. ``configs/stpfnet.py:tiny,no_sfm``):
   the previous-mask prior), and ``no_tfm`` (no memory read over past frames: beyond the
   paper, whose every variant keeps TFM). The default is the full model ("+4", both pools,
   mask prior).
+* Memory encoder (``model.memory_encoder``): 'stm' (the default) encodes memory frames as
+  STM does, with a network of its own whose first convolution takes the frame, its mask and
+  the background, and memory key and value heads of its own; ``shared_memory`` (``'shared'``,
+  the form before issue 41) encodes them with the query encoder and adds the mask at the
+  memory value head. See ``usvjax/models/stpfnet_memory.py``.
 """
 import ml_collections
 
@@ -70,6 +75,7 @@ ABLATIONS = {
     'w_stride16': dict(fusion_level='stride16'),
     'no_mask': dict(mask_prior=False),
     'no_tfm': dict(temporal_read=False),
+    'shared_memory': dict(memory_encoder='shared'),
 }
 
 
@@ -79,7 +85,8 @@ def get_config(arg: str | None = None):
       name='stpfnet', backbone='resnet50', backbone_width=1.0,
       read_level='stride16', decoder_channels=(256, 128, 64), temporal_read=True,
       spatial_fusion=True, mask_prior=True, fusion='msff', pools=('avg', 'max'),
-      fusion_level='stride32', msff_reduction=16, memory_size=5, memory_every=5))
+      fusion_level='stride32', msff_reduction=16, memory_size=5, memory_every=5,
+      memory_encoder='stm'))
   c.input.update(clip_length=3, eval_protocol='first_frame', train_clips='distinct_frames')
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   # Eqs. 10-12: cross entropy on frames 2 and 3, no overlap term (see the model docstring).

@@ -117,11 +117,12 @@ def tiny():
 def probe(tiny):
   """The eval-mode clip forward pass of ``tiny``, with what its modules got and gave:
   {'outputs', 'sfm': [(frame, prior, query_key, previous_key, z) per predicted frame],
-  'msff': [(y, z, w, X)], 'query_value': [V^C], 'decoder': [read at its input]}."""
+  'msff': [(y, z, w, X)], 'query_value': [V^C], 'decoder': [read at its input],
+  'memory': [(K^P, V^P) per memorised frame]}."""
   model, variables, batch = tiny
 
   def run(variables, batch):
-    seen = {'sfm': [], 'msff': [], 'query_value': [], 'decoder': []}
+    seen = {'sfm': [], 'msff': [], 'query_value': [], 'decoder': [], 'memory': []}
 
     def record(next_fun, args, kwargs, context):
       out = next_fun(*args, **kwargs)
@@ -134,6 +135,8 @@ def probe(tiny):
         seen['query_value'].append(out)
       elif (name, method) == ('decoder', '__call__'):
         seen['decoder'].append(args[0]['stride32'])
+      elif (name, method) == ('memory_network', '__call__'):
+        seen['memory'].append(out)
       return out
     with nn.intercept_methods(record):
       outputs = model.apply(variables, batch, train=False)
@@ -160,7 +163,7 @@ def test_spatial_prior_of_ones_is_no_prior_and_of_zeros_is_a_black_frame(tiny):
 def test_the_forward_pass_fuses_the_spatial_prior_read_of_the_previous_prediction(tiny, probe):
   """The SFM tested above is the one the forward pass runs: for frame 2 it multiplies frame 2
   by frame 1's given mask, for frame 3 by frame 2's prediction, reads with the previous
-  frame's key, and its z is what MSFF fuses."""
+  frame's key (the memory key it was written with), and its z is what MSFF fuses."""
   _, _, batch = tiny
   sfm, msff, outputs = probe['sfm'], probe['msff'], probe['outputs']
   assert len(sfm) == len(msff) == 2
@@ -169,8 +172,7 @@ def test_the_forward_pass_fuses_the_spatial_prior_read_of_the_previous_predictio
     np.testing.assert_array_equal(frame, batch['frames'][:, t + 1])
     np.testing.assert_allclose(prior, previous_masks[t], rtol=1e-6)
     np.testing.assert_array_equal(fused_z, z)
-    if t:
-      np.testing.assert_array_equal(previous_key, sfm[t - 1][2])
+    np.testing.assert_array_equal(previous_key, probe['memory'][t][0])
     assert key.shape == (2, 2, 2, 2)  # The read at stride 16 of 32x32 frames: 2x2.
 
 
@@ -184,7 +186,8 @@ def test_the_read_is_the_fused_read_and_the_query_frames_own_value(probe):
 
 def test_the_training_loss_reaches_every_parameter(tiny):
   """BCE of frames 2 and 3 (Eq. 12) through the training forward pass: a gradient for every
-  parameter array, the encoder's (shared by frames and prior images) included."""
+  parameter array, the encoder's (shared by frames and prior images) and every one of STM's
+  memory encoder (its mask and background convolutions, trunk and heads) included."""
   model, variables, batch = tiny
 
   def bce(logits, target):
@@ -203,6 +206,10 @@ def test_the_training_loss_reaches_every_parameter(tiny):
   dead = [name for name, g in flat.items() if not np.any(np.asarray(g))]
   assert not dead, dead
   assert len(flat) > 100
+  memory = [name for name in flat if name.startswith('memory_network/')]
+  assert {f'memory_network/{n}/kernel' for n in ('conv1_m', 'conv1_o', 'key_head', 'value_head',
+                                                 'trunk/conv1')} <= set(memory)
+  assert any('/trunk/layer3_' in name for name in memory)
 
 
 def test_without_tfm_nothing_reads_the_memory_and_the_loss_trains_every_parameter():
@@ -212,6 +219,7 @@ def test_without_tfm_nothing_reads_the_memory_and_the_loss_trains_every_paramete
   variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
   params = variables['params']
   assert 'memory_value_head' not in params and 'y_fc1' not in params['msff']
+  assert 'value_head' not in params['memory_network'] and 'key_head' in params['memory_network']
   assert 'z_fc1' in params['msff'] and 'prior_value_head' in params
 
   def loss(p):
@@ -243,24 +251,49 @@ def test_frames_and_prior_images_have_separate_batchnorm_statistics(tiny):
   assert not all(jax.tree.leaves(moved))
 
 
-def test_full_size_model_reads_res4_as_stm():
-  """The paper config: ResNet-50, keys 128 and values 512 from res4 (C = 1024, stride 16),
-  the decoder fed [X, V^C] (1024 channels) beside res3's 512; w from layer4 ("+4")."""
+def _paper_shapes(**overrides):
   config = stpfnet_config.get_config('paper')
+  config.model.update(overrides)
   model = models.create_model(config.model)
   batch = {'frames': jnp.zeros((1, 3, 352, 352, 3)), 'masks': jnp.zeros((1, 3, 352, 352, 1))}
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
+  return model, batch, jax.eval_shape(lambda: model.init(jax.random.key(0), batch, train=False))
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_full_size_model_reads_res4_as_stm():
+  """The paper config: ResNet-50 query encoder, keys 128 and values 512 from res4 (C = 1024,
+  stride 16), the decoder fed [X, V^C] (1024 channels) beside res3's 512; w from layer4
+  ("+4"); STM's memory encoder: a ResNet-50 to res4 (torchvision's without layer4 and fc)
+  with 7x7 mask and background convolutions and key and value heads of its own."""
+  model, batch, shapes = _paper_shapes()
   params = shapes['params']
-  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # pylint: disable=unnecessary-lambda-assignment
-  assert count(params['encoder']) == 23_508_032  # torchvision ResNet-50 without its fc.
+  assert _count(params['encoder']) == 23_508_032  # torchvision ResNet-50 without its fc.
   assert params['key_head']['kernel'].shape == (3, 3, 1024, 128)
-  assert params['memory_value_head']['kernel'].shape == (3, 3, 1025, 512)  # [r, mask]
   assert params['query_value_head']['kernel'].shape == (3, 3, 1024, 512)
   assert params['prior_value_head']['kernel'].shape == (3, 3, 1024, 512)
   assert params['w_head']['kernel'].shape == (1, 1, 2048, 128)
   assert params['decoder']['block0_conv0']['Conv_0']['kernel'].shape[2] == 1024 + 512
+  memory = params['memory_network']
+  assert _count(memory['trunk']) == 8_543_296 and 'layer4_0' not in memory['trunk']
+  assert memory['conv1_m']['kernel'].shape == memory['conv1_o']['kernel'].shape == (7, 7, 1, 64)
+  assert memory['key_head']['kernel'].shape == (3, 3, 1024, 128)
+  assert memory['value_head']['kernel'].shape == (3, 3, 1024, 512)
+  assert 'memory_value_head' not in params
   assert 'prior_encoder' not in params and 'prior_encoder' in shapes['batch_stats']
   out = jax.eval_shape(lambda v: model.apply(v, batch, train=False), shapes)
   assert out['logits'].shape == (1, 352, 352, 1)
   assert out['aux_logits'].shape == (1, 1, 352, 352, 1)
-  print(f'paper: {count(params):,} parameters')  # Reported in the notes.
+  assert _count(params) == 54_020_745  # docs/segmentation.md; 44,296,009 when 'shared'.
+
+
+def test_full_size_shared_memory_is_the_form_before_issue_41():
+  """``memory_encoder='shared'``: no memory encoder; the mask joins r at the memory value
+  head (1024 + 1 input channels); the memory key is the query's."""
+  _, _, shapes = _paper_shapes(memory_encoder='shared')
+  params = shapes['params']
+  assert 'memory_network' not in params
+  assert params['memory_value_head']['kernel'].shape == (3, 3, 1025, 512)  # [r, mask]
+  assert _count(params) == 44_296_009

@@ -61,12 +61,14 @@ def test_stream_equals_the_clip_forward_pass(name, variant, overrides, reads_pas
   assert changes == [reads_past, reads_past, True]
 
 
-def test_stpfnet_stream_equals_the_clip_forward_pass():
+@pytest.mark.parametrize('memory_encoder', ['stm', 'shared'])
+def test_stpfnet_stream_equals_the_clip_forward_pass(memory_encoder):
   """STPFNet from frame 0's given mask: step t equals the prediction of frame t by the clip
   forward pass (training's unrolled loop) over frames 0..t, in eval mode, on a memory that
-  has to drop frames; every frame and the given mask change the last prediction."""
+  has to drop frames; every frame and the given mask change the last prediction; with STM's
+  memory encoder and with the shared one."""
   config = stpfnet_config.get_config('tiny')
-  config.model.update(memory_size=2, memory_every=2)
+  config.model.update(memory_size=2, memory_every=2, memory_encoder=memory_encoder)
   model = models.create_model(config.model)
   rng = np.random.default_rng(0)
   t, size = 5, 32

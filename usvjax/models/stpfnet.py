@@ -21,17 +21,18 @@ Eq. 10 prints only the foreground term -sum g log p, read as the two-class cross
 (STM's loss; with one sigmoid output it is BCE); pixels are averaged, not summed (a constant
 factor H*W that the learning rate absorbs).
 
-**Encoder and BatchNorm statistics.** One ResNet-50 (``encoder``) encodes the frames. The
-SFM's prior image P_m * C_f (Eq. 4) goes through the same weights (Fig. 2 feeds both to "the
-network backbone") in a separate pass with *its own BatchNorm statistics*
-(``prior_encoder``: the encoder's parameters, BatchNorm scale and bias included, shared with
-``nn.map_variables``; its own ``batch_stats``). In training, frames are normalised by
-statistics of frames only (the frames of one time step, frame 1's in ``start``) and prior
-images by statistics of prior images only; each running average collects the one population
-it normalises at inference. Our choice: a separate pass through shared statistics would
-still mix masked, mostly black images into the frames' running averages, which would then
-match neither population at inference. Pretrained weights (``init.target='encoder'``) set
-the shared parameters and the frame statistics; the prior statistics start at (0, 1) and are
+**Encoder and BatchNorm statistics.** One ResNet-50 (``encoder``) encodes the query frames
+(and, with ``memory_encoder='shared'``, the memory frames; STM's memory encoder has weights
+and statistics of its own). The SFM's prior image P_m * C_f (Eq. 4) goes through the same
+weights (Fig. 2 feeds both to "the network backbone") in a separate pass with *its own
+BatchNorm statistics* (``prior_encoder``: the encoder's parameters, BatchNorm scale and bias
+included, shared with ``nn.map_variables``; its own ``batch_stats``). In training, frames
+are normalised by statistics of frames only (the frames of one time step) and prior images
+by statistics of prior images only; each running average collects the one population it
+normalises at inference. Our choice: a separate pass through shared statistics would still
+mix masked, mostly black images into the frames' running averages, which would then match
+neither population at inference. Pretrained weights (``init.target='encoder'``) set the
+shared parameters and the frame statistics; the prior statistics start at (0, 1) and are
 learned (training normalises with batch statistics).
 
 **Read level.** r = the encoder's features at ``read_level``: 'stride16' (the default and the
@@ -47,13 +48,17 @@ the softmax running over all memory positions m. The printed softmax(exp(K^C (x)
 read as STM's softmax of (scaled) dot products: the exp is the softmax's own. Positions of
 unused memory slots are masked out, so each video of a batch reads only its own memory.
 
-**TFM (Sec. III-B).** Read over the memory of past frames. Following STM, a memory value
-encodes the frame *and its mask*: the memory value head sees [r, m], m the frame's mask
-(given for frame 1, predicted probabilities after) averaged down to r's resolution; the
-query's own value V^C is the query value head of r alone (STM's separate query and memory
-key-value heads). Our choice where the paper is silent: STM has a second encoder for memory
-frames; here one encoder serves both and the mask enters at the memory value head, so a
-frame is encoded once for the query and the memory (its memory key is its query key).
+**TFM (Sec. III-B).** Read over the memory of past frames; a memory entry encodes the
+frame *and its mask* m (given for frame 1, predicted probabilities after). The paper says
+"the same operation" for past frames and is silent on the mask; ``memory_encoder`` picks:
+'stm' (the default): STM's memory encoder (``stpfnet_memory.MemoryEncoder``): a ResNet of
+its own, up to the read level, whose first convolution takes the frame, m and 1 - m, with
+memory key and value heads of its own; the query encoder and its key and value heads as
+below. 'shared' (before issue 41): one encoder serves query and memory, the memory key is
+the frame's query key, and m enters only at the memory value head, which sees [r, m], m
+averaged down to r's resolution (a frame is encoded once). In both, the query's own value
+V^C is the query value head of r. The SFM's previous key K^p_{t-1} is the key the previous
+frame was written into the memory with.
 
 **Read output (STM).** As in STM, the decoder gets the read concatenated with the query's
 own value: [X, V^C] (C channels), X the fused read below. Our choice: V^C joins after the
@@ -112,6 +117,7 @@ import jax.numpy as jnp
 from usvjax.errors import ConfigError
 from usvjax.models import layers
 from usvjax.models import space_time_memory
+from usvjax.models import stpfnet_memory
 from usvjax.models.backbones import resnet
 
 State = space_time_memory.State
@@ -119,6 +125,7 @@ LEVELS = ('stride2', 'stride4', 'stride8', 'stride16', 'stride32')  # The encode
 READ_LEVELS = ('stride16', 'stride32')
 FUSION_LEVELS = ('', 'stride8', 'stride16', 'stride32')
 POOLS = ('avg', 'max')
+MEMORY_ENCODERS = ('stm', 'shared')
 
 
 def _area_resize(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
@@ -164,13 +171,19 @@ class STPFNet(nn.Module):
   msff_reduction: int = 16
   memory_size: int = 5
   memory_every: int = 5
+  memory_encoder: str = 'stm'  # STM's own memory encoder, or 'shared' (module docstring).
 
   def setup(self):
     self._check_fields()
     self.encoder = resnet.ResNet(self.backbone, width=self.backbone_width)
     channels = self._channels()
     self.key_head = nn.Conv(channels // 8, (3, 3))
-    self.memory_value_head = nn.Conv(channels // 2, (3, 3))
+    if self.memory_encoder == 'stm':
+      self.memory_network = stpfnet_memory.MemoryEncoder(
+          self.backbone, self.backbone_width, self.read_level, channels // 8,
+          channels // 2 if self.temporal_read else 0)
+    else:
+      self.memory_value_head = nn.Conv(channels // 2, (3, 3))
     self.query_value_head = nn.Conv(channels // 2, (3, 3))
     if self.spatial_fusion:
       # The encoder's parameters with BatchNorm statistics of its own (module docstring).
@@ -186,6 +199,9 @@ class STPFNet(nn.Module):
     self.mask_head = nn.Conv(1, (1, 1))
 
   def _check_fields(self) -> None:
+    if self.memory_encoder not in MEMORY_ENCODERS:
+      raise ConfigError(f'config.model.memory_encoder={self.memory_encoder!r}: use one of '
+                        f'{MEMORY_ENCODERS}.')
     if self.fusion not in ('msff', 'sum'):
       raise ConfigError(f"config.model.fusion={self.fusion!r}: use 'msff' or 'sum'.")
     if not (self.temporal_read or self.spatial_fusion):
@@ -218,15 +234,27 @@ class STPFNet(nn.Module):
     """The decoder's skip features, coarse to fine: the levels finer than the read."""
     return LEVELS[:LEVELS.index(self.read_level)][::-1]
 
+  @staticmethod
+  def _prepare(image: jnp.ndarray) -> jnp.ndarray:
+    """[B, H, W, 1 or 3] in [0, 1] -> the ImageNet-normalised RGB encoders take."""
+    x = jnp.broadcast_to(image, image.shape[:-1] + (3,)) if image.shape[-1] == 1 else image
+    return resnet.imagenet_normalize(x)
+
   def _encode(self, encoder: nn.Module, image: jnp.ndarray, train: bool
               ) -> dict[str, jnp.ndarray]:
-    x = jnp.broadcast_to(image, image.shape[:-1] + (3,)) if image.shape[-1] == 1 else image
-    return encoder(resnet.imagenet_normalize(x), train=train)
+    return encoder(self._prepare(image), train=train)
 
-  def _memory_value(self, r: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+  def _memory_entry(self, frame: jnp.ndarray, mask: jnp.ndarray, train: bool,
+                    r: jnp.ndarray | None = None, key: jnp.ndarray | None = None
+                    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(K^P [B, h, w, C/8], V^P [B, h, w, C/2]) of a frame [B, H, W, C_in] and its mask
+    [B, H, W, 1] written into the memory: STM's memory encoder of both, or ('shared') the
+    frame's query key and the memory value head of [r, mask] (r, key: the query's)."""
+    if self.memory_encoder == 'stm':
+      return self.memory_network(self._prepare(frame), mask, train=train)
     if not self.temporal_read:  # Nothing reads the values (module docstring).
-      return jnp.zeros(r.shape[:-1] + (self._channels() // 2,), r.dtype)
-    return self.memory_value_head(
+      return key, jnp.zeros(r.shape[:-1] + (self._channels() // 2,), r.dtype)
+    return key, self.memory_value_head(
         jnp.concatenate([r, _area_resize(mask, r.shape[1:3])], axis=-1))
 
   def _decode(self, read: jnp.ndarray, encoded: dict[str, jnp.ndarray], train: bool
@@ -257,12 +285,15 @@ class STPFNet(nn.Module):
   def start(self, frame: jnp.ndarray, mask: jnp.ndarray, train: bool = False
             ) -> tuple[State, None]:
     """The stream's state after frame 1 [B, H, W, C_in] with its given mask [B, H, W, 1],
-    and no logits: frame 1's result is the given mask."""
-    r = self._encode(self.encoder, frame, train)[self.read_level]
-    key = self.key_head(r)
+    and no logits: frame 1's result is the given mask. (STM's form encodes frame 1 only
+    as a memory frame.)"""
+    if self.memory_encoder == 'stm':
+      key, value = self._memory_entry(frame, mask, train)
+    else:
+      r = self._encode(self.encoder, frame, train)[self.read_level]
+      key, value = self._memory_entry(frame, mask, train, r, self.key_head(r))
     b, n = frame.shape[0], self.memory_size
     empty = lambda x: jnp.zeros((b, n) + x.shape[1:], x.dtype)  # pylint: disable=unnecessary-lambda-assignment
-    value = self._memory_value(r, mask)
     state = {'keys': empty(key), 'values': empty(value), 'valid': jnp.zeros((b, n), bool),
              'head': jnp.zeros((b,), jnp.int32), 'count': jnp.zeros((b,), jnp.int32)}
     return space_time_memory.remember(state, key, value, mask, self.memory_every), None
@@ -287,7 +318,8 @@ class STPFNet(nn.Module):
     decoded = self._decode(read, encoded, train)
     logits = jax.image.resize(self.mask_head(decoded), frame.shape[:3] + (1,), 'bilinear')
     mask = nn.sigmoid(logits)
-    return space_time_memory.remember(state, key, self._memory_value(r, mask), mask, self.memory_every), logits
+    memory_key, value = self._memory_entry(frame, mask, train, r, key)
+    return space_time_memory.remember(state, memory_key, value, mask, self.memory_every), logits
 
   def __call__(self, batch: dict[str, jnp.ndarray], *, train: bool) -> dict[str, jnp.ndarray]:
     frames, masks = batch['frames'], batch['masks']

@@ -9,7 +9,11 @@ stem, stages ``layer1``..``layer4`` with blocks ``layer<i>_<j>``, shortcut
 Input: float32 [B, H, W, 3] (ImageNet-normalised for pretrained weights, see
 ``imagenet_normalize``). Output: the multi-scale features
 ``{'stride2', 'stride4', 'stride8', 'stride16', 'stride32'}`` (stem after ReLU, then the
-four stages), and ``'pooled'`` [B, C] (global average of stride 32).
+four stages), and ``'pooled'`` [B, C] (global average of the last stage). With
+``stages`` < 4 the trunk ends after that stage (STM's memory encoder ends at res4,
+``stages=3``: no 'stride32'); ``stem_addend`` [B, H/2, W/2, C_stem] is added to conv1's
+output before ``bn1`` (where STM's memory encoder adds its mask convolutions,
+``usvjax/models/stpfnet_memory.py``).
 
 Options: ``norm`` 'batch' or 'group' (GroupNorm with ``groups`` groups, CLMAN),
 ``nonlocal_stages`` (an embedded-Gaussian non-local block, Wang et al. 2018, after the last
@@ -201,9 +205,11 @@ class ResNet(nn.Module):
   groups: int = 32
   frozen_norm: bool = False
   nonlocal_stages: Sequence[int] = ()
+  stages: int = 4
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray]:
+  def __call__(self, x: jnp.ndarray, *, train: bool,
+               stem_addend: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
     if self.arch not in ARCHITECTURES:
       raise ConfigError(f'unknown backbone {self.arch!r}; choose one of {sorted(ARCHITECTURES)}.')
     block, depths = ARCHITECTURES[self.arch]
@@ -211,10 +217,12 @@ class ResNet(nn.Module):
     channels = lambda c: max(1, int(round(c * self.width)))  # pylint: disable=unnecessary-lambda-assignment
     common = dict(norm=self.norm, groups=self.groups, frozen_norm=self.frozen_norm)
     x = _conv(channels(64), 7, 2, 'conv1')(x)
+    if stem_addend is not None:
+      x = x + stem_addend
     x = nn.relu(_Norm(self.norm, self.groups, self.frozen_norm, name='bn1')(x, train))
     features = {'stride2': x}
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    for stage, depth in enumerate(depths, start=1):
+    for stage, depth in enumerate(depths[:self.stages], start=1):
       planes = channels(64 * 2 ** (stage - 1))
       for j in range(depth):
         stride = 2 if j == 0 and stage > 1 else 1
