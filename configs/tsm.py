@@ -5,12 +5,12 @@
 Variants:
 
 * ``paper``: TSM-ResNet-50, 1/8 of the channels shifted each way (residual shift), 8
-  segments (8 frames sampled uniformly over the video) at 224x224, dropout 0.5 before the
-  classifier, in CLMAN Table 4's protocol (batch 8, 320 epochs: 6,720 steps; see
-  ``configs/video_resnet.py``). Optimiser of the released TSM code: SGD, momentum 0.9,
-  weight decay 1e-4, learning rate 0.01 per 64 videos scaled to batch 8 (1.25e-3), cosine
-  decay. The paper starts from ImageNet: convert a torchvision ResNet-50 with
-  ``experiments/convert_weights.py --video=tsm_resnet50`` and pass it as
+  segments (in training one random frame per segment, TSM's; the centres in evaluation)
+  at 224x224, dropout 0.5 before the classifier, in CLMAN Table 4's protocol (batch 8, 320
+  epochs: 6,720 steps; see ``configs/video_resnet.py``). Optimiser of the released TSM
+  code: SGD, momentum 0.9, weight decay 1e-4, learning rate 0.01 per 64 videos scaled to
+  batch 8 (1.25e-3), cosine decay. The paper starts from ImageNet: convert a torchvision
+  ResNet-50 with ``experiments/convert_weights.py --video=tsm_resnet50`` and pass it as
   ``--config.init.checkpoint`` (``init.target`` 'backbone').
 * ``demo`` (ResNet-18 at width 1/4, 64x64), ``tiny`` (tests: width 1/16, one block per
   stage, 32x32).

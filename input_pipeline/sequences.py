@@ -1,12 +1,22 @@
 """Classification examples: frame (or cached feature) sequences sampled over a whole video.
 
 Sequences are ``frames`` [n, H, W, C] (or cached per-frame ``features`` [n, D], see
-``usvjax.runners.feature_cache``) sampled uniformly over the whole video: frame i of n sampled from
-a video of N frames is the one at the centre of the i-th of n equal segments,
-floor((i + 1/2) N / n), so one frame is the middle frame and the ends, where the lesion is
-often out of view, are never favoured. ``input.sampling`` 'up_to' takes
-n = min(N, max_frames) (all frames of a short video); 'exact' takes n = max_frames (frames
-of a shorter video repeat: Cui et al.'s equal-frame datasets). Sequences are padded to the
+``usvjax.runners.feature_cache``) sampled over the whole video, one frame in each of n equal
+segments: frame i of n from a video of N frames is floor((i + u_i) N / n), in segment
+[i N / n, (i + 1) N / n). In evaluation u_i = 1/2, the segment's centre, so the frames are
+fixed, one is the middle frame, and the ends, where the lesion is often out of view, are
+never favoured. In training u_i ~ U[0, 1) (TSN's segment-based sampling, Wang et al. 2016,
+which TSM trains with): every pass over the data shows each video's frames anew, a draw
+seeded by the run seed and the video's position in the (seeded, repeating) training stream,
+so it is reproducible by seed, and a resumed run, which replays the stream and skips what
+was trained, sees the same draws. It covers every classifier: CLMAN, the frame CNN of
+CNN_Aver / the CNN-LSTM and the LSTM on cached features, and the video networks (TSM, C3D,
+R3D, TimeSformer). CLMAN names no frame sampling for its classifier and Cui et al. extract
+their frames by uniform sampling: random draws in training are our choice there (the same
+segments, uniform in expectation); their evaluation frames stay the centres.
+``input.sampling`` 'up_to' takes n = min(N, max_frames) (all frames of a short video);
+'exact' takes n = max_frames (frames of a shorter video repeat: Cui et al.'s equal-frame
+datasets). Sequences are padded to the
 smallest length bucket (``input.length_buckets``) that holds the batch's longest one, with
 ``valid[B, T]`` marking real frames, so a step function compiles at most once per bucket.
 

@@ -1,10 +1,14 @@
 """CLMAN: multi-meta attention against Eqs. 4-6 in NumPy, its degenerate average, padding
-invariance of every aggregation, NT-Xent by hand, the contrastive views, and pretraining
-feeding the classifier."""
+invariance of every aggregation, NT-Xent by hand (SimCLR's negatives), the contrastive views,
+the classifiers' training frames (one random frame per segment, drawn anew every pass,
+reproducible by seed and on resume; fixed centres in evaluation), and pretraining feeding
+the classifier."""
+import math
 import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,13 +16,17 @@ import tensorflow as tf
 import helpers
 from configs import clman as clman_config
 from input_pipeline import augment
+from input_pipeline import pipeline
+from input_pipeline import sequence_streams
 from input_pipeline import view_pair_streams
 from usvjax import losses
 from usvjax import runners
+from usvjax import tasks
 from usvjax.core import checkpoint
 from usvjax.errors import ConfigError
 from usvjax.models import clman
 from usvjax.studies import cross_validation
+from usvjax.tasks.contrastive import ContrastiveTask
 
 
 def test_multi_meta_attention_matches_equations_4_to_6():
@@ -122,22 +130,81 @@ def test_table3_attention_aggregators(aggregation, reduction):
 
 
 def test_nt_xent_by_hand():
-  """Two examples, 2-d projections, tau = 1: view i's candidates are the three others."""
+  """Two examples, 2-d projections, tau = 1: view i's candidates are the three others, the
+  other example's views negatives also when both come from one video (SimCLR; CLMAN Sec. 3.2:
+  "negative samples composed of other images")."""
   z = np.array([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [-1.0, 0.0]]], np.float32)
-  def nt_xent(z, groups):
-    logits, positive = losses.nt_xent_logits(jnp.asarray(z), 1.0, jnp.ones(2, bool), groups)
-    return losses.nt_xent(logits, positive, jnp.ones(2, bool))
-  per_example = nt_xent(z, jnp.arange(2))
+  logits, positive = losses.nt_xent_logits(jnp.asarray(z), 1.0, jnp.ones(2, bool))
+  per_example = losses.nt_xent(logits, positive, jnp.ones(2, bool))
   # Views in order a1=(1,0), b1=(1,0), a2=(0,1), b2=(-1,0); cosines between them:
   s = np.array([[1, 1, 0, -1], [1, 1, 0, -1], [0, 0, 1, 0], [-1, -1, 0, 1]], np.float32)
   positive = [2, 3, 0, 1]
   view = [-s[i, positive[i]] + np.log(sum(np.exp(s[i, k]) for k in range(4) if k != i))
           for i in range(4)]
-  np.testing.assert_allclose(per_example, [(view[0] + view[2]) / 2, (view[1] + view[3]) / 2],
-                             rtol=1e-5)
-  # The same video: the other example is no negative, so only the positive remains.
-  same = nt_xent(z, jnp.zeros(2, jnp.int32))
-  np.testing.assert_allclose(same, [0.0, 0.0], atol=1e-6)
+  expected = [(view[0] + view[2]) / 2, (view[1] + view[3]) / 2]
+  np.testing.assert_allclose(per_example, expected, rtol=1e-5)
+  task = ContrastiveTask(ml_collections.ConfigDict({'temperature': 1.0}), 2)
+  for videos in ([3, 4], [3, 3]):  # Two videos; one video: the same negatives.
+    batch = {'valid': np.ones((2, 2), bool), 'video_hash': np.array(videos, np.int32)}
+    loss, _ = task.loss({'projections': jnp.asarray(z)}, batch)
+    np.testing.assert_allclose(loss, np.mean(expected), rtol=1e-5)
+
+
+def _sequence_config(seed=0):
+  config = clman_config.get_config('tiny')
+  config.seed = seed
+  config.input.update(max_frames=4, sampling='up_to')
+  return config
+
+
+def _drawn_frames(config, train, passes=4, num=40):
+  """The frame numbers of each sequence ``items`` makes from ``passes`` passes over one
+  video of ``num`` frames (frames are their numbers, still encoded)."""
+  video = {'frames': tf.constant([str(i).encode() for i in range(num)]),
+           'label': tf.constant(1, tf.int64), 'video_id': tf.constant(b'v')}
+  videos = tf.data.Dataset.from_tensors(video).repeat(passes)
+  return [[int(f) for f in item['frames'].numpy()]
+          for item in sequence_streams.items(videos, config, train)]
+
+
+def test_training_frames_are_drawn_anew_every_pass_and_reproducibly_by_seed():
+  """Training: each pass over the video draws other frames, the same ones for the same run
+  seed, others for another; evaluation: the segment centres, every pass."""
+  drawn = _drawn_frames(_sequence_config(), train=True)
+  assert len({tuple(d) for d in drawn}) == len(drawn) == 4
+  assert _drawn_frames(_sequence_config(), train=True) == drawn
+  assert _drawn_frames(_sequence_config(seed=1), train=True) != drawn
+  assert _drawn_frames(_sequence_config(), train=False) == [[5, 15, 25, 35]] * 4
+
+
+@pytest.mark.parametrize('num, count', [(40, 4), (7, 4), (30, 16), (16, 16), (5, 8)])
+def test_each_training_frame_lies_in_its_own_segment(num, count):
+  """Frame i of ``count`` lies in segment [i num / count, (i + 1) num / count); over many
+  seeds every frame of a segment occurs (a uniform draw, not a fixed offset)."""
+  seen = [set() for _ in range(count)]
+  for seed in range(200):
+    indices = sequence_streams.random_indices(num, count, tf.constant([seed, 7])).numpy()
+    for i, index in enumerate(indices):
+      assert math.floor(i * num / count) <= index <= math.ceil((i + 1) * num / count) - 1
+      seen[i].add(int(index))
+  for i in range(count):
+    assert seen[i] == set(range(math.floor(i * num / count),
+                                math.ceil((i + 1) * num / count)))
+  # An offset that rounds up to 1 stays in its segment (8 / 4: segments of two frames).
+  below_one = tf.fill([4], tf.constant(np.nextafter(1.0, 0.0), tf.float64))
+  assert sequence_streams.segment_indices(8, 4, below_one).numpy().tolist() == [1, 3, 5, 7]
+
+
+def test_resumed_classification_stream_equals_the_uninterrupted_one(data_dir):
+  """The frame draws depend on the stream position only: a run resumed at step 2 sees the
+  batches of the uninterrupted run, frames included."""
+  config = helpers.load_config('clman', data_dir)
+  builder, source = pipeline.get_builder(config.dataset), tasks.example_source(config)
+  fresh = pipeline.train_batches(config, builder, source)
+  expected = [next(fresh) for _ in range(3)][2]
+  resumed = next(pipeline.train_batches(config, builder, source, start_step=2))
+  for key in expected:
+    np.testing.assert_array_equal(resumed[key], expected[key])
 
 
 @pytest.mark.parametrize('positives', ['same_frame', 'same_video'])

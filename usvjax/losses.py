@@ -81,20 +81,21 @@ def location_contrastive(heatmap: jnp.ndarray, positive: jnp.ndarray, negative: 
                      - mean_squared_error(heatmap, negative) + margin, 0.0)
 
 
-def nt_xent_logits(projections: jnp.ndarray, temperature: float, valid: jnp.ndarray,
-                   groups: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def nt_xent_logits(projections: jnp.ndarray, temperature: float, valid: jnp.ndarray
+                   ) -> tuple[jnp.ndarray, jnp.ndarray]:
   """SimCLR's similarity logits of the 2B views and each view's positive.
+
+  As in SimCLR (and CLMAN Sec. 3.2: "negative samples composed of other images"), every
+  view of every other valid example is a negative, other frames of the same video included.
 
   Args:
     projections: [B, 2, d], two views of each example.
     temperature: tau.
     valid: bool [B]; padded examples are never negatives.
-    groups: int [B] (video ids): views of *other* examples of the same group are not
-      negatives (they show the same lesion).
   Returns:
-    logits [2B, 2B] = cos(z_i, z_k) / tau, -inf where k is not a candidate (k = i, padded,
-    same group but not the positive); positive [2B], the index of each view's other view
-    (views are ordered view 1 of every example, then view 2).
+    logits [2B, 2B] = cos(z_i, z_k) / tau, -inf where k is not a candidate (k = i or
+    padded); positive [2B], the index of each view's other view (views are ordered view 1
+    of every example, then view 2).
   """
   b = projections.shape[0]
   z = jnp.concatenate([projections[:, 0], projections[:, 1]], axis=0)
@@ -102,11 +103,7 @@ def nt_xent_logits(projections: jnp.ndarray, temperature: float, valid: jnp.ndar
   z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z**2, axis=-1, keepdims=True), 1e-24))
   index = jnp.arange(2 * b)
   positive = (index + b) % (2 * b)
-  example = index % b
-  is_positive = index[None, :] == positive[:, None]
-  same_group = groups[example][:, None] == groups[example][None, :]
-  candidate = (valid[example][None, :] & (index[None, :] != index[:, None])
-               & (~same_group | is_positive))
+  candidate = valid[index % b][None, :] & (index[None, :] != index[:, None])
   return jnp.where(candidate, z @ z.T / temperature, -jnp.inf), positive
 
 

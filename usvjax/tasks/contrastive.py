@@ -3,9 +3,13 @@ per example.
 
 The batch holds ``frames`` [B, 2, H, W, C], two augmented views of one frame ('same_frame'
 positives) or of two frames of one video ('same_video'; see
-``input_pipeline.pipeline``), ``valid`` [B, 2] and ``video_hash`` [B]. The model gives
+``input_pipeline.pipeline``) and ``valid`` [B, 2]. The model gives
 ``projections`` [B, 2, d]. The loss is ``losses.nt_xent`` with temperature
-``config.temperature``: views of other frames of the same video are not negatives.
+``config.temperature``; as in SimCLR, every other example's views are negatives, other frames
+of the same video included. CLMAN (Sec. 3.2) takes "different data augmentation of the same
+image as positive samples together with negative samples composed of other images", SimCLR's
+rule with no exception for a video's own frames, so none is made here (before issue 41 they
+were left out, a choice the paper does not make).
 Evaluation reports the mean NT-Xent and ``contrastive_accuracy``, the fraction of views
 whose most similar candidate is their positive (over the validation split's pairs, with
 fixed augmentations); those means are ``contrastive_evaluation.ContrastiveEvaluation``'s.
@@ -39,7 +43,7 @@ class ContrastiveTask:
     """NT-Xent and top-1 retrieval accuracy of each example: ([B], [B])."""
     valid = jnp.all(batch['valid'], axis=1)
     logits, positive = losses.nt_xent_logits(outputs['projections'], self.config.temperature,
-                                             valid, batch['video_hash'])
+                                             valid)
     correct = (jnp.argmax(logits, axis=-1) == positive).astype(jnp.float32)
     b = valid.shape[0]
     return losses.nt_xent(logits, positive, valid), (correct[:b] + correct[b:]) / 2
