@@ -11,6 +11,7 @@ import tensorflow as tf
 from input_pipeline import preprocess
 from input_pipeline import speckled
 from usvjax.metrics import classification
+from usvjax.metrics import distances
 from usvjax.metrics import segmentation
 from usvjax.metrics import statistics
 
@@ -147,33 +148,18 @@ def test_hd95_and_assd_of_two_offset_squares_by_hand(offset):
   """3x3 squares k pixels apart along x: every pixel but the centre is border. From one
   square's border to the other's facing column: k (3 pixels), k - 1 (2), k - 2 (3), both
   ways; so ASSD = (6k + 4(k - 1) + 6(k - 2)) / 16 = k - 1, and the 95th percentile of the
-  16 distances (numpy's linear rule, position 14.25 of the sorted ones, both k) is k."""
+  8 distances of each direction (numpy's linear rule, position 6.65 of the sorted ones,
+  both k), and so of the 16 pooled, is k."""
   a, b = _square(4, 2), _square(4, 2 + offset)
-  d = segmentation.surface_distances(a, b)
-  assert d['hd95'] == pytest.approx(offset) and d['assd'] == pytest.approx(offset - 1)
+  d = distances.frame_distances(a, b, 2.0, 1.0)
+  assert d['hd95'] == d['hd95_pooled'] == pytest.approx(offset)
+  assert d['assd'] == pytest.approx(offset - 1)
   assert np.isnan(d['hd95_mm']) and np.isnan(d['assd_mm'])  # No spacing given.
   # 0.5 mm rows, 0.2 mm columns: the shortest paths stay horizontal.
-  mm = segmentation.surface_distances(a, b, spacing=(0.5, 0.2))
+  mm = distances.frame_distances(a, b, 2.0, 1.0, spacing=(0.5, 0.2))
   assert mm['hd95_mm'] == pytest.approx(0.2 * offset)
   assert mm['assd_mm'] == pytest.approx(0.2 * (offset - 1))
-  assert segmentation.surface_distances(b, a) == pytest.approx(d, nan_ok=True)  # Symmetric.
-
-
-def test_surface_distances_leave_out_frames_with_an_empty_mask():
-  evaluator = segmentation.SegmentationEvaluator()
-  empty = np.zeros((12, 16), bool)
-  evaluator.update(_square(4, 2).astype(float), _square(4, 6))  # HD95 4, ASSD 3.
-  evaluator.update(_square(4, 2).astype(float), _square(4, 8))  # HD95 6, ASSD 5.
-  evaluator.update(np.zeros((12, 16)), _square(4, 2))  # Nothing predicted.
-  evaluator.update(_square(4, 2).astype(float), empty)  # No lesion.
-  evaluator.update(np.zeros((12, 16)), empty)  # Neither (Dice 1).
-  result = evaluator.result()
-  assert result['hd95'] == pytest.approx(5.0) and result['assd'] == pytest.approx(4.0)
-  assert result['surface_distance_undefined_frames'] == 3
-  assert 'hd95_mm' not in result  # No frame came with a pixel spacing.
-  assert [np.isnan(r['hd95']) for r in evaluator.rows] == [False, False, True, True, True]
-  evaluator.update(_square(4, 2).astype(float), _square(4, 6), spacing=(1.0, 0.5))
-  assert evaluator.result()['hd95_mm'] == pytest.approx(2.0)
+  assert distances.frame_distances(b, a, 2.0, 1.0) == pytest.approx(d, nan_ok=True)
 
 
 def test_paired_bootstrap_of_per_video_differences():
