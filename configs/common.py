@@ -34,13 +34,19 @@ class TaskSchema(NamedTuple):
 
 TASKS = {
     'segmentation': TaskSchema(
+        # nsd_tolerance_px / nsd_tolerance_mm: the boundary tolerance of the normalised
+        # surface Dice, nsd (pixels of the scored frame) and nsd_mm (where the spacing is
+        # known); set them to the tracings' inter-observer boundary variation
+        # (usvjax/metrics/distances.py).
         task=dict(bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0,
-                  wiou_weight=0.0, threshold=0.5),
+                  wiou_weight=0.0, threshold=0.5, nsd_tolerance_px=2.0, nsd_tolerance_mm=1.0),
         # eval_resolution: 'native' (each frame's stored size) or 'model' (input.image_size),
         # see usvjax/tasks/segmentation_evaluation.py; overlay_videos: how many videos the
         # report's overlays show.
         input=dict(eval_resolution='native', overlay_videos=3),
-        best_metric='mean_dice'),
+        # The mean Dice over the lesion frames: a model that predicts nothing scores 0
+        # (mean_dice counts a lesion-free frame predicted empty as 1; docs/segmentation.md).
+        best_metric='lesion_dice'),
     'classification': TaskSchema(
         task=dict(frame_loss=False, threshold=0.5, threshold_rule='fixed'), input={},
         best_metric='auc'),

@@ -22,9 +22,9 @@ def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
   finished = tmp_path / 'unet' / 'seed0'  # "Killed" after the first method had finished.
   finished.mkdir(parents=True)
   (finished / 'result.json').write_text(
-      '{"mean_dice": 0.5, "mean_iou": 0.4, "mean_recall": 0.5, "max_f_mean_pr": 0.5, "mean_mae": '
-      '0.1, "mean_s_measure": 0.6, "mean_e_measure": 0.7, "train_seconds": 1.0, '
-      '"eval_frames_per_second": 9.0}')
+      '{"lesion_dice": 0.5, "pooled_dice": 0.4, "mean_dice": 0.5, "mean_iou": 0.4, '
+      '"mean_recall": 0.5, "max_f_mean_pr": 0.5, "mean_mae": 0.1, "mean_s_measure": 0.6, '
+      '"mean_e_measure": 0.7, "train_seconds": 1.0, "eval_frames_per_second": 9.0}')
   first_config = compare.method_config(first, shared, 0, workdir)  # Its run's record.
   provenance.record(first_config, str(finished), pipeline.get_builder(first_config.dataset))
   trained = []
@@ -38,7 +38,7 @@ def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
   assert '| unet | 0.500 | 0.400 |' in table and '| unet_narrow |' in table
   lines = open(os.path.join(workdir, 'results.csv')).read().strip().splitlines()
   assert len(lines) == 3
-  assert lines[0].startswith('dataset,image_size,steps,method,variant,seed,task,mean_dice,')
+  assert lines[0].startswith('dataset,image_size,steps,method,variant,seed,task,lesion_dice,')
   assert lines[2].startswith('usv_synthetic/tiny,32,3,unet_narrow,configs/unet.py:tiny;'
                              'model.width=4,0,segmentation,')
   assert os.path.exists(os.path.join(workdir, 'curves.png'))

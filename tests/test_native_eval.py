@@ -135,8 +135,8 @@ def test_a_thin_structure_lost_by_resizing_scores_differently_at_the_two_resolut
   assert results['native']['mean_dice'] == 1.0 and results['native']['hd95'] == 0.0
   # At the model's size the line is gone from the mask while the prediction keeps it.
   assert results['model']['mean_dice'] == 0.0
-  assert np.isnan(results['model']['hd95'])
-  assert results['model']['surface_distance_undefined_frames'] == 1
+  assert results['model']['hd95'] == pytest.approx(8 * 2 ** 0.5)  # Penalty: the diagonal.
+  assert results['model']['distance_penalised_frames'] == 1
 
 
 def test_native_dice_and_distances_of_an_upsampled_prediction_by_hand():
@@ -157,7 +157,7 @@ def test_native_dice_and_distances_of_an_upsampled_prediction_by_hand():
   # (numpy's linear rule): position 14.25 between sqrt(5) and sqrt(8).
   distances = sorted([0, 0, 0, 1] + [0] * 3 + [1] * 2 + [2] * 4 + [5 ** 0.5] * 2 + [8 ** 0.5])
   assert result['assd'] == pytest.approx(np.mean(distances))
-  assert result['hd95'] == pytest.approx(5 ** 0.5 + 0.25 * (8 ** 0.5 - 5 ** 0.5))
+  assert result['hd95_pooled'] == pytest.approx(5 ** 0.5 + 0.25 * (8 ** 0.5 - 5 ** 0.5))
   assert result['hd95_mm'] == pytest.approx(0.5 * result['hd95'])
   assert result['assd_mm'] == pytest.approx(0.5 * result['assd'])
 
@@ -415,7 +415,7 @@ def test_a_folders_pixel_spacing_gives_mm_distances_in_every_robustness_report(
           (out / 'robustness.md').read_text())
   metrics = json.loads((out / 'L=4' / 'metrics.json').read_text())
   assert metrics['dataset'] == results['L=4']['dataset'] == json.loads(json.dumps(dataset))
-  assert metrics['num_frames'] == 2 and metrics['surface_distance_undefined_frames'] == 0
+  assert metrics['num_frames'] == 2 and metrics['distance_penalised_frames'] == 0
   assert metrics['hd95'] > 0
   with open(out / 'L=4' / 'per_video.csv', newline='') as f:
     (row,) = list(csv.DictReader(f))

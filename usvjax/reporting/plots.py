@@ -159,7 +159,8 @@ def training_curves(workdir: str, directory: str) -> str | None:
     for key, value in record.items():
       if key != 'step' and (key == 'train/loss' or key.startswith('val/')):
         series.setdefault(key, []).append((record['step'], value))
-  keys = ['train/loss'] + [k for k in ('val/mean_dice', 'val/accuracy', 'val/auc') if k in series]
+  keys = ['train/loss'] + [k for k in ('val/lesion_dice', 'val/mean_dice', 'val/accuracy',
+                                       'val/auc') if k in series]
   keys = [k for k in keys if k in series]
   fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
   for ax, key in zip(axes[0], keys):

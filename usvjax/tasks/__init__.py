@@ -47,9 +47,10 @@ class TaskDefinition(NamedTuple):
 TASKS: dict[str, TaskDefinition] = {
     'segmentation': TaskDefinition(
         SegmentationTask, clips.Clips(),
-        {'Dice': 'mean_dice', 'IoU': 'mean_iou', 'Recall': 'mean_recall',
-         'max F': 'max_f_mean_pr', 'HD95': 'hd95', 'MAE': 'mean_mae',
-         'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure'},
+        {'lesion Dice': 'lesion_dice', 'pooled Dice': 'pooled_dice', 'lesion IoU': 'lesion_iou',
+         'lesion recall': 'lesion_recall', 'empty FP rate': 'empty_fp_rate',
+         'max F': 'max_f_mean_pr', 'HD95': 'hd95', 'NSD': 'nsd', 'MAE': 'mean_mae',
+         'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure', 'mean Dice': 'mean_dice'},
         'mean_dice', metric_keys.SEGMENTATION_RESULT_KEYS),
     'classification': TaskDefinition(
         ClassificationTask, sequences.Sequences(),

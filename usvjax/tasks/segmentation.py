@@ -8,8 +8,12 @@ examples of the batch, plus the model's own loss terms (``usvjax.loss_terms``: D
 auxiliary frames, FLA-Net's heatmap and location-contrastive terms), whose parts are
 logged by name.
 
+The logged training ``dice`` is the batch mean of the target frames' Dice at logit 0 (a
+lesion-free frame predicted empty counts 1, the rule of ``usvjax.metrics.segmentation``).
 The host side (exact per-frame metrics at the frames' own size, reports, overlays, mask
-export) is ``segmentation_evaluation.SegmentationEvaluation``, made by ``evaluator()``.
+export) is ``segmentation_evaluation.SegmentationEvaluation``, made by ``evaluator()``
+with ``config.task.threshold`` and the normalised surface Dice's tolerances
+``nsd_tolerance_px`` and ``nsd_tolerance_mm``.
 """
 from __future__ import annotations
 
@@ -59,4 +63,5 @@ class SegmentationTask:
   def evaluator(self) -> SegmentationEvaluation:
     # Imported here: the host side needs TensorFlow, OpenCV and the metrics; the step does not.
     from usvjax.tasks import segmentation_evaluation  # pylint: disable=g-import-not-at-top
-    return segmentation_evaluation.SegmentationEvaluation(self.config.threshold)
+    return segmentation_evaluation.SegmentationEvaluation(
+        self.config.threshold, self.config.nsd_tolerance_px, self.config.nsd_tolerance_mm)

@@ -16,7 +16,9 @@ synthetic datasets use the same default ('native'; their frames are stored at 64
 pixels).
 
 Reports (``write_report``): metrics.json with per-video bootstrap 95% intervals of the
-headline metrics (``metrics.segmentation.SegmentationEvaluator.confidence_intervals``),
+headline metrics (``metrics.segmentation.SegmentationEvaluator.confidence_intervals``), and
+at its top a warning when nothing is predicted on more than half of the lesion frames (such
+a model can still score a high ``mean_dice`` on a split with many lesion-free frames),
 per_video.csv, and overlays of ``config.input.overlay_videos`` videos spread over the
 ranking by Dice (best, median, worst for 3), each frame's Dice in its panel. ``export``
 writes every scored frame's predicted mask as a PNG (``evaluate --export``).
@@ -55,9 +57,12 @@ class SegmentationEvaluation:
   config's ``input.eval_resolution`` and ``input.overlay_videos``.
   """
 
-  def __init__(self, threshold: float):
+  def __init__(self, threshold: float,
+               nsd_tolerance_px: float = segmentation_metrics.NSD_TOLERANCE_PX,
+               nsd_tolerance_mm: float = segmentation_metrics.NSD_TOLERANCE_MM):
     self.threshold = threshold
-    self.metrics = segmentation_metrics.SegmentationEvaluator(threshold)
+    self.metrics = segmentation_metrics.SegmentationEvaluator(threshold, nsd_tolerance_px,
+                                                              nsd_tolerance_mm)
     self.resolution, self.overlay_videos = 'model', 0
     self.stored: StoredSplit | None = None
     self.display: tuple[int, int] | None = None  # Model mode: (image_size, channels).
@@ -117,31 +122,46 @@ class SegmentationEvaluation:
             'other_frame_dice': float(np.mean(other)) if other else float('nan')}
 
   def video_rows(self) -> list[dict]:
-    """Per video: its frame count, the means of the frame metrics and the boundary
-    distances' means over its frames where they are defined."""
+    """Per video: its frame and lesion-frame counts, the means of the frame metrics over
+    its frames (``keys.SEGMENTATION_KEYS``) and over its lesion frames (``lesion_dice``,
+    NaN without one), and the boundary metrics' means over its distance frames."""
     videos: dict[str, list[dict]] = {}
     for row in self.rows:
       videos.setdefault(row['video_id'], []).append(row)
     distances = keys.DISTANCE_KEYS + (
         keys.DISTANCE_MM_KEYS if self.metrics.with_spacing else ())
     return [{'video_id': v, 'num_frames': len(rows),
+             'num_lesion_frames': sum(r['lesion'] for r in rows),
              **{k: float(np.mean([r[k] for r in rows])) for k in keys.SEGMENTATION_KEYS},
+             'lesion_dice': statistics.defined_mean([r['dice'] for r in rows if r['lesion']]),
              **{k: statistics.defined_mean([r[k] for r in rows]) for k in distances}}
             for v, rows in videos.items()]
 
   def paired_values(self) -> dict[str, dict]:
-    """{'video_dice': {video: [its mean Dice, its frames]}}: what a comparison's paired
-    test resamples (``compare_report.paired_tests``)."""
-    return {'video_dice': {r['video_id']: [r['dice'], r['num_frames']]
-                           for r in self.video_rows()}}
+    """{'video_dice': {video: [its lesion Dice, its lesion frames]}} of the videos with a
+    lesion frame: what a comparison's paired test resamples (``compare_report.paired_tests``;
+    the headline ``lesion_dice`` is their lesion-frame-weighted mean)."""
+    return {'video_dice': {r['video_id']: [r['lesion_dice'], r['num_lesion_frames']]
+                           for r in self.video_rows() if r['num_lesion_frames']}}
+
+  def warnings(self, metrics_: dict) -> list[str]:
+    """The lines a report puts at its top: one when nothing is predicted on more than
+    ``keys.EMPTY_PREDICTION_WARNING`` of the lesion frames."""
+    missed = metrics_.get(keys.MISSED_KEY, float('nan'))
+    if not missed > keys.EMPTY_PREDICTION_WARNING:
+      return []
+    return [f'predictions are empty on {missed:.1%} of the {metrics_["num_lesion_frames"]} '
+            f'lesion frames: this model mostly predicts nothing; read lesion_dice '
+            f'({metrics_["lesion_dice"]:.3f}), not mean_dice ({metrics_["mean_dice"]:.3f}).']
 
   def write_report(self, directory: str, metrics_: dict,
                    class_names: list[str] | None = None) -> None:
-    """metrics.json (with the bootstrap intervals and the scored resolution),
-    per_video.csv and one overlay PNG per shown video."""
+    """metrics.json (with the bootstrap intervals, the scored resolution and, first, any
+    ``warnings``), per_video.csv and one overlay PNG per shown video."""
     del class_names
     reports.write_tables(directory, dict(metrics_, **self.metrics.confidence_intervals(),
-                                         eval_resolution=self.resolution), self.video_rows())
+                                         eval_resolution=self.resolution), self.video_rows(),
+                         self.warnings(metrics_))
     figures = self._overlay_figures()
     plots.overlays({f'{tag}_{video}': image for tag, video, image in figures}, directory)
 
