@@ -87,3 +87,18 @@ def test_the_first_signal_is_recorded_and_the_second_left_to_the_system(number):
   assert stopped.exit_code == 128 + number
   assert str(stopped) == (f'stopped by {signal.Signals(number).name} at step 2; checkpoint 2 '
                           'saved in /runs/x/checkpoints; rerun the same command to resume')
+
+
+@pytest.mark.parametrize('name', ['SIGTERM', 'SIGINT'])
+def test_two_processes_stop_at_the_same_step_when_one_is_signalled(name):
+  port = str(21000 + os.getpid() % 20000 + len(name))
+  workers = [subprocess.Popen(
+      [sys.executable, 'tests/preemption_worker.py', str(i), port, name], cwd=REPO,
+      env=helpers.subprocess_env(1, JAX_PLATFORMS='cpu'), text=True,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  outputs = [w.communicate(timeout=120) for w in workers]
+  lines = [out.strip().splitlines()[-1] if out.strip() else err for out, err in outputs]
+  steps = [re.fullmatch(r'stopped at step (\d+) by SIG\w+', line) for line in lines]
+  assert all(steps), lines
+  assert steps[0].group(1) == steps[1].group(1) and int(steps[0].group(1)) >= 5, lines
+  assert lines[1].endswith(name)  # The signalled process names its own signal.
