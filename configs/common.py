@@ -19,9 +19,12 @@ import ml_collections
 class VariantError(ValueError):
   """An unknown config variant; the message names it and the valid ones (``choices``)."""
 
-  def __init__(self, name: str, choices: Iterable[str], context: str = ''):
+  def __init__(self, name: str, choices: Iterable[str] = (), context: str = ''):
     self.choices = sorted(choices)
-    super().__init__(f'unknown config variant {name!r}{context}; choose from {self.choices}.')
+    # ml_collections re-raises a config file's error as ``type(e)(message)``: a message
+    # alone stays that message.
+    super().__init__(f'unknown config variant {name!r}{context}; choose from {self.choices}.'
+                     if self.choices else name)
 
 
 class TaskSchema(NamedTuple):

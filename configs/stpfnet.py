@@ -19,7 +19,8 @@ Variants (combine with commas, e.g. ``configs/stpfnet.py:tiny,no_sfm``):
   videos 90% / 10% (train / test) with no validation set: for UVBLS200 (DAVIS layout,
   ``--config.dataset.name=usv_davis --config.dataset.config=480p
   --config.dataset.manual_dir=DIR``) list the videos in ``ImageSets/2017/train.txt`` and
-  ``val.txt``, set ``--config.dataset.eval_split=val --config.dataset.test_split=val`` and
+  ``val.txt`` (its ``validation`` split), set ``--config.dataset.eval_split=validation
+  --config.dataset.test_split=validation`` and
   report the final checkpoint (``--which=latest``): picking the best on the test videos
   would flatter the result.
 * ``demo`` (minutes on a CPU), ``tiny`` (tests).

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from typing import NamedTuple
@@ -92,7 +93,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
     text = str(e).replace('\\n', '\n').replace("\\'", "'")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    message = lines[-1].strip('\'"')
+    # The last line, without the exception's class name ml_collections puts before it.
+    message = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1].strip('\'"'))
     print(f'error: bad flag or config override: {message}', file=sys.stderr)
     sys.exit(2)
   if 'config' in flags.FLAGS and flags.FLAGS['config'].present:

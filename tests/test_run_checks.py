@@ -233,3 +233,18 @@ def test_a_streaming_declaration_must_match_the_class(monkeypatch):
   with pytest.raises(TypeError, match=r"'toy' is registered with streaming=True, but "
                                       'ToySegmenter lacks start and step'):
     models.capabilities(toy_config.get_config('tiny').model)
+
+
+@pytest.mark.parametrize('threshold_rule, refused', [('fixed', False), ('youden', True)])
+def test_scoring_an_external_test_only_dataset_reads_only_its_split(
+    tiny_builder, data_dir, threshold_rule, refused):
+  # A dataset of one split ('test'): training splits that do not exist are no problem when
+  # a given split is scored, unless the task picks its threshold on the validation split.
+  config = helpers.load_config('cnn_aver', data_dir, **{
+      'dataset.train_split': 'no_such_train', 'dataset.eval_split': 'no_such_validation',
+      'task.threshold_rule': threshold_rule, 'input.image_size': 32})
+  if not refused:
+    run_checks.check_run(config, tiny_builder, 'test')
+    return
+  with pytest.raises(ValueError, match="config.dataset.eval_split='no_such_validation'"):
+    run_checks.check_run(config, tiny_builder, 'test')

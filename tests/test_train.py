@@ -213,6 +213,8 @@ def _run(args, timeout=300, **popen):
     (['--config.optimizer.lrr=1e-3'], 'lrr'),
     (['--config.dataset.name=usv_frames_table', '--config.dataset.config=default',
       '--config.dataset.manual_dir=/no/such/folder'], '/no/such/folder'),
+    (['--config=configs/unet.py:nosuch'],  # The last --config counts.
+     "error: bad flag or config override: unknown config variant 'nosuch'; choose from"),
 ])
 def test_cli_errors_name_the_problem(data_dir, tmp_path, extra, message):
   process = _run(['-m', 'experiments.train', '--config=configs/unet.py:tiny',

@@ -156,10 +156,11 @@ class Run:
     c = self.config
     with checkpoint.create_manager(workdir, c.keep_checkpoints, c.best_metric, c.best_mode,
                                    read_only=True) as manager:
-      step = checkpoint.resolve_step(manager, which)
       batch = state_lib.init_batch(c, self.fields(True))
       abstract = state_lib.abstract_variables(self.model, batch, self.mesh)
-      return Restored(checkpoint.restore_variables(manager, step, abstract), step)
+      # A damaged 'best' or 'latest' falls back to the newest intact checkpoint.
+      return Restored(*checkpoint.restore_chosen(
+          manager, which, lambda step: checkpoint.restore_variables(manager, step, abstract)))
 
 
 def resolve(config: ml_collections.ConfigDict, split: str = '', data: bool = True,

@@ -182,7 +182,13 @@ def _protocol_problems(config: ml_collections.ConfigDict,
 
 def _splits(config: ml_collections.ConfigDict, test_split: str) -> dict[str, str]:
   """{config key: split} the run reads (with k-fold cross-validation, train_split serves
-  training and evaluation)."""
+  training and evaluation). Scoring a given ``test_split`` reads only it (an external,
+  test-only dataset needs no training splits), and the validation split where the task
+  picks its threshold there."""
+  if test_split and not config.dataset.folds.num:
+    calibrates = config.task.get('threshold_rule', 'fixed') != 'fixed'
+    return {'test_split': test_split,
+            **({'eval_split': config.dataset.eval_split} if calibrates else {})}
   keys = ('train_split', 'test_split') if config.dataset.folds.num else (
       'train_split', 'eval_split', 'test_split')
   splits = {key: config.dataset[key] for key in keys}

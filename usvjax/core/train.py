@@ -157,12 +157,12 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
   tx = optim.create_optimizer(config)
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
                                       config.best_mode)
-  start_step = manager.latest_step() or 0
-  batches = run.train_batches(start_step)
   state = state_lib.init_state(run.model, tx, state_lib.init_batch(config, run.fields(True)),
                                config.seed, mesh)
+  # The newest intact checkpoint (a damaged newer one is warned about and moved aside).
+  state, start_step = checkpoint.restore_newest(manager, state)
+  batches = run.train_batches(start_step)
   if start_step:
-    state = checkpoint.restore(manager, start_step, state)
     train_logs.say(f'resumed from step {start_step} ({manager.directory})' + (
         f': nothing left to train (config.total_steps={config.total_steps}); raise '
         'total_steps to train on, or evaluate the run' if start_step >= config.total_steps
