@@ -29,7 +29,6 @@ import jax
 import orbax.checkpoint as ocp
 import tensorstore as ts
 from orbax.checkpoint import checkpoint_managers as policies
-from tqdm import tqdm
 
 from usvjax.errors import ConfigError
 
@@ -82,8 +81,10 @@ def remove_temporary(directory: str) -> None:
 
 
 def say(message: str) -> None:
-  """A line for the person running the command (process 0 only)."""
+  """A line for the person running the command (process 0 only), above any progress bar;
+  tqdm is imported here, so that the benchmark's core imports without it."""
   if jax.process_index() == 0:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     tqdm.write(message)
 
 
