@@ -30,7 +30,8 @@ DATA_DIR = flags.DEFINE_string('data_dir', 'runs/tensorflow_datasets',
 
 
 def trivial_baselines(run: run_lib.Run) -> dict[str, float]:
-  """Frame-mean Dice of an all-background predictor and of the mean training mask."""
+  """Lesion-frame Dice (the runs' ``best_metric``) of an all-background predictor and of
+  the mean training mask."""
   splits = run.config.dataset
   masks = [batch['masks'][i, -1, ..., 0]
            for batch in run.eval_batches(splits.train_split)[0]
@@ -43,7 +44,7 @@ def trivial_baselines(run: run_lib.Run) -> dict[str, float]:
       gt = batch['masks'][i, -1, ..., 0]
       scores['all_background'].update(np.zeros_like(gt), gt)
       scores['mean_training_mask'].update(mean_mask, gt)
-  return {name: s.result()['mean_dice'] for name, s in scores.items()}
+  return {name: s.result()['lesion_dice'] for name, s in scores.items()}
 
 
 def main(argv):
@@ -62,14 +63,14 @@ def main(argv):
       baselines = trivial_baselines(run)
   except common.USER_ERRORS as e:
     common.fail(e)
-  summary = {'unet_test_mean_dice': test_metrics['mean_dice'],
+  summary = {'unet_test_lesion_dice': test_metrics['lesion_dice'],
              'unet_test_pooled_dice': test_metrics['pooled_dice'],
-             **{f'{k}_test_mean_dice': v for k, v in baselines.items()}}
+             **{f'{k}_test_lesion_dice': v for k, v in baselines.items()}}
   with open(os.path.join(report, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   plots.training_curves(workdir, report)
-  print('\nTest split (every frame once), mean Dice over frames:')
-  print(f"  U-Net (checkpoint step {test_metrics['step']}): {test_metrics['mean_dice']:.3f}")
+  print('\nTest split (every frame once), Dice over the frames with a lesion:')
+  print(f"  U-Net (checkpoint step {test_metrics['step']}): {test_metrics['lesion_dice']:.3f}")
   for name, value in baselines.items():
     print(f'  {name.replace("_", " ")}: {value:.3f}')
   print(f'\nMetrics and pictures are in {report}:')
