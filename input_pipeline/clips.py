@@ -2,23 +2,43 @@
 
 A **clip** is the target frame t and its ``input.clip_length`` - 1 previous frames,
 ``frames[T, H, W, C]`` ordered in time, **the target last** (index T-1).
-``masks[T, H, W, 1]``, ``boxes[T, 4]`` (and ``heatmaps[T, H, W, 1]`` with
-``input.heatmap_sigma`` > 0) come with every clip frame; ``frame_index`` is the target's
-index in its video. Which frames are targets (``input.train_clips`` in training; evaluation
-always scores every frame):
+``masks[T, H, W, 1]``, ``boxes[T, 4]``, ``annotated[T]`` (and ``heatmaps[T, H, W, 1]``
+with ``input.heatmap_sigma`` > 0) come with every clip frame; ``frame_index`` is the
+target's index in its video.
 
-* ``'every_frame'``: every frame of every video is a target exactly once; at a video's
-  start the missing previous frames are the first frame repeated (t-1 -> max(t-1, 0)).
-  FLA-Net's released loader makes a clip ending at every frame this way; the default.
-* ``'distinct_frames'``: only frames with clip_length - 1 real predecessors are targets,
-  so the frames of a clip are distinct and consecutive (STM's training clips; STPFNet's
-  memory frame would otherwise be its target itself at a video's start).
+**Sparse annotations.** ``annotated`` says which frames have a traced mask (the dataset's
+``annotated`` feature: a segmentation layout converted with the builder option
+``sparse_masks=True``, docs/data.md; all True for datasets without it). An unannotated
+frame's stored mask is all zeros and is never a target of a loss: the losses weight each
+frame by ``valid & annotated``, and evaluation scores only annotated frames. Which frames
+are targets (``input.train_clips`` in training; evaluation makes every frame the target of
+one clip and scores the annotated ones):
+
+* ``'every_frame'``: every annotated frame of every video is a target exactly once; its
+  previous frames, annotated or not, are its clip (they feed the temporal modules); at a
+  video's start the missing previous frames are the first frame repeated
+  (t-1 -> max(t-1, 0)). FLA-Net's released loader makes a clip ending at every frame this
+  way; the default.
+* ``'distinct_frames'``: clips of clip_length distinct frames whose first frame and target
+  are annotated (STM's training clips: the first frame's mask is STPFNet's memory).
+  Fully annotated videos give the clips of consecutive frames ending at every frame with
+  clip_length - 1 predecessors; in sparsely annotated ones the first frame is the latest
+  annotated frame at least clip_length - 1 before the target and the frames between are
+  spread evenly over the gap (STM samples its training frames with gaps).
+
+With the mean teacher (``config.task.consistency_weight`` > 0, ``usvjax.tasks``) the
+training stream also makes clips whose target is unannotated (their only loss is the
+consistency term): for each video as many as it has annotated targets, drawn anew on each
+pass over the video (seeded), so about half of a batch is annotated targets, as in the
+supervised run.
 
 Videos shorter than a clip are refused before training (``usvjax.core.run_checks``).
 
 With ``input.eval_protocol='first_frame'`` (semi-supervised evaluation, see
 ``usvjax.core.streaming``) evaluation examples are **whole videos** instead, padded in time to
-the longest of the batch (``valid`` False after the end).
+the longest of the batch (``valid`` False after the end), each starting at its first
+annotated frame (whose mask a propagating model is given; ``frame_offset`` is its index
+in the video).
 
 This module declares the examples (no TensorFlow); ``clip_streams`` makes them with tf.data.
 """
@@ -71,9 +91,10 @@ class Clips(spec_lib.StreamsInModule):
     size = config.input.image_size
     mask = spec_lib.Field((length, size, size, 1), np.dtype(np.float32), time=True)
     out = {'frames': spec_lib.image_field(config, length), 'masks': mask,
-           'boxes': spec_lib.Field((length, 4), np.dtype(np.float32), time=True)}
+           'boxes': spec_lib.Field((length, 4), np.dtype(np.float32), time=True),
+           'annotated': spec_lib.Field((length,), np.dtype(bool), time=True)}
     if config.input.heatmap_sigma > 0:
       out['heatmaps'] = mask
-    if length is not None:
-      out['frame_index'] = spec_lib.Field((), np.dtype(np.int32))
+    index = 'frame_index' if length is not None else 'frame_offset'
+    out[index] = spec_lib.Field((), np.dtype(np.int32))
     return {**out, **spec_lib.common_fields(train, length)}

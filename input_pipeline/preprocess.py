@@ -91,7 +91,8 @@ class Preprocessor:
       self.channels_stored = builder.info.features['frames'].shape[-1]
 
   def __call__(self, position: tf.Tensor, item: dict) -> dict:
-    out = {k: item[k] for k in ('features', 'label', 'frame_index', 'boxes') if k in item}
+    out = {k: item[k] for k in ('features', 'label', 'frame_index', 'frame_offset', 'boxes',
+                                'annotated') if k in item}
     if 'frames' in item:
       out['frames'] = frames_to_model(decode(item['frames'], self.channels_stored),
                                       self.input.image_size, self.input.channels)

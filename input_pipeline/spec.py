@@ -126,9 +126,12 @@ def zeros(fields: Spec, batch_size: int, length: int = 1) -> dict[str, np.ndarra
 
 
 def example_batch(fields: Spec, batch_size: int, length: int = 1) -> dict[str, np.ndarray]:
-  """``zeros`` with every frame valid: the shapes a model is initialised or benchmarked on."""
+  """``zeros`` with every frame valid (and annotated, where frames carry the flag): the
+  shapes a model is initialised or benchmarked on."""
   batch = zeros(fields, batch_size, length)
   batch['valid'][:] = True
+  if 'annotated' in batch:
+    batch['annotated'][:] = True
   batch['video_hash'][:] = np.arange(batch_size)
   return batch
 

@@ -32,7 +32,7 @@ def main(process_id, num_processes, port, workdir, data_dir, out, total_steps='4
       'unet', data_dir, total_steps=int(total_steps), eval_every=int(total_steps),
       checkpoint_every=int(checkpoint_every), **MULTI_PROCESS_OPTIMIZER)
   state, metrics = train.train_and_evaluate(run_lib.resolve(config), workdir)
-  np.savez(out, num_frames=metrics['num_frames'], **helpers.flat_local(state.params))
+  np.savez(out, scored_frames=metrics['scored_frames'], **helpers.flat_local(state.params))
 
 
 if __name__ == '__main__':

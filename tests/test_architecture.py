@@ -172,7 +172,7 @@ def test_a_new_method_is_one_model_file_one_config_and_one_line(data_dir, tmp_pa
   logged = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
   assert [r['step'] for r in logged if 'train/area_prior' in r] == [1, 2, 3]
   report = runners.get(config).evaluate(config, str(tmp_path))['toy']
-  assert report.metrics['num_frames'] > 0
+  assert report.metrics['scored_frames'] > 0
 
 
 def test_evaluation_restores_parameters_without_optimizer_state(data_dir, tmp_path):

@@ -49,7 +49,7 @@ def test_dice_iou_mae_agree_with_pysodmetrics():
   assert result['mean_dice'] == pytest.approx(reference.get_results()['dice']['binary'])
   assert result['mean_iou'] == pytest.approx(reference.get_results()['iou']['binary'])
   assert result['mean_mae'] == pytest.approx(mae.get_results()['mae'])
-  assert result['num_frames'] == 12
+  assert result['scored_frames'] == 12
 
 
 def test_overlap_metrics_by_hand():

@@ -177,7 +177,7 @@ def test_every_frame_is_scored_once_whatever_the_batching_and_order(resolution):
     rows = {r.pop('video_id'): r for r in evaluation.video_rows()}
     if reference is None:
       reference = result, rows
-      assert result['num_frames'] == len(examples)
+      assert result['scored_frames'] == len(examples)
       continue
     assert result == pytest.approx(reference[0], nan_ok=True)
     assert rows.keys() == reference[1].keys()
@@ -212,7 +212,7 @@ def test_overlays_show_the_best_median_and_worst_videos_with_each_frames_dice(
     drawn.append((title, panels))
     return figure(title, panels)
   monkeypatch.setattr(plots, 'overlay_figure', recording)
-  evaluation.write_report(str(tmp_path), {'num_frames': len(examples)})
+  evaluation.write_report(str(tmp_path), {'scored_frames': len(examples)})
   expected = {'best': ranked[0], 'median': ranked[2], 'worst': ranked[4]}
   written = sorted(p.name for p in tmp_path.glob('overlay_*.png'))
   assert written == sorted(f'overlay_{tag}_{video}.png' for tag, video in expected.items())

@@ -69,9 +69,9 @@ def test_the_pipeline_scores_every_stored_frame_once_at_its_size(data_dir, tmp_p
   metrics, evaluation = evaluate.evaluate_split(run, 'test', variables)
   assert sorted((r['video_id'], r['frame_index']) for r in evaluation.rows) == sorted(
       (v, t) for v, n in lengths.items() for t in range(n))
-  assert metrics['num_frames'] == sum(lengths.values())
+  assert metrics['scored_frames'] == sum(lengths.values())
   paths = evaluate.export_predictions(evaluate.Report(metrics, evaluation, str(tmp_path)))
-  assert len(paths) == metrics['num_frames']
+  assert len(paths) == metrics['scored_frames']
   assert cv2.imread(paths[0], cv2.IMREAD_UNCHANGED).shape == (64, 64)
   writer = train_logs.Writer(str(tmp_path))
   writer.images(3, {f'val_overlay/{k}': v for k, v in evaluate.pictures(evaluation).items()})
@@ -136,7 +136,7 @@ def test_a_folders_pixel_spacing_gives_mm_distances_in_every_robustness_report(
           (out / 'robustness.md').read_text())
   metrics = json.loads((out / 'L=4' / 'metrics.json').read_text())
   assert metrics['dataset'] == results['L=4']['dataset'] == json.loads(json.dumps(dataset))
-  assert metrics['num_frames'] == 2 and metrics['distance_penalised_frames'] == 0
+  assert metrics['scored_frames'] == 2 and metrics['distance_penalised_frames'] == 0
   assert metrics['hd95'] > 0
   with open(out / 'L=4' / 'per_video.csv', newline='') as f:
     (row,) = list(csv.DictReader(f))

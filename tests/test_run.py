@@ -63,7 +63,7 @@ def test_each_split_is_counted_once_per_run_and_config_evals_are_logged(
   assert [r['step'] for r in evaluated] == [2, 4]
   for row in evaluated:
     assert {'test/mean_dice', 'noisy/mean_dice'} <= set(row)
-    assert row['test/num_frames'] == row['noisy/num_frames']
+    assert row['test/scored_frames'] == row['noisy/scored_frames']
     # Speckle of look number 2 changes what the model sees.
     assert row['noisy/mean_mae'] != row['test/mean_mae']
   # The clean evaluation is the checkpoint's test report.

@@ -130,8 +130,8 @@ def test_non_finite_update_is_caught_before_it_is_saved(data_dir, tmp_path):
   assert checkpoint.create_manager(str(tmp_path), 2, read_only=True).all_steps() == []
 
 
-@pytest.mark.parametrize('name, rows_key', [('unet', 'num_frames'), ('cnn_aver', 'num_videos'),
-                                            ('stpfnet', 'num_frames')])
+@pytest.mark.parametrize('name, rows_key', [('unet', 'scored_frames'), ('cnn_aver', 'num_videos'),
+                                            ('stpfnet', 'scored_frames')])
 def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, rows_key):
   """Every frame (U-Net), every video (CNN_Aver), every frame but the first of each video
   (STPFNet's first-frame protocol) is scored exactly once."""
@@ -189,6 +189,12 @@ def _segments_a_folder_of_frames(config, workdir, builder, tmp_path):
   np.testing.assert_array_equal(first > 0, given[..., 0] > 0)  # Given, not predicted.
   assert (output / 'overlay.mp4').stat().st_size > 0
   assert (output / 'latency.csv').read_text().count('\n') == len(video['frames']) + 1
+  later = tmp_path / 'from_frame_2'  # Propagation from a later traced frame (--first_frame).
+  result = segment.segment_video(segment.resolve(config), workdir, 'best', str(folder),
+                                 str(tmp_path / 'mask0.png'), str(later), first_frame=2)
+  assert sorted(os.listdir(later / 'masks')) == sorted(names[2:])
+  third = cv2.imread(str(later / 'masks' / 'frame2.png'), cv2.IMREAD_GRAYSCALE)
+  np.testing.assert_array_equal(third > 0, given[..., 0] > 0)
 
 
 def _segments_a_dicom_loop_like_its_frames(config, workdir, builder, tmp_path):
@@ -297,7 +303,7 @@ def test_two_processes_train_like_one_process_with_four_devices(data_dir, tmp_pa
   reference, metrics = train.train_and_evaluate(run_lib.resolve(config), str(tmp_path / 'single'))
   expected = helpers.flat_local(reference.params)
   p0, p1 = (np.load(tmp_path / f'p{i}.npz') for i in range(2))
-  assert int(p0['num_frames']) == int(p1['num_frames']) == metrics['num_frames']
+  assert int(p0['scored_frames']) == int(p1['scored_frames']) == metrics['scored_frames']
   for key, value in expected.items():
     np.testing.assert_array_equal(p0[key], p1[key], err_msg=key)
     np.testing.assert_allclose(p0[key], value, rtol=1e-5, atol=1e-6, err_msg=key)

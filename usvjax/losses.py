@@ -123,6 +123,12 @@ def softmax_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarr
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
+def scored_frames(batch: dict, frame: int) -> jnp.ndarray:
+  """bool [B]: whether frame ``frame`` of each clip has a target, valid and annotated
+  (``batch['annotated']``: the frames with a traced mask, ``input_pipeline/clips.py``)."""
+  return batch['valid'][:, frame] & batch['annotated'][:, frame]
+
+
 def weighted_mean(values: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
   """Mean of ``values`` with ``weights`` (0 for padding); 0 when all weights are 0."""
   weights = weights.astype(values.dtype)

@@ -42,6 +42,8 @@ each naming its config key and what to do:
     scores the later frames: a video of one frame in a split that is evaluated has nothing
     to score, so it is an error.
 
+A sparsely annotated training split is checked too (``annotation_checks``).
+
 A dataset without frames (the feature cache ``usv_features`` of a two-stage run's stage 2)
 has no video lengths to check; its splits are checked like any other's.
 """
@@ -55,6 +57,7 @@ import tensorflow_datasets as tfds
 from usvjax import interfaces
 from usvjax import models
 from usvjax import tasks
+from usvjax.core import annotation_checks
 from usvjax.errors import ConfigError
 
 
@@ -79,6 +82,8 @@ def check_run(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
     problems += _protocol_problems(config, capabilities)
     splits = {k: v for k, v in splits.items() if k not in split_problems}
     problems += _length_problems(config, capabilities, builder, splits, not frame_problems)
+    if 'train_split' in splits:
+      problems += annotation_checks.annotation_problems(config, builder)
   if problems:
     raise ConfigError('the run settings have problems:\n' +
                       '\n'.join(f'  - {p}' for p in problems))

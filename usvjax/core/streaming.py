@@ -20,7 +20,8 @@ are kept on the host and the model runs on that clip.
 
 ``first_frame_eval_step`` is the evaluation step of the semi-supervised protocol
 (``config.input.eval_protocol='first_frame'``): batches of whole videos are streamed from
-their first frame's ground truth, and every later frame is scored.
+their first annotated frame's ground truth (the input pipeline starts each video there),
+and every later annotated frame is scored.
 """
 from __future__ import annotations
 
@@ -36,16 +37,18 @@ from usvjax.core import parallel
 
 def _frame_batch(batch: dict, t: int) -> dict:
   """Frame ``t`` of a batch of whole videos (time axis 1 of every array with more than one
-  axis but ``video_key``), as a batch of 1-frame clips."""
+  axis but ``video_key``), as a batch of 1-frame clips; its ``frame_index`` is t plus each
+  video's ``frame_offset`` (the videos start at their first annotated frame)."""
   out = {k: v[:, t:t + 1] for k, v in batch.items() if v.ndim > 1 and k != 'video_key'}
-  out['frame_index'] = np.full(batch['valid'].shape[:1], t, np.int32)
+  out['frame_index'] = (batch['frame_offset'] + t).astype(np.int32)
   out['video_key'] = batch['video_key']
   return out
 
 
 def first_frame_eval_step(model, task):
   """``eval_step(variables, batch, mesh)`` for batches of whole videos [B, T, ...]: yields
-  the task's eval outputs of frames 1..T-1 in order (frame 0's mask is given, not scored).
+  the task's eval outputs of frames 1..T-1 in order (frame 0's mask is given, not scored;
+  the task scores the annotated frames).
 
   Every process loops over the same number of frames (the input pipeline pads time axes to
   the longest over processes; padded frames have ``valid`` False and are not scored).

@@ -3,7 +3,8 @@
 ``outputs['aux_logits']`` [B, K, H, W, 1] are the predictions of the K frames before the
 target (the clip's frames T-1-K .. T-2); each gets the same mask loss as the target frame
 (``losses.mask_loss`` with the shared weights of ``config.task``), times
-``config.task.aux_weight``. DSANet (Zhou et al., Eq. 6): K = 2, frames t-2 and t-1.
+``config.task.aux_weight``, averaged over the clips whose frame is valid and annotated
+(``losses.scored_frames``; 0 when none is). DSANet (Zhou et al., Eq. 6): K = 2, frames t-2 and t-1.
 STPFNet (Tu et al.): K = T-2, the frames predicted before the last of a training clip.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ class AuxiliaryFrames:
     for k in range(aux.shape[1]):
       frame = k - aux.shape[1] - 1  # t-2, t-1 for two auxiliary frames.
       frame_total, frame_parts = losses.mask_loss(aux[:, k], batch['masks'][:, frame],
-                                                  batch['valid'][:, frame], self.config,
+                                                  losses.scored_frames(batch, frame), self.config,
                                                   f'aux{k}_')
       total += self.aux_weight * frame_total
       parts.update(frame_parts)

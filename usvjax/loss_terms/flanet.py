@@ -1,12 +1,15 @@
 """FLA-Net's localisation loss terms (Lin et al., Eq. 2), besides the mask loss.
 
 * ``heatmap_weight`` * MSE(H_t, G^H_t), G^H_t the Gaussian at the box centre of the target
-  frame (``batch['heatmaps']``, made when ``config.input.heatmap_sigma`` > 0);
+  frame (``batch['heatmaps']``, made when ``config.input.heatmap_sigma`` > 0), over the
+  clips whose target is valid and annotated (``losses.scored_frames``);
 * ``contrastive_weight`` * the location-based contrastive loss (``losses.location_contrastive``,
   margin ``contrastive_margin``). Positive: H_{t-1}, the model's heatmap of the previous
   frame of the same clip (``outputs['previous_heatmap']``: train on clips of 4 frames).
   Negative: H_t of the next example of the global batch (cyclically), used only when it
-  comes from another video (``batch['video_hash']``); the term is the mean over such
+  comes from another video (``batch['video_hash']``), both targets annotated (the term
+  trains the heatmap the annotated frames' MSE term shapes: on a sparsely annotated video
+  only they carry a located lesion); the term is the mean over such
   pairs, so a batch needs at least two examples (checked when the term is made) and, in
   practice, several videos (the training stream shuffles clips across videos). Its part
   ``contrastive_pairs`` logs the fraction of examples that found a negative.
@@ -33,7 +36,7 @@ class HeatmapMSE:
       raise ConfigError('config.task.heatmap_weight > 0 needs heatmap targets: set '
                         'config.input.heatmap_sigma > 0.')
     mse = losses.weighted_mean(losses.mean_squared_error(heatmap, batch['heatmaps'][:, -1]),
-                               batch['valid'][:, -1])
+                               losses.scored_frames(batch, -1))
     return self.weight * mse, {'heatmap_mse': mse}
 
 
@@ -47,7 +50,7 @@ class LocationContrastive:
             'or set config.task.contrastive_weight to 0.')
     heatmap = loss_terms.require(outputs, 'heatmap', hint)
     previous = loss_terms.require(outputs, 'previous_heatmap', hint)
-    valid = batch['valid'][:, -1]
+    valid = losses.scored_frames(batch, -1)
     pairs = (valid & jnp.roll(valid, 1, axis=0)
              & (batch['video_hash'] != jnp.roll(batch['video_hash'], 1, axis=0)))
     per_example = losses.location_contrastive(heatmap, previous, jnp.roll(heatmap, 1, axis=0),

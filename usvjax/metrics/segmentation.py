@@ -213,7 +213,7 @@ class SegmentationEvaluator:
     out['max_f'] = float(np.max(self._fmeasure.get_results()['fm']['dynamic']))
     out['max_f_mean_pr'] = float(np.max(f_measure(*self.pr_sums / len(self.rows))))
     out['empty_gt_fraction'] = float(np.mean(~lesion))
-    out['num_frames'], out['num_lesion_frames'] = len(self.rows), int(lesion.sum())
+    out['scored_frames'], out['num_lesion_frames'] = len(self.rows), int(lesion.sum())
     for key in keys.DISTANCE_KEYS + (keys.DISTANCE_MM_KEYS if self.with_spacing else ()):
       out[key] = mean(self.frame_values(key))
     out['num_distance_frames'] = int(np.isfinite(self.frame_values('hd95')).sum())

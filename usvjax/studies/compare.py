@@ -190,7 +190,7 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   trained = time.perf_counter()
   reports = (cross_validation.score_fold(config, run_dir) if k_fold else
              runners.evaluate(config, run_dir))
-  frames = sum(report.metrics.get('num_frames') or
+  frames = sum(report.metrics.get('scored_frames') or
                sum(row.get('num_frames', 0) for row in report.evaluation.video_rows())
                for report in reports.values())
   timing = dict(train_seconds=trained - start,

@@ -130,7 +130,7 @@ class SegmentationEvaluation:
       videos.setdefault(row['video_id'], []).append(row)
     distances = keys.DISTANCE_KEYS + (
         keys.DISTANCE_MM_KEYS if self.metrics.with_spacing else ())
-    return [{'video_id': v, 'num_frames': len(rows),
+    return [{'video_id': v, 'scored_frames': len(rows),
              'num_lesion_frames': sum(r['lesion'] for r in rows),
              **{k: float(np.mean([r[k] for r in rows])) for k in keys.SEGMENTATION_KEYS},
              'lesion_dice': statistics.defined_mean([r['dice'] for r in rows if r['lesion']]),

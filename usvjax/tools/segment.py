@@ -8,6 +8,7 @@ import csv
 import itertools
 import os
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import cv2
@@ -55,16 +56,31 @@ def resolve(config: ml_collections.ConfigDict) -> run_lib.Run:
   return run_lib.resolve(config, data=False, devices=jax.local_devices()[:1])
 
 
-def segment_video(run: run_lib.Run, workdir: str, which: str, video: str,
-                  first_mask: str, output_dir: str) -> Segmented:
-  """Segments ``video`` with checkpoint ``which`` of ``workdir`` and writes to ``output_dir``:
-  ``masks/<frame>.png`` (0/255 at the video's resolution, named after the source frame of
-  a folder, else ``<index:05d>``; frame 0 is the given mask for a streaming model),
-  ``overlay.mp4`` (predicted contours in red) and ``latency.csv`` (seconds per frame,
-  preprocessing included). ``run`` comes from ``resolve``."""
-  config, model = run.config, run.model
+def _frames_from(video: str, first_frame: int) -> tuple[Iterator[np.ndarray], float]:
+  """The frames of ``video`` from index ``first_frame`` on, and its frame rate."""
   frames, fps = video_table.iter_video(video)
-  first = next(frames)
+  if first_frame < 0:
+    raise ConfigError(f'--first_frame={first_frame} must be >= 0.')
+  skipped = sum(1 for _ in itertools.islice(frames, first_frame))
+  if skipped < first_frame:
+    raise ConfigError(f'--first_frame={first_frame} but {video!r} has {skipped} frames: '
+                      f'give a frame index below {skipped}.')
+  return frames, fps
+
+
+def segment_video(run: run_lib.Run, workdir: str, which: str, video: str,
+                  first_mask: str, output_dir: str, first_frame: int = 0) -> Segmented:
+  """Segments ``video`` with checkpoint ``which`` of ``workdir`` from frame ``first_frame``
+  on (the traced frame ``first_mask`` belongs to; earlier frames are not segmented) and
+  writes to ``output_dir``: ``masks/<frame>.png`` (0/255 at the video's resolution, named
+  after the source frame of a folder, else ``<index:05d>``; the first is the given mask for
+  a propagating model), ``overlay.mp4`` (predicted contours in red) and ``latency.csv``
+  (seconds per frame, preprocessing included). ``run`` comes from ``resolve``."""
+  config, model = run.config, run.model
+  frames, fps = _frames_from(video, first_frame)
+  first = next(frames, None)
+  if first is None:
+    raise ConfigError(f'{video!r} has no frame {first_frame}: give a smaller --first_frame.')
   size = config.input.image_size
   if run.capabilities.needs_first_mask and not first_mask:
     raise ConfigError(f'{config.model.name} propagates the first frame\'s mask: pass '
@@ -80,14 +96,14 @@ def segment_video(run: run_lib.Run, workdir: str, which: str, video: str,
                            cv2.VideoWriter_fourcc(*'mp4v'), fps or 25.0, (width, height))
   latencies = []
   try:
-    for index, frame in enumerate(itertools.chain([first], frames)):
+    for index, frame in enumerate(itertools.chain([first], frames), start=first_frame):
       if frame.shape != first.shape:
         raise data_common.DatasetError(
-            f'frame {index} of {video!r} is {frame.shape[1]}x{frame.shape[0]}, frame 0 is '
-            f'{width}x{height}: a video\'s frames must all have one size.')
+            f'frame {index} of {video!r} is {frame.shape[1]}x{frame.shape[0]}, frame '
+            f'{first_frame} is {width}x{height}: a video\'s frames must all have one size.')
       tick = time.perf_counter()
       x = _to_model(frame, config)
-      probs = stream.start(x, mask) if index == 0 else stream.step(x)
+      probs = stream.start(x, mask) if index == first_frame else stream.step(x)
       latencies.append(time.perf_counter() - tick)
       prob = cv2.resize(probs[0, ..., 0], (width, height), interpolation=cv2.INTER_LINEAR)
       binary = (prob > config.task.threshold).astype(np.uint8) * 255
@@ -100,6 +116,6 @@ def segment_video(run: run_lib.Run, workdir: str, which: str, video: str,
   with open(os.path.join(output_dir, 'latency.csv'), 'w', newline='') as f:
     rows = csv.writer(f)
     rows.writerow(['frame', 'seconds'])
-    rows.writerows(enumerate(latencies))
+    rows.writerows(enumerate(latencies, start=first_frame))
   steady = latencies[2:] or latencies
   return Segmented(len(latencies), len(steady) / sum(steady), step)
