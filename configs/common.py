@@ -41,8 +41,12 @@ TASKS = {
         # surface Dice, nsd (pixels of the scored frame) and nsd_mm (where the spacing is
         # known); set them to the tracings' inter-observer boundary variation
         # (usvjax/metrics/distances.py).
+        # consistency_weight > 0: a mean teacher (needs optimizer.ema_decay > 0) pulls the
+        # model towards its EMA on the unannotated target frames, the student's frames with
+        # Gaussian noise of std consistency_noise (usvjax/loss_terms/mean_teacher.py).
         task=dict(bce_weight=1.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=0.0,
-                  wiou_weight=0.0, threshold=0.5, nsd_tolerance_px=2.0, nsd_tolerance_mm=1.0),
+                  wiou_weight=0.0, threshold=0.5, nsd_tolerance_px=2.0, nsd_tolerance_mm=1.0,
+                  consistency_weight=0.0, consistency_noise=0.1),
         # eval_resolution: 'native' (each frame's stored size) or 'model' (input.image_size),
         # see usvjax/tasks/segmentation_evaluation.py; overlay_videos: how many videos the
         # report's overlays show.
@@ -137,7 +141,10 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adam', lr=1e-3, weight_decay=0.0, momentum=0.9, clip_norm=0.0, clip_value=0.0,
       # Gradient accumulation: each step's batch as this many micro-batches, one update.
-      accumulate_steps=1))
+      accumulate_steps=1,
+      # > 0: an exponential moving average of the parameters (ema = d * ema + (1 - d) *
+      # params after each update) validates, ranks and is evaluated (usvjax/core/state.py).
+      ema_decay=0.0))
   c.schedule = ml_collections.ConfigDict(dict(
       name='cosine', warmup_steps=0, step_boundaries=(), step_factor=0.1))
   return c

@@ -6,7 +6,9 @@ The target frame is the last frame of a clip (index -1). ``outputs['logits']`` i
 soft Dice, soft IoU, wBCE and wIoU weighted by ``config.task``), averaged over the valid
 examples of the batch, plus the model's own loss terms (``usvjax.loss_terms``: DSANet's
 auxiliary frames, FLA-Net's heatmap and location-contrastive terms), whose parts are
-logged by name.
+logged by name. With ``config.task.consistency_weight`` > 0 the task has a ``teacher``
+(``usvjax.loss_terms.mean_teacher``: a mean teacher on the unannotated frames), whose
+consistency term joins them.
 
 The logged training ``dice`` is the batch mean of the target frames' Dice at logit 0 (a
 lesion-free frame predicted empty counts 1, the rule of ``usvjax.metrics.segmentation``).
@@ -26,6 +28,7 @@ import ml_collections
 
 from usvjax import interfaces
 from usvjax import losses
+from usvjax.loss_terms import mean_teacher
 
 if TYPE_CHECKING:
   from usvjax.tasks.segmentation_evaluation import SegmentationEvaluation
@@ -38,6 +41,9 @@ class SegmentationTask:
                terms: Sequence[interfaces.LossTerm] = ()):
     del batch_size  # The loss terms check what they need.
     self.config, self.terms = config, list(terms)
+    self.teacher = mean_teacher.create(config)  # Run by the train step; None at weight 0.
+    if self.teacher is not None:
+      self.terms.append(self.teacher)
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
     logits, target = outputs['logits'], batch['masks'][:, -1]
