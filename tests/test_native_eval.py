@@ -200,7 +200,7 @@ def test_overlays_show_the_best_median_and_worst_videos_with_each_frames_dice(
     tmp_path, monkeypatch):
   rng = np.random.default_rng(1)
   videos, examples = _random_split(rng, num_videos=5)
-  evaluation = _evaluation(StoredVideos(videos), image_size=6)
+  evaluation = _evaluation(StoredVideos(videos, frame_names=True), image_size=6)
   for batch in _outputs(examples, 8):
     evaluation.update(batch)
   dice = {r['video_id']: r['dice'] for r in evaluation.video_rows()}
@@ -224,7 +224,7 @@ def test_overlays_show_the_best_median_and_worst_videos_with_each_frames_dice(
       assert frame.shape == frames[t].shape  # The stored frame, at its own size.
       np.testing.assert_array_equal(truth, masks[t])
       row = next(r for r in evaluation.rows if (r['video_id'], r['frame_index']) == (video, t))
-      assert caption == f'frame {t}: Dice {row["dice"]:.3f}'
+      assert caption == f'img_{video}_{t}.jpg (frame {t}): Dice {row["dice"]:.3f}'
   image = cv2.imread(str(tmp_path / written[0]))[..., ::-1]
   for colour in (plots.GROUND_TRUTH_RGB, plots.PREDICTION_RGB):  # The legend's patches.
     assert (np.abs(image.astype(int) - colour).sum(-1) < 30).sum() > 50

@@ -194,11 +194,16 @@ class SegmentationEvaluation:
           frame = frame / 255.0
         label = cv2.imdecode(self.labels[video][index], cv2.IMREAD_GRAYSCALE)
         panels.append((frame, label & 1, label >> 1,
-                       f'frame {index}: Dice {self.dice[video, index]:.3f}'))
+                       f'{self._frame_title(video, index)}: Dice {self.dice[video, index]:.3f}'))
       title = (f'{tag}: {video}, Dice {row["dice"]:.3f} ({position + 1} of {len(ranked)} '
                f'videos by Dice, {self.resolution} resolution)')
       figures.append((tag, video, plots.overlay_figure(title, panels)))
     return figures
+
+  def _frame_title(self, video: str, index: int) -> str:
+    """A frame's name in a figure: its stored file name where the dataset has them."""
+    names = self.stored.video(video).frame_names if self.stored else None
+    return f'{names[index]} (frame {index})' if names else f'frame {index}'
 
   def export(self, directory: str) -> list[str]:
     """Writes every scored frame's predicted mask (0/255 PNG, at the scored resolution:
