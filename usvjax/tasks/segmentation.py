@@ -3,14 +3,16 @@ brings to the host.
 
 The target frame is the last frame of a clip (index -1). ``outputs['logits']`` is
 [B, H, W, 1]. The loss is the mask loss of the target frame (``losses.mask_loss``: BCE,
-soft Dice, soft IoU, wBCE and wIoU weighted by ``config.task``), averaged over the valid
-examples of the batch, plus the model's own loss terms (``usvjax.loss_terms``: DSANet's
+soft Dice, soft IoU, wBCE and wIoU weighted by ``config.task``), averaged over the
+examples whose target is valid and annotated (``losses.scored_frames``: an unannotated
+frame's stored mask is no target; 0 when no example has one), plus the model's own loss terms (``usvjax.loss_terms``: DSANet's
 auxiliary frames, FLA-Net's heatmap and location-contrastive terms), whose parts are
 logged by name. With ``config.task.consistency_weight`` > 0 the task has a ``teacher``
 (``usvjax.loss_terms.mean_teacher``: a mean teacher on the unannotated frames), whose
 consistency term joins them.
 
-The logged training ``dice`` is the batch mean of the target frames' Dice at logit 0 (a
+Evaluation scores only the annotated targets (their ``valid`` is ``scored_frames``). The
+logged training ``dice`` is the mean over the scored target frames of their Dice at logit 0 (a
 lesion-free frame predicted empty counts 1, the rule of ``usvjax.metrics.segmentation``).
 The host side (exact per-frame metrics at the frames' own size, reports, overlays, mask
 export) is ``segmentation_evaluation.SegmentationEvaluation``, made by ``evaluator()``
@@ -47,7 +49,7 @@ class SegmentationTask:
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
     logits, target = outputs['logits'], batch['masks'][:, -1]
-    weights = batch['valid'][:, -1]
+    weights = losses.scored_frames(batch, -1)
     total, parts = losses.mask_loss(logits, target, weights, self.config)
     for term in self.terms:
       value, term_parts = term(outputs, batch)
@@ -63,7 +65,7 @@ class SegmentationTask:
   def eval_outputs(self, outputs: dict, batch: dict) -> dict:
     """Everything the host evaluator needs, per example (computed on device)."""
     return {'probs': jax.nn.sigmoid(outputs['logits'][..., 0]),
-            'masks': batch['masks'][:, -1, ..., 0], 'valid': batch['valid'][:, -1],
+            'masks': batch['masks'][:, -1, ..., 0], 'valid': losses.scored_frames(batch, -1),
             'frame_index': batch['frame_index'], 'video_key': batch['video_key']}
 
   def evaluator(self) -> SegmentationEvaluation:
