@@ -9,8 +9,10 @@ import pytest
 from input_pipeline import pipeline
 from usvjax.core import train
 from usvjax.reporting import provenance
+from usvjax.reporting import tables
 from usvjax.studies import compare
 from usvjax.studies import compare_report
+from usvjax.studies import robustness
 
 
 def test_rerun_trains_only_the_unfinished_runs(data_dir, tmp_path, monkeypatch):
@@ -70,3 +72,18 @@ def test_curves_hold_every_seed_at_the_steps_all_of_them_logged(tmp_path):
   steps, values = curves['b']
   assert steps == [50]
   np.testing.assert_array_equal(values, [[0.7]])
+
+
+def test_tables_leave_undefined_values_out_and_say_how_many_runs_are_left():
+  assert tables.mean_std([0.1, 0.3]) == '0.200 ± 0.141'
+  assert tables.mean_std([0.1, float('nan'), 0.3]) == '0.200 ± 0.141 (2 of 3 runs)'
+  assert tables.mean_std([float('nan')] * 3) == 'n/a'  # empty_fp_rate without empty frames.
+
+
+def test_the_robustness_table_reports_lesion_frame_overlaps():
+  clean = {'mean_mae': 0.1, 'lesion_iou': 0.4, 'lesion_dice': 0.5, 'pooled_dice': 0.6,
+           'mean_dice': 0.9}
+  noisy = dict(clean, lesion_dice=0.25)
+  table = robustness.markdown_table({'clean': clean, 'L=20': noisy})
+  assert '| condition | MAE | lesion IoU | lesion Dice | pooled Dice |' in table
+  assert '0.2500 (-0.2500)' in table and '0.9' not in table

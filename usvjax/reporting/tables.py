@@ -16,10 +16,20 @@ def markdown(rows: dict[str, Sequence[str]], columns: Sequence[str], first: str)
 
 
 def mean_std(values: Sequence[float], digits: int = 3) -> str:
-  """'mean ± std' (standard deviation with ddof 1) of ``values``; the mean alone for one."""
+  """'mean ± std' (standard deviation with ddof 1) of ``values``; the mean alone for one.
+
+  Undefined values (NaN: e.g. ``empty_fp_rate`` on a split without a lesion-free frame)
+  are left out, the count of the others said ('0.100 (2 of 3 runs)'); 'n/a' when none is
+  defined."""
   values = np.asarray(values, float)
-  return f'{values.mean():.{digits}f}' + (
-      f' ± {values.std(ddof=1):.{digits}f}' if len(values) > 1 else '')
+  defined = values[~np.isnan(values)]
+  if not defined.size:
+    return 'n/a'
+  text = f'{defined.mean():.{digits}f}' + (
+      f' ± {defined.std(ddof=1):.{digits}f}' if len(defined) > 1 else '')
+  if len(defined) < len(values):
+    text += f' ({len(defined)} of {len(values)} runs)'
+  return text
 
 
 def metrics_table(rows: dict[str, dict[str, float]],

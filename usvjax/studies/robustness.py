@@ -36,7 +36,9 @@ from usvjax.core import run as run_lib
 from usvjax.errors import ConfigError
 from usvjax.reporting import tables
 
-COLUMNS = (('MAE', 'mean_mae'), ('IoU', 'mean_iou'), ('Dice', 'mean_dice'))
+# Lesion-frame overlaps (a model predicting nothing scores 0), the pooled Dice and the MAE.
+COLUMNS = (('MAE', 'mean_mae'), ('lesion IoU', 'lesion_iou'), ('lesion Dice', 'lesion_dice'),
+           ('pooled Dice', 'pooled_dice'))
 
 
 def condition_name(looks: float) -> str:
@@ -87,7 +89,8 @@ def data_note(dataset: dict, split: str, which: str, step: int) -> str:
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-  """MAE, IoU, Dice per condition, with the change against the first (clean) row."""
+  """MAE, lesion IoU, lesion Dice and pooled Dice per condition, with the change against
+  the first (clean) row."""
   reference = next(iter(results.values()))
   rows = {}
   for name, m in results.items():

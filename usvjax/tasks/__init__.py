@@ -51,7 +51,7 @@ TASKS: dict[str, TaskDefinition] = {
          'lesion recall': 'lesion_recall', 'empty FP rate': 'empty_fp_rate',
          'max F': 'max_f_mean_pr', 'HD95': 'hd95', 'NSD': 'nsd', 'MAE': 'mean_mae',
          'S-measure': 'mean_s_measure', 'E-measure': 'mean_e_measure', 'mean Dice': 'mean_dice'},
-        'mean_dice', metric_keys.SEGMENTATION_RESULT_KEYS),
+        'lesion_dice', metric_keys.SEGMENTATION_RESULT_KEYS),
     'classification': TaskDefinition(
         ClassificationTask, sequences.Sequences(),
         {'Acc': 'accuracy', 'Precision': 'precision', 'Sens': 'sensitivity',
