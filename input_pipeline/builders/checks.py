@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,13 +66,25 @@ class Problems:
 
 @dataclasses.dataclass
 class Video:
-  """One video of a segmentation layout: frame and mask paths in frame order, its group
-  and its pixel spacing ((row, column) mm per pixel; None: unknown)."""
+  """One video of a segmentation layout: frame and mask paths in frame order (mask None:
+  no mask file, the frame is unannotated), group, pixel spacing ((row, column) mm per
+  pixel; None: unknown); a video decoded from one file (cine table) has ``source``,
+  ``frame_names`` (default: the frames' file names) and ``fps`` (None: the config's)."""
   video_id: str
   frames: list[str]
-  masks: list[str]
+  masks: list[str | None]
   group: str = ''
   spacing: tuple[float, float] | None = None
+  source: str = ''
+  frame_names: list[str] = dataclasses.field(default_factory=list)
+  fps: float | None = None
+
+
+def sparse_hint(problems: Problems) -> str:
+  """How to convert a dataset whose masks cover only some frames (for messages)."""
+  return ('convert with the builder option sparse_masks=True if only some frames are traced '
+          f'(--config.dataset.name={problems.dataset.split("/")[0]}/sparse_masks=True, '
+          'docs/data.md)')
 
 
 def images_by_stem(directory: str, problems: Problems) -> dict[str, str]:
@@ -89,16 +101,19 @@ def images_by_stem(directory: str, problems: Problems) -> dict[str, str]:
 
 
 def pair_masks(frames: dict[str, str], masks: dict[str, str], frame_dir: str, mask_dir: str,
-               problems: Problems) -> list[str]:
-  """Stems of the frames that have a mask, in frame order; a frame without a mask and a
-  mask without a frame (``{stem: path}`` of each) are problems."""
-  for stem in sorted(frames.keys() - masks.keys(), key=natural_key):
-    problems.add('missing mask', f'frame {shown(frames[stem])} has no mask (an image named '
-                 f'{shown(stem)}) in {shown(mask_dir)}: add it or remove the frame.')
+               problems: Problems, sparse: bool = False) -> list[str]:
+  """Stems of the frames with a mask (``sparse``: of all frames) in frame order, of
+  ``{stem: path}`` maps; a mask without a frame, and unless ``sparse`` a frame without a
+  mask, are problems."""
+  if not sparse:
+    for stem in sorted(frames.keys() - masks.keys(), key=natural_key):
+      problems.add('missing mask', f'frame {shown(frames[stem])} has no mask (an image named '
+                   f'{shown(stem)}) in {shown(mask_dir)}: add it, remove the frame, or '
+                   f'{sparse_hint(problems)}.')
   for stem in sorted(masks.keys() - frames.keys(), key=natural_key):
     problems.add('orphan mask', f'mask {shown(masks[stem])} has no frame in '
                  f'{shown(frame_dir)}: add the frame or remove the mask.')
-  return sorted(frames.keys() & masks.keys(), key=natural_key)
+  return sorted(frames.keys() if sparse else frames.keys() & masks.keys(), key=natural_key)
 
 
 def check_unique_videos(problems: Problems, lists: dict[str, list[tuple[str, str]]]) -> None:
@@ -188,12 +203,12 @@ class _ForegroundStats:
 
 
 def check_segmentation(problems: Problems, splits: dict[str, list[Video]],
-                       threshold: float | None,
-                       window: tuple[float, float] | None = None) -> None:
-  """Decodes every frame (with the frames' ``window``, ``read_rgb``) and mask and checks:
-  each frame in one video once, readable pixel values, frames of one size per video, masks
-  binary (or ``threshold`` set) and of their frame's size, some lesion in the dataset. Logs
-  the lesion fractions per split."""
+                       threshold: float | None, window: tuple[float, float] | None = None,
+                       decode: Callable[[Video], Iterator[np.ndarray]] | None = None) -> None:
+  """Decodes every frame (``read_rgb`` with ``window``, or a video's one file with
+  ``decode``) and mask (None: none) and checks: each frame in one video once, readable
+  pixel values, frames of one size per video, masks binary (or ``threshold`` set) and of
+  their frame's size, some lesion in the dataset. Logs the lesion fractions per split."""
   owner: dict[str, str] = {}
   stats = _ForegroundStats()
   for split, videos in splits.items():
@@ -202,25 +217,42 @@ def check_segmentation(problems: Problems, splits: dict[str, list[Video]],
         problems.add('empty video', f'video {shown(video.video_id)} has no frames: remove it '
                      'from its split or add its frames.')
       shapes = set()
-      for frame_path, mask_path in zip(video.frames, video.masks):
-        key = os.path.realpath(frame_path)
-        if key in owner:
-          where = ('twice in video' if owner[key] == video.video_id else
-                   f'in video {shown(owner[key])} and in video')
-          problems.add('frame in two videos', f'frame {shown(frame_path)} is {where} '
-                       f'{shown(video.video_id)}: a frame belongs to one video, once.')
-        owner[key] = video.video_id
-        frame = problems.check('unreadable file', read_rgb, frame_path, window)
-        if frame is None:
-          continue
-        shapes.add(frame.shape[:2])
-        mask = problems.check('bad mask', read_mask, mask_path, frame.shape, threshold)
+      for frame, mask_path in zip(_frames(problems, owner, video, window, decode),
+                                  video.masks):
+        if frame is not None:
+          shapes.add(frame.shape[:2])
+        mask = (None if frame is None or mask_path is None else
+                problems.check('bad mask', read_mask, mask_path, frame.shape, threshold))
         if mask is not None:
           stats.add(split, mask)
       if len(shapes) > 1:
         problems.add('frame sizes differ', f'video {shown(video.video_id)} has frames of '
                      f'different sizes {sorted(shapes)} (height, width): resize them to one.')
   stats.report(problems)
+
+
+def _frames(problems: Problems, owner: dict[str, str], video: Video,
+            window: tuple[float, float] | None,
+            decode: Callable[[Video], Iterator[np.ndarray]] | None
+            ) -> Iterator[np.ndarray | None]:
+  """The frames of ``video`` one at a time: an image that cannot be read is None (a
+  problem), a video file that cannot be decoded ends there (a problem); a frame file that
+  ``owner`` (real path -> video id) already holds is a problem."""
+  if decode is not None:
+    try:
+      yield from decode(video)
+    except DatasetError as e:
+      problems.add('unreadable file', str(e))
+    return
+  for path in video.frames:
+    key = os.path.realpath(path)
+    if key in owner:
+      where = ('twice in video' if owner[key] == video.video_id else
+               f'in video {shown(owner[key])} and in video')
+      problems.add('frame in two videos', f'frame {shown(path)} is {where} '
+                   f'{shown(video.video_id)}: a frame belongs to one video, once.')
+    owner[key] = video.video_id
+    yield problems.check('unreadable file', read_rgb, path, window)
 
 
 SPLIT_FILE = 'splits.csv'  # Optional, in any layout's folder: columns video,split.

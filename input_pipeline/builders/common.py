@@ -1,7 +1,9 @@
 """Features and file readers shared by the TFDS builders.
 
 One example is one video. Segmentation datasets carry ``frames``, ``masks``, ``boxes``,
-``video_id`` and ``fps``, the segmentation layouts also ``pixel_spacing_mm`` ((row, column)
+``annotated`` (bool [T]: whether the frame has a mask; False only for the frames without a
+mask file of a dataset converted with ``sparse_masks=True``, which store an all-zero mask
+and box), ``video_id`` and ``fps``, the segmentation layouts also ``pixel_spacing_mm`` ((row, column)
 mm per pixel from the folder's ``pixel_spacing.csv``, ``checks.spacing_file``; (0, 0) when
 unknown) and ``frame_names`` (each frame's file name, so exported masks carry it);
 classification datasets carry ``frames``, ``label``, ``video_id`` and ``fps``;
@@ -81,6 +83,7 @@ def segmentation_features(channels: int, class_names: Sequence[str] | None = Non
       'frames': tfds.features.Video(shape=(None, None, None, channels)),
       'masks': tfds.features.Video(shape=(None, None, None, 1)),
       'boxes': tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+      'annotated': tfds.features.Tensor(shape=(None,), dtype=np.bool_),
       'video_id': tfds.features.Text(),
       'fps': tfds.features.Scalar(dtype=np.float32),
   }

@@ -62,4 +62,4 @@ class UsvDavis(layout.SegmentationLayout):
     return layout.videos_in_folders(
         common.require_dir(os.path.join(root, 'JPEGImages', res), 'frames folder'),
         common.require_dir(os.path.join(root, 'Annotations', res), 'masks folder'),
-        entries, problems)
+        entries, problems, self.builder_config.sparse_masks)

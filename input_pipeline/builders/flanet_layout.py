@@ -50,4 +50,4 @@ class UsvFlanet(layout.SegmentationLayout):
           (cells[0], f'{os.path.basename(path)} line {line}') for line, cells in rows]
     return layout.videos_in_folders(
         frames_root, common.require_dir(os.path.join(root, 'mask_list'), 'masks folder mask_list'),
-        entries, problems)
+        entries, problems, self.builder_config.sparse_masks)

@@ -59,7 +59,8 @@ class UsvFramesTable(layout.SegmentationLayout):
     masks_dir = common.require_dir(os.path.join(root, cfg.masks_dir), 'masks folder')
     frames = checks.images_by_stem(frames_dir, problems)
     masks = checks.images_by_stem(masks_dir, problems)
-    paired = set(checks.pair_masks(frames, masks, frames_dir, masks_dir, problems))
+    paired = set(checks.pair_masks(frames, masks, frames_dir, masks_dir, problems,
+                                   cfg.sparse_masks))
     videos, groups = self._read_table(
         common.require_file(os.path.join(root, cfg.table), 'frame table'), frames, problems)
     ids = sorted(videos, key=common.natural_key)
@@ -75,7 +76,7 @@ class UsvFramesTable(layout.SegmentationLayout):
       assignment = splits_lib.split_videos(ids, cfg.fractions, cfg.seed,
                                            groups=[groups[v] for v in ids])
     return {name: [checks.Video(common.text_id(v), [frames[s] for s in videos[v] if s in paired],
-                                [masks[s] for s in videos[v] if s in paired],
+                                [masks.get(s) for s in videos[v] if s in paired],
                                 common.text_id(groups[v]))
                    for v in ids if assignment[v] == name]
             for name in sorted(set(assignment.values()))}

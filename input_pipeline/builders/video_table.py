@@ -31,7 +31,8 @@ import collections
 import dataclasses
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,8 +75,10 @@ _POCUS = dict(table='metadata.csv', label_column='Label', max_stored_frames=64,
 
 
 @dataclasses.dataclass
-class _Row:
-  path: str
+class TableRow:
+  """A table row: its video's key (the video table: its path), label ('' if none), split
+  and group cells, and where it is (``<table> line <n>``)."""
+  key: str
   label: str
   split: str
   group: str
@@ -116,23 +119,23 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
     problems = checks.Problems(f'{self.name}/{cfg.name}', root)
     rows = self._read_rows(common.require_file(os.path.join(root, cfg.table), 'label table'),
                            problems)
-    assignment = checks.split_file(root, [r.path for r in rows], problems)
+    assignment = checks.split_file(root, [r.key for r in rows], problems)
     if assignment is None:
-      assignment = self._assign_splits(rows, problems)
+      assignment = assign_splits(rows, cfg, problems)
     elif any(r.split for r in rows):
       problems.add('split file', f'{cfg.table} has a {cfg.split_column!r} column and the '
                    f'folder has {checks.SPLIT_FILE}: keep one of them.')
     else:
-      checks.check_groups_in_one_split(problems, assignment, {r.path: r.group for r in rows},
+      checks.check_groups_in_one_split(problems, assignment, {r.key: r.group for r in rows},
                                        checks.SPLIT_FILE)
-    rows = [r for r in rows if r.path in assignment]
+    rows = [r for r in rows if r.key in assignment]
     for row in rows:
-      problems.check('unreadable file', check_video, os.path.join(root, row.path))
+      problems.check('unreadable file', check_video, os.path.join(root, row.key))
     problems.raise_if_any()
-    return {name: self._generate_examples(root, [r for r in rows if assignment[r.path] == name])
+    return {name: self._generate_examples(root, [r for r in rows if assignment[r.key] == name])
             for name in sorted(set(assignment.values()))}
 
-  def _read_rows(self, path: str, problems: checks.Problems) -> list[_Row]:
+  def _read_rows(self, path: str, problems: checks.Problems) -> list[TableRow]:
     """Every row with a known label; blank cells, unknown labels and videos listed twice
     are problems, labels in ``skip_labels`` are counted in the log."""
     cfg = self.builder_config
@@ -169,7 +172,7 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
         problems.add(kind, f'video {common.shown(video)} is listed {text} ({other.where}; '
                      f'{where}): list it once.')
         continue
-      first[key] = _Row(video, label_map[label], split, cells.get(cfg.group_column) or video,
+      first[key] = TableRow(video, label_map[label], split, cells.get(cfg.group_column) or video,
                         where)
       rows.append(first[key])
     if skipped:
@@ -180,41 +183,44 @@ class UsvVideoTable(tfds.core.GeneratorBasedBuilder):
                                 f'{sorted(label_map)}.')
     return rows
 
-  def _assign_splits(self, rows: list[_Row], problems: checks.Problems) -> dict[str, str]:
-    """{path: split}: the split cells if any is filled (then all must be, with known split
-    names, and a group's videos in one split), else a seeded split by group and label."""
-    cfg = self.builder_config
-    names = [name for name, _ in cfg.fractions]
-    if not any(r.split for r in rows):
-      return splits_lib.split_videos([r.path for r in rows], cfg.fractions, cfg.seed,
-                                     labels=[r.label for r in rows],
-                                     groups=[r.group for r in rows])
-    for r in rows:
-      if not r.split:
-        problems.add('blank cell', f'{r.where}: the {cfg.split_column!r} cell of '
-                     f'{common.shown(r.path)} is blank while other rows give a split: fill it '
-                     f'(one of {names}), or clear every split cell for a seeded split.')
-      elif r.split not in names:
-        problems.add('unknown split', f'{r.where}: split {common.shown(r.split)} of '
-                     f'{common.shown(r.path)} is not one of {names}'
-                     f'{checks.suggestion(r.split, names)}: fix the cell.')
-    assignment = {r.path: r.split for r in rows}
-    checks.check_groups_in_one_split(problems, assignment, {r.path: r.group for r in rows},
-                                     f'the {cfg.split_column!r} column of {cfg.table}')
-    return assignment
-
-  def _generate_examples(self, root: str, rows: list[_Row]):
+  def _generate_examples(self, root: str, rows: list[TableRow]):
     cfg = self.builder_config
     for row in rows:
-      frames, fps = read_video(os.path.join(root, row.path))
+      frames, fps = read_video(os.path.join(root, row.key))
       if cfg.max_stored_frames and len(frames) > cfg.max_stored_frames:
         keep = np.linspace(0, len(frames) - 1, cfg.max_stored_frames).round().astype(int)
         frames = frames[keep]
       if cfg.max_stored_side and max(frames.shape[1:3]) > cfg.max_stored_side:
         frames = np.stack([_shrink(f, cfg.max_stored_side) for f in frames])
-      video_id = common.text_id(row.path)
+      video_id = common.text_id(row.key)
       yield video_id, {'frames': frames, 'label': row.label, 'video_id': video_id,
                        'group': common.text_id(row.group), 'fps': fps}
+
+
+def assign_splits(rows: Sequence[TableRow], cfg: Any, problems: checks.Problems
+                  ) -> dict[str, str]:
+  """{row key: split} of a table's ``rows`` (``cfg``: the table's config, with ``fractions``,
+  ``seed``, ``split_column``, ``table``): the split cells if any is filled (then all must
+  be, with split names of ``fractions``, and a group's videos in one split), else a seeded
+  split by group, stratified by label when the rows have labels (``splits.split_videos``)."""
+  names = [name for name, _ in cfg.fractions]
+  if not any(r.split for r in rows):
+    labels = [r.label for r in rows] if any(r.label for r in rows) else None
+    return splits_lib.split_videos([r.key for r in rows], cfg.fractions, cfg.seed,
+                                   labels=labels, groups=[r.group for r in rows])
+  for r in rows:
+    if not r.split:
+      problems.add('blank cell', f'{r.where}: the {cfg.split_column!r} cell of '
+                   f'{common.shown(r.key)} is blank while other rows give a split: fill it '
+                   f'(one of {names}), or clear every split cell for a seeded split.')
+    elif r.split not in names:
+      problems.add('unknown split', f'{r.where}: split {common.shown(r.split)} of '
+                   f'{common.shown(r.key)} is not one of {names}'
+                   f'{checks.suggestion(r.split, names)}: fix the cell.')
+  assignment = {r.key: r.split for r in rows}
+  checks.check_groups_in_one_split(problems, assignment, {r.key: r.group for r in rows},
+                                   f'the {cfg.split_column!r} column of {cfg.table}')
+  return assignment
 
 
 def read_video(path: str) -> tuple[np.ndarray, float]:
