@@ -124,13 +124,21 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # Segmentation evaluation: 'clip' scores every frame as the target of its clip;
       # 'first_frame' (semi-supervised, STPFNet) streams each whole video from its first
       # frame's given mask and scores the later frames.
-      eval_protocol='clip', **schema.input))
+      eval_protocol='clip',
+      # Segmentation training on clips made from still images (STM's first stage): each
+      # clip is one annotated frame, every copy deformed by its own random affine
+      # (input.augment.affine; input_pipeline/image_clips.py).
+      image_clips=False, **schema.input))
   c.input.augment = ml_collections.ConfigDict(dict(
       flip=True, crop_scale=0.8, brightness=0.1, contrast=0.1, speckle_prob=0.0,
       speckle_looks=(20.0, 50.0),
       # Elastic deformation: a smooth random displacement of up to elastic_alpha of the
       # frame size, with probability elastic_prob.
       elastic_prob=0.0, elastic_alpha=0.05))
+  # The image clips' affine ranges: degrees of rotation and shear, relative zoom, shift as
+  # a fraction of the frame size (each drawn uniformly in [-range, range]).
+  c.input.augment.affine = ml_collections.ConfigDict(dict(
+      rotation=15.0, shear=10.0, zoom=0.15, shift=0.1))
 
   c.model = ml_collections.ConfigDict({'name': ''})
   # Pretrained weights: a folder written by experiments/convert_weights.py, loaded into the

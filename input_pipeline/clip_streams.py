@@ -8,10 +8,19 @@ import tensorflow as tf
 
 from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
 from input_pipeline import clips
+from input_pipeline import image_clips
 from input_pipeline import preprocess
 from input_pipeline import spec as spec_lib
 
-augment = preprocess.augment_frames
+
+def augment(example: dict, seed: tf.Tensor, input_config: ml_collections.ConfigDict,
+            train: bool) -> dict:
+  """``preprocess.augment_frames``, after each frame of a training clip made from a still
+  image (``input.image_clips``) is deformed by its own random affine (``image_clips``)."""
+  if train and input_config.image_clips:
+    deform_seed, seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    example = image_clips.deform_clip(example, deform_seed, input_config.augment.affine)
+  return preprocess.augment_frames(example, seed, input_config, train)
 
 
 def annotated_of(video: dict) -> tf.Tensor:
@@ -21,14 +30,17 @@ def annotated_of(video: dict) -> tf.Tensor:
   return tf.ones(tf.shape(video['frames'])[:1], tf.bool)
 
 
-def clip_indices(annotated: tf.Tensor, clip_length: int, distinct: bool
+def clip_indices(annotated: tf.Tensor, clip_length: int, distinct: bool, still: bool = False
                  ) -> tuple[tf.Tensor, tf.Tensor]:
   """(frames [N, clip_length] of the clip ending at each target, targets [N]) for every
   frame of a video that can be a target (``clips`` docstring): all frames, previous frames
   clamped at the first; or, ``distinct``, those with an annotated frame at least
-  clip_length - 1 before them, which starts their clip, the frames between spread evenly."""
+  clip_length - 1 before them, which starts their clip, the frames between spread evenly;
+  or, ``still``, all frames, each clip its target frame repeated (``image_clips``)."""
   num = tf.shape(annotated)[0]
   targets = tf.range(num)
+  if still:
+    return tf.tile(targets[:, None], [1, clip_length]), targets
   if not distinct:
     return tf.maximum(targets[:, None] + tf.range(1 - clip_length, 1)[None, :], 0), targets
   if clip_length == 1:
@@ -56,11 +68,12 @@ def training_targets(is_target_annotated: tf.Tensor, unannotated_too: bool,
 
 
 def clips_of(video: dict, clip_length: int, distinct: bool = False, train: bool = False,
-             unannotated_too: bool = False, seed: tf.Tensor | None = None) -> tf.data.Dataset:
+             unannotated_too: bool = False, seed: tf.Tensor | None = None,
+             still: bool = False) -> tf.data.Dataset:
   """The clips of a video, target t last (``clip_indices``); in training only the targets
   of ``training_targets`` (``seed``: int32 [2], needed with ``unannotated_too``)."""
   annotated = annotated_of(video)
-  index, target = clip_indices(annotated, clip_length, distinct)
+  index, target = clip_indices(annotated, clip_length, distinct, still)
   if train:
     keep = training_targets(tf.gather(annotated, target), unannotated_too, seed)
     index, target = tf.gather(index, keep), tf.gather(target, keep)
@@ -90,9 +103,10 @@ def items(videos: tf.data.Dataset, config: ml_collections.ConfigDict,
   if not train:
     return videos.flat_map(lambda v: clips_of(v, length, distinct))
   unannotated_too = config.task.consistency_weight > 0
+  still = config.input.image_clips
   return videos.enumerate().flat_map(lambda i, v: clips_of(
       v, length, distinct, train=True, unannotated_too=unannotated_too,
-      seed=tf.cast(tf.stack([tf.cast(config.seed, tf.int64), i]), tf.int32)))
+      seed=tf.cast(tf.stack([tf.cast(config.seed, tf.int64), i]), tf.int32), still=still))
 
 
 def batch(ds: tf.data.Dataset, config: ml_collections.ConfigDict, fields: spec_lib.Spec,

@@ -26,6 +26,11 @@ one clip and scores the annotated ones):
   annotated frame at least clip_length - 1 before the target and the frames between are
   spread evenly over the gap (STM samples its training frames with gaps).
 
+With ``input.image_clips`` (STM's stage on still images, ``input_pipeline/image_clips.py``)
+a training clip is its annotated target frame repeated, each copy then deformed by a random
+affine transform of its own, whatever ``train_clips`` says; 1-frame videos (still images)
+then train any video segmenter.
+
 With the mean teacher (``config.task.consistency_weight`` > 0, ``usvjax.tasks``) the
 training stream also makes clips whose target is unannotated (their only loss is the
 consistency term): for each video as many as it has annotated targets, drawn anew on each

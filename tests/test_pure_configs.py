@@ -99,7 +99,7 @@ def _arrays(**shapes) -> dict[str, jax.ShapeDtypeStruct]:
 _KEY = ((2, 16), jnp.uint8)
 _EXAMPLES = {
     'segmentation': (_arrays(logits=((2, 8, 8, 1), jnp.float32)), _arrays(
-        masks=((2, 3, 8, 8, 1), jnp.float32), valid=((2, 3), bool),
+        masks=((2, 3, 8, 8, 1), jnp.float32), valid=((2, 3), bool), annotated=((2, 3), bool),
         frame_index=((2,), jnp.int32), video_key=_KEY)),
     'classification': (_arrays(logits=((2, 2), jnp.float32)), _arrays(
         label=((2,), jnp.int32), valid=((2, 3), bool), video_key=_KEY)),

@@ -35,7 +35,8 @@ each naming its config key and what to do:
     ``input.train_clips='distinct_frames'`` training skips those clips). That padding is
     accepted for the first frames of a video, but a video shorter than ``clip_length`` would never
     give the model a full clip (a 1-frame video: a still image posing as a video), so such
-    videos in the training, evaluation or test split are an error (the test split is
+    videos in the training, evaluation or test split are an error (in training, not with
+    ``input.image_clips``, whose clips are one still frame deformed; the test split is
     checked when training starts too, so that no run trains for hours towards a test it
     cannot take; ``evaluate --split`` checks the split it scores);
   - ``input.eval_protocol='first_frame'`` (STPFNet) gives the first frame's mask and
@@ -254,13 +255,16 @@ def _length_problems(config: ml_collections.ConfigDict, capabilities: interfaces
   clip_length = config.input.clip_length
   if clips_fit and not capabilities.single_frame and clip_length > 1:
     for key, videos in lengths.items():
-      if videos and min(videos.values()) < clip_length:
+      still = key == 'train_split' and config.input.image_clips  # Clips of one frame each.
+      if videos and not still and min(videos.values()) < clip_length:
         out.append(
             f'config.input.clip_length={clip_length} (model {config.model.name!r}) but '
             f'config.dataset.{key}={splits[key]!r} has '
             f'{_shortest(videos, clip_length)}: their clips would repeat the first frame '
             f'in place of every missing one. Remove the videos shorter than {clip_length} '
-            f'frames from the split, or train a single-frame model (configs/unet.py).')
+            f'frames from the split, train on clips made from still images '
+            f'(config.input.image_clips=True, training splits only), or train a '
+            f'single-frame model (configs/unet.py).')
   if config.input.eval_protocol != 'first_frame':
     return out
   for key, videos in lengths.items():
