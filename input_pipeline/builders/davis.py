@@ -9,7 +9,8 @@ This is the layout UVBLS200 (STPFNet) ships in. Put the dataset in ``manual_dir`
 Each ``ImageSets/*/<split>.txt`` becomes a split (one list per split name, whatever the
 year); DAVIS's ``val.txt`` is the split ``validation`` (``config.dataset.eval_split``'s
 default), so ``val.txt`` and ``validation.txt`` are two lists of one split. Annotation PNGs may be palette images with object ids: every non-zero id is
-lesion; other masks follow ``common``'s conventions (option ``mask_threshold``). Video
+lesion; other masks follow ``common``'s conventions (option ``mask_threshold``); with the
+option ``sparse_masks=True`` only the traced frames need a mask (``segmentation_layout``). Video
 folders that no list names are logged and left out. The whole dataset is checked before
 conversion (docs/data.md).
 """

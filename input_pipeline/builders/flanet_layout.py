@@ -11,7 +11,7 @@ Put the dataset in ``manual_dir``::
                                        masks, so they always agree with them
 
 Each ``<split>_list.csv`` becomes a split; masks follow ``common``'s conventions (option
-``mask_threshold``). Video folders that no list names are logged and left out. The whole
+``mask_threshold``); with ``sparse_masks=True`` only the traced frames need a mask. Video folders that no list names are logged and left out. The whole
 dataset is checked before conversion (docs/data.md).
 """
 from __future__ import annotations

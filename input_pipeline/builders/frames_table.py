@@ -8,7 +8,7 @@ This is the CVC-612 (CVC-ClinicDB) layout. Put the dataset in ``manual_dir``::
                               and, optionally, its patient (group)
 
 Frames of a video are ordered by frame number. Every frame file needs exactly one row and
-one mask. Splits are by video, never by frame, and keep a group's videos together:
+one mask (with the option ``sparse_masks=True``, a frame without a mask is unannotated). Splits are by video, never by frame, and keep a group's videos together:
 config ``cvc612`` uses the split suggested with the data (test = {0, 6, 7, 16, 24},
 validation = {2, 3, 4, 11, 15, 17}, train = the rest) and thresholds its near-binary masks
 at 127 (``mask_threshold``); config ``default`` draws a seeded 70/15/15 split of the
