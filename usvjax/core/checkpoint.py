@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import jax
 import orbax.checkpoint as ocp
 import tensorstore as ts
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 from usvjax.errors import ConfigError
@@ -102,11 +103,17 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
 def restore_variables(manager: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
   """Restores only the entries of ``abstract`` (``params`` and ``batch_stats`` as
   ``jax.ShapeDtypeStruct`` with shardings) of a saved train state: the optimizer state is
-  neither read nor allocated."""
-  restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+  neither read nor allocated. A state that keeps EMA weights (``ema_params``,
+  ``config.optimizer.ema_decay``) gives them as ``params``: the weights it validated with."""
+  saved = ocp.PyTreeCheckpointHandler().metadata(
+      epath.Path(manager.directory) / str(step) / 'default').tree
+  saved_as = {'params': 'ema_params'} if 'ema_params' in saved else {}
+  item = {saved_as.get(k, k): v for k, v in abstract.items()}
+  restore_args = ocp.checkpoint_utils.construct_restore_args(item)
   try:
-    return manager.restore(step, args=ocp.args.PyTreeRestore(
-        item=abstract, restore_args=restore_args, partial_restore=True))
+    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True))
+    return {k: restored[saved_as.get(k, k)] for k in abstract}
   except (ValueError, KeyError, TypeError) as e:
     differences = _differences(abstract, _saved_variables(manager.directory, step))
     if not differences:

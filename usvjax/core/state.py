@@ -1,4 +1,18 @@
-"""The train state: step, parameters, BatchNorm statistics and optimizer state."""
+"""The train state: step, parameters, BatchNorm statistics and optimizer state, and with
+``config.optimizer.ema_decay`` > 0 an exponential moving average of the parameters.
+
+EMA weights (``EmaTrainState.ema_params``): ema = d * ema + (1 - d) * params after every
+optimizer update (``train_step``), starting from the initial (or pretrained) parameters,
+without bias correction. They are what validation, the best checkpoint's choice and
+``evaluate`` use (``inference_variables``; restored by ``checkpoint.restore_variables``),
+and the mean teacher's weights (``usvjax.loss_terms.mean_teacher``). BatchNorm: the running
+``batch_stats`` are already moving averages (of the batch statistics), so the EMA weights
+are applied with the model's own ``batch_stats``, not an average of them, as timm's
+``ModelEmaV2`` and big_vision do. Without EMA the state is the plain ``TrainState``, and its
+checkpoints are those of a run without the option. (The EMA is part of the compiled step,
+so XLA may round the parameters of a run with it differently, in the last bits, from those
+of the same run without it.)
+"""
 from __future__ import annotations
 
 import os
@@ -26,8 +40,22 @@ class TrainState:
   opt_state: Any
 
   def variables(self) -> dict:
-    """The variables ``model.apply`` takes."""
+    """The variables ``model.apply`` takes, with the trained parameters."""
     return {'params': self.params, 'batch_stats': self.batch_stats}
+
+  def inference_variables(self) -> dict:
+    """The variables validation and evaluation apply the model with."""
+    return self.variables()
+
+
+@flax.struct.dataclass
+class EmaTrainState(TrainState):
+  """``TrainState`` with the EMA of the parameters (``config.optimizer.ema_decay`` > 0)."""
+  ema_params: Any = None
+
+  def inference_variables(self) -> dict:
+    """The EMA weights with the model's BatchNorm statistics (module docstring)."""
+    return {'params': self.ema_params, 'batch_stats': self.batch_stats}
 
 
 def init_batch(config: ml_collections.ConfigDict, fields: spec_lib.Spec) -> dict[str, np.ndarray]:
@@ -42,14 +70,24 @@ def _init_variables(model, batch: dict, rng: jax.Array) -> dict:
 
 
 def init_state(model, tx: optax.GradientTransformation, batch: dict, seed: int,
-               mesh: jax.sharding.Mesh) -> TrainState:
-  """Initialises parameters from ``batch``'s shapes, replicated over ``mesh``."""
+               mesh: jax.sharding.Mesh, ema: bool = False) -> TrainState:
+  """Initialises parameters from ``batch``'s shapes, replicated over ``mesh``; with
+  ``ema`` an ``EmaTrainState`` whose EMA starts at the initial parameters."""
   def init(rng):
     variables = _init_variables(model, batch, rng)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                      batch_stats=variables['batch_stats'],
-                      opt_state=tx.init(variables['params']))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                       batch_stats=variables['batch_stats'],
+                       opt_state=tx.init(variables['params']))
+    return with_ema(state) if ema else state
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
+
+
+def with_ema(state: TrainState) -> EmaTrainState:
+  """``state`` with an EMA that starts at its parameters (a copy: the train step donates
+  both)."""
+  fields = {name: getattr(state, name) for name in ('step', 'params', 'batch_stats',
+                                                    'opt_state')}
+  return EmaTrainState(**fields, ema_params=jax.tree.map(jnp.copy, state.params))
 
 
 def abstract_variables(model, batch: dict, mesh: jax.sharding.Mesh) -> dict:
@@ -86,7 +124,7 @@ def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> Trai
   """Loads pretrained weights (see ``_pretrained_variables``) into the sub-module ``target``
   ('/'-separated path, e.g. 'encoder/backbone'; '' is the whole model, e.g. a converted
   released FLA-Net) of params and batch_stats; every variable of the target must be there,
-  shape for shape.
+  shape for shape. An EMA starts again at the loaded parameters.
   """
   prefix = tuple(part for part in target.split('/') if part)
   params = traverse_util.flatten_dict(state.params)
@@ -109,4 +147,5 @@ def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> Trai
     for path, inner in targets.items():
       ours[path] = jnp.asarray(theirs[inner], ours[path].dtype)
     updated[collection] = traverse_util.unflatten_dict(ours)
-  return state.replace(**updated)
+  state = state.replace(**updated)
+  return with_ema(state) if isinstance(state, EmaTrainState) else state

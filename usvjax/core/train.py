@@ -23,7 +23,8 @@ file never names a method.
 * Evaluations (``Validation``): ``dataset.eval_split`` every ``eval_every`` steps and at
   the end (``val/``; it ranks checkpoints), and every evaluation of ``config.evals``
   (``<name>/``: a second split, or a split with speckle), all with the one eval step that
-  ``evaluate`` scores checkpoints with.
+  ``evaluate`` scores checkpoints with, applied to the EMA weights where
+  ``config.optimizer.ema_decay`` > 0 keeps them (``state.EmaTrainState``).
 * Pre-emption: a SIGTERM or SIGINT stops the run after the current step, with a
   checkpoint of that step (``preemption``); the rerun resumes from it.
 * Logs: a tqdm progress bar (step, loss, frames/s), TensorBoard scalars and
@@ -111,7 +112,7 @@ class Validation:
   def __call__(self, step: int, state: state_lib.TrainState) -> dict[str, float]:
     """Evaluates every evaluation at ``step``, logs metrics and overlays; returns the
     validation metrics."""
-    variables = state.variables()
+    variables = state.inference_variables()  # The EMA weights when the run keeps them.
     for name, (split, builder) in self.evals.items():
       metrics, evaluation = evaluate.evaluate_split(self.run, split, variables, builder)
       self.writer.write(step, {f'{name}/{k}': v for k, v in metrics.items()})
@@ -158,7 +159,7 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints, config.best_metric,
                                       config.best_mode)
   state = state_lib.init_state(run.model, tx, state_lib.init_batch(config, run.fields(True)),
-                               config.seed, mesh)
+                               config.seed, mesh, ema=config.optimizer.ema_decay > 0)
   # The newest intact checkpoint (a damaged newer one is warned about and moved aside).
   state, start_step = checkpoint.restore_newest(manager, state)
   batches = run.train_batches(start_step)
@@ -172,7 +173,8 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
     state = jax.device_put(state, parallel.replicated(mesh))
     train_logs.say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
   step_fn = train_step_lib.jit_train_step(train_step_lib.make_train_step(
-      run.model, run.task, tx, config.seed, config.optimizer.accumulate_steps), mesh)
+      run.model, run.task, tx, config.seed, config.optimizer.accumulate_steps,
+      config.optimizer.ema_decay), mesh)
   profiler = train_logs.Profiler(config.profile_steps, start_step,
                                  os.path.join(workdir, 'tensorboard'))
   writer = train_logs.Writer(workdir, start_step)
