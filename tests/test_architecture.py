@@ -56,7 +56,7 @@ def _quoted_names(source: str, names) -> list[tuple[int, str]]:
 # group and from groups of lower layers.
 LAYERS = (('errors', 'interfaces', 'losses'), ('loss_terms', 'metrics', 'input_pipeline'),
           ('models',), ('reporting',), ('tasks',), ('core', 'benchmarking'), ('runners',),
-          ('studies', 'tools'))
+          ('studies', 'tools', 'export'))
 LAYER_OF = {group: rank for rank, groups in enumerate(LAYERS) for group in groups}
 
 
