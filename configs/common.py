@@ -87,7 +87,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.profile_steps = 0
   # How the run is trained and evaluated (usvjax/runners/__init__.py): 'single' (one model),
   # 'two_stage' (a frame CNN, its feature cache, sequence models; needs c.frame_cnn),
-  # 'pretrain_finetune' (contrastive pretraining, then the model; needs c.pretrain).
+  # 'pretrain_finetune' (contrastive pretraining, then the model; needs c.pretrain),
+  # 'images_then_video' (a video segmenter on clips from still images, then on video;
+  # needs c.image_stage: images_then_video below).
   c.runner = 'single'
   c.total_steps = 1000
   c.log_every = 50
@@ -167,6 +169,17 @@ def finalize(config: ml_collections.ConfigDict, arg: str | None, variants: dict)
     variants[name](config)
   config.lock()
   return config
+
+
+def images_then_video(c: ml_collections.ConfigDict, total_steps: int | None = None) -> None:
+  """A video segmenter trained first on clips made from still images (``input.image_clips``)
+  for ``total_steps`` (default: the run's), then on video (usvjax/runners/images_then_video.py).
+  The image stage reads the run's dataset unless ``image_stage.dataset_*`` name another
+  (e.g. a dataset of annotated stills)."""
+  c.runner = 'images_then_video'
+  c.image_stage = ml_collections.ConfigDict(dict(
+      total_steps=total_steps or c.total_steps, dataset_name='', dataset_config='',
+      dataset_manual_dir=''))
 
 
 def classification_demo(c: ml_collections.ConfigDict) -> None:

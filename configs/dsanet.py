@@ -7,7 +7,9 @@ Variants: ``paper``: 352x352, Res2Net-50 26w4s (ImageNet weights: convert them w
 experiments/convert_weights.py and pass ``--config.init.checkpoint=DIR``), Adam 1e-4 with
 weight decay 5e-4 (L2, as PyTorch's Adam), batch 2, random flips only, 15 epochs (the paper
 does not give its splits; for about 8,000 training frames of ERUS10K's 10,000 that is
-4,000 steps per epoch, 60,000 steps); ``demo`` (minutes on a CPU); ``tiny`` (tests).
+4,000 steps per epoch, 60,000 steps); ``demo`` (minutes on a CPU); ``tiny`` (tests);
+``images_first`` (after the others, e.g. ``demo,images_first``: clips from still images
+first, then video, as STM trains; ``usvjax/runners/images_then_video.py``).
 
 Model and schedule of ``paper`` as released (ZhouL2001/DSANet): AFSA and self-attention at
 stride 4 on 256 channels, 12 attention layers; linear warm-up over 15 // 8 = 1 epoch, then
@@ -55,4 +57,5 @@ def get_config(arg: str | None = None):
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   c.task.update(bce_weight=0.0, dice_weight=1.0, iou_weight=0.0, wbce_weight=1.0,
                 wiou_weight=1.0, aux_weight=1.0)
-  return common.finalize(c, arg, {'demo': _demo, 'tiny': _tiny, 'paper': _paper})
+  return common.finalize(c, arg, {'demo': _demo, 'tiny': _tiny, 'paper': _paper,
+                                  'images_first': common.images_then_video})

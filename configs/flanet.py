@@ -3,7 +3,9 @@
 Loss (Eq. 2): contrastive + MSE(heatmap) + BCE + IoU, all weights 1. Clips of 4 frames
 (I_{t-3}..I_t) in training so the contrastive loss has H_{t-1}; the model itself uses 3.
 
-Variants (combine with commas, e.g. ``configs/flanet.py:tiny,basic``):
+Variants (combine with commas, e.g. ``configs/flanet.py:tiny,basic``; ``images_first``
+after the others trains on clips from still images first, then on video, as STM does:
+``usvjax/runners/images_then_video.py``):
 
 * ``paper``: 352x352, Res2Net-50 26w4s (initialise it from ImageNet: convert the weights
   with experiments/convert_weights.py, pass ``--config.init.checkpoint=DIR``), Adam 5e-5,
@@ -129,4 +131,4 @@ def get_config(arg: str | None = None):
       'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'released_code': _released_code,
       'basic': _ablation('concat', False, False), 'fla': _ablation('ffa', False, False),
       'lb': _ablation('concat', True, False), 'fla_lb': _ablation('ffa', True, False),
-      'full': _ablation('ffa', True, True)})
+      'full': _ablation('ffa', True, True), 'images_first': common.images_then_video})

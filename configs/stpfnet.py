@@ -24,6 +24,9 @@ Variants (combine with commas, e.g. ``configs/stpfnet.py:tiny,no_sfm``):
   report the final checkpoint (``--which=latest``): picking the best on the test videos
   would flatter the result.
 * ``demo`` (minutes on a CPU), ``tiny`` (tests).
+* ``images_first`` (after the others, e.g. ``demo,images_first``): STM's recipe, clips made
+  from still images (the training frames, or ``image_stage.dataset_*``) for as many steps
+  as the run, then video (``usvjax/runners/images_then_video.py``).
 * Table II-III ablations: ``baseline`` (STM: no SFM, no MSFF), ``no_sfm`` (MSFF only),
   ``no_msff`` (SFM, features summed), ``max_only``, ``avg_only``, ``no_w`` (MSFF without
   encoder features), ``w_stride8`` / ``w_stride16`` ("+2" / "+3"), ``no_mask`` (SFM without
@@ -92,6 +95,7 @@ def get_config(arg: str | None = None):
   c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
   # Eqs. 10-12: cross entropy on frames 2 and 3, no overlap term (see the model docstring).
   c.task.update(bce_weight=1.0, dice_weight=0.0, iou_weight=0.0, aux_weight=1.0)
-  variants = {'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'full': lambda c: None}
+  variants = {'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'full': lambda c: None,
+              'images_first': common.images_then_video}
   variants.update({name: lambda c, kw=kw: c.model.update(**kw) for name, kw in ABLATIONS.items()})
   return common.finalize(c, arg, variants)

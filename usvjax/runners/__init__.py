@@ -8,7 +8,10 @@
   without ``dataset`` and ``seed``: it uses the top level's, folds included, so a
   cross-validation fold pretrains on that fold's training videos only) in
   ``<workdir>/pretrain``, then the model in the workdir, its ``init.target`` initialised
-  from the pretraining run (CLMAN).
+  from the pretraining run (CLMAN);
+* ``images_then_video``: a video segmenter trained on clips made from still images, then
+  on video from there (STM's stages; ``usvjax.runners.images_then_video``, needs
+  ``config.image_stage``).
 
 ``train``, ``evaluate``, ``cross_validate`` and ``compare`` look the runner up here; none of
 them asks what kind of run it is. Each runner is an ``interfaces.Runner``. Every run starts
@@ -32,6 +35,7 @@ from usvjax.core import workdir as workdir_lib
 from usvjax.errors import ConfigError
 from usvjax.reporting import console
 from usvjax.reporting import provenance
+from usvjax.runners import images_then_video
 from usvjax.runners import two_stage
 
 
@@ -111,6 +115,7 @@ RUNNERS: dict[str, interfaces.Runner] = {
     'single': Single(),
     'two_stage': two_stage.TwoStage(),
     'pretrain_finetune': PretrainFinetune(),
+    'images_then_video': images_then_video.ImagesThenVideo(),
 }
 
 
