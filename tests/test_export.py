@@ -157,7 +157,8 @@ def test_the_loader_needs_only_jax_and_the_saved_model_matches(runs, unet_export
 
 
 def test_a_model_without_a_symbolic_batch_is_exported_with_batch_1_and_a_note():
-  fixed_batch = lambda frames: (frames * int(frames.shape[0]),)  # pylint: disable=unnecessary-lambda-assignment
+  def fixed_batch(frames):  # int() of a symbolic dimension fails.
+    return (frames * int(frames.shape[0]),)
   prepared = functions.Prepared({'predict': fixed_batch}, {'preprocessing': {}},
                                 {'predict': [('frames', ('b', 3), 'float32')]})
   exported, specs, note = writer.export_functions(prepared, ('cpu',))

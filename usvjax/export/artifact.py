@@ -24,7 +24,6 @@ import numpy as np
 
 METADATA_FILE = 'export.json'
 SUFFIX = '.jaxexport'
-FUNCTIONS = ('predict', 'start', 'step')
 
 Flat = Callable[..., Sequence[jax.Array]]  # (*arrays) -> (probabilities, *state).
 
@@ -34,7 +33,7 @@ class Artifact:
 
   ``artifact(*inputs)`` runs ``predict`` (the probabilities); ``start(frame, mask)`` and
   ``step(state, frame)`` stream a video, ``-> (state, probabilities)`` with the state a
-  tuple of arrays. ``functions``: {name: flat function} of ``FUNCTIONS``.
+  tuple of arrays. ``functions``: {name: flat function} ('predict', 'start', 'step').
   """
 
   def __init__(self, functions: dict[str, Flat], metadata: dict):

@@ -94,8 +94,9 @@ def _classification(run, variables: dict) -> tuple[dict, dict]:
   if 'frames' not in fields:
     raise ConfigError(f'export needs a classifier of frames; the run of {run.config.model.name}'
                       f' reads {sorted(fields)}: export its frame model instead.')
-  predict = lambda frames, valid: (jax.nn.softmax(model.apply(  # pylint: disable=unnecessary-lambda-assignment
-      variables, {'frames': frames, 'valid': valid}, train=False)['logits'], axis=-1),)
+  def predict(frames, valid):
+    batch = {'frames': frames, 'valid': valid}
+    return (jax.nn.softmax(model.apply(variables, batch, train=False)['logits'], axis=-1),)
   frames = ('b', 't', c.image_size, c.image_size, c.channels)
   return {'predict': predict}, {'predict': [('frames', frames, 'float32'),
                                             ('valid', ('b', 't'), 'bool')]}
@@ -124,7 +125,8 @@ def prepare(run, workdir: str, which: str) -> Prepared:
   recorded = provenance.recorded_data(workdir) or {}
   metadata = {
       'task': config.input.task, 'classifies_videos': pooled, 'model': config.model.name,
-      'preprocessing': preprocessing, 'threshold': float(run.task.threshold if pooled else config.task.threshold),
+      'preprocessing': preprocessing,
+      'threshold': float(run.task.threshold if pooled else config.task.threshold),
       'class_names': (classify._class_names(workdir, config.model.num_classes)  # pylint: disable=protected-access
                       if pooled else ['lesion']),
       'capabilities': {'streaming': caps.streaming, 'needs_first_mask': caps.needs_first_mask},

@@ -19,7 +19,7 @@ import numpy as np
 from usvjax.export import artifact
 from usvjax.export import functions as functions_lib
 
-# The shape modes tried in order: {symbol: symbolic, or None for its fixed size}.
+# The shape modes tried in order: {symbol: whether it is symbolic (else its fixed size)}.
 MODES = ({'b': True, 't': True}, {'b': True, 't': False}, {'b': False, 't': False})
 
 
@@ -27,7 +27,9 @@ def _specs(prepared: functions_lib.Prepared, mode: dict[str, bool], fixed: dict[
            ) -> dict[str, list[jax.ShapeDtypeStruct]]:
   """{function: input specs} with the symbols of ``mode`` symbolic, the others fixed."""
   symbols = dict(zip(('b', 't'), jax.export.symbolic_shape('b, t')))
-  dim = lambda d: (symbols[d] if mode[d] else fixed[d]) if isinstance(d, str) else d  # pylint: disable=unnecessary-lambda-assignment
+
+  def dim(d):
+    return (symbols[d] if mode[d] else fixed[d]) if isinstance(d, str) else d
   specs = {name: [jax.ShapeDtypeStruct(tuple(dim(d) for d in shape), np.dtype(dtype))
                   for _, shape, dtype in inputs]
            for name, inputs in prepared.inputs.items()}
@@ -90,7 +92,8 @@ def _saved_model(prepared: functions_lib.Prepared, specs: dict, platforms: Seque
     signature = [tf.TensorSpec([d if isinstance(d, int) else None for d in _shape(s)],
                                tf.as_dtype(s.dtype), name=f'input_{i}')
                  for i, s in enumerate(inputs)]
-    setattr(module, name, tf.function(_named(converted), input_signature=signature, autograph=False))
+    setattr(module, name, tf.function(_named(converted), input_signature=signature,
+                                      autograph=False))
   serving = getattr(module, 'predict' if 'predict' in specs else 'start')
   tf.saved_model.save(module, directory,
                       signatures={'serving_default': serving.get_concrete_function()})
