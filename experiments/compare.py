@@ -33,7 +33,7 @@ from experiments import common
 from usvjax.studies import compare
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and tables go.')
-METHODS = flags.DEFINE_multi_string('method', [], 'NAME=configs/<m>.py:<variant>[;key=value]')
+METHODS = flags.DEFINE_multi_string('method', None, 'NAME=configs/<m>.py:<variant>[;key=value]')
 SETS = flags.DEFINE_multi_string('set', [], 'key=value override for every method.')
 SEEDS = flags.DEFINE_list('seeds', ['0'], 'Seeds; with several, tables show mean ± std.')
 FOLDS = flags.DEFINE_integer('folds', 0, 'k-fold cross-validation with this many folds (0: '
