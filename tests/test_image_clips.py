@@ -86,29 +86,35 @@ def test_one_frame_training_videos_are_refused_only_without_image_clips(
     assert 'config.input.image_clips=True' in problems[0]
 
 
-def test_images_then_video_trains_stpfnet_on_image_clips_then_video_from_there(
-    data_dir, tmp_path):
+def test_images_then_video_trains_on_image_clips_then_on_video_from_there(
+    data_dir, tmp_path, monkeypatch):
   """The runner's two stages: stage 1 on image clips in <workdir>/images, stage 2 on video
-  initialised from stage 1's last checkpoint (its first step starts from those weights)."""
+  initialised from stage 1's last checkpoint (any segmenter: the U-Net keeps it cheap; the
+  variant images_first of FLA-Net, DSANet and STPFNet sets the same keys)."""
   # pylint: disable=g-import-not-at-top
+  from configs import common
   from configs import stpfnet
   from usvjax import runners
   from usvjax.core import checkpoint
+  from usvjax.core import state as state_lib
   from usvjax.runners import images_then_video
-  config = stpfnet.get_config('tiny,images_first')
+  assert stpfnet.get_config('tiny,images_first').runner == 'images_then_video'
+  config = helpers.load_config('unet', data_dir, total_steps=2, checkpoint_every=1,
+                               eval_every=2)
   with config.unlocked():
-    config.dataset.data_dir, config.total_steps = data_dir, 2
-    config.image_stage.total_steps = 1
-    config.checkpoint_every = config.eval_every = 1
+    common.images_then_video(config, total_steps=1)
   stage1 = images_then_video.images_config(config)
   assert stage1.input.image_clips and stage1.total_steps == 1 and stage1.runner == 'single'
   stage2 = images_then_video.video_config(config, str(tmp_path))
   assert not stage2.input.image_clips and stage2.init.target == ''
+  assert stage2.init.checkpoint == str(tmp_path / 'images')
+  loaded, load = [], state_lib.load_pretrained
+
+  def recording(state, checkpoint_dir, target):
+    loaded.append((checkpoint_dir, target))
+    return load(state, checkpoint_dir, target)
+  monkeypatch.setattr(state_lib, 'load_pretrained', recording)
   results = runners.train(config, str(tmp_path))
-  assert set(results) == {'images', 'stpfnet'}
-  images = checkpoint.restore_latest_raw(str(tmp_path / 'images'))
+  assert set(results) == {'images', 'unet'} and loaded == [(str(tmp_path / 'images'), '')]
   assert checkpoint.create_manager(str(tmp_path / 'images'), 2, read_only=True).all_steps() == [1]
   assert checkpoint.create_manager(str(tmp_path), 2, read_only=True).all_steps()[-1] == 2
-  assert runners.get(config).headline(config, str(tmp_path)).config.init.checkpoint == str(
-      tmp_path / 'images')
-  assert images['params']  # Stage 2 loaded these (load_pretrained checks every leaf fits).
