@@ -98,6 +98,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.best_metric = schema.best_metric
   c.best_mode = 'max'
+  # > 0: training stops after this many evaluations in a row without an improvement of
+  # best_metric (usvjax/core/early_stopping.py); 0 trains for total_steps.
+  c.early_stopping_patience = 0
   # Evaluations during training besides dataset.eval_split (which ranks checkpoints), as
   # big_vision's config.evals: {name: {split, speckle_looks}}, each logged as <name>/...
   # every eval_every steps (usvjax/core/train.py). speckle_looks > 0 scores the split with

@@ -25,6 +25,10 @@ file never names a method.
   (``<name>/``: a second split, or a split with speckle), all with the one eval step that
   ``evaluate`` scores checkpoints with, applied to the EMA weights where
   ``config.optimizer.ema_decay`` > 0 keeps them (``state.EmaTrainState``).
+* Early stopping: with ``config.early_stopping_patience`` > 0, training ends after the
+  evaluation that makes that many in a row without an improvement of ``config.best_metric``
+  (a log line gives the step, the best step and value); resumable, the count is derived
+  from the validation history (``early_stopping``).
 * Pre-emption: a SIGTERM or SIGINT stops the run after the current step, with a
   checkpoint of that step (``preemption``); the rerun resumes from it.
 * Logs: a tqdm progress bar (step, loss, frames/s), TensorBoard scalars and
@@ -42,6 +46,7 @@ from tqdm import tqdm
 
 from input_pipeline import speckled
 from usvjax.core import checkpoint
+from usvjax.core import early_stopping
 from usvjax.core import evaluate
 from usvjax.core import optim
 from usvjax.core import parallel
@@ -175,6 +180,10 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
   step_fn = train_step_lib.jit_train_step(train_step_lib.make_train_step(
       run.model, run.task, tx, config.seed, config.optimizer.accumulate_steps,
       config.optimizer.ema_decay), mesh)
+  # Read before the writer drops the log lines after start_step (either is the same here).
+  early = early_stopping.from_history(workdir, start_step,
+                                     config.get('early_stopping_patience', 0),
+                                     config.best_metric, config.best_mode)
   profiler = train_logs.Profiler(config.profile_steps, start_step,
                                  os.path.join(workdir, 'tensorboard'))
   writer = train_logs.Writer(workdir, start_step)
@@ -182,14 +191,18 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
   eval_metrics: dict[str, float] = {}
   progress = tqdm(total=config.total_steps, initial=start_step, desc='train', unit='step',
                   disable=jax.process_index() != 0, dynamic_ncols=True)
-  batch = next(batches) if start_step < config.total_steps else None
+  # A resumed run that had stopped early trains no further.
+  last_step = start_step if early.stopped() else config.total_steps
+  batch = next(batches) if start_step < last_step else None
   tick, frames, pending = time.perf_counter(), 0, []
   try:
     if config.total_steps == 0 and manager.latest_step() is None:
       # Pretrained weights evaluated as they are: step 0 is their checkpoint.
       eval_metrics = validate(0, state)
       _save(manager, 0, state, eval_metrics, workdir)
-    for step in range(start_step + 1, config.total_steps + 1):
+    if early.stopped():
+      train_logs.say(early.message(start_step))
+    for step in range(start_step + 1, last_step + 1):
       profiler.before(step)
       state, metrics = step_fn(state, parallel.global_batch(batch, mesh))
       profiler.after(step, metrics)
@@ -220,6 +233,9 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
         _save(manager, step, state, eval_metrics if evaluated else None, workdir)
       if stopping:
         raise signals.stopped(step, manager.directory)
+      if evaluated and early.update(step, eval_metrics[config.best_metric]):
+        train_logs.say(early.message(step))
+        break
   finally:
     profiler.close()
     progress.close()
