@@ -95,6 +95,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # The last line, without the exception's class name ml_collections puts before it.
     message = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1].strip('\'"'))
+    if isinstance(e, (AttributeError, KeyError)):  # An override of a key the config lacks?
+      message = _unknown_key(argv, lines[0].strip('\'"'), ' '.join(lines[1:]).strip("'"),
+                             message)
     print(f'error: bad flag or config override: {message}', file=sys.stderr)
     sys.exit(2)
   if 'config' in flags.FLAGS and flags.FLAGS['config'].present:
@@ -106,6 +109,17 @@ def parse_flags(argv: list[str]) -> list[str]:
             "a run's <workdir>/config.py.", file=sys.stderr)
       sys.exit(2)
   return rest
+
+
+def _unknown_key(argv: list[str], key: str, hint: str, message: str) -> str:
+  """'--config.a.key=1: the config has no key 'key' ...' for the override naming ``key``
+  (``message`` where no override names it: the error came from elsewhere)."""
+  given = [arg for arg in argv if re.match(rf'--\w+(\.\w+)*\.{re.escape(key)}\b', arg)]
+  if not given:
+    return message
+  return (f'{given[0]}: the config has no key {key!r}. {hint + " " if hint else ""}Check '
+          'the spelling against the config file (configs/common.py holds the keys every '
+          'config shares).')
 
 
 def start_processes(workdir: str = '', creates_workdir: bool = False) -> None:
