@@ -83,6 +83,12 @@ ABLATIONS = {
 }
 
 
+def _shared_memory(c):
+  """The memory frames through the query encoder: no memory network to initialise."""
+  c.model.update(**ABLATIONS['shared_memory'])
+  c.init.target = 'encoder'
+
+
 def get_config(arg: str | None = None):
   c = common.base_config('segmentation')
   c.model = ml_collections.ConfigDict(dict(
@@ -92,10 +98,13 @@ def get_config(arg: str | None = None):
       fusion_level='stride32', msff_reduction=16, memory_size=5, memory_every=5,
       memory_encoder='stm'))
   c.input.update(clip_length=3, eval_protocol='first_frame', train_clips='distinct_frames')
-  c.init.target = 'encoder'  # --config.init.checkpoint=DIR loads converted ImageNet weights.
+  # --config.init.checkpoint=DIR loads converted ImageNet weights into the query encoder and
+  # the memory encoder's trunk, as STM initialises both (shared_memory: the encoder only).
+  c.init.target = 'encoder,memory_network/trunk'
   # Eqs. 10-12: cross entropy on frames 2 and 3, no overlap term (see the model docstring).
   c.task.update(bce_weight=1.0, dice_weight=0.0, iou_weight=0.0, aux_weight=1.0)
   variants = {'demo': _demo, 'tiny': _tiny, 'paper': _paper, 'full': lambda c: None,
               'images_first': common.images_then_video}
   variants.update({name: lambda c, kw=kw: c.model.update(**kw) for name, kw in ABLATIONS.items()})
+  variants['shared_memory'] = _shared_memory
   return common.finalize(c, arg, variants)

@@ -225,3 +225,31 @@ def test_each_frame_is_memorised_by_the_memory_encoder_with_its_mask(tiny):
     np.testing.assert_allclose(second['keys'][:, t], key, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(second['values'][:, t], value, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(first['valid'], [[True, False, False]] * 2)
+
+
+def test_imagenet_weights_load_into_the_query_encoder_and_the_memory_trunk(tmp_path):
+  """``init.target='encoder,memory_network/trunk'`` (the config's): one converted ResNet
+  into both; the shared form's target is the encoder alone."""
+  # pylint: disable=g-import-not-at-top
+  import helpers
+  from flax import traverse_util
+  from usvjax import tasks
+  from usvjax.core import parallel
+  from usvjax.core import state as state_lib
+  from usvjax.models.backbones import convert
+  config = helpers.load_config('stpfnet', '')
+  assert stpfnet_config.get_config('tiny,shared_memory').init.target == 'encoder'
+  shapes = state_lib.abstract_variables(  # Shapes only: nothing to compile.
+      models.create_model(config.model),
+      state_lib.init_batch(config, tasks.batch_spec(config, True)), parallel.create_mesh())
+  zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+  state = state_lib.TrainState(step=0, opt_state=None, **zeros)
+  resnet = {c: jax.tree.map(lambda x: x + 1.0, zeros[c]['encoder'])  # Unlike the zeros.
+            for c in ('params', 'batch_stats')}
+  weights = convert.save_converted(resnet, str(tmp_path / 'resnet'))
+  loaded = traverse_util.flatten_dict(
+      state_lib.load_pretrained(state, weights, config.init.target).params, sep='/')
+  trunk = [k for k in loaded if k.startswith('memory_network/trunk/')]
+  assert trunk and all((loaded[k] == 1).all() for k in trunk)
+  assert all((loaded[k] == 1).all() for k in loaded if k.startswith('encoder/'))
+  assert (loaded['memory_network/key_head/kernel'] == 0).all()  # Heads keep their init.

@@ -124,8 +124,17 @@ def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> Trai
   """Loads pretrained weights (see ``_pretrained_variables``) into the sub-module ``target``
   ('/'-separated path, e.g. 'encoder/backbone'; '' is the whole model, e.g. a converted
   released FLA-Net) of params and batch_stats; every variable of the target must be there,
-  shape for shape. An EMA starts again at the loaded parameters.
+  shape for shape. Several comma-separated targets each get the same weights (STPFNet's
+  'encoder,memory_network/trunk': one ImageNet ResNet for the query and the memory
+  encoder, as STM initialises both). An EMA starts again at the loaded parameters.
   """
+  for part in target.split(','):
+    state = _load_into(state, checkpoint_dir, part.strip())
+  return with_ema(state) if isinstance(state, EmaTrainState) else state
+
+
+def _load_into(state: TrainState, checkpoint_dir: str, target: str) -> TrainState:
+  """``load_pretrained`` of one sub-module ``target``."""
   prefix = tuple(part for part in target.split('/') if part)
   params = traverse_util.flatten_dict(state.params)
   if not any(path[:len(prefix)] == prefix for path in params):
@@ -147,5 +156,4 @@ def load_pretrained(state: TrainState, checkpoint_dir: str, target: str) -> Trai
     for path, inner in targets.items():
       ours[path] = jnp.asarray(theirs[inner], ours[path].dtype)
     updated[collection] = traverse_util.unflatten_dict(ours)
-  state = state.replace(**updated)
-  return with_ema(state) if isinstance(state, EmaTrainState) else state
+  return state.replace(**updated)

@@ -24,9 +24,9 @@ Choices, with what STM's release does:
   initialisation, kaiming_uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))
   with fan_in = 1 * 7 * 7: U(-1/7, 1/7). Here the same distribution
   (``variance_scaling(1/3, 'fan_in', 'uniform')``). The frame's conv1 and the stages are the
-  ResNet's (ImageNet weights in STM: ``init.target='memory_network/trunk'`` loads converted
-  ones here; ``init.target`` names one sub-module, so the query encoder and this trunk are
-  two loads).
+  ResNet's (ImageNet weights in STM: the config's ``init.target=
+  'encoder,memory_network/trunk'`` loads one converted ResNet into the query encoder and
+  this trunk alike).
 * **The third channel.** STM's conv1_o takes the union of the *other objects'* masks:
   zeros for a single object, where conv1_o would have no effect and no gradient. A breast
   lesion is one object, so the other region is the background: conv1_o gets 1 - m. As
