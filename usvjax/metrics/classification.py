@@ -1,10 +1,23 @@
 """Video classification metrics (scikit-learn): accuracy, precision, sensitivity (recall),
-specificity, F1, AUC (ROC) and AP.
+specificity, F1, AUC (ROC), AP and the expected calibration error (ECE).
 
 Binary: the positive class is 1 and a video is positive when p(class 1) >= threshold.
 Multi-class: the prediction is the arg-max, precision, sensitivity, specificity and F1 are
 macro averages over classes (one-vs-rest), AUC is one-vs-rest macro, AP the macro average
 over classes.
+
+ECE (Guo et al. 2017, top-label): each video's confidence is its largest class probability
+and it is correct when that class (the arg-max, whatever the decision threshold) is its
+label; the videos fall into ``ECE_BINS`` = 15 equal-width confidence bins over [0, 1] (the
+last closed), and ECE = sum over bins of (videos in the bin / N) * |accuracy - mean
+confidence| of the bin (``reliability_bins``; the reliability diagram draws the same bins).
+
+Temperature scaling (Guo et al. 2017): probabilities p become softmax(log p / T), which
+is softmax(logits / T) (log p and the logits differ by a constant per video); ``T`` is
+fitted on validation videos by minimising their negative log-likelihood
+(``fit_temperature``: scipy's bounded Brent search over log T in [log 0.05, log 20]).
+T > 1 softens over-confident predictions; the arg-max, and a binary task's ranking (AUC),
+do not change.
 
 ``bootstrap_intervals``: 95% percentile-bootstrap intervals (``<metric>_ci95``: [lo, hi])
 of accuracy, precision, sensitivity, specificity, F1, AUC and AP, by video or, given each
@@ -20,6 +33,7 @@ nor positive predictions, specificity without negatives, AUC and AP without both
 from __future__ import annotations
 
 import numpy as np
+from scipy import optimize
 from sklearn import metrics as skm
 
 from usvjax.metrics import statistics
@@ -27,6 +41,8 @@ from usvjax.metrics import statistics
 # The metrics ``bootstrap_intervals`` gives an interval of, as ``<metric>_ci95``.
 CI_KEYS = ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1', 'auc', 'ap')
 _CHUNK = 1000  # Resamples scored at once (bounds memory at [_CHUNK, N] per array).
+ECE_BINS = 15
+_LOG_T_RANGE = (float(np.log(0.05)), float(np.log(20.0)))  # fit_temperature's search.
 
 
 def class_predictions(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -66,10 +82,60 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray,
                                       zero_division=0),
       'specificity': specificity[1] if num_classes == 2 else float(np.mean(specificity)),
       'f1': skm.f1_score(labels, preds, average=average, labels=classes, zero_division=0),
+      'ece': expected_calibration_error(probs, labels),
       'num_videos': len(labels),
   }
   out.update(_ranking_metrics(probs, labels))
   return {k: float(v) for k, v in out.items()}
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(count, mean confidence, accuracy), [bins] each, of the equal-width confidence bins
+  (module docstring); a bin without videos has NaN confidence and accuracy."""
+  probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+  confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+  which = np.minimum((confidence * bins).astype(int), bins - 1)
+  count = np.bincount(which, minlength=bins).astype(np.float64)
+  with np.errstate(invalid='ignore'):
+    mean_confidence = np.bincount(which, confidence, minlength=bins) / count
+    accuracy = np.bincount(which, correct, minlength=bins) / count
+  return count, mean_confidence, accuracy
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
+                               bins: int = ECE_BINS) -> float:
+  """ECE of [N, K] probabilities against [N] labels (module docstring)."""
+  count, confidence, accuracy = reliability_bins(probs, labels, bins)
+  filled = count > 0
+  return float(np.sum(count[filled] * np.abs(accuracy[filled] - confidence[filled]))
+               / count.sum())
+
+
+def temperature_scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
+  """softmax(log p / T) of [N, K] probabilities (module docstring); T = 1 returns them."""
+  probs = np.asarray(probs, np.float64)
+  if temperature == 1.0:
+    return probs
+  logits = np.log(np.maximum(probs, np.finfo(np.float32).tiny)) / temperature
+  logits -= logits.max(axis=1, keepdims=True)
+  scaled = np.exp(logits)
+  return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
+  """Mean -log p(label) of [N, K] probabilities."""
+  chosen = np.asarray(probs, np.float64)[np.arange(len(labels)), np.asarray(labels)]
+  return float(-np.mean(np.log(np.maximum(chosen, np.finfo(np.float64).tiny))))
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+  """The temperature minimising the NLL of ``temperature_scaled(probs, T)`` (module
+  docstring)."""
+  found = optimize.minimize_scalar(
+      lambda log_t: negative_log_likelihood(temperature_scaled(probs, np.exp(log_t)), labels),
+      bounds=_LOG_T_RANGE, method='bounded', options={'xatol': 1e-6})
+  return float(np.exp(found.x))
 
 
 def _ranking_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:

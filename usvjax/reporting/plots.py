@@ -147,6 +147,35 @@ def classification_curves(probs: np.ndarray, labels: np.ndarray, directory: str,
   return displays
 
 
+def reliability_diagram(probs: np.ndarray, labels: np.ndarray, directory: str) -> str:
+  """reliability.png: per confidence bin (``class_metrics.reliability_bins``, the ECE's
+  bins), the accuracy of its videos as a bar at the bin, the gap to their mean confidence
+  shaded, the diagonal (perfect calibration) and the ECE in the title; returns the path."""
+  count, confidence, accuracy = class_metrics.reliability_bins(probs, labels)
+  bins = len(count)
+  edges = np.arange(bins) / bins
+  filled = count > 0
+  fig, ax = plt.subplots(figsize=(4.5, 4.5))
+  ax.bar(edges[filled], accuracy[filled], width=1 / bins, align='edge', edgecolor='black',
+         color='tab:blue', label='accuracy')
+  ax.bar(edges[filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled],
+         width=1 / bins, align='edge', color='tab:red', alpha=0.3, label='gap to confidence')
+  ax.plot([0, 1], [0, 1], 'k--', linewidth=1, label='perfect calibration')
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1)
+  ax.set_xlabel('confidence (largest class probability)')
+  ax.set_ylabel('accuracy')
+  ax.legend(loc='upper left')
+  ax.set_title(f'reliability ({bins} bins, {int(count.sum())} videos)\n'
+               f'ECE {class_metrics.expected_calibration_error(probs, labels):.3f}')
+  fig.tight_layout()
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, 'reliability.png')
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def training_curves(workdir: str, directory: str) -> str | None:
   """curves.png from ``<workdir>/metrics.jsonl``: training loss and validation metrics."""
   path = os.path.join(workdir, 'metrics.jsonl')
