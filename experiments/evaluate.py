@@ -1,7 +1,8 @@
 r"""Evaluates a checkpoint exactly on a split and writes a report.
 
   python -m experiments.evaluate --workdir=runs/unet \
-      [--checkpoint=best|latest|STEP] [--split=test] [--output_dir=DIR] [--export]
+      [--checkpoint=best|latest|STEP] [--split=test] [--output_dir=DIR] [--export] \
+      [--tta=flip] [--clips=K] [--calibrate]
 
 The run's own config (``<workdir>/config.py``, saved when it started) is used; a --config
 that differs from it is an error listing the keys, unless --allow_config_changes.
@@ -13,11 +14,20 @@ report per row (CNN_Vote, CNN_Aver, Key_Frame, equal- and variable-frame CNN-LST
 OUTPUT_DIR/<row> and a comparison table; a contrastive pretraining run reports its
 NT-Xent and retrieval accuracy. --export also writes the predictions of every frame into
 the report (segmentation: predicted_masks/<video>/<frame>.png, 0/255, at the frames' own size).
+
+--tta=flip (segmentation) averages each prediction with the un-flipped prediction of the
+width-flipped frames (usvjax/core/tta.py). --clips=K (classification) averages each
+video's class probabilities over K frame samplings (offsets (1/2 + k/K) mod 1 in each
+segment; K = 1 is the usual centre frames). --calibrate (classification) fits a
+temperature on the validation split (dataset.eval_split), applies it to the scored split
+and stores it in WORKDIR/calibration.json, where classify_video, export and predict read
+it (docs/classification.md). They set config.evaluation; metrics.json records tta and clips.
 """
 import json
 
 from absl import app
 from absl import flags
+import ml_collections
 
 from experiments import common
 from usvjax import runners
@@ -28,6 +38,12 @@ RUN = common.define_run_flags('Default: WORKDIR/eval_SPLIT_stepN.')
 EXPORT = flags.DEFINE_bool('export', False, 'Also write every frame\'s prediction into the '
                            'report (segmentation: predicted masks as PNG; classification: '
                            'frame_scores.csv, per-frame probabilities and attention weights).')
+TTA = flags.DEFINE_enum('tta', 'none', ['none', 'flip'], 'Test-time augmentation of a '
+                        'segmenter: flip averages with the un-flipped flipped-frame prediction.')
+CLIPS = flags.DEFINE_integer('clips', 1, 'A classifier: average the class probabilities '
+                             'over this many frame samplings of each video.', lower_bound=1)
+CALIBRATE = flags.DEFINE_bool('calibrate', False, 'A classifier: fit a temperature on the '
+                              'validation split, apply it, store it in WORKDIR/calibration.json.')
 
 
 def main(argv):
@@ -35,6 +51,9 @@ def main(argv):
   common.start_processes()
   try:
     config = common.run_config(RUN.config.value, RUN.workdir.value)
+    with config.unlocked():  # A run saved before config.evaluation existed lacks it.
+      config.evaluation = ml_collections.ConfigDict(
+          dict(tta=TTA.value, clips=CLIPS.value, calibrate=CALIBRATE.value))
     reports = runners.get(config).evaluate(config, RUN.workdir.value, RUN.split.value,
                                            RUN.checkpoint.value, RUN.output_dir.value)
     exported = [path for report in reports.values() if EXPORT.value

@@ -28,10 +28,10 @@ def segment_indices(num: tf.Tensor, count: tf.Tensor, offsets: tf.Tensor) -> tf.
   return tf.cast(tf.minimum(index, last), tf.int32)
 
 
-def uniform_indices(num: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
-  """int32 [count]: the centre frame of each of ``count`` equal segments of ``num`` frames
-  (u = 1/2: evaluation's frames)."""
-  return segment_indices(num, count, tf.fill([count], tf.constant(0.5, tf.float64)))
+def uniform_indices(num: tf.Tensor, count: tf.Tensor, offset: float = 0.5) -> tf.Tensor:
+  """int32 [count]: the frame at ``offset`` (u) of each of ``count`` equal segments of
+  ``num`` frames (u = 1/2, the centres: evaluation's frames)."""
+  return segment_indices(num, count, tf.fill([count], tf.constant(offset, tf.float64)))
 
 
 def random_indices(num: tf.Tensor, count: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -50,12 +50,13 @@ def sampling_seed(run_seed: int, position: tf.Tensor) -> tf.Tensor:
 
 
 def _sequence(video: dict, key: str, max_frames: int, sampling: str,
-              seed: tf.Tensor | None) -> dict:
+              seed: tf.Tensor | None, offset: float = 0.5) -> dict:
   """``max_frames`` frames (``sampling`` 'exact') or up to that many ('up_to') of ``key``:
-  random ones in their segments with a ``seed`` (training), the centres without."""
+  random ones in their segments with a ``seed`` (training), else the one at ``offset``."""
   num = tf.shape(video[key])[0]
   count = max_frames if sampling == 'exact' else tf.minimum(num, max_frames)
-  indices = uniform_indices(num, count) if seed is None else random_indices(num, count, seed)
+  indices = (uniform_indices(num, count, offset) if seed is None
+             else random_indices(num, count, seed))
   return {key: tf.gather(video[key], indices), 'label': video['label'],
           'video_id': video['video_id']}
 
@@ -63,12 +64,14 @@ def _sequence(video: dict, key: str, max_frames: int, sampling: str,
 def items(videos: tf.data.Dataset, config: ml_collections.ConfigDict,
           train: bool) -> tf.data.Dataset:
   """One encoded sequence per video of a stream of encoded videos: its frames drawn anew
-  for every video of a training stream (seeded by its position), fixed in evaluation."""
+  for every video of a training stream (seeded by its position), fixed in evaluation (at
+  the segments' ``config.input.eval_offset``, 1/2 unless ``evaluate --clips`` sets it)."""
   sequences.check_input(config.input)
   key = sequences.sequence_key(videos.element_spec)
   max_frames, sampling = config.input.max_frames, config.input.sampling
   if not train:
-    return videos.map(lambda v: _sequence(v, key, max_frames, sampling, None))
+    offset = float(config.input.get('eval_offset', 0.5))
+    return videos.map(lambda v: _sequence(v, key, max_frames, sampling, None, offset))
   return videos.enumerate().map(lambda position, v: _sequence(
       v, key, max_frames, sampling, sampling_seed(config.seed, position)))
 

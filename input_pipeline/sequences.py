@@ -9,11 +9,14 @@ never favoured. In training u_i ~ U[0, 1) (TSN's segment-based sampling, Wang et
 which TSM trains with): every pass over the data shows each video's frames anew, a draw
 seeded by the run seed and the video's position in the (seeded, repeating) training stream,
 so it is reproducible by seed, and a resumed run, which replays the stream and skips what
-was trained, sees the same draws. It covers every classifier: CLMAN, the frame CNN of
-CNN_Aver / the CNN-LSTM and the LSTM on cached features, and the video networks (TSM, C3D,
-R3D, TimeSformer). CLMAN names no frame sampling for its classifier and Cui et al. extract
-their frames by uniform sampling: random draws in training are our choice there (the same
-segments, uniform in expectation); their evaluation frames stay the centres.
+was trained, sees the same draws. ``evaluate --clips=K`` scores K fixed samplings, u_i =
+(1/2 + k/K) mod 1 for k < K (``sampling_offsets``; set per pass as
+``config.input.eval_offset``, a key only that command sets), and averages their
+probabilities. It covers every classifier: CLMAN, the frame CNN of CNN_Aver / the CNN-LSTM
+and the LSTM on cached features, and the video networks (TSM, C3D, R3D, TimeSformer).
+CLMAN names no frame sampling for its classifier and Cui et al. extract their frames by
+uniform sampling: random draws in training are our choice there (the same segments,
+uniform in expectation); their evaluation frames stay the centres.
 ``input.sampling`` 'up_to' takes n = min(N, max_frames) (all frames of a short video);
 'exact' takes n = max_frames (frames of a shorter video repeat: Cui et al.'s equal-frame
 datasets). Sequences are padded to the
@@ -49,6 +52,12 @@ def check_input(input_config: ml_collections.ConfigDict) -> None:
   if input_config.sampling not in SAMPLINGS:
     raise ConfigError(f'config.input.sampling={input_config.sampling!r}: use one of '
                       f'{SAMPLINGS}.')
+
+
+def sampling_offsets(clips: int) -> list[float]:
+  """The segment offsets of ``evaluate --clips=K``'s K samplings: (1/2 + k/K) mod 1, an even
+  grid over the segment that starts at the centre (K = 1: evaluation's own frames)."""
+  return [(0.5 + k / clips) % 1.0 for k in range(clips)]
 
 
 class Sequences(spec_lib.StreamsInModule):

@@ -77,8 +77,10 @@ def test_one_video_gets_the_probability_the_evaluation_gives_it(trained, tmp_pat
     assert result['threshold'] == threshold
     assert result['label'] == names[int(expected[1] >= threshold)]
     assert result['frames'] == list(range(len(video['frames'])))  # Fewer than max_frames.
-    assert len(result['frame_scores']['frame_probability']) == len(result['frames'])
-    assert (out / 'frames.png').exists() and (out / 'frames.csv').exists()
+    column = f"frame_probability_{result['label']}"  # Names the class of its probability.
+    assert len(result['frame_scores'][column]) == len(result['frames'])
+    assert (out / 'frames.png').exists()
+    assert (out / 'frames.csv').read_text().splitlines()[0] == f'frame,{column}'
 
 
 def test_frame_sweep_evaluates_the_videos_with_at_most_n_frames(trained, tmp_path):

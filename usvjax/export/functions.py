@@ -4,7 +4,10 @@
 A run is resolved and restored the way ``segment_video`` and ``classify_video`` do it
 (``usvjax.tools.segment.resolve``, ``usvjax.tools.classify.resolve``, ``Run.restore``; a
 classifier's threshold chosen on validation data by ``evaluate.calibrate``); its variables
-are baked into the functions as constants, so an artifact needs no checkpoint.
+are baked into the functions as constants, so an artifact needs no checkpoint. A
+classifier's temperature stored by ``evaluate --calibrate`` for the exported checkpoint
+(``evaluate.stored_calibration``) is baked in too: ``predict`` returns softmax(logits / T),
+and ``export.json`` gives ``temperature`` (1.0 without calibration).
 """
 from __future__ import annotations
 
@@ -88,7 +91,7 @@ def state_specs(functions: dict, frame: jax.ShapeDtypeStruct) -> list[jax.ShapeD
   return list(jax.eval_shape(functions['start'], frame, mask)[1:])
 
 
-def _classification(run, variables: dict) -> tuple[dict, dict]:
+def _classification(run, variables: dict, temperature: float) -> tuple[dict, dict]:
   model, c = run.model, run.config.input
   fields = run.fields(train=False)
   if 'frames' not in fields:
@@ -96,7 +99,8 @@ def _classification(run, variables: dict) -> tuple[dict, dict]:
                       f' reads {sorted(fields)}: export its frame model instead.')
   def predict(frames, valid):
     batch = {'frames': frames, 'valid': valid}
-    return (jax.nn.softmax(model.apply(variables, batch, train=False)['logits'], axis=-1),)
+    logits = model.apply(variables, batch, train=False)['logits']
+    return (jax.nn.softmax(logits / temperature, axis=-1),)
   frames = ('b', 't', c.image_size, c.image_size, c.channels)
   return {'predict': predict}, {'predict': [('frames', frames, 'float32'),
                                             ('valid', ('b', 't'), 'bool')]}
@@ -108,10 +112,10 @@ def prepare(run, workdir: str, which: str) -> Prepared:
   config = run.config
   variables, step = run.restore(workdir, which)
   pooled = run.definition.pooled
-  if pooled and getattr(run.task, 'calibrates', False):  # The threshold evaluation uses.
-    evaluate.calibrate(run.with_data(), variables)
+  temperature = evaluate.stored_calibration(run, workdir, variables, step) if pooled else 1.0
   variables = jax.tree.map(np.asarray, jax.device_get(variables))
-  functions, inputs = (_classification if pooled else _segmentation)(run, variables)
+  functions, inputs = (_classification(run, variables, temperature) if pooled
+                       else _segmentation(run, variables))
   c, caps = config.input, run.capabilities
   preprocessing = {'image_size': c.image_size, 'channels': c.channels, 'range': [0.0, 1.0],
                    'normalisation': NORMALISATION}
@@ -127,6 +131,7 @@ def prepare(run, workdir: str, which: str) -> Prepared:
       'task': config.input.task, 'classifies_videos': pooled, 'model': config.model.name,
       'preprocessing': preprocessing,
       'threshold': float(run.task.threshold if pooled else config.task.threshold),
+      'temperature': temperature,
       'class_names': (classify._class_names(workdir, config.model.num_classes)  # pylint: disable=protected-access
                       if pooled else ['lesion']),
       'capabilities': {'streaming': caps.streaming, 'needs_first_mask': caps.needs_first_mask},

@@ -8,7 +8,9 @@ source's resolution; a folder's frames keep their names, a video's are numbered)
 image, and ``predictions.csv`` (source, frames, frames with a predicted lesion). Videos are
 streamed frame by frame: a streaming model's ``start``/``step``, else a window of the last
 ``clip_length`` frames. Classification writes ``predictions.csv``: per source, the frames
-the model saw, ``prob_<class>`` of every class and the predicted class.
+the model saw, ``prob_<class>`` of every class and the predicted class; the probabilities
+are temperature-scaled where the run was calibrated (``evaluate --calibrate``: the
+metadata's ``temperature``, baked into the function by ``functions.prepare``).
 """
 from __future__ import annotations
 

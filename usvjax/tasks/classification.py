@@ -11,7 +11,15 @@ Decision threshold (binary): ``task.threshold`` on p(class 1), or, with
 split (``dataset.eval_split``) by ``evaluate`` before the test split is scored: Youden's J
 (the ROC point maximising sensitivity + specificity - 1), or the largest threshold whose
 validation sensitivity is at least S (the most specific one that keeps the sensitivity a
-screening study asks for). The report gives the rule, the threshold and its split.
+screening study asks for). The report gives the rule, the threshold and its split, and the
+validation sensitivity and specificity at that threshold (``validation_sensitivity``,
+``validation_specificity``; the report's own are those of the split it scores).
+
+Temperature (``evaluate --calibrate``): ``calibrate(validation, fit_temperature=True)`` fits
+T on the validation videos (``metrics.classification.fit_temperature``) and every later
+evaluation reports softmax(log p / T); a threshold rule then chooses on the scaled
+probabilities. ``temperature`` is 1 (no scaling) unless fitted or set from the run's
+``calibration.json``.
 
 The host side (exact video-level metrics, the threshold's choice, reports, curves, frame
 scores) is ``classification_evaluation``, made by ``evaluator()``.
@@ -41,19 +49,32 @@ class ClassificationTask:
     del batch_size  # Any batch size works.
     self.config, self.terms = config, list(terms)
     self.threshold = config.threshold
+    self.temperature = 1.0
     self.calibrates = config.threshold_rule != 'fixed'
     if self.calibrates:
       threshold_rule_target(config.threshold_rule)  # Fails early on a bad rule.
 
-  def calibrate(self, validation: ClassificationEvaluation) -> dict:
-    """Sets the decision threshold from a validation evaluation by ``threshold_rule``;
-    returns what the report says about it."""
+  def calibrate(self, validation: ClassificationEvaluation,
+                fit_temperature: bool = False) -> dict:
+    """Fits the temperature (``fit_temperature``) and sets the decision threshold by
+    ``threshold_rule`` (unless 'fixed') from a validation evaluation; returns what the
+    report says about them."""
     # Host side (scikit-learn); loaded already, as ``validation`` is one of its evaluations.
     from usvjax.tasks import classification_evaluation  # pylint: disable=g-import-not-at-top
-    probs, labels = validation.arrays()
-    self.threshold = classification_evaluation.choose_threshold(probs, labels,
-                                                                self.config.threshold_rule)
-    return {'threshold': self.threshold, 'threshold_rule': self.config.threshold_rule}
+    out = {}
+    if fit_temperature:
+      out = validation.fit_temperature()
+      self.temperature = out['temperature']
+    if self.calibrates:
+      probs, labels = validation.arrays()
+      self.threshold = classification_evaluation.choose_threshold(probs, labels,
+                                                                  self.config.threshold_rule)
+      validation.threshold = self.threshold
+      at = validation.result()
+      out.update(threshold=self.threshold, threshold_rule=self.config.threshold_rule,
+                 validation_sensitivity=at['sensitivity'],
+                 validation_specificity=at['specificity'])
+    return out
 
   def loss(self, outputs: dict, batch: dict) -> tuple[jnp.ndarray, dict]:
     labels, valid = batch['label'], batch['valid']
@@ -90,7 +111,7 @@ class ClassificationTask:
   def evaluator(self) -> ClassificationEvaluation:
     # Imported here: the host side needs scikit-learn and the plots; the step does not.
     from usvjax.tasks import classification_evaluation  # pylint: disable=g-import-not-at-top
-    return classification_evaluation.ClassificationEvaluation(self.threshold)
+    return classification_evaluation.ClassificationEvaluation(self.threshold, self.temperature)
 
 
 def _predictions(logits: jnp.ndarray, threshold: float) -> jnp.ndarray:

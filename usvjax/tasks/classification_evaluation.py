@@ -10,6 +10,12 @@ reports' ``mean_dice_ci95``), resampling patients where the split's videos carry
 ``group`` that some of them share, else videos (``bootstrap_unit``, ``bootstrap_units``:
 which, and how many). The groups are read from the stored split only when a report is
 written, not at every validation.
+
+With a temperature T != 1 (``evaluate --calibrate``) every probability reported is
+softmax(log p / T) (``metrics.classification.temperature_scaled``), and the metrics add
+``ece_uncalibrated`` (the ECE of the model's own probabilities) beside ``ece``. The report
+draws ``reliability.png``: the ``ECE_BINS`` confidence bins' accuracy against their mean
+confidence.
 """
 from __future__ import annotations
 
@@ -52,8 +58,8 @@ class ClassificationEvaluation:
   """Collects the probabilities of every valid video; metrics in ``result()`` (an
   ``interfaces.Evaluation``)."""
 
-  def __init__(self, threshold: float):
-    self.threshold = threshold
+  def __init__(self, threshold: float, temperature: float = 1.0):
+    self.threshold, self.temperature = threshold, temperature
     self.rows: list[dict] = []
     self.class_names: list[str] | None = None
     self.stored: tuple[tfds.core.DatasetBuilder, str] | None = None
@@ -87,14 +93,45 @@ class ClassificationEvaluation:
                         **{k: np.asarray(outputs[k][i][:frames]) for k in FRAME_OUTPUTS
                            if k in outputs}})
 
-  def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [N, K], labels [N]) of the videos added."""
-    return (np.array([r['probs'] for r in self.rows]), np.array([r['label'] for r in self.rows]))
+  def average_samplings(self) -> None:
+    """One row per video, its class probabilities the mean of the rows added for it (one
+    per frame sampling of ``evaluate --clips``); the per-frame outputs stay the first
+    sampling's (the segment centres)."""
+    merged: dict[str, dict] = {}
+    for row in self.rows:
+      merged.setdefault(row['video_id'], dict(row, probs=[]))['probs'].append(row['probs'])
+    self.rows = [dict(row, probs=np.mean(row['probs'], axis=0).tolist())
+                 for row in merged.values()]
+
+  def arrays(self, scaled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [N, K], labels [N]) of the videos added, with the temperature
+    applied unless not ``scaled``."""
+    probs = np.array([r['probs'] for r in self.rows])
+    if scaled:
+      probs = classification_metrics.temperature_scaled(probs, self.temperature)
+    return probs, np.array([r['label'] for r in self.rows])
 
   def result(self) -> dict[str, float]:
     if not self.rows:
       raise ConfigError('no videos were evaluated.')
-    return classification_metrics.classification_metrics(*self.arrays(), threshold=self.threshold)
+    out = classification_metrics.classification_metrics(*self.arrays(), threshold=self.threshold)
+    if self.temperature != 1.0:
+      out['ece_uncalibrated'] = classification_metrics.expected_calibration_error(
+          *self.arrays(scaled=False))
+    return out
+
+  def fit_temperature(self) -> dict[str, float]:
+    """Fits the temperature on the videos added (their own probabilities) and uses it;
+    returns it with the NLL and ECE of these videos before and after."""
+    probs, labels = self.arrays(scaled=False)
+    self.temperature = classification_metrics.fit_temperature(probs, labels)
+    scaled = classification_metrics.temperature_scaled(probs, self.temperature)
+    nll, ece = (classification_metrics.negative_log_likelihood,
+                classification_metrics.expected_calibration_error)
+    return {'temperature': self.temperature, 'validation_nll_before': nll(probs, labels),
+            'validation_nll_after': nll(scaled, labels),
+            'validation_ece_before': ece(probs, labels),
+            'validation_ece_after': ece(scaled, labels)}
 
   def confidence_intervals(self) -> dict:
     """{'<metric>_ci95': [lo, hi], 'bootstrap_unit': 'patient' | 'video',
@@ -111,8 +148,9 @@ class ClassificationEvaluation:
     return [{'video_id': row['video_id'], 'num_frames': row['num_frames'],
              'label': label, 'true_class': names[label], 'predicted': int(pred),
              'predicted_class': names[pred], 'correct': int(pred == label),
-             **{f'prob_{name}': p for name, p in zip(names, row['probs'])}}
-            for row, label, pred in zip(self.rows, labels.tolist(), preds.tolist())]
+             **{f'prob_{name}': float(p) for name, p in zip(names, video_probs)}}
+            for row, video_probs, label, pred in zip(self.rows, probs, labels.tolist(),
+                                                     preds.tolist())]
 
   def paired_values(self) -> dict[str, dict]:
     """Binary classification: {'video_probs': {video: [p(class 1), label]}}, what a
@@ -125,13 +163,14 @@ class ClassificationEvaluation:
 
   def write_report(self, directory: str, metrics_: dict,
                    class_names: list[str] | None = None) -> None:
-    """metrics.json (with the bootstrap intervals), per_video.csv, ROC and PR curves and
-    the confusion matrix."""
+    """metrics.json (with the bootstrap intervals), per_video.csv, ROC and PR curves, the
+    confusion matrix and the reliability diagram."""
     reports.write_tables(directory, dict(metrics_, **self.confidence_intervals()),
                          self.video_rows(class_names))
     self.class_names = class_names
     plots.classification_curves(*self.arrays(), directory, class_names, metrics_,
                                 self.threshold)
+    plots.reliability_diagram(*self.arrays(), directory)
 
   def export(self, directory: str) -> list[str]:
     """``frame_scores.csv``: per video and frame of the sequence the model saw (position

@@ -6,9 +6,13 @@ The video's frames are sampled and preprocessed exactly as in evaluation
 min(frames, ``input.max_frames``) or ``max_frames`` with ``sampling='exact'``), the model
 runs once on them, and the result is the video's class probabilities and label (binary:
 the positive class when its probability >= the threshold the evaluation uses, chosen on
-the validation split with ``task.threshold_rule``; otherwise the most probable class). Per frame, the model's frame-level output is reported where it has one:
-``frame_logits`` (CNN_Aver/CNN_Vote, CNN-LSTM's frame CNN) as the probability of the
-predicted class, ``frame_weights`` (attention pooling) as the weight of each frame.
+the validation split with ``task.threshold_rule``; otherwise the most probable class). The
+video's probabilities are temperature-scaled where ``evaluate --calibrate`` stored a
+temperature for the checkpoint (``evaluate.stored_calibration``), as in the evaluation
+with ``--calibrate``. Per frame, the model's frame-level output is reported where it has
+one: ``frame_logits`` (CNN_Aver/CNN_Vote, CNN-LSTM's frame CNN) as the model's own
+probability of the predicted class, in the column ``frame_probability_<class>`` of
+``frames.csv``, and ``frame_weights`` (attention pooling) as the weight of each frame.
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ class Classified(NamedTuple):
   probabilities: dict[str, float]  # Class name -> probability.
   label: str
   frames: list[int]  # Indices (in the video) of the frames the model saw.
-  frame_scores: dict[str, list[float]]  # 'frame_probability' / 'frame_weight' per frame.
+  # 'frame_probability_<predicted class>' and/or 'frame_weight': one value per frame.
+  frame_scores: dict[str, list[float]]
   step: int  # The checkpoint's step.
 
 
@@ -86,28 +91,29 @@ def classify_video(run: run_lib.Run, workdir: str, which: str, video: str,
   batch['frames'] = preprocess.frames_to_model(
       tf.constant(frames), config.input.image_size, config.input.channels).numpy()[None]
   variables, step = run.restore(workdir, which)
-  if getattr(task, 'calibrates', False):  # The threshold evaluation chooses on validation.
-    evaluate.calibrate(run.with_data(), variables)
+  temperature = evaluate.stored_calibration(run, workdir, variables, step)
   outputs = jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
-  probs = np.asarray(jax.nn.softmax(outputs['logits'][0]))
+  probs = np.asarray(jax.nn.softmax(outputs['logits'][0] / temperature))
   names = _class_names(workdir, len(probs))
   label = _label(probs, names, task.threshold)
   scores = {}
   if 'frame_logits' in outputs:
     frame_probs = np.asarray(jax.nn.softmax(outputs['frame_logits'][0], axis=-1))
-    scores['frame_probability'] = frame_probs[:, names.index(label)].tolist()
+    scores[f'frame_probability_{label}'] = frame_probs[:, names.index(label)].tolist()
   if 'frame_weights' in outputs:
     scores['frame_weight'] = np.asarray(outputs['frame_weights'][0]).tolist()
   result = Classified(dict(zip(names, probs.tolist())), label, indices, scores, step)
-  _write(result, video, output_dir, task.threshold)
+  _write(result, video, output_dir, task.threshold, temperature)
   return result
 
 
-def _write(result: Classified, video: str, output_dir: str, threshold: float) -> None:
+def _write(result: Classified, video: str, output_dir: str, threshold: float,
+           temperature: float) -> None:
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, 'result.json'), 'w', encoding='utf-8') as f:
     json.dump({'video': os.path.abspath(video), 'checkpoint_step': result.step,
-               'threshold': threshold, **result._asdict()}, f, indent=2)
+               'threshold': threshold, 'temperature': temperature, **result._asdict()},
+              f, indent=2)
   with open(os.path.join(output_dir, 'frames.csv'), 'w', newline='', encoding='utf-8') as f:
     writer = csv.writer(f)
     writer.writerow(['frame', *result.frame_scores])
