@@ -42,7 +42,8 @@ class EarlyStopping:
     """The log line of a stop at ``step``."""
     best = 'none' if self.best is None else f'{self.best:.4f} at step {self.best_step}'
     return (f'early stopping at step {step}: val/{self.metric} has not improved for '
-            f'{self.since} evaluations (config.early_stopping_patience={self.patience}); '
+            f'{self.since} evaluation{"s" * (self.since != 1)} '
+            f'(config.early_stopping_patience={self.patience}); '
             f'best {best}')
 
 
