@@ -54,8 +54,8 @@ def main(argv):
     with config.unlocked():  # A run saved before config.evaluation existed lacks it.
       config.evaluation = ml_collections.ConfigDict(
           dict(tta=TTA.value, clips=CLIPS.value, calibrate=CALIBRATE.value))
-    reports = runners.get(config).evaluate(config, RUN.workdir.value, RUN.split.value,
-                                           RUN.checkpoint.value, RUN.output_dir.value)
+    reports = runners.evaluate(config, RUN.workdir.value, RUN.split.value,
+                               RUN.checkpoint.value, RUN.output_dir.value)
     exported = [path for report in reports.values() if EXPORT.value
                 for path in evaluate.export_predictions(report)]
   except common.USER_ERRORS as e:

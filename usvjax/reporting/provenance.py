@@ -40,14 +40,21 @@ DATA_FILE = 'data.json'
 RESUMABLE = ('total_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
              'input.eval_batch_size', 'input.eval_resolution', 'input.overlay_videos',
              'task.threshold', 'task.threshold_rule', 'profile_steps', 'remat',
-             'pointwise_matmul', 'task.nsd_tolerance_px', 'task.nsd_tolerance_mm')
+             'pointwise_matmul', 'task.nsd_tolerance_px', 'task.nsd_tolerance_mm',
+             'early_stopping_patience', 'evaluation.tta', 'evaluation.clips',
+             'evaluation.calibrate')
 
 # Keys added to the configs after runs were saved, each with the value that reproduces the
 # runs saved before it: a saved config without the key (at the top level or in a stage's
 # config, e.g. ``pretrain.input.train_clips``) is the same run as a config that has this
 # value (compare reuses it; evaluation accepts it).
 ADDED = {'input.train_clips': 'every_frame', 'task.nsd_tolerance_px': 2.0,
-         'task.nsd_tolerance_mm': 1.0}
+         'task.nsd_tolerance_mm': 1.0, 'input.image_clips': False,
+         'input.augment.affine.rotation': 15.0, 'input.augment.affine.shear': 10.0,
+         'input.augment.affine.zoom': 0.15, 'input.augment.affine.shift': 0.1,
+         'task.consistency_weight': 0.0, 'task.consistency_noise': 0.1,
+         'optimizer.ema_decay': 0.0, 'early_stopping_patience': 0, 'evaluation.tta': 'none',
+         'evaluation.clips': 1, 'evaluation.calibrate': False}
 
 _HEADER = '''"""The resolved config of the run in this directory, written when it started.
 

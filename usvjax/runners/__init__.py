@@ -156,6 +156,9 @@ def data_summary(builder) -> str:
 def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = '',
              which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
   """{row: report} of every row the run in ``workdir`` scores on ``split``, its dataset
-  prepared once for every row."""
+  prepared once for every row (a first conversion, e.g. of an external test set, with the
+  libraries' output sent to the log, as in training)."""
   with run_lib.prepared_once():
+    with console.library_output():
+      run_lib.prepare_dataset(config.dataset)
     return get(config).evaluate(config, workdir, split, which, output_dir)
