@@ -32,7 +32,6 @@ long loops are checked without holding them in memory.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from typing import Any
 

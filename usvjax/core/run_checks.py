@@ -223,7 +223,7 @@ def _split_problems(splits: dict[str, str], builder, prefix: str = 'config.datas
 def _evals_problems(config: ml_collections.ConfigDict, builder) -> list[str]:
   """Problems of ``config.evals`` (the evaluations during training): a name that takes the
   validation's own ('val'), a split the dataset lacks or that holds no videos."""
-  out = [f"config.evals.val: 'val' names the validation of config.dataset.eval_split; "
+  out = ["config.evals.val: 'val' names the validation of config.dataset.eval_split; "
          'give this evaluation another name.'] if 'val' in config.evals else []
   splits = {f'{name}.split': spec.split for name, spec in config.evals.items()}
   return out + list(_split_problems(splits, builder, 'config.evals.').values())
