@@ -26,12 +26,16 @@ TRAINED = {'unet': {}, 'flanet': {'model.backbone': 'resnet18'}, 'cnn_aver': {}}
 
 @pytest.fixture(scope='module')
 def runs(data_dir, tmp_path_factory) -> dict:
-  """{name: (config, workdir)} of one-step runs of each model of ``TRAINED``."""
+  """{name: (config, workdir)} of runs of each model of ``TRAINED``: a step-0 checkpoint of
+  initial weights (no training step to compile), all an export needs."""
   out = {}
   for name, overrides in TRAINED.items():
-    config = helpers.load_config(name, data_dir, total_steps=1, eval_every=1,
-                                 checkpoint_every=1, **overrides)
-    workdir = str(tmp_path_factory.mktemp(name) / 'run')
+    config = helpers.load_config(name, data_dir, total_steps=0, **overrides)
+    root = tmp_path_factory.mktemp(name)
+    weights = helpers.save_whole_model(helpers.initial_state(config, 0), str(root / 'init'))
+    with config.unlocked():
+      config.init.checkpoint, config.init.target = weights, ''
+    workdir = str(root / 'run')
     runners.train(config, workdir)
     out[name] = config, workdir
   return out
@@ -151,7 +155,7 @@ def test_the_loader_needs_only_jax_and_the_saved_model_matches(runs, unet_export
   assert metadata['preprocessing']['clip_length'] == 3
   assert metadata['preprocessing']['range'] == [0.0, 1.0]
   assert metadata['threshold'] == run.config.task.threshold
-  assert metadata['provenance']['step'] == 1
+  assert metadata['provenance']['step'] == 0  # The step-0 checkpoint.
   assert metadata['provenance']['config']['model']['name'] == run.config.model.name
   assert metadata['saved_model'] == 'saved_model'
 
