@@ -170,7 +170,8 @@ def test_auxiliary_losses_supervise_the_two_previous_frames():
   masks[0, 1, :, :2] = 1.0  # t-1: left half.
   masks[0, 2, 1:3, 1:3] = 1.0  # t: centre.
   as_logits = lambda m: 40.0 * (2 * m - 1)  # pylint: disable=unnecessary-lambda-assignment
-  batch = {'masks': jnp.asarray(masks), 'valid': jnp.ones((1, 3), bool)}
+  batch = {'masks': jnp.asarray(masks), 'valid': jnp.ones((1, 3), bool),
+           'annotated': jnp.ones((1, 3), bool)}
   right = {'logits': as_logits(masks[:, 2]), 'aux_logits': as_logits(masks[:, :2])}
   loss, parts = task.loss(right, batch)
   assert float(loss) < 1e-3 and {'aux0_wbce', 'aux1_wiou', 'soft_dice_loss'} <= set(parts)
@@ -261,7 +262,7 @@ def test_gradients_reach_every_parameter_from_the_loss():
   masks = np.zeros((2, 3, s, s, 1), np.float32)
   masks[:, :, 8:20, 10:22] = 1.0
   batch = {'frames': _clip(0, config), 'masks': jnp.asarray(masks),
-           'valid': jnp.ones((2, 3), bool)}
+           'valid': jnp.ones((2, 3), bool), 'annotated': jnp.ones((2, 3), bool)}
 
   @jax.jit
   def gradients(params, batch):

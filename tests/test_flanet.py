@@ -103,6 +103,7 @@ def test_contrastive_negatives_come_only_from_other_videos():
   outputs = {'logits': jnp.zeros((3, 2, 2, 1)), 'heatmap': heat,
              'previous_heatmap': jnp.zeros((3, 2, 2, 1))}
   batch = {'masks': jnp.zeros((3, 1, 2, 2, 1)), 'valid': jnp.ones((3, 1), bool),
+           'annotated': jnp.ones((3, 1), bool),
            'video_hash': jnp.array([7, 7, 9])}
   _, parts = task.loss(outputs, batch)
   # Example i's negative is example i-1. Pair (1, 0) is one video and is skipped; pairs
@@ -325,7 +326,8 @@ def test_released_code_trains_with_its_structure_loss_heatmap_mse_and_step_decay
   target = rng.random(masks.shape, np.float32)
   batch = {'masks': np.stack([masks, masks, masks], 1)[..., None],
            'heatmaps': np.stack([target, target, target], 1)[..., None],
-           'valid': np.ones((3, 3), bool), 'video_hash': np.arange(3)}
+           'valid': np.ones((3, 3), bool), 'annotated': np.ones((3, 3), bool),
+           'video_hash': np.arange(3)}
   outputs = {'logits': jnp.asarray(logits[..., None]), 'heatmap': jnp.asarray(heatmap[..., None])}
   total, _ = tasks.create_task(config).loss(outputs, batch)
   structure, as_written = _released_structure_loss(logits.astype(np.float64), masks)
