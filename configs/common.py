@@ -129,8 +129,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # repeated before them) or 'distinct_frames' (clips of clip_length distinct frames).
       train_clips='every_frame',
       # Classification sequences: max_frames sampled uniformly, 'up_to' (all frames of a
-      # shorter video) or 'exact' (frames of a shorter video repeat).
-      max_frames=16, length_buckets=(4, 8, 16), sampling='up_to',
+      # shorter video) or 'exact' (frames of a shorter video repeat); evaluation takes each
+      # segment's frame at eval_offset of it (the centre; evaluate --clips sets others).
+      max_frames=16, length_buckets=(4, 8, 16), sampling='up_to', eval_offset=0.5,
       shuffle_buffer=512, video_shuffle_buffer=64, heatmap_sigma=0.0,
       # Segmentation evaluation: 'clip' scores every frame as the target of its clip;
       # 'first_frame' (semi-supervised, STPFNet) streams each whole video from its first

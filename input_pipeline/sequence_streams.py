@@ -70,7 +70,7 @@ def items(videos: tf.data.Dataset, config: ml_collections.ConfigDict,
   key = sequences.sequence_key(videos.element_spec)
   max_frames, sampling = config.input.max_frames, config.input.sampling
   if not train:
-    offset = float(config.input.get('eval_offset', 0.5))
+    offset = float(config.input.eval_offset)
     return videos.map(lambda v: _sequence(v, key, max_frames, sampling, None, offset))
   return videos.enumerate().map(lambda position, v: _sequence(
       v, key, max_frames, sampling, sampling_seed(config.seed, position)))

@@ -11,7 +11,7 @@ seeded by the run seed and the video's position in the (seeded, repeating) train
 so it is reproducible by seed, and a resumed run, which replays the stream and skips what
 was trained, sees the same draws. ``evaluate --clips=K`` scores K fixed samplings, u_i =
 (1/2 + k/K) mod 1 for k < K (``sampling_offsets``; set per pass as
-``config.input.eval_offset``, a key only that command sets), and averages their
+``config.input.eval_offset``, 1/2 by default), and averages their
 probabilities. It covers every classifier: CLMAN, the frame CNN of CNN_Aver / the CNN-LSTM
 and the LSTM on cached features, and the video networks (TSM, C3D, R3D, TimeSformer).
 CLMAN names no frame sampling for its classifier and Cui et al. extract their frames by

@@ -2,13 +2,13 @@ r"""One prepared accelerator check: every paper config's training step in float3
 bfloat16, its inference and the streaming segmenters' per-frame step, bf16 against fp32,
 and run-to-run determinism; one table and one CSV, within a time budget.
 
-  python scripts/device_check.py [--quick] [--models=flanet,unet] [--out=FILE.csv] \
-      [--budget_s=480] [--repeats=10] [--compilation_cache=DIR]
+  python scripts/device_check.py [--quick] [--models=flanet,unet] [--modes=train,infer,stream]
+      [--out=FILE.csv] [--budget_s=480] [--repeats=10] [--compilation_cache=DIR]
 
 Needs only jax, flax, optax, orbax-checkpoint, numpy, ml_collections and this repository
 (no TensorFlow, TFDS, cv2, sklearn or tqdm): random weights and random inputs of each
 config's batch specification (``usvjax/benchmarking.py``), no data. ``--quick`` is the CPU
-smoke run: the ``tiny`` variant of every config, at most 2 repeats.
+smoke run: the ``tiny`` variant of every config, at most 2 repeats; ``--modes``, a subset.
 
 Per model (``MODELS``) and dtype (float32, then ``config.compute_dtype='bfloat16'``), one
 row per mode:
@@ -105,9 +105,10 @@ class Model(NamedTuple):
   frames: int  # Input frames per example.
   forward_flops: float  # One example, evaluation mode.
   lower_s: float  # Seconds the batch-1 forward pass took to lower.
+  modes: tuple[str, ...]  # Of --modes, those it has ('stream' if it streams).
 
 
-def load(entry: Entry, quick: bool) -> Model:
+def load(entry: Entry, quick: bool, wanted: tuple[str, ...] = MODES) -> Model:
   """The entry's config and model, and its batch-1 forward pass lowered (never compiled)."""
   variant = entry.variant.replace('paper', 'tiny') if quick else entry.variant
   config = importlib.import_module(f'configs.{entry.config}').get_config(variant)
@@ -116,12 +117,10 @@ def load(entry: Entry, quick: bool) -> Model:
   variables = state_lib.abstract_variables(model, batch, parallel.create_mesh())
   start = time.perf_counter()
   lowered = benchmarking.forward(model).lower(variables, batch)
+  streams = models.capabilities(config.model).streaming
   return Model(entry, variant, config, model, batch['frames'].shape[1],
-               benchmarking.flops(lowered), time.perf_counter() - start)
-
-
-def modes(m: Model) -> tuple[str, ...]:
-  return MODES if models.capabilities(m.config.model).streaming else MODES[:2]
+               benchmarking.flops(lowered), time.perf_counter() - start,
+               tuple(x for x in wanted if x != 'stream' or streams))
 
 
 class Planner:
@@ -139,7 +138,7 @@ class Planner:
                    'stream': (WARMUP + repeats + 1, m.forward_flops)}
     seconds = self.factor['init'] * m.lower_s
     for dtype in DTYPES:
-      for mode in modes(m):
+      for mode in m.modes:
         calls, flops = calls_flops[mode]
         seconds += self.factor[mode] * m.lower_s + calls * flops / self.rate[dtype]
     return seconds
@@ -189,15 +188,14 @@ class Check:
     rate = flops / measured.seconds
     self.planner.record(dtype, rate)
     self.planner.record(mode, measured.compile_s / m.lower_s)
-    peak = self.peak.get(dtype)
     self.row(m, dtype, mode, batch=batch, accumulate_steps=accumulate,
              step_ms=measured.seconds * 1e3, frames_per_s=measured.frames / measured.seconds,
-             gflops_per_step=flops / 1e9, utilisation=rate / peak if peak else '',
+             gflops_per_step=flops / 1e9,
+             utilisation=rate / self.peak[dtype] if self.peak.get(dtype) else '',
              compile_s=measured.compile_s, **values)
 
   def train(self, m: Model, dtype: str, state0, reference: dict) -> None:
-    batch_size = m.config.input.batch_size
-    note = ''
+    batch_size, note = m.config.input.batch_size, ''
     for k in [k for k in range(1, batch_size + 1) if batch_size % k == 0]:
       config = benchmarking.variant(m.config, dtype, accumulate_steps=k)
       setup = benchmarking.train_step(config, m.model, batch_size)
@@ -245,8 +243,7 @@ class Check:
 
   def run(self, m: Model, write) -> None:
     """Every job of ``m``; a failed job's row names the error."""
-    start = time.perf_counter()
-    state0 = error = None
+    start, state0, error = time.perf_counter(), None, None
     try:
       state0 = jax.block_until_ready(benchmarking.init_state(
           m.config, m.model, optim.create_optimizer(m.config), parallel.create_mesh()))
@@ -255,7 +252,7 @@ class Check:
       error = e
     reference: dict = {}
     for dtype in DTYPES:
-      for mode in modes(m):
+      for mode in m.modes:
         try:
           if error is not None:
             raise error
@@ -300,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--quick', action='store_true', help='CPU smoke run: tiny configs.')
   parser.add_argument('--models', default='', help='Comma-separated subset of MODELS.')
+  parser.add_argument('--modes', default=','.join(MODES), help='Comma-separated, of MODES.')
   parser.add_argument('--out', default='device_check.csv', help='CSV to write.')
   parser.add_argument('--budget_s', type=float, default=480.0, help='Wall-time budget.')
   parser.add_argument('--repeats', type=int, default=10, help='Most timed calls per job.')
@@ -311,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
   unknown = sorted(set(names) - {e.name for e in MODELS})
   if unknown:
     parser.error(f'--models: unknown {unknown}; choose from {[e.name for e in MODELS]}.')
+  wanted = tuple(x for x in MODES if x in args.modes.split(','))
+  if set(args.modes.split(',')) - set(wanted):
+    parser.error(f'--modes={args.modes}: choose from {list(MODES)}.')
   if args.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', args.compilation_cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
@@ -320,10 +321,9 @@ def main(argv: list[str] | None = None) -> int:
   rates = peak or {d: benchmarking.matmul_peak(execution.DTYPES[d], 1024) for d in DTYPES}
   print(f'{device.device_kind} ({jax.device_count()} devices), jax {jax.__version__}; '
         f'budget {args.budget_s:.0f} s', flush=True)
-  todo = [load(e, args.quick) for e in MODELS if not names or e.name in names]
+  todo = [load(e, args.quick, wanted) for e in MODELS if not names or e.name in names]
   planner = Planner(device.platform, rates)
   check = Check(planner, peak, device.device_kind, repeats)
-
   def write():
     write_csv(args.out, check.rows)
   while todo:
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     check.repeats, fitting, estimate = planner.plan(todo, left, repeats)
     for m in todo[len(fitting):]:
       for dtype in DTYPES:
-        for mode in modes(m):
+        for mode in m.modes:
           check.row(m, dtype, mode, note='skipped: over budget')
     print(f'plan: {len(fitting)} of {len(todo)} models, {check.repeats} repeats, estimated '
           f'{estimate:.0f} s of {left:.0f} s left', flush=True)

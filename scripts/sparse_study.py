@@ -23,9 +23,13 @@ import glob
 import json
 import os
 import re
+import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from usvjax.studies import compare_report
 
 METRICS = ('lesion_dice', 'pooled_dice', 'lesion_iou', 'lesion_recall', 'hd95', 'nsd',

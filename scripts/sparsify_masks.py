@@ -27,6 +27,9 @@ from collections.abc import Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from usvjax.reporting import console
+
+console.quiet_native(sys.argv)
 import tensorflow_datasets as tfds
 
 from input_pipeline import builders  # pylint: disable=unused-import  (registers them)

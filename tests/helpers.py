@@ -56,6 +56,16 @@ def save_whole_model(state, path: str) -> str:
                                  'batch_stats': jax.device_get(state.batch_stats)}, path)
 
 
+def from_initial_weights(config, path: str):
+  """``config`` as a run of no training steps whose step-0 checkpoint holds the initial
+  weights (saved under ``path``): all an evaluation, export or prediction test needs,
+  without a training step to compile."""
+  weights = save_whole_model(initial_state(config, 0), path)
+  config = config.copy_and_resolve_references()
+  config.total_steps, config.init.checkpoint, config.init.target = 0, weights, ''
+  return config
+
+
 def flat_local(tree) -> dict:
   """{'a/b/c': numpy array} of a pytree of replicated arrays, from this process's copy."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -24,9 +24,13 @@ pytest.importorskip('pydicom')
 
 @pytest.fixture(scope='module')
 def trained(data_dir, tmp_path_factory):
-  """(config, workdir) of a CNN_Aver run (up to 8 frames per video) with a Youden threshold."""
-  config = helpers.load_config('cnn_aver', data_dir, **{'task.threshold_rule': 'youden'})
-  workdir = str(tmp_path_factory.mktemp('cnn_aver') / 'run')
+  """(config, workdir) of a CNN_Aver run (up to 8 frames per video) with a Youden threshold:
+  a step-0 checkpoint of initial weights, the probabilities of any model do."""
+  root = tmp_path_factory.mktemp('cnn_aver')
+  config = helpers.from_initial_weights(
+      helpers.load_config('cnn_aver', data_dir, **{'task.threshold_rule': 'youden'}),
+      str(root / 'init'))
+  workdir = str(root / 'run')
   runners.train(config, workdir)
   return config, workdir
 

@@ -15,6 +15,7 @@ import helpers
 from configs import common
 from input_pipeline import folds as folds_lib
 from input_pipeline import pipeline
+from usvjax.core import evaluate
 from usvjax.errors import ConfigError
 from usvjax.metrics import classification as classification_metrics
 from usvjax.models import clman
@@ -190,6 +191,16 @@ def _retrained_sweep_trains_an_equal_frame_lstm_per_count(config, run_dir, held_
   assert os.path.getmtime(own) == mtime
   with pytest.raises(ConfigError, match='two-stage'):
     frame_sweep.retrained_config(config.frame_cnn, str(run_dir), 3)
+
+
+def test_rows_scoring_one_checkpoint_store_their_temperatures_apart():
+  """The frame CNN's folder holds three rows (vote, mean, key frame), each fitting its own
+  temperature with --calibrate: one file each, the mean row's where the readers look."""
+  stage_dirs = {'cnn_vote': 'frame_cnn', 'cnn_aver': 'frame_cnn', 'key_frame': 'frame_cnn',
+                'equal_frame_lstm': 'lstm_equal', 'variable_frame_lstm': 'lstm'}
+  stored = {(stage_dirs[row], two_stage.calibration_file(row)) for row in two_stage.ROWS}
+  assert len(stored) == len(two_stage.ROWS)
+  assert two_stage.calibration_file('cnn_aver') == evaluate.CALIBRATION_FILE
 
 
 def test_a_two_stage_fold_trains_caches_and_scores_every_row(data_dir, tmp_path):

@@ -1,5 +1,6 @@
-"""scripts/device_check.py --quick on a subset of its models: one CSV row per model, dtype and
-mode with every column (values checked for presence and form, never for speed)."""
+"""scripts/device_check.py --quick on two of its models: one CSV row per model, dtype and
+mode with every column (values checked for presence and form, never for speed), and its
+refusals of unknown models and modes."""
 import csv
 import subprocess
 import sys
@@ -20,20 +21,24 @@ def _check(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
-  out = tmp_path / 'check.csv'
-  done = _check('--quick', '--models=unet,flanet', f'--out={out}', '--compilation_cache=',
-                '--budget_s=3000')
-  assert done.returncode == 0, done.stdout + done.stderr
-  assert 'deterministic' in done.stdout  # The table's header.
-  with open(out, newline='') as f:
-    reader = csv.DictReader(f)
-    rows = list(reader)
-  assert reader.fieldnames == COLUMNS
-  assert [(r['model'], r['dtype'], r['mode']) for r in rows] == [
-      ('flanet', dtype, mode) for dtype in ('float32', 'bfloat16')
-      for mode in ('train', 'infer', 'stream')] + [
-      ('unet', dtype, mode) for dtype in ('float32', 'bfloat16') for mode in ('train', 'infer')]
-  for r in rows:
+  """U-Net in every mode it has (training, inference), FLA-Net in the two that need no
+  training step (inference, streaming): every kind of row, two models' compilations."""
+  rows = {}
+  for models, modes in (('unet', 'train,infer,stream'), ('flanet', 'infer,stream')):
+    out = tmp_path / f'{models}.csv'
+    done = _check('--quick', f'--models={models}', f'--modes={modes}', f'--out={out}',
+                  '--compilation_cache=', '--budget_s=3000')
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'deterministic' in done.stdout  # The table's header.
+    with open(out, newline='') as f:
+      reader = csv.DictReader(f)
+      rows[models] = list(reader)
+    assert reader.fieldnames == COLUMNS
+  assert [(r['dtype'], r['mode']) for r in rows['unet']] == [
+      (dtype, mode) for dtype in ('float32', 'bfloat16') for mode in ('train', 'infer')]
+  assert [(r['dtype'], r['mode']) for r in rows['flanet']] == [
+      (dtype, mode) for dtype in ('float32', 'bfloat16') for mode in ('infer', 'stream')]
+  for r in rows['unet'] + rows['flanet']:
     assert r['note'] == '', r
     assert r['config'] == f'configs/{r["model"]}.py:tiny'
     assert float(r['step_ms']) > 0 and float(r['frames_per_s']) > 0
@@ -42,8 +47,9 @@ def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
     assert (r['bf16_rel_err'] == '') == (r['dtype'] == 'float32')
     assert (r['deterministic'] == 'bit-equal') == (r['mode'] == 'train')  # CPU: bit-equal.
     assert r['device'] and r['jax_version']
-  assert {r['frames'] for r in rows if r['mode'] != 'stream'} == {'3', '4'}  # Clip lengths.
-  bf16 = [float(r['bf16_rel_err']) for r in rows if r['dtype'] == 'bfloat16']
+    assert r['frames'] == {'unet': '3', 'flanet': '4'}[r['model']] or r['mode'] == 'stream'
+  bf16 = [float(r['bf16_rel_err']) for r in rows['unet'] + rows['flanet']
+          if r['dtype'] == 'bfloat16']
   assert all(0 < e < 0.1 for e in bf16), bf16
 
 
@@ -51,3 +57,5 @@ def test_an_unknown_model_is_refused_with_the_choices():
   done = _check('--models=resnet')
   assert done.returncode == 2
   assert "unknown ['resnet']" in done.stderr and 'flanet' in done.stderr
+  done = _check('--modes=infer,serve')
+  assert done.returncode == 2 and "choose from ['train', 'infer', 'stream']" in done.stderr

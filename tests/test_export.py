@@ -30,11 +30,9 @@ def runs(data_dir, tmp_path_factory) -> dict:
   initial weights (no training step to compile), all an export needs."""
   out = {}
   for name, overrides in TRAINED.items():
-    config = helpers.load_config(name, data_dir, total_steps=0, **overrides)
     root = tmp_path_factory.mktemp(name)
-    weights = helpers.save_whole_model(helpers.initial_state(config, 0), str(root / 'init'))
-    with config.unlocked():
-      config.init.checkpoint, config.init.target = weights, ''
+    config = helpers.from_initial_weights(helpers.load_config(name, data_dir, **overrides),
+                                          str(root / 'init'))
     workdir = str(root / 'run')
     runners.train(config, workdir)
     out[name] = config, workdir

@@ -1,5 +1,6 @@
 """The mean teacher (config.task.consistency_weight): the term, what the teacher and the
-student see, weight 0 changing nothing, gradients, the config error and exact resume."""
+student see, weight 0 changing nothing, gradients, the config error, and exact resume with
+the EMA weights evaluated."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,7 @@ import test_ema
 from input_pipeline import pipeline
 from usvjax import models
 from usvjax.core import parallel
+from usvjax.core import run as run_lib
 from usvjax.errors import ConfigError
 from usvjax.loss_terms import mean_teacher
 
@@ -88,7 +90,10 @@ def test_a_mean_teacher_without_ema_names_both_keys():
     test_ema.tiny_step(0.0, **_ON)
 
 
-def test_resume_is_bit_exact_with_the_teacher_on(data_dir, tmp_path, monkeypatch):
+def test_resume_is_bit_exact_with_the_teacher_on_and_evaluation_takes_the_ema_weights(
+    data_dir, tmp_path, monkeypatch):
+  """4 steps straight and 2 + 2 resumed agree in every state tree (EMA weights included);
+  the checkpoint restores the EMA weights for evaluation."""
   make_batches = pipeline.train_batches
 
   def half_unannotated(*args, **kwargs):  # Until the data carry sparse masks.
@@ -99,3 +104,9 @@ def test_resume_is_bit_exact_with_the_teacher_on(data_dir, tmp_path, monkeypatch
   monkeypatch.setattr(pipeline, 'train_batches', half_unannotated)
   straight, resumed = test_ema.train_straight_and_resumed(data_dir, tmp_path, **_ON)
   test_ema.assert_same_states(straight, resumed)
+  config = helpers.load_config('unet', data_dir, **{'optimizer.ema_decay': 0.5, **_ON})
+  variables, step = run_lib.resolve(config).restore(str(tmp_path / 'straight'), 'latest')
+  assert step == 4
+  got, want = test_ema.host(variables['params']), test_ema.host(straight.ema_params)
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)

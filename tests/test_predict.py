@@ -41,8 +41,10 @@ def folder(data_dir, tmp_path_factory) -> str:
 
 
 def _trained(name, data_dir, tmp_path_factory):
-  config = helpers.load_config(name, data_dir, total_steps=1, eval_every=1, checkpoint_every=1)
-  workdir = str(tmp_path_factory.mktemp(name) / 'run')
+  """(config, workdir, export folder) of a step-0 run of initial weights."""
+  root = tmp_path_factory.mktemp(name)
+  config = helpers.from_initial_weights(helpers.load_config(name, data_dir), str(root / 'init'))
+  workdir = str(root / 'run')
   runners.train(config, workdir)
   exported = str(tmp_path_factory.mktemp(f'{name}_export'))
   writer.export_run(functions.prepare(functions.resolve(config), workdir, 'latest'), exported,

@@ -48,15 +48,23 @@ def _scored(workdir, config) -> tuple[dict, list[str]]:
                                 for p in report.evaluation.export(str(workdir)))
 
 
-@pytest.mark.parametrize('name, expected', [('unet', ['13.png', '15.png']),
-                                            ('stpfnet', ['15.png'])])
-def test_only_annotated_test_frames_are_scored(sparse_folder, tmp_path, name, expected):
-  overrides = ({'task.consistency_weight': 0.5, 'optimizer.ema_decay': 0.9}
-               if name == 'unet' else {})
-  config = _config(name, sparse_folder, tmp_path / 'tfds', **overrides)
-  workdir = tmp_path / name
+def test_a_clip_model_trains_with_the_teacher_and_scores_only_annotated_test_frames(
+    sparse_folder, tmp_path):
+  config = _config('unet', sparse_folder, tmp_path / 'tfds',
+                   **{'task.consistency_weight': 0.5, 'optimizer.ema_decay': 0.9})
+  workdir = tmp_path / 'unet'
   train.train_and_evaluate(run_lib.resolve(config), str(workdir))
   metrics, exported = _scored(workdir, config)
-  assert metrics['scored_frames'] == len(expected) and exported == expected
-  logged = (workdir / 'metrics.jsonl').read_text()
-  assert ('train/consistency' in logged) == (name == 'unet')
+  assert metrics['scored_frames'] == 2 and exported == ['13.png', '15.png']
+  assert 'train/consistency' in (workdir / 'metrics.jsonl').read_text()
+
+
+def test_stpfnet_scores_the_annotated_test_frames_after_its_first(sparse_folder, tmp_path):
+  """Evaluated from a step-0 checkpoint of initial weights: the protocol, not the weights,
+  decides which frames are scored (the training clips: test_sparse_clips)."""
+  config = helpers.from_initial_weights(_config('stpfnet', sparse_folder, tmp_path / 'tfds'),
+                                        str(tmp_path / 'init'))
+  workdir = tmp_path / 'stpfnet'
+  train.train_and_evaluate(run_lib.resolve(config), str(workdir))
+  metrics, exported = _scored(workdir, config)
+  assert metrics['scored_frames'] == 1 and exported == ['15.png']

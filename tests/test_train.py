@@ -136,10 +136,8 @@ def test_evaluation_report_counts_every_example_once(data_dir, tmp_path, name, r
   """Every frame (U-Net), every video (CNN_Aver), every frame but the first of each video
   (STPFNet's first-frame protocol) is scored exactly once."""
   # A step-0 checkpoint of initial weights is all the reports need (no training step).
-  config = helpers.load_config(name, data_dir, total_steps=0, **{'input.eval_batch_size': 8})
-  weights = helpers.save_whole_model(helpers.initial_state(config, 0), str(tmp_path / 'init'))
-  with config.unlocked():
-    config.init.checkpoint, config.init.target = weights, ''
+  config = helpers.from_initial_weights(
+      helpers.load_config(name, data_dir, **{'input.eval_batch_size': 8}), str(tmp_path / 'init'))
   workdir = str(tmp_path / name)
   train.train_and_evaluate(run_lib.resolve(config), workdir)
   metrics, _, directory = evaluate.evaluate_checkpoint(run_lib.resolve(config), workdir,

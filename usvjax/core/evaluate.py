@@ -59,8 +59,7 @@ def _sampled_batches(run: run_lib.Run, split: str, builder, clips: int):
     return
   for offset in sequences.sampling_offsets(clips):
     config = run.config.copy_and_resolve_references()
-    with config.unlocked():
-      config.input.eval_offset = offset
+    config.input.eval_offset = offset
     yield pipeline.eval_batches(config, builder, run.source, split)
 
 
@@ -188,7 +187,8 @@ def stored_calibration(run: run_lib.Run, workdir: str, variables: dict, step: in
 
 
 def evaluate_checkpoint(run: run_lib.Run, workdir: str, which: str = 'best', split: str = '',
-                        output_dir: str = '') -> Report:
+                        output_dir: str = '', calibration_file: str = CALIBRATION_FILE
+                        ) -> Report:
   """Restores a checkpoint of ``workdir`` and writes an exact report of ``split``.
 
   Args:
@@ -197,6 +197,9 @@ def evaluate_checkpoint(run: run_lib.Run, workdir: str, which: str = 'best', spl
     which: 'best', 'latest' or a step number.
     split: the split to evaluate (default ``config.dataset.test_split``).
     output_dir: where to write (default ``<workdir>/eval_<split>_step<N>``).
+    calibration_file: where in ``workdir`` ``--calibrate`` stores the temperature (another
+      name where several rows score one checkpoint differently, e.g. the two-stage runner's
+      frame-CNN rows: the readers take ``CALIBRATION_FILE``).
 
   Returns:
     The metrics, the evaluation object and the directory of the written report.
@@ -207,7 +210,7 @@ def evaluate_checkpoint(run: run_lib.Run, workdir: str, which: str = 'best', spl
   variables, step = run.restore(workdir, which)
   calibration = calibrate(run, variables, chosen['calibrate'], clips=chosen['clips'])
   if chosen['calibrate'] and jax.process_index() == 0:
-    with open(os.path.join(workdir, CALIBRATION_FILE), 'w', encoding='utf-8') as f:
+    with open(os.path.join(workdir, calibration_file), 'w', encoding='utf-8') as f:
       json.dump(dict(calibration, step=step, checkpoint=which, tta=chosen['tta'],
                      clips=chosen['clips']), f, indent=2)
   metrics, evaluation = evaluate_split(run, split, variables, clips=chosen['clips'])

@@ -34,8 +34,9 @@ SEGMENTATION_RESULT_KEYS = (tuple(f'mean_{k}' for k in SEGMENTATION_KEYS) +
 # first.
 CI_KEYS = (('lesion_dice', 'lesion_iou', 'pooled_dice', 'mean_dice', 'mean_iou') +
            DISTANCE_KEYS + DISTANCE_MM_KEYS)
-# What classification_metrics() reports (besides the count of videos).
+# What classification_metrics() reports (besides the count of videos); ece is the expected
+# calibration error of the videos' top-class probabilities.
 CLASSIFICATION_KEYS = ('accuracy', 'precision', 'sensitivity', 'specificity', 'f1', 'auc',
-                       'ap')
+                       'ap', 'ece')
 # What the contrastive pretraining's evaluation reports (besides the count of pairs).
 CONTRASTIVE_KEYS = ('contrastive_accuracy', 'nt_xent')

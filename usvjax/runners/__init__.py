@@ -1,6 +1,6 @@
 """Runner registry: how a config is trained and evaluated, picked by ``config.runner``.
 
-* ``single``: one model trained in the workdir (``train.train_and_evaluate``), one report
+* ``single``: one model trained in the workdir (``usvjax.runners.single``), one report
   row named after the model;
 * ``two_stage``: Cui et al.'s frame CNN, feature cache and sequence models
   (``usvjax.runners.two_stage``), five report rows;
@@ -36,28 +36,8 @@ from usvjax.errors import ConfigError
 from usvjax.reporting import console
 from usvjax.reporting import provenance
 from usvjax.runners import images_then_video
+from usvjax.runners import single
 from usvjax.runners import two_stage
-
-
-class Single:
-  """One model, one run directory."""
-
-  def train(self, config: ml_collections.ConfigDict, workdir: str,
-            which: str = 'best') -> dict[str, dict]:
-    del which
-    return {config.model.name: train_lib.train_and_evaluate(run_lib.resolve(config),
-                                                            workdir).metrics}
-
-  def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
-               which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
-    run = run_lib.resolve(config, split or config.dataset.test_split)
-    return {config.model.name: evaluate_lib.evaluate_checkpoint(run, workdir, which, split,
-                                                                output_dir)}
-
-  def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
-               ) -> interfaces.Headline:
-    del workdir  # The config reads nothing of the run.
-    return interfaces.Headline(config.model.name, config, '')
 
 
 PRETRAIN_DIR = 'pretrain'
@@ -103,7 +83,7 @@ class PretrainFinetune:
 
   def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
                which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
-    return Single().evaluate(finetune_config(config, workdir), workdir, split, which,
+    return single.Single().evaluate(finetune_config(config, workdir), workdir, split, which,
                              output_dir)
 
   def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
@@ -112,7 +92,7 @@ class PretrainFinetune:
 
 
 RUNNERS: dict[str, interfaces.Runner] = {
-    'single': Single(),
+    'single': single.Single(),
     'two_stage': two_stage.TwoStage(),
     'pretrain_finetune': PretrainFinetune(),
     'images_then_video': images_then_video.ImagesThenVideo(),

@@ -21,6 +21,7 @@ from usvjax.core import evaluate as evaluate_lib
 from usvjax.core import run as run_lib
 from usvjax.core import train as train_lib
 from usvjax.core import train_logs
+from usvjax.runners import single
 from usvjax.errors import ConfigError
 
 IMAGES_DIR = 'images'
@@ -76,10 +77,8 @@ class ImagesThenVideo:
 
   def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
                which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
-    video = video_config(config, workdir)
-    run = run_lib.resolve(video, split or video.dataset.test_split)
-    return {config.model.name: evaluate_lib.evaluate_checkpoint(run, workdir, which, split,
-                                                                output_dir)}
+    return single.Single().evaluate(video_config(config, workdir), workdir, split, which,
+                                    output_dir)
 
   def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
                ) -> interfaces.Headline:

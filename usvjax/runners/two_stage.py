@@ -126,9 +126,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str = '',
           'cnn_aver': (frame_cnn_config(config), cnn_dir),
           'key_frame': (frame_cnn_config(config, max_frames=1), cnn_dir),
           **_stages(config, workdir)}
-  return {row: evaluate_lib.evaluate_checkpoint(run_lib.resolve(run_config, split), run_dir,
-                                                which, split, os.path.join(output_dir, row))
+  return {row: evaluate_lib.evaluate_checkpoint(
+              run_lib.resolve(run_config, split), run_dir, which, split,
+              os.path.join(output_dir, row), calibration_file(row))
           for row, (run_config, run_dir) in sorted(runs.items(), key=lambda r: ROWS.index(r[0]))}
+
+
+def calibration_file(row: str) -> str:
+  """Where ``evaluate --calibrate`` stores ``row``'s temperature in its stage's folder: the
+  frame CNN's folder holds three rows; ``cnn_aver`` (the frame CNN as ``configs/cnn_aver``
+  scores it, as ``classify_video`` and export read it) keeps the usual name."""
+  if row in ('cnn_vote', 'key_frame'):
+    return f'calibration_{row}.json'
+  return evaluate_lib.CALIBRATION_FILE
 
 
 class TwoStage:
