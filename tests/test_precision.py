@@ -5,6 +5,7 @@ import itertools
 import os
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def _conv_dtypes(jaxpr) -> set:
   for eqn in jaxpr.eqns:
     if eqn.primitive.name in ('conv_general_dilated', 'dot_general'):
       found.update(str(v.aval.dtype) for v in eqn.invars)
-    for sub in jax.core.jaxprs_in_params(eqn.params):
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       found |= _conv_dtypes(sub)
   return found
 

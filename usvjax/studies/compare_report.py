@@ -267,7 +267,8 @@ def _curves(results: dict[str, list[dict]], workdir: str) -> None:
   ax.set_xlabel('step')
   metrics = sorted({tasks.definition(runs[0]['task']).curve_metric for runs in results.values()})
   ax.set_ylabel('validation ' + ', '.join(metrics))
-  ax.legend()
+  if ax.lines:  # Runs without validation (k-fold) draw no curve.
+    ax.legend()
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'curves.png'), dpi=120)
   plt.close(fig)

@@ -159,8 +159,9 @@ def _mean_std(result: dict, key: str) -> str:
 
 
 def _interval(pooled: dict, key: str) -> str:
-  """'value [lo, hi]' of a pooled metric ('value' alone where no interval is defined)."""
-  lo, hi = pooled[f'{key}_ci95']
+  """'value [lo, hi]' of a pooled metric ('value' alone where no interval is defined or,
+  as for ece, none is computed: ``classification.CI_KEYS``)."""
+  lo, hi = pooled.get(f'{key}_ci95', (np.nan, np.nan))
   return f'{pooled[key]:.3f}' + ('' if np.isnan(lo) else f' [{lo:.3f}, {hi:.3f}]')
 
 
