@@ -105,3 +105,10 @@ def test_calibrate_fits_on_validation_applies_to_test_and_reaches_export(trained
           np.asarray(unscaled.functions['predict'](frames, valid)[0]), temperature), atol=1e-5)
   with pytest.raises(ConfigError, match='calibration.json holds the temperature of'):
     evaluate.stored_temperature(workdir, m['step'] + 1)
+  # A row stored under another name (the two-stage frame-CNN rows) leaves the readers' file.
+  before = open(path, encoding='utf-8').read()
+  evaluate.evaluate_checkpoint(run_lib.resolve(calibrated_config), workdir, 'latest', 'test',
+                               str(tmp_path / 'other'), 'calibration_other.json')
+  assert open(path, encoding='utf-8').read() == before
+  other = json.loads(open(os.path.join(workdir, 'calibration_other.json')).read())
+  assert other['temperature'] == pytest.approx(temperature) and other['step'] == m['step']

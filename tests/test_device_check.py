@@ -47,7 +47,8 @@ def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
     assert (r['bf16_rel_err'] == '') == (r['dtype'] == 'float32')
     assert (r['deterministic'] == 'bit-equal') == (r['mode'] == 'train')  # CPU: bit-equal.
     assert r['device'] and r['jax_version']
-    assert r['frames'] == {'unet': '3', 'flanet': '4'}[r['model']] or r['mode'] == 'stream'
+    clip = {'unet': '3', 'flanet': '4'}[r['model']]  # Stream: one frame per step.
+    assert r['frames'] == ('1' if r['mode'] == 'stream' else clip), r
   bf16 = [float(r['bf16_rel_err']) for r in rows['unet'] + rows['flanet']
           if r['dtype'] == 'bfloat16']
   assert all(0 < e < 0.1 for e in bf16), bf16

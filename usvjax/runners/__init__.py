@@ -84,7 +84,7 @@ class PretrainFinetune:
   def evaluate(self, config: ml_collections.ConfigDict, workdir: str, split: str = '',
                which: str = 'best', output_dir: str = '') -> dict[str, evaluate_lib.Report]:
     return single.Single().evaluate(finetune_config(config, workdir), workdir, split, which,
-                             output_dir)
+                                    output_dir)
 
   def headline(self, config: ml_collections.ConfigDict, workdir: str = ''
                ) -> interfaces.Headline:

@@ -21,8 +21,8 @@ from usvjax.core import evaluate as evaluate_lib
 from usvjax.core import run as run_lib
 from usvjax.core import train as train_lib
 from usvjax.core import train_logs
-from usvjax.runners import single
 from usvjax.errors import ConfigError
+from usvjax.runners import single
 
 IMAGES_DIR = 'images'
 
