@@ -108,12 +108,15 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   #   c.evals.test = ml_collections.ConfigDict(dict(split='test', speckle_looks=0.0))
   #   c.evals.speckle_l20 = ml_collections.ConfigDict(dict(split='test', speckle_looks=20.0))
   c.evals = ml_collections.ConfigDict()
-  # What python -m experiments.evaluate does beyond scoring (its --tta, --clips and
-  # --calibrate set these; usvjax/core/evaluate.py, docs/classification.md): tta 'flip'
-  # averages a segmenter's prediction with the un-flipped prediction of the width-flipped
-  # frames; clips K > 1 averages a classifier's class probabilities over K frame samplings;
-  # calibrate fits a classifier's temperature on dataset.eval_split (<workdir>/calibration.json).
-  c.evaluation = ml_collections.ConfigDict(dict(tta='none', clips=1, calibrate=False))
+  # What python -m experiments.evaluate does beyond scoring (its --tta, --clips,
+  # --calibrate and --weights set these; usvjax/core/evaluate.py, docs/classification.md):
+  # tta 'flip' averages a segmenter's prediction with the un-flipped prediction of the
+  # width-flipped frames; clips K > 1 averages a classifier's class probabilities over K
+  # frame samplings; calibrate fits a classifier's temperature on dataset.eval_split
+  # (<workdir>/calibration.json); weights 'raw' scores a run's trained parameters where it
+  # keeps EMA weights (optimizer.ema_decay > 0), 'ema' those.
+  c.evaluation = ml_collections.ConfigDict(dict(tta='none', clips=1, calibrate=False,
+                                                weights='ema'))
 
   c.dataset = ml_collections.ConfigDict(dict(
       name='usv_synthetic', config='small', data_dir='', manual_dir='',

@@ -2,7 +2,7 @@ r"""Evaluates a checkpoint exactly on a split and writes a report.
 
   python -m experiments.evaluate --workdir=runs/unet \
       [--checkpoint=best|latest|STEP] [--split=test] [--output_dir=DIR] [--export] \
-      [--tta=flip] [--clips=K] [--calibrate]
+      [--tta=flip] [--clips=K] [--calibrate] [--weights=raw]
 
 The run's own config (``<workdir>/config.py``, saved when it started) is used; a --config
 that differs from it is an error listing the keys, unless --allow_config_changes.
@@ -21,7 +21,9 @@ video's class probabilities over K frame samplings (offsets (1/2 + k/K) mod 1 in
 segment; K = 1 is the usual centre frames). --calibrate (classification) fits a
 temperature on the validation split (dataset.eval_split), applies it to the scored split
 and stores it in WORKDIR/calibration.json, where classify_video, export and predict read
-it (docs/classification.md). They set config.evaluation; metrics.json records tta and clips.
+it (docs/classification.md). --weights=raw scores a run's trained parameters where it keeps
+EMA weights (optimizer.ema_decay > 0), which it otherwise scores. They set
+config.evaluation; metrics.json records tta, clips and weights.
 """
 import json
 
@@ -44,6 +46,9 @@ CLIPS = flags.DEFINE_integer('clips', 1, 'A classifier: average the class probab
                              'over this many frame samplings of each video.', lower_bound=1)
 CALIBRATE = flags.DEFINE_bool('calibrate', False, 'A classifier: fit a temperature on the '
                               'validation split, apply it, store it in WORKDIR/calibration.json.')
+WEIGHTS = flags.DEFINE_enum('weights', 'ema', list(evaluate.WEIGHTS), 'ema: the EMA weights '
+                            'of a run that keeps them (optimizer.ema_decay > 0), else its '
+                            'parameters; raw: its trained parameters.')
 
 
 def main(argv):
@@ -53,7 +58,8 @@ def main(argv):
     config = common.run_config(RUN.config.value, RUN.workdir.value)
     with config.unlocked():  # A run saved before config.evaluation existed lacks it.
       config.evaluation = ml_collections.ConfigDict(
-          dict(tta=TTA.value, clips=CLIPS.value, calibrate=CALIBRATE.value))
+          dict(tta=TTA.value, clips=CLIPS.value, calibrate=CALIBRATE.value,
+               weights=WEIGHTS.value))
     reports = runners.evaluate(config, RUN.workdir.value, RUN.split.value,
                                RUN.checkpoint.value, RUN.output_dir.value)
     exported = [path for report in reports.values() if EXPORT.value

@@ -93,7 +93,8 @@ def test_a_mean_teacher_without_ema_names_both_keys():
 def test_resume_is_bit_exact_with_the_teacher_on_and_evaluation_takes_the_ema_weights(
     data_dir, tmp_path, monkeypatch):
   """4 steps straight and 2 + 2 resumed agree in every state tree (EMA weights included);
-  the checkpoint restores the EMA weights for evaluation."""
+  the checkpoint restores the EMA weights for evaluation, and its parameters with
+  weights='raw' (``evaluate --weights=raw``)."""
   make_batches = pipeline.train_batches
 
   def half_unannotated(*args, **kwargs):  # Until the data carry sparse masks.
@@ -105,8 +106,10 @@ def test_resume_is_bit_exact_with_the_teacher_on_and_evaluation_takes_the_ema_we
   straight, resumed = test_ema.train_straight_and_resumed(data_dir, tmp_path, **_ON)
   test_ema.assert_same_states(straight, resumed)
   config = helpers.load_config('unet', data_dir, **{'optimizer.ema_decay': 0.5, **_ON})
-  variables, step = run_lib.resolve(config).restore(str(tmp_path / 'straight'), 'latest')
-  assert step == 4
-  got, want = test_ema.host(variables['params']), test_ema.host(straight.ema_params)
-  for key in want:
-    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  run = run_lib.resolve(config)
+  for weights, trained in (('ema', straight.ema_params), ('raw', straight.params)):
+    variables, step = run.restore(str(tmp_path / 'straight'), 'latest', weights)
+    assert step == 4
+    got, want = test_ema.host(variables['params']), test_ema.host(trained)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=f'{weights} {key}')

@@ -41,7 +41,7 @@ def test_flip_tta_averages_with_the_unflipped_prediction_of_the_flipped_frames()
   np.testing.assert_allclose(got, frames[:, -1] / 2, atol=1e-4)  # Each half seen once.
 
 
-def test_flip_tta_is_recorded_and_refused_where_it_does_not_apply(data_dir, tmp_path):
+def test_flip_tta_and_weights_are_recorded_and_refused_where_they_do_not_apply(data_dir, tmp_path):
   config = helpers.load_config('unet', data_dir, total_steps=2, eval_every=2,
                                checkpoint_every=2)
   runners.train(config, str(tmp_path / 'run'))
@@ -52,9 +52,13 @@ def test_flip_tta_is_recorded_and_refused_where_it_does_not_apply(data_dir, tmp_
     report = evaluate.evaluate_checkpoint(run_lib.resolve(evaluated), str(tmp_path / 'run'),
                                           'latest', 'test', str(tmp_path / mode))
     with open(tmp_path / mode / 'metrics.json') as f:
-      assert json.load(f)['tta'] == mode
+      recorded = json.load(f)
+    assert (recorded['tta'], recorded['weights']) == (mode, 'ema')
     scores[mode] = report.metrics['mean_dice']
   assert scores['flip'] != scores['none']
+  config.evaluation.weights = 'best'
+  with pytest.raises(ConfigError, match=r"--weights='best' \(config.evaluation.weights\)"):
+    evaluate.options(config)
   with config.unlocked():
     config.input.eval_protocol = 'first_frame'
   with pytest.raises(ConfigError, match="--tta=flip: config.input.eval_protocol='first_frame'"):

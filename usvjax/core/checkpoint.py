@@ -100,14 +100,16 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def restore_variables(manager: ocp.CheckpointManager, step: int, abstract: dict) -> dict:
+def restore_variables(manager: ocp.CheckpointManager, step: int, abstract: dict,
+                      weights: str = 'ema') -> dict:
   """Restores only the entries of ``abstract`` (``params`` and ``batch_stats`` as
   ``jax.ShapeDtypeStruct`` with shardings) of a saved train state: the optimizer state is
   neither read nor allocated. A state that keeps EMA weights (``ema_params``,
-  ``config.optimizer.ema_decay``) gives them as ``params``: the weights it validated with."""
+  ``config.optimizer.ema_decay``) gives them as ``params`` (the weights it validated with)
+  unless ``weights`` is 'raw': then its trained parameters themselves."""
   saved = ocp.PyTreeCheckpointHandler().metadata(
       epath.Path(manager.directory) / str(step) / 'default').tree
-  saved_as = {'params': 'ema_params'} if 'ema_params' in saved else {}
+  saved_as = {'params': 'ema_params'} if 'ema_params' in saved and weights == 'ema' else {}
   item = {saved_as.get(k, k): v for k, v in abstract.items()}
   restore_args = ocp.checkpoint_utils.construct_restore_args(item)
   try:

@@ -11,12 +11,13 @@ a confusion matrix and a reliability diagram for classification).
 
 ``evaluate_checkpoint`` follows ``config.evaluation`` (``experiments/evaluate.py``'s flags):
 ``tta`` ('flip': ``usvjax.core.tta``), ``clips`` (K > 1: a classifier's class probabilities
-averaged over K frame samplings, ``input_pipeline.sequences.sampling_offsets``) and
-``calibrate`` (a temperature fitted on ``dataset.eval_split``, written to
-``<workdir>/calibration.json``, applied to the scored split; ``stored_temperature`` gives
+averaged over K frame samplings, ``input_pipeline.sequences.sampling_offsets``),
+``weights`` ('raw': a run's trained parameters, not the EMA it keeps, see
+``optimizer.ema_decay``) and ``calibrate`` (a temperature fitted on ``dataset.eval_split``,
+written to ``<workdir>/calibration.json``, applied to the scored split; ``stored_temperature`` gives
 it to ``classify_video``, export and predict). The validation pass that fits it (and
 chooses a threshold by ``task.threshold_rule``) uses the same TTA and clips as the scored
-split; metrics.json records ``tta`` and ``clips``.
+split; metrics.json records ``tta``, ``clips`` and ``weights``.
 """
 from __future__ import annotations
 
@@ -44,12 +45,20 @@ from usvjax.reporting import provenance
 CALIBRATION_FILE = 'calibration.json'
 
 
+WEIGHTS = ('ema', 'raw')
+
+
 def options(config: ml_collections.ConfigDict) -> dict:
-  """``config.evaluation`` ({'tta', 'clips', 'calibrate'}), its defaults where a run's
-  saved config predates it."""
+  """``config.evaluation`` ({'tta', 'clips', 'calibrate', 'weights'}), its defaults where a
+  run's saved config predates it."""
   given = config.get('evaluation') or {}
-  return {'tta': given.get('tta', 'none'), 'clips': int(given.get('clips', 1)),
-          'calibrate': bool(given.get('calibrate', False))}
+  chosen = {'tta': given.get('tta', 'none'), 'clips': int(given.get('clips', 1)),
+            'calibrate': bool(given.get('calibrate', False)),
+            'weights': given.get('weights', 'ema')}
+  if chosen['weights'] not in WEIGHTS:
+    raise ConfigError(f"--weights={chosen['weights']!r} (config.evaluation.weights): use "
+                      f"one of {WEIGHTS} ('ema': the EMA weights where the run keeps them).")
+  return chosen
 
 
 def _sampled_batches(run: run_lib.Run, split: str, builder, clips: int):
@@ -207,7 +216,7 @@ def evaluate_checkpoint(run: run_lib.Run, workdir: str, which: str = 'best', spl
   split = split or run.config.dataset.test_split
   chosen = options(run.config)
   run = tta_lib.with_tta(run, chosen['tta'])
-  variables, step = run.restore(workdir, which)
+  variables, step = run.restore(workdir, which, chosen['weights'])
   calibration = calibrate(run, variables, chosen['calibrate'], clips=chosen['clips'])
   if chosen['calibrate'] and jax.process_index() == 0:
     with open(os.path.join(workdir, calibration_file), 'w', encoding='utf-8') as f:
@@ -215,7 +224,7 @@ def evaluate_checkpoint(run: run_lib.Run, workdir: str, which: str = 'best', spl
                      clips=chosen['clips']), f, indent=2)
   metrics, evaluation = evaluate_split(run, split, variables, clips=chosen['clips'])
   metrics = dict(metrics, **calibration, step=step, split=split, checkpoint=which,
-                 tta=chosen['tta'], clips=chosen['clips'],
+                 tta=chosen['tta'], clips=chosen['clips'], weights=chosen['weights'],
                  dataset=dataset_record(run.builder, workdir))
   output_dir = output_dir or os.path.join(workdir, f'eval_{split}_step{step}')
   write_report(output_dir, metrics, evaluation, run.class_names())

@@ -146,9 +146,10 @@ class Run:
                                                      self.config.input.eval_protocol)
     return self._eval_step
 
-  def restore(self, workdir: str, which: str) -> Restored:
+  def restore(self, workdir: str, which: str, weights: str = 'ema') -> Restored:
     """The ``params`` and ``batch_stats`` of checkpoint ``which`` ('best', 'latest' or a
-    step) of ``workdir``, replicated over the mesh, and its step.
+    step) of ``workdir``, replicated over the mesh, and its step; of a run that keeps EMA
+    weights, those unless ``weights`` is 'raw' (``checkpoint.restore_variables``).
 
     The structure comes from ``jax.eval_shape`` of the model's initialisation on the batch
     specification: no data is read, and the optimizer state is neither built nor restored.
@@ -160,7 +161,8 @@ class Run:
       abstract = state_lib.abstract_variables(self.model, batch, self.mesh)
       # A damaged 'best' or 'latest' falls back to the newest intact checkpoint.
       return Restored(*checkpoint.restore_chosen(
-          manager, which, lambda step: checkpoint.restore_variables(manager, step, abstract)))
+          manager, which, lambda step: checkpoint.restore_variables(manager, step, abstract,
+                                                                  weights)))
 
 
 def resolve(config: ml_collections.ConfigDict, split: str = '', data: bool = True,

@@ -42,7 +42,7 @@ RESUMABLE = ('total_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep
              'task.threshold', 'task.threshold_rule', 'profile_steps', 'remat',
              'pointwise_matmul', 'task.nsd_tolerance_px', 'task.nsd_tolerance_mm',
              'early_stopping_patience', 'evaluation.tta', 'evaluation.clips',
-             'evaluation.calibrate', 'input.eval_offset')
+             'evaluation.calibrate', 'evaluation.weights', 'input.eval_offset')
 
 # Keys added to the configs after runs were saved, each with the value that reproduces the
 # runs saved before it: a saved config without the key (at the top level or in a stage's
@@ -54,7 +54,8 @@ ADDED = {'input.train_clips': 'every_frame', 'task.nsd_tolerance_px': 2.0,
          'input.augment.affine.zoom': 0.15, 'input.augment.affine.shift': 0.1,
          'task.consistency_weight': 0.0, 'task.consistency_noise': 0.1,
          'optimizer.ema_decay': 0.0, 'early_stopping_patience': 0, 'evaluation.tta': 'none',
-         'evaluation.clips': 1, 'evaluation.calibrate': False, 'input.eval_offset': 0.5}
+         'evaluation.clips': 1, 'evaluation.calibrate': False, 'evaluation.weights': 'ema',
+         'input.eval_offset': 0.5}
 
 _HEADER = '''"""The resolved config of the run in this directory, written when it started.
 
