@@ -4,6 +4,8 @@ the reliability diagram, the threshold's validation operating point) carried to 
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -112,3 +114,68 @@ def test_calibrate_fits_on_validation_applies_to_test_and_reaches_export(trained
   assert open(path, encoding='utf-8').read() == before
   other = json.loads(open(os.path.join(workdir, 'calibration_other.json')).read())
   assert other['temperature'] == pytest.approx(temperature) and other['step'] == m['step']
+
+
+def _overconfident_folds(seed: int, sizes=(300, 300, 300)):
+  """[N_i, 2] probabilities over-confident by T = 3 and their labels, per fold."""
+  rng = np.random.default_rng(seed)
+  folds = []
+  for n in sizes:
+    logit = rng.normal(0, 4, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-logit / 3))).astype(int)
+    p1 = 1 / (1 + np.exp(-logit))
+    folds.append((np.stack([1 - p1, p1], 1), labels))
+  return folds
+
+
+def test_a_folds_temperature_is_fitted_on_the_other_folds_only():
+  folds = _overconfident_folds(0)
+  probs, labels = [p for p, _ in folds], [l for _, l in folds]
+  temperatures = classification.cross_fitted_temperatures(probs, labels)
+  assert temperatures[1] == pytest.approx(classification.fit_temperature(
+      np.concatenate([probs[0], probs[2]]), np.concatenate([labels[0], labels[2]])))
+  assert all(2.3 < t < 3.9 for t in temperatures)
+  flipped = [1 - labels[0]] + labels[1:]  # Fold 0's labels must not set fold 0's T.
+  again = classification.cross_fitted_temperatures(probs, flipped)
+  assert again[0] == temperatures[0] and again[1] != temperatures[1]
+
+
+def test_cross_fitted_calibration_script_writes_a_row_per_fold_and_the_pooled_row(tmp_path):
+  folds = _overconfident_folds(1, (200, 150, 250))
+  with open(tmp_path / 'results.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, ['dataset', 'image_size', 'steps', 'method', 'variant', 'fold',
+                                'seed', 'auc'])
+    writer.writeheader()
+    for fold in range(3):
+      writer.writerow(dict(dataset='d', image_size=64, steps=9, method='m', variant='v',
+                           fold=fold, seed=0, auc=0))
+  for fold, (probs, labels) in enumerate(folds):
+    directory = tmp_path / 'm' / f'fold_{fold}' / 'seed0' / 'held_out'
+    directory.mkdir(parents=True)
+    with open(directory / 'per_video.csv', 'w', newline='') as f:
+      writer = csv.DictWriter(f, ['video_id', 'label', 'prob_benign', 'prob_malignant'])
+      writer.writeheader()
+      writer.writerows({'video_id': i, 'label': l, 'prob_benign': p[0], 'prob_malignant': p[1]}
+                       for i, (p, l) in enumerate(zip(probs, labels)))
+  output = tmp_path / 'calibration.csv'
+  subprocess.run([sys.executable, 'scripts/cross_fitted_calibration.py',
+                  f'--workdir={tmp_path}', '--method=m', f'--output={output}'],
+                 cwd=helpers.REPO, check=True, capture_output=True)
+  with open(output, newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert [row['fold'] for row in rows] == ['0', '1', '2', 'pooled']
+  temperatures = classification.cross_fitted_temperatures([p for p, _ in folds],
+                                                          [l for _, l in folds])
+  for row, t, (probs, labels) in zip(rows, temperatures, folds):
+    assert (row['dataset'], row['variant'], int(row['num_videos'])) == ('d', 'v', len(labels))
+    assert float(row['temperature']) == pytest.approx(t)
+    scaled = classification.temperature_scaled(probs, t)
+    assert float(row['ece_calibrated']) == pytest.approx(
+        classification.expected_calibration_error(scaled, labels))
+    assert float(row['ece_calibrated']) < float(row['ece'])
+  scaled = np.concatenate([classification.temperature_scaled(p, t)
+                           for (p, _), t in zip(folds, temperatures)])
+  pooled_labels = np.concatenate([l for _, l in folds])
+  assert float(rows[-1]['ece_calibrated']) == pytest.approx(
+      classification.expected_calibration_error(scaled, pooled_labels))
+  assert int(rows[-1]['num_videos']) == 600

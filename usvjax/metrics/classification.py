@@ -17,7 +17,9 @@ is softmax(logits / T) (log p and the logits differ by a constant per video); ``
 fitted on validation videos by minimising their negative log-likelihood
 (``fit_temperature``: scipy's bounded Brent search over log T in [log 0.05, log 20]).
 T > 1 softens over-confident predictions; the arg-max, and a binary task's ranking (AUC),
-do not change.
+do not change. k-fold cross-validation has no validation split: ``cross_fitted_temperatures``
+fits fold i's T on the held-out predictions of every other fold (each made by its own
+fold's model), so that no label of fold i sets the temperature applied to it.
 
 ``bootstrap_intervals``: 95% percentile-bootstrap intervals (``<metric>_ci95``: [lo, hi])
 of accuracy, precision, sensitivity, specificity, F1, AUC and AP, by video or, given each
@@ -136,6 +138,17 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
       lambda log_t: negative_log_likelihood(temperature_scaled(probs, np.exp(log_t)), labels),
       bounds=_LOG_T_RANGE, method='bounded', options={'xatol': 1e-6})
   return float(np.exp(found.x))
+
+
+def cross_fitted_temperatures(fold_probs: list[np.ndarray],
+                              fold_labels: list[np.ndarray]) -> list[float]:
+  """Per fold i of k-fold cross-validation, ``fit_temperature`` of the held-out
+  probabilities ([N_j, K]) and labels ([N_j]) of every fold j != i put together."""
+  if len(fold_probs) < 2:
+    raise ValueError(f'{len(fold_probs)} fold(s): cross-fitting needs at least 2.')
+  return [fit_temperature(np.concatenate(fold_probs[:i] + fold_probs[i + 1:]),
+                          np.concatenate(fold_labels[:i] + fold_labels[i + 1:]))
+          for i in range(len(fold_probs))]
 
 
 def _ranking_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
