@@ -31,6 +31,7 @@ from absl import flags
 
 from experiments import common
 from usvjax.studies import compare
+from usvjax.studies import compare_report
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and tables go.')
 METHODS = flags.DEFINE_multi_string('method', None, 'NAME=configs/<m>.py:<variant>[;key=value]')
@@ -54,7 +55,7 @@ def main(argv):
                           FOLD_SEED.value, REFERENCE.value)
   except common.USER_ERRORS as e:
     common.fail(e)
-  tables = f'{WORKDIR.value}/{compare.tables_name(REFERENCE.value)}'
+  tables = f'{WORKDIR.value}/{compare_report.tables_name(REFERENCE.value)}'
   if results:
     with open(tables + '.md') as f:
       print(f.read())
