@@ -2,10 +2,13 @@
 is left."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import helpers
 from input_pipeline import pipeline
 from usvjax.core import train
 from usvjax.reporting import provenance
@@ -87,3 +90,24 @@ def test_the_robustness_table_reports_lesion_frame_overlaps():
   table = robustness.markdown_table({'clean': clean, 'L=20': noisy})
   assert '| condition | MAE | lesion IoU | lesion Dice | pooled Dice |' in table
   assert '0.2500 (-0.2500)' in table and '0.9' not in table
+
+
+def test_the_command_prints_the_tables_it_wrote(tmp_path):
+  """experiments.compare's own lines after the runs (compare.run stubbed: it writes the
+  tables where compare_report.tables_name says)."""
+  program = (
+      'import sys\n'
+      'from absl import app\n'
+      'from experiments import compare as command\n'
+      'from usvjax.studies import compare, compare_report\n'
+      'def run(methods, shared, seeds, workdir, *rest):\n'
+      '  open(f"{workdir}/{compare_report.tables_name(rest[-1])}.md", "w").write("TABLE\\n")\n'
+      '  return {"m": [{}]}\n'
+      'compare.run = run\n'
+      'app.run(command.main, flags_parser=command.common.parse_flags)\n')
+  process = subprocess.run(
+      [sys.executable, '-c', program, f'--workdir={tmp_path}', '--method=m=configs/unet.py:demo',
+       '--reference=m'], cwd=helpers.REPO, capture_output=True, text=True, check=False)
+  assert process.returncode == 0, process.stderr[-2000:]
+  assert 'TABLE' in process.stdout
+  assert f'results in {tmp_path}/results_vs_m.md' in process.stdout
