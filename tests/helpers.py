@@ -1,5 +1,6 @@
 """Helpers shared by tests."""
 import importlib
+import importlib.util
 import os
 
 import numpy as np
@@ -54,6 +55,15 @@ def save_whole_model(state, path: str) -> str:
   from usvjax.models.backbones import convert  # pylint: disable=g-import-not-at-top
   return convert.save_converted({'params': jax.device_get(state.params),
                                  'batch_stats': jax.device_get(state.batch_stats)}, path)
+
+
+def load_script(name: str):
+  """The module of ``scripts/<name>.py`` (the scripts are not a package)."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts',
+                                                                   f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def from_initial_weights(config, path: str):

@@ -2,8 +2,6 @@
 weights without TTA (the scoring itself, --weights and --tta, is tested in test_tta and
 test_mean_teacher)."""
 import csv
-import importlib.util
-import os
 import sys
 
 import numpy as np
@@ -12,16 +10,9 @@ import pytest
 import helpers
 
 
-def _script():
-  spec = importlib.util.spec_from_file_location(
-      'evaluation_variants', os.path.join(helpers.REPO, 'scripts', 'evaluation_variants.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 def test_every_variant_is_paired_with_the_raw_weights_of_its_own_seed(tmp_path, monkeypatch):
-  script = _script()
+  script = helpers.load_script('evaluation_variants')
   frames = {'a': 10, 'b': 30, 'c': 20}
   # Lesion Dice per (seed, variant, video): the EMA adds 0.1 on every video of seed 0 only.
   dice = {(seed, variant): {v: 0.3 + 0.1 * i + (0.1 if variant.startswith('ema') and

@@ -1,7 +1,6 @@
 """Videos whose masks cover only some frames (issue 38, data): the ``sparse_masks`` option,
 the ``annotated`` feature, the clinic layout (``usv_cine_table``), the synthetic sparse
 configs and ``scripts/sparsify_masks.py``."""
-import importlib.util
 import os
 
 import cv2
@@ -166,13 +165,6 @@ def test_keep_frames_rules():
                                 sparse.keep_frames(50, 'v', 0, per_video=2))
 
 
-def _script():
-  spec = importlib.util.spec_from_file_location(
-      'sparsify_masks', os.path.join(helpers.REPO, 'scripts', 'sparsify_masks.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 @pytest.mark.parametrize('rule', [{'every': 3}, {'per_video': 2}], ids=str)
 def test_sparsify_masks_keeps_exactly_the_chosen_frames_of_the_training_videos(rule, tmp_path):
@@ -180,7 +172,8 @@ def test_sparsify_masks_keeps_exactly_the_chosen_frames_of_the_training_videos(r
   make_frames_table(src, sequences=[0] * 7 + [1] * 6 + [2] * 5)
   write_csv(f'{src}/splits.csv', [['video', 'split'], ['0', 'train'], ['1', 'train'],
                                   ['2', 'test']])
-  kept = _script().sparsify(src, dst, 'usv_frames_table/default', seed=4, **rule)
+  kept = helpers.load_script('sparsify_masks').sparsify(src, dst, 'usv_frames_table/default',
+                                                        seed=4, **rule)
   assert sorted(kept) == ['0', '1']  # The test video keeps every mask.
   first = {'0': 1, '1': 8, '2': 14}  # File number of each video's frame 0.
   for video, length in (('0', 7), ('1', 6)):
