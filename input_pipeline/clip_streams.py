@@ -6,7 +6,7 @@ from __future__ import annotations
 import ml_collections
 import tensorflow as tf
 
-from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
+from input_pipeline import tf_setup  # (first: configures TensorFlow)
 from input_pipeline import clips
 from input_pipeline import image_clips
 from input_pipeline import preprocess
@@ -97,16 +97,16 @@ def items(videos: tf.data.Dataset, config: ml_collections.ConfigDict,
           train: bool) -> tf.data.Dataset:
   """Encoded clips (or whole videos) from a stream of encoded videos."""
   if clips.whole_videos(config, train):
-    return videos.map(from_first_annotated)
+    return videos.map(tf_setup.as_written(from_first_annotated))
   distinct = clips.distinct_clips(config, train)
   length = config.input.clip_length
   if not train:
-    return videos.flat_map(lambda v: clips_of(v, length, distinct))
+    return videos.flat_map(tf_setup.as_written(lambda v: clips_of(v, length, distinct)))
   unannotated_too = config.task.consistency_weight > 0
   still = config.input.image_clips
-  return videos.enumerate().flat_map(lambda i, v: clips_of(
+  return videos.enumerate().flat_map(tf_setup.as_written(lambda i, v: clips_of(
       v, length, distinct, train=True, unannotated_too=unannotated_too,
-      seed=tf.cast(tf.stack([tf.cast(config.seed, tf.int64), i]), tf.int32), still=still))
+      seed=tf.cast(tf.stack([tf.cast(config.seed, tf.int64), i]), tf.int32), still=still)))
 
 
 def batch(ds: tf.data.Dataset, config: ml_collections.ConfigDict, fields: spec_lib.Spec,

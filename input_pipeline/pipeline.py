@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 
-from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
+from input_pipeline import tf_setup  # (first: configures TensorFlow)
 from input_pipeline import builders  # pylint: disable=unused-import  (registers builders)
 from input_pipeline import fingerprint
 from input_pipeline import folds as folds_lib
@@ -171,7 +171,8 @@ def _items(builder, config, source: spec_lib.ExampleSource, split: str, train: b
   if folds.num:
     table = folds_lib.fold_table(builder, split, folds.num, folds.seed)
     in_fold = lambda v: tf.equal(table.lookup(v['video_id']), folds.index)  # pylint: disable=unnecessary-lambda-assignment
-    videos = videos.filter(lambda v: tf.logical_not(in_fold(v)) if train else in_fold(v))
+    videos = videos.filter(tf_setup.as_written(
+        lambda v: tf.logical_not(in_fold(v)) if train else in_fold(v)))
   if train:
     videos = videos.repeat().shuffle(config.input.video_shuffle_buffer, seed=config.seed)
   return source.items(videos, config, train)
@@ -182,8 +183,9 @@ def _decoded(items: tf.data.Dataset, config, builder, source: spec_lib.ExampleSo
              ) -> tuple[tf.data.Dataset, spec_lib.Spec]:
   """Preprocessed, batched examples from enumerated encoded items, and their fields."""
   fields = source.fields(config, train, builder.info.features)
-  ds = items.map(preprocess.Preprocessor(config, builder, train, source, fields),
-                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  preprocessor = preprocess.Preprocessor(config, builder, train, source, fields)
+  ds = items.map(tf_setup.as_written(preprocessor), num_parallel_calls=tf.data.AUTOTUNE,
+                 deterministic=True)
   ds = source.batch(ds, config, fields, batch_size, drop_remainder, train)
   return ds.prefetch(2), fields
 
@@ -220,7 +222,8 @@ def train_batches(config: ml_collections.ConfigDict, builder,
   items = _items(builder, config, source, config.dataset.train_split, train=True)
   items = items.shuffle(config.input.shuffle_buffer, seed=config.seed + 1)
   items = items.enumerate().skip(start_step * global_size)
-  items = items.filter(lambda i, _: (i % global_size) // batch_size == process)
+  items = items.filter(tf_setup.as_written(
+      lambda i, _: (i % global_size) // batch_size == process))
   ds, fields = _decoded(items, config, builder, source, True, batch_size,
                         drop_remainder=True)
   return (align_across_processes(batch, fields) for batch in ds.as_numpy_iterator())
@@ -230,7 +233,7 @@ def count_items(config: ml_collections.ConfigDict, builder, source: spec_lib.Exa
                 split: str) -> int:
   """Clips or sequences of ``split`` on this process (cheap: frames are not decoded)."""
   items = _items(builder, config, source, split, train=False)
-  return int(items.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+  return int(items.reduce(np.int64(0), tf_setup.as_written(lambda n, _: n + 1)).numpy())
 
 
 def eval_batches(config: ml_collections.ConfigDict, builder, source: spec_lib.ExampleSource,

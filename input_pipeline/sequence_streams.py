@@ -6,7 +6,7 @@ from __future__ import annotations
 import ml_collections
 import tensorflow as tf
 
-from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
+from input_pipeline import tf_setup  # (first: configures TensorFlow)
 from input_pipeline import preprocess
 from input_pipeline import sequences
 from input_pipeline import spec as spec_lib
@@ -71,9 +71,10 @@ def items(videos: tf.data.Dataset, config: ml_collections.ConfigDict,
   max_frames, sampling = config.input.max_frames, config.input.sampling
   if not train:
     offset = float(config.input.eval_offset)
-    return videos.map(lambda v: _sequence(v, key, max_frames, sampling, None, offset))
-  return videos.enumerate().map(lambda position, v: _sequence(
-      v, key, max_frames, sampling, sampling_seed(config.seed, position)))
+    return videos.map(tf_setup.as_written(
+        lambda v: _sequence(v, key, max_frames, sampling, None, offset)))
+  return videos.enumerate().map(tf_setup.as_written(lambda position, v: _sequence(
+      v, key, max_frames, sampling, sampling_seed(config.seed, position))))
 
 
 def batch(ds: tf.data.Dataset, config: ml_collections.ConfigDict, fields: spec_lib.Spec,
@@ -82,7 +83,8 @@ def batch(ds: tf.data.Dataset, config: ml_collections.ConfigDict, fields: spec_l
   del train
   buckets = sorted(config.input.length_buckets)
   ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
-  return ds.map(lambda b: _pad_to_bucket(b, buckets, spec_lib.time_keys(fields)))
+  return ds.map(tf_setup.as_written(
+      lambda b: _pad_to_bucket(b, buckets, spec_lib.time_keys(fields))))
 
 
 def _pad_to_bucket(batch: dict, buckets: list[int], time_keys: list[str]) -> dict:

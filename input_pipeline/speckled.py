@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
+from input_pipeline import tf_setup  # (first: configures TensorFlow)
 from input_pipeline import preprocess
 from input_pipeline import speckle
 
@@ -43,4 +43,4 @@ class SpeckledBuilder:
       seed = tf.cast(tf.stack([tf.cast(self.seed, tf.int64), key]), tf.int32)
       return dict(video, frames=speckle_encoded_frames(video['frames'], self.looks, seed,
                                                        channels))
-    return self.builder.as_dataset(**kwargs).map(noisy)
+    return self.builder.as_dataset(**kwargs).map(tf_setup.as_written(noisy))

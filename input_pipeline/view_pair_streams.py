@@ -6,7 +6,7 @@ from __future__ import annotations
 import ml_collections
 import tensorflow as tf
 
-from input_pipeline import tf_setup  # pylint: disable=unused-import  (configures TensorFlow)
+from input_pipeline import tf_setup  # (first: configures TensorFlow)
 from input_pipeline import augment as augment_lib
 from input_pipeline import spec as spec_lib
 from usvjax.errors import ConfigError
@@ -39,8 +39,8 @@ def items(videos: tf.data.Dataset, config: ml_collections.ConfigDict,
           train: bool) -> tf.data.Dataset:
   """The view pairs of every video of a stream of encoded videos."""
   del train
-  return videos.enumerate().flat_map(
-      lambda position, v: view_pairs(v, position, config.input, config.seed))
+  return videos.enumerate().flat_map(tf_setup.as_written(
+      lambda position, v: view_pairs(v, position, config.input, config.seed)))
 
 
 def augment(example: dict, seed: tf.Tensor, input_config: ml_collections.ConfigDict,
