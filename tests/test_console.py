@@ -4,6 +4,7 @@ The demo's first steps (the tiny U-Net on freshly generated data, then its evalu
 a user runs them, in subprocesses with TensorFlow's log level left unset; a full disk, a
 workdir that is a file, a read-only one and a missing config file each end in one line.
 """
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 import helpers
 from usvjax.core import workdir
+from usvjax.reporting import console
 
 LIBRARY_NOISE = ('eprecat', 'oneDNN', 'map_fn_v2', 'PredictCost', 'CropAndResize',
                  'Variant folder', 'Downloading and preparing', 'Unknown size', 'read only',
@@ -37,11 +39,16 @@ def _train_args(run_dir, data_dir, *extra):
 
 def test_the_demos_first_steps_show_only_the_projects_lines(tmp_path):
   run_dir = str(tmp_path / 'run')
+  leftover = tmp_path / 'tfds' / 'usv_synthetic' / 'tiny' / 'incomplete.K1LLED'
+  leftover.mkdir(parents=True)  # A killed conversion's: removed with a project warning.
   status, output, logged = _run(_train_args(run_dir, tmp_path / 'tfds'), run_dir)
   assert status == 0, output[-3000:]
   for noise in LIBRARY_NOISE:
     assert noise not in output, (noise, output[-3000:])
   assert 'data: usv_synthetic/tiny/1.2.0 in ' in output  # The data summary.
+  # The project's log records are plain lines: no absl prefix of level, time and source.
+  assert (f'\nwarning: removed {leftover}, the unfinished conversion of an interrupted run\n'
+          in output), output[-3000:]
   assert '12 train, 4 validation, 6 test videos' in output
   assert 'step 2 val (validation):' in output  # Progress and validation.
   assert 'TensorInfo.dtype' in logged and 'Downloading and preparing' in logged
@@ -101,3 +108,12 @@ def test_a_fresh_read_only_workdir_is_one_error_naming_it(tmp_path, monkeypatch)
       rf"^cannot write the run's files in the run directory '{tmp_path}' \(the filesystem "
       r'is read-only\)\. Pass a --workdir on a writable filesystem with free space\.$')):
     workdir.create_writable(str(tmp_path))
+
+
+def test_a_project_warning_is_a_line_led_by_warning():
+  formatter = console._ProjectLine()  # pylint: disable=protected-access
+  def record(level: int) -> logging.LogRecord:
+    return logging.LogRecord('absl', level, __file__, 1, '%s: %d empty', ('x', 3), None)
+  assert formatter.format(record(logging.INFO)) == 'x: 3 empty'
+  assert formatter.format(record(logging.WARNING)) == 'warning: x: 3 empty'
+  assert formatter.format(record(logging.ERROR)) == 'error: x: 3 empty'

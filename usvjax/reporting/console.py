@@ -4,8 +4,8 @@ At the default verbosity (no ``--verbosity`` flag) an entry point calls ``set_up
 flags are parsed, and from then on
 
 * the terminal shows this project's lines: its log records (files of this repository) from
-  INFO up, the progress bars, the data summary and the results, and a user error as one
-  line that names the log (``fail_line``);
+  INFO up as plain lines (a warning led by 'warning: '), the progress bars, the data
+  summary and the results, and a user error as one line that names the log (``fail_line``);
 * the log file receives the libraries' warnings and errors (TFDS's deprecation notices,
   Orbax's thread tracebacks and "Given directory is read only", TensorFlow's logger),
   Python warnings, the native output written to the process's stdout and stderr (the
@@ -128,6 +128,18 @@ def log_path() -> str:
   return _log.path if _log is not None else ''
 
 
+class _ProjectLine(logging.Formatter):
+  """A project log record as a terminal line: its message, a warning's or an error's led by
+  'warning: ' or 'error: ' (as the commands' own lines are), without absl's prefix of
+  level, time, thread and source line (the log file keeps that for library records)."""
+
+  def format(self, record: logging.LogRecord) -> str:
+    message = super().format(record)
+    if record.levelno >= logging.WARNING:
+      return f'{"error" if record.levelno >= logging.ERROR else "warning"}: {message}'
+    return message
+
+
 def _from_project(record: logging.LogRecord) -> bool:
   path = os.path.abspath(record.pathname)
   return path.startswith(_REPO + os.sep) and f'{os.sep}site-packages{os.sep}' not in path
@@ -169,6 +181,7 @@ def set_up(workdir: str = '', create: bool = False, process_id: int = 0) -> None
   absl_logging.set_verbosity(absl_logging.INFO)
   handler = absl_logging.get_absl_handler()
   handler.python_handler.setStream(terminal)
+  handler.python_handler.setFormatter(_ProjectLine())
   handler.addFilter(_from_project)
   libraries = _LibraryHandler(_log)
   libraries.setLevel(logging.WARNING)
