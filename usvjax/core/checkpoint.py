@@ -32,6 +32,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 from usvjax.errors import ConfigError
+from usvjax.reporting import console
 
 DAMAGED_DIR = 'damaged_checkpoints'
 # Files every finished checkpoint step holds (relative to its step folder).
@@ -78,15 +79,7 @@ def remove_temporary(directory: str) -> None:
     return
   for path in sorted(glob.glob(os.path.join(glob.escape(directory), '*.orbax-checkpoint-tmp*'))):
     shutil.rmtree(path, ignore_errors=True)
-    say(f'removed {path}, the unfinished save of an interrupted run')
-
-
-def say(message: str) -> None:
-  """A line for the person running the command (process 0 only), above any progress bar;
-  tqdm is imported here, so that the benchmark's core imports without it."""
-  if jax.process_index() == 0:
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    tqdm.write(message)
+    console.say(f'removed {path}, the unfinished save of an interrupted run')
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
@@ -189,7 +182,7 @@ def restore_chosen(manager: ocp.CheckpointManager, which: str, read: Callable[[i
       moved = _move_aside(manager, step) if move_damaged else ''
       following = candidates[candidates.index(step) + 1:]
       if following:
-        say(f'warning: checkpoint step {step} in {manager.directory} is damaged ({what}){moved}; '
+        console.say(f'warning: checkpoint step {step} in {manager.directory} is damaged ({what}){moved}; '
             f'trying step {following[0]}, the newest one left')
   raise ConfigError(f'every checkpoint in {manager.directory} is damaged ({"; ".join(damaged)}):'
                     f' move {manager.directory} away to train from scratch, or restore the '

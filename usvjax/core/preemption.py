@@ -23,7 +23,7 @@ import types
 import jax
 from jax.experimental import multihost_utils
 
-from usvjax.core import train_logs
+from usvjax.reporting import console
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
@@ -62,7 +62,7 @@ class StopSignals:
   def _on_signal(self, number: int, unused_frame: types.FrameType | None) -> None:
     self.received = number
     signal.signal(number, signal.SIG_DFL)  # A second one ends the process at once.
-    train_logs.say(f'{signal.Signals(number).name} received: finishing the current step to '
+    console.say(f'{signal.Signals(number).name} received: finishing the current step to '
                    'save it (send it again to stop at once)')
     if self._distributed:
       signal.raise_signal(signal.SIGTERM)  # Tells every process, through the service.

@@ -56,6 +56,7 @@ from usvjax.core import state as state_lib
 from usvjax.core import train_logs
 from usvjax.core import train_step as train_step_lib
 from usvjax.core import workdir as workdir_lib
+from usvjax.reporting import console
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -123,7 +124,7 @@ class Validation:
       self.writer.write(step, {f'{name}/{k}': v for k, v in metrics.items()})
       self.writer.images(step, {f'{name}_overlay/{k}': v
                                 for k, v in evaluate.pictures(evaluation).items()})
-      train_logs.say(f'step {step} {name} ({split}): ' + ', '.join(
+      console.say(f'step {step} {name} ({split}): ' + ', '.join(
           f'{k}={metrics[k]:.4f}' for k in self.headline if k in metrics))
       if name == 'val':
         validation = metrics
@@ -169,14 +170,14 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
   state, start_step = checkpoint.restore_newest(manager, state)
   batches = run.train_batches(start_step)
   if start_step:
-    train_logs.say(f'resumed from step {start_step} ({manager.directory})' + (
+    console.say(f'resumed from step {start_step} ({manager.directory})' + (
         f': nothing left to train (config.total_steps={config.total_steps}); raise '
         'total_steps to train on, or evaluate the run' if start_step >= config.total_steps
         else ''))
   elif config.init.checkpoint:
     state = state_lib.load_pretrained(state, config.init.checkpoint, config.init.target)
     state = jax.device_put(state, parallel.replicated(mesh))
-    train_logs.say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
+    console.say(f'initialised {config.init.target!r} from {config.init.checkpoint}')
   step_fn = train_step_lib.jit_train_step(train_step_lib.make_train_step(
       run.model, run.task, tx, config.seed, config.optimizer.accumulate_steps,
       config.optimizer.ema_decay), mesh)
@@ -201,7 +202,7 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
       eval_metrics = validate(0, state)
       _save(manager, 0, state, eval_metrics, workdir)
     if early.stopped():
-      train_logs.say(early.message(start_step))
+      console.say(early.message(start_step))
     for step in range(start_step + 1, last_step + 1):
       profiler.before(step)
       state, metrics = step_fn(state, parallel.global_batch(batch, mesh))
@@ -234,7 +235,7 @@ def _train_and_evaluate(run: run_lib.Run, workdir: str,
       if stopping:
         raise signals.stopped(step, manager.directory)
       if evaluated and early.update(step, eval_metrics[config.best_metric]):
-        train_logs.say(early.message(step))
+        console.say(early.message(step))
         break
   finally:
     profiler.close()

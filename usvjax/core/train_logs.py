@@ -1,6 +1,5 @@
-"""What a training run leaves for the person who runs it: a progress line (``say``),
-TensorBoard scalars and images with ``metrics.jsonl`` (``Writer``), and profiler traces
-(``Profiler``).
+"""What a training run leaves for the person who runs it: TensorBoard scalars and images
+with ``metrics.jsonl`` (``Writer``), and profiler traces (``Profiler``).
 """
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import os
 import jax
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from usvjax.core import workdir as workdir_lib
 
@@ -113,7 +111,3 @@ def _keep_steps_up_to(path: str, last_step: int) -> None:
   os.replace(path + '.tmp', path)
 
 
-def say(message: str) -> None:
-  """A line for the person running the job (process 0 only)."""
-  if jax.process_index() == 0:
-    tqdm.write(message)

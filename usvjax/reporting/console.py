@@ -205,6 +205,16 @@ def library_output() -> Iterator[None]:
     yield
 
 
+def say(message: str) -> None:
+  """A line for the person running the command (process 0 only), above any progress bar.
+  jax and tqdm are imported here: the TensorFlow-free core (checkpoints, the benchmark)
+  imports this module without needing tqdm."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    tqdm.write(message)
+
+
 def terminal() -> TextIO:
   """The terminal's stream, for a line printed from any thread (a lost peer's)."""
   return sys.stderr.terminal if isinstance(sys.stderr, _Stderr) else sys.stderr

@@ -30,7 +30,6 @@ from usvjax import interfaces
 from usvjax.core import evaluate as evaluate_lib
 from usvjax.core import run as run_lib
 from usvjax.core import train as train_lib
-from usvjax.core import train_logs
 from usvjax.core import workdir as workdir_lib
 from usvjax.errors import ConfigError
 from usvjax.reporting import console
@@ -73,10 +72,10 @@ class PretrainFinetune:
             which: str = 'best') -> dict[str, dict]:
     del which
     pretrain_dir = os.path.join(workdir, PRETRAIN_DIR)
-    train_logs.say(f'contrastive pretraining in {pretrain_dir}')
+    console.say(f'contrastive pretraining in {pretrain_dir}')
     results = {PRETRAIN_DIR: train_lib.train_and_evaluate(
         run_lib.resolve(pretrain_config(config)), pretrain_dir).metrics}
-    train_logs.say(f'training {config.model.name} in {workdir}')
+    console.say(f'training {config.model.name} in {workdir}')
     results[config.model.name] = train_lib.train_and_evaluate(
         run_lib.resolve(finetune_config(config, workdir)), workdir).metrics
     return results
@@ -120,7 +119,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, which: str = 'best'
   with run_lib.prepared_once():
     with console.library_output():
       builder = run_lib.prepare_dataset(config.dataset)
-    train_logs.say(data_summary(builder))
+    console.say(data_summary(builder))
     provenance.record(config, workdir, builder)
     return runner.train(config, workdir, which)
 

@@ -20,8 +20,8 @@ from usvjax import interfaces
 from usvjax.core import evaluate as evaluate_lib
 from usvjax.core import run as run_lib
 from usvjax.core import train as train_lib
-from usvjax.core import train_logs
 from usvjax.errors import ConfigError
+from usvjax.reporting import console
 from usvjax.runners import single
 
 IMAGES_DIR = 'images'
@@ -67,10 +67,10 @@ class ImagesThenVideo:
             which: str = 'best') -> dict[str, dict]:
     del which
     images_dir = os.path.join(workdir, IMAGES_DIR)
-    train_logs.say(f'stage 1: {config.model.name} on clips from still images in {images_dir}')
+    console.say(f'stage 1: {config.model.name} on clips from still images in {images_dir}')
     results = {IMAGES_DIR: train_lib.train_and_evaluate(
         run_lib.resolve(images_config(config)), images_dir).metrics}
-    train_logs.say(f'stage 2: {config.model.name} on video in {workdir}')
+    console.say(f'stage 2: {config.model.name} on video in {workdir}')
     results[config.model.name] = train_lib.train_and_evaluate(
         run_lib.resolve(video_config(config, workdir)), workdir).metrics
     return results

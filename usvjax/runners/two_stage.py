@@ -38,8 +38,8 @@ from usvjax import interfaces
 from usvjax.core import evaluate as evaluate_lib
 from usvjax.core import run as run_lib
 from usvjax.core import train
-from usvjax.core import train_logs
 from usvjax.errors import ConfigError
+from usvjax.reporting import console
 from usvjax.runners import feature_cache
 
 ROWS = ('cnn_vote', 'cnn_aver', 'key_frame', 'equal_frame_lstm', 'variable_frame_lstm')
@@ -104,11 +104,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   cnn_config = frame_cnn_config(config)
   cnn_dir = os.path.join(workdir, 'frame_cnn')
   results = {'frame_cnn': train.train_and_evaluate(run_lib.resolve(cnn_config), cnn_dir).metrics}
-  train_logs.say(f'caching frame features of {cnn_dir} ({which} checkpoint)')
+  console.say(f'caching frame features of {cnn_dir} ({which} checkpoint)')
   feature_cache.extract(feature_cache.resolve(cnn_config), cnn_dir, which,
                         os.path.join(workdir, 'features'), source_splits(config))
   for row, (stage_config, stage_dir) in _stages(config, workdir).items():
-    train_logs.say(f'training {row} in {stage_dir}')
+    console.say(f'training {row} in {stage_dir}')
     results[row] = train.train_and_evaluate(run_lib.resolve(stage_config), stage_dir).metrics
   return results
 

@@ -69,8 +69,8 @@ from usvjax import tasks
 from usvjax.core import checkpoint
 from usvjax.core import evaluate as evaluate_lib
 from usvjax.core import run as run_lib
-from usvjax.core import train_logs
 from usvjax.errors import ConfigError
+from usvjax.reporting import console
 from usvjax.reporting import provenance
 from usvjax.studies import compare_report
 from usvjax.studies import cross_validation
@@ -177,7 +177,7 @@ def run_one(config: ml_collections.ConfigDict, run_dir: str) -> dict:
   path = os.path.join(run_dir, 'result.json')
   outdated = _outdated(config, run_dir) if os.path.exists(run_dir) else ''
   if outdated:
-    train_logs.say(f'{run_dir}: {outdated}; moved to {run_dir}.outdated, running again')
+    console.say(f'{run_dir}: {outdated}; moved to {run_dir}.outdated, running again')
     shutil.rmtree(run_dir + '.outdated', ignore_errors=True)
     os.replace(run_dir, run_dir + '.outdated')
   elif os.path.exists(path):
@@ -284,7 +284,7 @@ def run(methods: Sequence[Method], shared: dict[str, str], seeds: Sequence[int],
     for (method, seed, fold), config in zip(runs, configs):
       run_name = os.path.join(method.name, *([] if fold is None else [f'fold_{fold}']),
                               f'seed{seed}')
-      train_logs.say(f'{method.name}, seed {seed}' + ('' if fold is None else f', fold {fold}') +
+      console.say(f'{method.name}, seed {seed}' + ('' if fold is None else f', fold {fold}') +
                 f': {os.path.join(workdir, run_name)}')
       result = run_one(config, os.path.join(workdir, run_name))
       setting = dict(_setting(method, config), seed=seed, task=headline_task(config),

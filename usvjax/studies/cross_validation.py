@@ -39,10 +39,10 @@ from usvjax import runners
 from usvjax import tasks
 from usvjax.core import evaluate
 from usvjax.core import run as run_lib
-from usvjax.core import train_logs
 from usvjax.errors import ConfigError
 from usvjax.metrics import classification as classification_metrics
 from usvjax.metrics import keys as metric_keys
+from usvjax.reporting import console
 from usvjax.reporting import plots
 from usvjax.reporting import tables
 
@@ -122,7 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, num_folds: int = 5,
                                       os.path.join(workdir, f'fold_{index}')).items():
         rows.setdefault(row, []).append(report)
       seconds.append(time.perf_counter() - start)
-      train_logs.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')
+      console.say(f'fold {index + 1}/{num_folds} done in {seconds[-1]:.0f} s')
     summary = {'num_folds': num_folds, 'seed': seed, 'fold_seconds': seconds,
                'methods': {row: _summarise(reports, config.task.threshold)
                            for row, reports in rows.items()}}

@@ -42,8 +42,8 @@ from usvjax import runners
 from usvjax.core import evaluate
 from usvjax.core import run as run_lib
 from usvjax.core import train
-from usvjax.core import train_logs
 from usvjax.errors import ConfigError
+from usvjax.reporting import console
 from usvjax.reporting import provenance
 from usvjax.reporting import tables
 from usvjax.runners import two_stage
@@ -92,7 +92,7 @@ def _report(config: ml_collections.ConfigDict, workdir: str, count: int, which: 
         os.path.join(workdir, headline.log_dir), which, split, count_dir)
   stage_config, stage_dir = retrained_config(config, workdir, count), os.path.join(
       count_dir, 'lstm_equal')
-  train_logs.say(f'training an equal-frame LSTM on {count} frames per video in {stage_dir}')
+  console.say(f'training an equal-frame LSTM on {count} frames per video in {stage_dir}')
   stage = run_lib.resolve(stage_config, split)
   train.train_and_evaluate(stage, stage_dir)
   return evaluate.evaluate_checkpoint(stage, stage_dir, which, split, count_dir)
@@ -144,7 +144,7 @@ def run_folds(method_dir: str, counts: Sequence[int], output_dir: str = '',
     finished = os.path.exists(os.path.join(run_dir, 'result.json'))  # Scored by compare.
     (runs if finished else unfinished).append((fold, seed, run_dir))
   if unfinished:
-    train_logs.say(f'{len(unfinished)} unfinished runs not swept (no result.json yet): '
+    console.say(f'{len(unfinished)} unfinished runs not swept (no result.json yet): '
               + ', '.join(os.path.relpath(d, method_dir) for _, _, d in unfinished))
   if not runs:
     raise ConfigError(f'{method_dir} holds no finished fold_<k>/seed<s> run of compare '
