@@ -182,8 +182,8 @@ def restore_chosen(manager: ocp.CheckpointManager, which: str, read: Callable[[i
       moved = _move_aside(manager, step) if move_damaged else ''
       following = candidates[candidates.index(step) + 1:]
       if following:
-        console.say(f'warning: checkpoint step {step} in {manager.directory} is damaged ({what}){moved}; '
-            f'trying step {following[0]}, the newest one left')
+        console.say(f'warning: checkpoint step {step} in {manager.directory} is damaged '
+                    f'({what}){moved}; trying step {following[0]}, the newest one left')
   raise ConfigError(f'every checkpoint in {manager.directory} is damaged ({"; ".join(damaged)}):'
                     f' move {manager.directory} away to train from scratch, or restore the '
                     'checkpoints from a copy.')

@@ -63,7 +63,7 @@ class StopSignals:
     self.received = number
     signal.signal(number, signal.SIG_DFL)  # A second one ends the process at once.
     console.say(f'{signal.Signals(number).name} received: finishing the current step to '
-                   'save it (send it again to stop at once)')
+                'save it (send it again to stop at once)')
     if self._distributed:
       signal.raise_signal(signal.SIGTERM)  # Tells every process, through the service.
 
