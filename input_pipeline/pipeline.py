@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 
-from input_pipeline import tf_setup  # (first: configures TensorFlow)
+from input_pipeline import tf_setup  # (configures TensorFlow on import)
 from input_pipeline import builders  # pylint: disable=unused-import  (registers builders)
 from input_pipeline import fingerprint
 from input_pipeline import folds as folds_lib

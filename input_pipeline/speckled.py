@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from input_pipeline import tf_setup  # (first: configures TensorFlow)
+from input_pipeline import tf_setup  # (configures TensorFlow on import)
 from input_pipeline import preprocess
 from input_pipeline import speckle
 

@@ -112,6 +112,7 @@ def test_a_fresh_read_only_workdir_is_one_error_naming_it(tmp_path, monkeypatch)
 
 def test_a_project_warning_is_a_line_led_by_warning():
   formatter = console._ProjectLine()  # pylint: disable=protected-access
+
   def record(level: int) -> logging.LogRecord:
     return logging.LogRecord('absl', level, __file__, 1, '%s: %d empty', ('x', 3), None)
   assert formatter.format(record(logging.INFO)) == 'x: 3 empty'

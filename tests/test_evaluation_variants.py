@@ -10,7 +10,6 @@ import pytest
 import helpers
 
 
-
 def test_every_variant_is_paired_with_the_raw_weights_of_its_own_seed(tmp_path, monkeypatch):
   script = helpers.load_script('evaluation_variants')
   frames = {'a': 10, 'b': 30, 'c': 20}

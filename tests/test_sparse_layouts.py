@@ -165,7 +165,6 @@ def test_keep_frames_rules():
                                 sparse.keep_frames(50, 'v', 0, per_video=2))
 
 
-
 @pytest.mark.parametrize('rule', [{'every': 3}, {'per_video': 2}], ids=str)
 def test_sparsify_masks_keeps_exactly_the_chosen_frames_of_the_training_videos(rule, tmp_path):
   src, dst = str(tmp_path / 'cvc'), str(tmp_path / 'sparse')

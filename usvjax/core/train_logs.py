@@ -109,5 +109,3 @@ def _keep_steps_up_to(path: str, last_step: int) -> None:
   with open(path + '.tmp', 'w') as f:
     f.writelines(kept)
   os.replace(path + '.tmp', path)
-
-
