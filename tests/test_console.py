@@ -23,7 +23,7 @@ LIBRARY_NOISE = ('eprecat', 'oneDNN', 'map_fn_v2', 'PredictCost', 'CropAndResize
 def _run(args, workdir_path=None, script=('-m',)):
   """(status, terminal output, the workdir's errors.log or '') of a command."""
   env = helpers.subprocess_env(1)
-  del env['TF_CPP_MIN_LOG_LEVEL']  # As a user's shell has it.
+  del env['TF_CPP_MIN_LOG_LEVEL'], env['TF_ENABLE_ONEDNN_OPTS']  # As a user's shell has it.
   process = subprocess.run([sys.executable, *script, *args], cwd=helpers.REPO, env=env,
                            text=True, capture_output=True, timeout=300, check=False)
   log = os.path.join(workdir_path, 'errors.log') if workdir_path else ''
@@ -108,6 +108,13 @@ def test_a_fresh_read_only_workdir_is_one_error_naming_it(tmp_path, monkeypatch)
       rf"^cannot write the run's files in the run directory '{tmp_path}' \(the filesystem "
       r'is read-only\)\. Pass a --workdir on a writable filesystem with free space\.$')):
     workdir.create_writable(str(tmp_path))
+
+
+@pytest.mark.parametrize('argv', [['train'], ['train', '--verbosity=0']])
+def test_tensorflows_machine_dependent_onednn_operations_are_off(argv, monkeypatch):
+  monkeypatch.delenv('TF_ENABLE_ONEDNN_OPTS', raising=False)
+  console.quiet_native(argv)
+  assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '0'
 
 
 def test_a_project_warning_is_a_line_led_by_warning():

@@ -14,8 +14,12 @@ flags are parsed, and from then on
   Unknown size" for a local folder), the tracebacks of errors raised in the libraries'
   native threads, and the traceback behind every user error. TFDS's progress bars are off.
 
-Native info and warning lines (oneDNN, ``PredictCost CropAndResize``) are hidden before
+Native info and warning lines (``PredictCost CropAndResize``) are hidden before
 TensorFlow or XLA load: ``quiet_native`` sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless it is set.
+It also turns TensorFlow's oneDNN custom operations off (``TF_ENABLE_ONEDNN_OPTS=0`` unless
+set), loud or not: TensorFlow turns them on only on CPUs with AVX-512 or AMX, so with them the
+input pipeline's arithmetic would depend on the machine, and their "oneDNN custom operations
+are on" line is printed through absl even at ``TF_CPP_MIN_LOG_LEVEL=2`` once JAX has loaded.
 
 The log is ``<workdir>/errors.log`` (``errors.process<I>.log`` for process I > 0 of a
 multi-process run) where the command has a workdir that is, or can be made, a writable
@@ -113,7 +117,10 @@ def loud(argv: Sequence[str]) -> bool:
 
 def quiet_native(argv: Sequence[str]) -> None:
   """Hides TensorFlow's and XLA's native info and warning lines, unless ``argv`` is loud or
-  ``TF_CPP_MIN_LOG_LEVEL`` is set. Call before TensorFlow or JAX is imported."""
+  ``TF_CPP_MIN_LOG_LEVEL`` is set, and turns TensorFlow's machine-dependent oneDNN
+  operations off unless ``TF_ENABLE_ONEDNN_OPTS`` is set. Call before TensorFlow or JAX is
+  imported."""
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   if not loud(argv):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
