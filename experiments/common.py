@@ -7,13 +7,13 @@ import sys
 
 from typing import NamedTuple
 
-import jax
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
 from configs.common import VariantError
 from input_pipeline.builders.common import DatasetError
+from usvjax.core import compile_cache
 from usvjax.core import parallel
 from usvjax.core.preemption import Stopped
 from usvjax.core.train import NonFiniteLossError
@@ -27,9 +27,10 @@ COORDINATOR = flags.DEFINE_string(
 NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Number of processes.')
 PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Index of this process.')
 COMPILATION_CACHE = flags.DEFINE_string(
-    'compilation_cache', os.path.join(os.path.expanduser('~'), '.cache', 'usvjax', 'xla'),
-    "JAX's persistent compilation cache: a step compiled once (by an earlier fold, seed or "
-    "run of the same shapes) is read back instead of compiled again. '' turns it off.")
+    'compilation_cache', compile_cache.default_dir(),
+    "JAX's persistent compilation cache (default: $JAX_COMPILATION_CACHE_DIR, else "
+    '~/.cache/usvjax/xla): a step compiled once (by an earlier fold, seed or run of the same '
+    "shapes) is read back instead of compiled again. '' turns it off.")
 HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
     'heartbeat_timeout_seconds', parallel.DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
     'A process of a multi-process run that sends no heartbeat for this long is lost: the '
@@ -134,8 +135,7 @@ def start_processes(workdir: str = '', creates_workdir: bool = False) -> None:
   if not flags.FLAGS['verbosity'].present:
     console.set_up(workdir, creates_workdir, PROCESS_ID.value or _cluster_process_id())
   if COMPILATION_CACHE.value:
-    jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE.value)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    compile_cache.turn_on(COMPILATION_CACHE.value)
   parallel.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
                       HEARTBEAT_TIMEOUT.value, workdir, console.log_path())
 

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -236,25 +237,43 @@ def count_items(config: ml_collections.ConfigDict, builder, source: spec_lib.Exa
   return int(items.reduce(np.int64(0), tf_setup.as_written(lambda n, _: n + 1)).numpy())
 
 
+class EvalDataset(NamedTuple):
+  """A split's evaluation batches of this process as a tf.data pipeline (built once, read
+  again by every evaluation of a run: tracing its functions costs more than reading)."""
+  ds: tf.data.Dataset  # Unpadded batches of ``local_batch_size(eval_batch_size)``.
+  fields: spec_lib.Spec
+  count: int  # The split's items on this process (``count_items``).
+
+
+def eval_dataset(config: ml_collections.ConfigDict, builder, source: spec_lib.ExampleSource,
+                 split: str, count: int | None = None) -> EvalDataset:
+  """The evaluation pipeline of ``split`` (``count``: its items on this process, when
+  already known)."""
+  batch_size = local_batch_size(config.input.eval_batch_size)
+  if count is None:
+    count = count_items(config, builder, source, split)
+  items = _items(builder, config, source, split, train=False).enumerate()
+  ds, fields = _decoded(items, config, builder, source, False, batch_size,
+                        drop_remainder=False)
+  return EvalDataset(ds, fields, count)
+
+
 def eval_batches(config: ml_collections.ConfigDict, builder, source: spec_lib.ExampleSource,
-                 split: str, count: int | None = None) -> tuple[Iterator[Batch], int]:
-  """Exact evaluation batches of this process and how many there are (``count``: the
-  split's items on this process, ``count_items``, when already known).
+                 split: str, dataset: EvalDataset | None = None
+                 ) -> tuple[Iterator[Batch], int]:
+  """Exact evaluation batches of this process and how many there are (of ``dataset``, the
+  split's ``eval_dataset``, where already built).
 
   Every clip/video of the split appears exactly once over all processes; padding examples
   (and whole padding batches, so that every process runs the same number of steps) have
   ``valid`` all False.
   """
   batch_size = local_batch_size(config.input.eval_batch_size)
-  if count is None:
-    count = count_items(config, builder, source, split)
+  ds, fields, count = dataset or eval_dataset(config, builder, source, split)
   local_batches = math.ceil(count / batch_size)
   num_batches = local_batches
   if jax.process_count() > 1:
     num_batches = int(np.max(multihost_utils.process_allgather(np.int64(local_batches))))
-  items = _items(builder, config, source, split, train=False).enumerate()
-  ds, fields = _decoded(items, config, builder, source, False, batch_size,
-                        drop_remainder=False)
 
   def generate():
     for batch in ds.as_numpy_iterator():

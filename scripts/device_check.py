@@ -61,6 +61,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
 from usvjax import benchmarking
 from usvjax import models
+from usvjax.core import compile_cache
 from usvjax.core import execution
 from usvjax.core import optim
 from usvjax.core import parallel
@@ -301,9 +302,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--out', default='device_check.csv', help='CSV to write.')
   parser.add_argument('--budget_s', type=float, default=480.0, help='Wall-time budget.')
   parser.add_argument('--repeats', type=int, default=10, help='Most timed calls per job.')
-  parser.add_argument('--compilation_cache', default=os.path.join(
-      os.path.expanduser('~'), '.cache', 'usvjax', 'xla'), help="JAX's persistent "
-      "compilation cache ('' turns it off): a rerun on the same machine compiles less.")
+  parser.add_argument('--compilation_cache', default=compile_cache.default_dir(),
+                      help="JAX's persistent compilation cache (usvjax/core/compile_cache.py; "
+                      "'' turns it off): a rerun on the same machine compiles less.")
   args = parser.parse_args(argv)
   names = [n for n in args.models.split(',') if n]
   unknown = sorted(set(names) - {e.name for e in MODELS})
@@ -313,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
   if set(args.modes.split(',')) - set(wanted):
     parser.error(f'--modes={args.modes}: choose from {list(MODES)}.')
   if args.compilation_cache:
-    jax.config.update('jax_compilation_cache_dir', args.compilation_cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    compile_cache.turn_on(args.compilation_cache)
   repeats = min(args.repeats, 2) if args.quick else args.repeats
   device = jax.devices()[0]
   peak = benchmarking.device_peak(device)

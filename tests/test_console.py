@@ -20,9 +20,9 @@ LIBRARY_NOISE = ('eprecat', 'oneDNN', 'map_fn_v2', 'PredictCost', 'CropAndResize
                  'AutoGraph', 'Traceback', 'WARNING', 'W0000')
 
 
-def _run(args, workdir_path=None, script=('-m',)):
+def _run(args, workdir_path=None, script=('-m',), **env_vars):
   """(status, terminal output, the workdir's errors.log or '') of a command."""
-  env = helpers.subprocess_env(1)
+  env = helpers.subprocess_env(1, **env_vars)
   del env['TF_CPP_MIN_LOG_LEVEL'], env['TF_ENABLE_ONEDNN_OPTS']  # As a user's shell has it.
   process = subprocess.run([sys.executable, *script, *args], cwd=helpers.REPO, env=env,
                            text=True, capture_output=True, timeout=300, check=False)
@@ -41,8 +41,11 @@ def test_the_demos_first_steps_show_only_the_projects_lines(tmp_path):
   run_dir = str(tmp_path / 'run')
   leftover = tmp_path / 'tfds' / 'usv_synthetic' / 'tiny' / 'incomplete.K1LLED'
   leftover.mkdir(parents=True)  # A killed conversion's: removed with a project warning.
-  status, output, logged = _run(_train_args(run_dir, tmp_path / 'tfds'), run_dir)
+  cache = tmp_path / 'xla'  # JAX's own variable names the commands' compilation cache.
+  status, output, logged = _run(_train_args(run_dir, tmp_path / 'tfds'), run_dir,
+                                JAX_COMPILATION_CACHE_DIR=str(cache))
   assert status == 0, output[-3000:]
+  assert any(name.endswith('-cache') for name in os.listdir(cache))
   for noise in LIBRARY_NOISE:
     assert noise not in output, (noise, output[-3000:])
   assert 'data: usv_synthetic/tiny/1.2.0 in ' in output  # The data summary.

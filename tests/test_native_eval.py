@@ -286,3 +286,16 @@ def test_report_holds_bootstrap_intervals_over_videos(tmp_path):
   written = (tmp_path / 'metrics.json').read_text()
   assert '"mean_dice_ci95": [\n    0.0,\n    1.0\n  ]' in written
   assert '"eval_resolution": "native"' in written
+
+
+def test_a_split_is_read_once_per_builder_however_often_it_is_evaluated():
+  frames, masks = np.zeros((2, 4, 4, 1), np.uint8), np.zeros((2, 4, 4), bool)
+  builder = StoredVideos({'a': (frames, masks, None)})
+  reads = []
+  as_dataset = builder.as_dataset
+  builder.as_dataset = lambda *args, **kwargs: reads.append(1) or as_dataset(*args, **kwargs)
+  first, second = _evaluation(builder), _evaluation(builder)
+  assert first.stored is second.stored
+  assert first.stored.video('a').masks == second.stored.video('a').masks and len(reads) == 1
+  other = StoredVideos({'a': (frames, masks, None)})  # Another builder: read on its own.
+  assert _evaluation(other).stored is not first.stored

@@ -15,8 +15,9 @@ from usvjax.core import run as run_lib
 
 @pytest.fixture
 def counted(monkeypatch):
-  """{'get_builder': calls, 'count_items': calls} of the input pipeline."""
-  calls = {'get_builder': 0, 'count_items': 0}
+  """{'get_builder': calls, 'count_items': calls, 'eval_dataset': calls} of the input
+  pipeline."""
+  calls = {'get_builder': 0, 'count_items': 0, 'eval_dataset': 0}
   for name in calls:
     original = getattr(pipeline, name)
 
@@ -53,8 +54,10 @@ def test_each_split_is_counted_once_per_run_and_config_evals_are_logged(
     config.evals.test = ml_collections.ConfigDict(dict(split='test', speckle_looks=0.0))
     config.evals.noisy = ml_collections.ConfigDict(dict(split='test', speckle_looks=2.0))
   runners.train(config, str(tmp_path))
-  # Two validations of three evaluations each; validation and test counted once each.
+  # Two validations of three evaluations each; validation and test counted once each, and
+  # each evaluation's pipeline (validation, test, speckled test) built once.
   assert counted['count_items'] == 2 and counted['get_builder'] == 1
+  assert counted['eval_dataset'] == 3
   steps = {}  # Each evaluation's line, merged by step.
   for line in (tmp_path / 'metrics.jsonl').read_text().splitlines():
     row = json.loads(line)
@@ -66,7 +69,8 @@ def test_each_split_is_counted_once_per_run_and_config_evals_are_logged(
     assert row['test/scored_frames'] == row['noisy/scored_frames']
     # Speckle of look number 2 changes what the model sees.
     assert row['noisy/mean_mae'] != row['test/mean_mae']
-  # The clean evaluation is the checkpoint's test report.
+  # The clean evaluation (its pipeline read a second time) is the checkpoint's test report
+  # (a pipeline of its own).
   report = runners.evaluate(config, str(tmp_path), 'test', 'latest')['unet']
   assert report.metrics['mean_dice'] == evaluated[-1]['test/mean_dice']
 

@@ -105,6 +105,7 @@ class Run:
     self.capabilities = models.capabilities(config.model)
     self._eval_step = None
     self._counts: dict[str, int] = {}
+    self._eval_datasets: dict[tuple[str, int], tuple[Any, pipeline.EvalDataset]] = {}
 
   def with_data(self) -> Run:
     """This run with its dataset prepared and checked (for a run resolved without data)."""
@@ -132,12 +133,17 @@ class Run:
 
   def eval_batches(self, split: str, builder=None) -> tuple[Iterator[dict], int]:
     """Exact evaluation batches of ``split`` of the run's data (or of ``builder``, a view of
-    it with the same videos) and their number; the split's items are counted once per run."""
+    it with the same videos) and their number. The split's items are counted once per run,
+    and its pipeline is built once per run and builder (every validation reads it again)."""
     builder = builder or self.builder
     if split not in self._counts:
       self._counts[split] = pipeline.count_items(self.config, builder, self.source, split)
+    key = (split, id(builder))
+    if key not in self._eval_datasets:  # The builder is kept: its id stays its own.
+      self._eval_datasets[key] = builder, pipeline.eval_dataset(
+          self.config, builder, self.source, split, self._counts[split])
     return pipeline.eval_batches(self.config, builder, self.source, split,
-                                 self._counts[split])
+                                 self._eval_datasets[key][1])
 
   def eval_step(self):
     """The run's one evaluation step (``eval_step.make_eval_step``), compiled once."""

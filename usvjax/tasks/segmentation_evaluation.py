@@ -41,6 +41,7 @@ from usvjax.metrics import statistics
 from usvjax.reporting import plots
 from usvjax.reporting import reports
 from usvjax.tasks.stored_split import StoredSplit
+from usvjax.tasks.stored_split import stored_split
 from usvjax.tasks.video_keys import decode_key
 
 EVAL_RESOLUTIONS = ('native', 'model')
@@ -80,7 +81,7 @@ class SegmentationEvaluation:
     if config.dataset.folds.num:  # k-fold: the evaluated fold is part of train_split.
       split = config.dataset.train_split
     self.resolution, self.overlay_videos = resolution, config.input.overlay_videos
-    self.stored = StoredSplit(builder, split)
+    self.stored = stored_split(builder, split)
     self.display = (config.input.image_size, config.input.channels)
 
   @property

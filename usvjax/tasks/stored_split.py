@@ -3,6 +3,7 @@ read on the host by video key and frame index: what segmentation is scored again
 resolution, and the frames its overlays show (``segmentation_evaluation``)."""
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import cv2
@@ -83,3 +84,16 @@ class StoredSplit:
                                     channels).numpy()
         out[key] = dict(zip(wanted[key], decoded))
     return out
+
+
+# {builder: {split: StoredSplit}}: a split's stored videos are read once per prepared builder,
+# however often a run evaluates it (each validation, each checkpoint a study scores).
+_read: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def stored_split(builder: tfds.core.DatasetBuilder, split: str) -> StoredSplit:
+  """The ``StoredSplit`` of ``split`` of ``builder``, one per builder and split."""
+  splits = _read.setdefault(builder, {})
+  if split not in splits:
+    splits[split] = StoredSplit(builder, split)
+  return splits[split]
