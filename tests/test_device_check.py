@@ -21,10 +21,11 @@ def _check(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
-  """U-Net in every mode it has (training, inference), FLA-Net in the two that need no
-  training step (inference, streaming): every kind of row, two models' compilations."""
+  """U-Net in every mode it has (training, inference), STPFNet in the two that need no
+  training step (inference, streaming from a first mask): every kind of row, two models'
+  compilations (STPFNet's the cheapest of the streaming segmenters')."""
   rows = {}
-  for models, modes in (('unet', 'train,infer,stream'), ('flanet', 'infer,stream')):
+  for models, modes in (('unet', 'train,infer,stream'), ('stpfnet', 'infer,stream')):
     out = tmp_path / f'{models}.csv'
     done = _check('--quick', f'--models={models}', f'--modes={modes}', f'--out={out}',
                   '--compilation_cache=', '--budget_s=3000')
@@ -36,9 +37,9 @@ def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
     assert reader.fieldnames == COLUMNS
   assert [(r['dtype'], r['mode']) for r in rows['unet']] == [
       (dtype, mode) for dtype in ('float32', 'bfloat16') for mode in ('train', 'infer')]
-  assert [(r['dtype'], r['mode']) for r in rows['flanet']] == [
+  assert [(r['dtype'], r['mode']) for r in rows['stpfnet']] == [
       (dtype, mode) for dtype in ('float32', 'bfloat16') for mode in ('infer', 'stream')]
-  for r in rows['unet'] + rows['flanet']:
+  for r in rows['unet'] + rows['stpfnet']:
     assert r['note'] == '', r
     assert r['config'] == f'configs/{r["model"]}.py:tiny'
     assert float(r['step_ms']) > 0 and float(r['frames_per_s']) > 0
@@ -47,9 +48,9 @@ def test_quick_check_writes_a_row_per_model_dtype_and_mode(tmp_path):
     assert (r['bf16_rel_err'] == '') == (r['dtype'] == 'float32')
     assert (r['deterministic'] == 'bit-equal') == (r['mode'] == 'train')  # CPU: bit-equal.
     assert r['device'] and r['jax_version']
-    clip = {'unet': '3', 'flanet': '4'}[r['model']]  # Stream: one frame per step.
+    clip = {'unet': '3', 'stpfnet': '3'}[r['model']]  # Stream: one frame per step.
     assert r['frames'] == ('1' if r['mode'] == 'stream' else clip), r
-  bf16 = [float(r['bf16_rel_err']) for r in rows['unet'] + rows['flanet']
+  bf16 = [float(r['bf16_rel_err']) for r in rows['unet'] + rows['stpfnet']
           if r['dtype'] == 'bfloat16']
   assert all(0 < e < 0.1 for e in bf16), bf16
 
