@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   args = parser.parse_args(argv)
   if max(args.every, args.per_video) < 1:
     parser.error('--every and --per_video must be >= 1.')
+  console.set_up()  # TFDS's "Using custom data configuration" warning: to the log.
   try:
     kept = sparsify(args.src, args.dst, args.dataset, args.every, args.per_video, args.split,
                     [v for v in args.videos.split(',') if v], args.seed)

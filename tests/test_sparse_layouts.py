@@ -2,6 +2,8 @@
 the ``annotated`` feature, the clinic layout (``usv_cine_table``), the synthetic sparse
 configs and ``scripts/sparsify_masks.py``."""
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -186,3 +188,17 @@ def test_sparsify_masks_keeps_exactly_the_chosen_frames_of_the_training_videos(r
   converted = prepare('usv_frames_table/sparse_masks=True', dst, tmp_path / 'tfds')
   assert videos(converted, 'train')['0']['annotated'].tolist() == [
       n in kept['0'] for n in range(7)]
+
+
+def test_the_sparsify_command_prints_its_summary_and_no_library_line(tmp_path):
+  src, dst = str(tmp_path / 'cvc'), str(tmp_path / 'sparse')
+  make_frames_table(src, sequences=[0] * 4 + [1] * 3)
+  write_csv(f'{src}/splits.csv', [['video', 'split'], ['0', 'train'], ['1', 'test']])
+  done = subprocess.run(
+      [sys.executable, 'scripts/sparsify_masks.py', f'--src={src}', f'--dst={dst}',
+       '--dataset=usv_frames_table/default', '--per_video=2'], cwd=helpers.REPO,
+      env=helpers.subprocess_env(1), capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr
+  lines = (done.stdout + done.stderr).strip().splitlines()
+  assert lines[0] == f'{dst}: kept 2 masks in 1 video(s); other videos unchanged.', lines
+  assert len(lines) == 2 and lines[1].startswith('  0: frames ['), lines
